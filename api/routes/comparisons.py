@@ -1,0 +1,58 @@
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+
+from api.deps import SessionDep, SettingsDep
+from api.schemas import ComparisonOut, ComparisonPage, ComparisonSummary
+from db import queries
+from engine.problem import steps_total
+from engine.spec import ComparisonSpec
+from worker.dispatch import enqueue_runs
+
+router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
+
+
+def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:
+    return RequestValidationError([{"type": "limit_exceeded", "loc": ("body", *loc), "msg": message, "input": value}])
+
+
+@router.post("", status_code=202, response_model=ComparisonOut)
+def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: SettingsDep) -> ComparisonOut:
+    """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
+    n_runs = len(spec.optimizers) * len(spec.seeds)
+    if n_runs > settings.max_runs_per_comparison:
+        raise _limit_error(("seeds",), f"{n_runs} runs (optimizers × seeds) exceed the limit of "
+                           f"{settings.max_runs_per_comparison}; set OPTIBENCH_MAX_RUNS_PER_COMPARISON", n_runs)
+    total = steps_total(spec)
+    if total > settings.max_steps_per_run:
+        raise _limit_error(("training",), f"{total} steps per run exceed the limit of {settings.max_steps_per_run}; "
+                           "set OPTIBENCH_MAX_STEPS_PER_RUN", total)
+    comparison = queries.create_comparison(session, spec.model_dump(mode="json"), total)
+    session.commit()
+    enqueue_runs(run.id for run in comparison.runs)
+    return ComparisonOut.full(comparison)
+
+
+@router.get("", response_model=ComparisonPage)
+def list_comparisons(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> ComparisonPage:
+    """Newest first."""
+    try:
+        page, next_cursor = queries.list_comparisons(session, limit, cursor)
+    except ValueError as exc:
+        raise HTTPException(400, f"cursor: {exc}") from exc
+    progress = queries.progress_of(session, [c.id for c in page])
+    items = [ComparisonSummary.of(c, progress.get(c.id, queries.Progress())) for c in page]
+    return ComparisonPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{comparison_id}", response_model=ComparisonOut)
+def get_comparison(comparison_id: str, session: SessionDep) -> ComparisonOut:
+    comparison = queries.get_comparison(session, comparison_id)
+    if comparison is None:
+        raise HTTPException(404, f"comparison {comparison_id!r} not found")
+    return ComparisonOut.full(comparison)

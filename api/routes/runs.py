@@ -1,0 +1,85 @@
+"""Runs and their step rows. Step rows stream from the database in chunks, never all in memory.
+
+Non-finite values: in JSON, NaN and ±infinity are the strings "NaN", "Infinity" and "-Infinity"
+(JSON has no such numbers); in CSV they are nan, inf and -inf, which float() and pandas read back.
+"""
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import StreamingResponse
+
+from api.deps import SessionDep
+from api.schemas import RunOut
+from db import queries
+from db.session import new_session
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+_JSON_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else _JSON_NON_FINITE[value]
+
+
+def _step_dict(step) -> dict:
+    row = {"step": step.step, "epoch": step.epoch, "loss": _json_float(step.loss), "time_s": step.time_s,
+           "step_time_ms": step.step_time_ms, "lr": step.lr}
+    if step.x is not None:
+        row["x"] = [_json_float(v) for v in step.x]
+    return row
+
+
+def _stream_json(run_id: str) -> Iterator[str]:
+    with new_session() as session:
+        yield f'{{"run_id": {json.dumps(run_id)}, "steps": ['
+        for i, step in enumerate(queries.iter_steps(session, run_id)):
+            yield ("," if i else "") + json.dumps(_step_dict(step), allow_nan=False)
+        yield "]}"
+
+
+def _stream_csv(run_id: str, dim: int | None) -> Iterator[str]:
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    header = ["step", "epoch", "loss", "time_s", "step_time_ms", "lr"]
+    out.writerow(header + [f"x{i}" for i in range(dim or 0)])
+    with new_session() as session:
+        for i, step in enumerate(queries.iter_steps(session, run_id)):
+            out.writerow([step.step, step.epoch, repr(step.loss), step.time_s, step.step_time_ms, step.lr,
+                          *(repr(v) for v in (step.x or []))])
+            if i % 1000 == 999:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _run_or_404(session, run_id: str):
+    run = queries.get_run(session, run_id)
+    if run is None:
+        raise HTTPException(404, f"run {run_id!r} not found")
+    return run
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run_id: str, session: SessionDep) -> RunOut:
+    return RunOut.of(_run_or_404(session, run_id))
+
+
+@router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] = "json") -> StreamingResponse:
+    """Every step row of the run, in step order."""
+    run = _run_or_404(session, run_id)
+    if format == "csv":
+        x0 = run.comparison.spec["problem"].get("x0")
+        return StreamingResponse(_stream_csv(run_id, len(x0) if x0 else None), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="run-{run_id}-steps.csv"'})
+    return StreamingResponse(_stream_json(run_id), media_type="application/json")

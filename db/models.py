@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = "queued", "running", "succeeded", "failed", "diverged", "cancelled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, DIVERGED, CANCELLED})
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class LossFloat(TypeDecorator):
+    """A float that is never NULL, stored faithfully: PostgreSQL keeps NaN natively, but SQLite turns
+    NaN into NULL, so there NULL is read back as NaN. Infinities survive on both."""
+
+    impl = Float(precision=53)
+    cache_ok = True
+
+    def process_result_value(self, value: float | None, dialect) -> float:
+        return math.nan if value is None else value
+
+
+def _encode_float(v: float) -> float | str:
+    return v if math.isfinite(v) else repr(v)  # 'nan', 'inf', '-inf'
+
+
+class FloatList(TypeDecorator):
+    """A list of floats as JSON text, non-finite values as strings, since JSON has no NaN."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[float] | None, dialect) -> str | None:
+        return None if value is None else json.dumps([_encode_float(v) for v in value], allow_nan=False)
+
+    def process_result_value(self, value: str | None, dialect) -> list[float] | None:
+        return None if value is None else [float(v) for v in json.loads(value)]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Comparison(Base):
+    __tablename__ = "comparisons"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    spec: Mapped[dict[str, Any]]
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    runs: Mapped[list[Run]] = relationship(back_populates="comparison", order_by="Run.position")
+
+    __table_args__ = (Index("ix_comparisons_created", "created_at", "id"),)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    comparison_id: Mapped[str] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]
+    entry_index: Mapped[int]
+    label: Mapped[str] = mapped_column(String(100))
+    optimizer_name: Mapped[str] = mapped_column(String(100))
+    optimizer_params: Mapped[dict[str, Any]]
+    seed: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    steps_total: Mapped[int]
+    steps_done: Mapped[int] = mapped_column(default=0)
+    final_loss: Mapped[float | None] = mapped_column(Float(precision=53))
+    best_loss: Mapped[float | None] = mapped_column(Float(precision=53))
+    wall_time_s: Mapped[float | None] = mapped_column(Float(precision=53))
+    diverged_step: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(default=0)
+    heartbeat_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    comparison: Mapped[Comparison] = relationship(back_populates="runs")
+
+
+class Step(Base):
+    """Append-only, keyed by (run_id, step): a redelivered task can never duplicate a row."""
+
+    __tablename__ = "steps"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int | None]
+    loss: Mapped[float] = mapped_column(LossFloat, nullable=True)
+    time_s: Mapped[float] = mapped_column(Float(precision=53))
+    step_time_ms: Mapped[float] = mapped_column(Float(precision=53))
+    lr: Mapped[float | None] = mapped_column(Float(precision=53))
+    x: Mapped[list[float] | None] = mapped_column(FloatList)

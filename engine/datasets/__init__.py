@@ -1,0 +1,38 @@
+"""Datasets. Each module here defines one; see engine.registry for how they are found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from engine.registry import Component, Params
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class Data:
+    x: torch.Tensor
+    y: torch.Tensor
+    task: Task
+    n_outputs: int  # regression targets, or classes
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class Dataset(Component):
+    kind = "dataset"
+    task: ClassVar[Task]
+
+    @classmethod
+    def load(cls, params: Params) -> Data:
+        """The whole dataset on the CPU, deterministic in ``params``."""
+        raise NotImplementedError
+
+    @classmethod
+    def size(cls, params: Params) -> int:
+        """Number of samples, cheaply, for planning step counts at submit time."""
+        return len(cls.load(params))

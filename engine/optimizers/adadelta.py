@@ -1,0 +1,21 @@
+import torch
+from pydantic import Field
+
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+
+
+class AdadeltaParams(OptimizerParams):
+    lr: float = Field(1.0, gt=0.0, description="scale applied to the step")
+    rho: Beta = Field(0.9, description="decay rate of the running averages")
+    eps: float = Field(1e-6, gt=0.0, description="added inside the square roots for numerical stability")
+    weight_decay: NonNegative = 0.0
+
+
+class Adadelta(Optimizer):
+    name = "adadelta"
+    description = "Adadelta (Zeiler), steps scaled by running RMS of past updates and gradients: torch.optim.Adadelta."
+    Params = AdadeltaParams
+
+    @classmethod
+    def build(cls, parameters, params: AdadeltaParams) -> torch.optim.Optimizer:
+        return torch.optim.Adadelta(parameters, **params.model_dump())

@@ -1,0 +1,22 @@
+import torch
+from pydantic import Field
+
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams
+
+
+class AdagradParams(OptimizerParams):
+    lr: float = Field(1e-2, gt=0.0, description="learning rate")
+    lr_decay: NonNegative = 0.0
+    weight_decay: NonNegative = 0.0
+    initial_accumulator_value: NonNegative = 0.0
+    eps: float = Field(1e-10, gt=0.0, description="added to the denominator for numerical stability")
+
+
+class Adagrad(Optimizer):
+    name = "adagrad"
+    description = "Adagrad, per-weight steps shrinking with the summed squared gradients: torch.optim.Adagrad."
+    Params = AdagradParams
+
+    @classmethod
+    def build(cls, parameters, params: AdagradParams) -> torch.optim.Optimizer:
+        return torch.optim.Adagrad(parameters, **params.model_dump())

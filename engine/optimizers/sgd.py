@@ -1,0 +1,28 @@
+from pydantic import Field, model_validator
+
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams
+import torch
+
+
+class SGDParams(OptimizerParams):
+    lr: float = Field(1e-2, gt=0.0, description="learning rate")
+    momentum: NonNegative = 0.0
+    dampening: NonNegative = 0.0
+    nesterov: bool = False
+    weight_decay: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGDParams":
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov requires momentum > 0 and dampening = 0")
+        return self
+
+
+class SGD(Optimizer):
+    name = "sgd"
+    description = "Stochastic gradient descent, with optional (Nesterov) momentum: torch.optim.SGD."
+    Params = SGDParams
+
+    @classmethod
+    def build(cls, parameters, params: SGDParams) -> torch.optim.Optimizer:
+        return torch.optim.SGD(parameters, **params.model_dump())

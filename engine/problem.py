@@ -1,0 +1,170 @@
+"""Turns a spec's problem into tensors on a device, a seeded module, and a seeded batch order.
+
+Fairness lives here: for one seed, every optimizer gets the same initial weights (the module is
+built under ``torch.manual_seed(seed)`` on the CPU, then moved) and the same batch order (a pure
+function of seed and epoch, so a resumed run can rebuild it without saved generator state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine import registry
+from engine.spec import ComparisonSpec, Problem, Training
+
+EVAL_CHUNK_ROWS = 8192
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the spec asks for device 'cuda' but this worker has no CUDA device")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The sample order of one epoch: a fresh permutation per epoch, or one fixed order."""
+    if not shuffle:
+        return torch.arange(n)
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state) & (2**63 - 1))
+    return torch.randperm(n, generator=generator)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    n: int
+    batch_size: int | None  # None: the full batch
+    shuffle: bool
+    drop_last: bool
+    seed: int
+
+    @classmethod
+    def for_training(cls, n: int, training: Training, seed: int) -> "BatchPlan":
+        size = None if training.batch_size == "full" or training.batch_size >= n else training.batch_size
+        return cls(n=n, batch_size=size, shuffle=training.shuffle, drop_last=training.drop_last, seed=seed)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        if self.batch_size is None:
+            return 1
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def batches(self, device: torch.device, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """(epoch, sample indices) for every step from ``start_step`` on, forever; None is the full batch."""
+        per_epoch = self.batches_per_epoch
+        epoch, skip = divmod(start_step, per_epoch)
+        while True:
+            if self.batch_size is None:
+                yield epoch, None
+            else:
+                order = epoch_order(self.n, self.seed, epoch, self.shuffle).to(device)
+                for b in range(skip, per_epoch):
+                    yield epoch, order[b * self.batch_size : (b + 1) * self.batch_size]
+            epoch, skip = epoch + 1, 0
+
+
+class BuiltProblem:
+    """What the training loop needs: a module per seed, a batch loss and a whole-set loss."""
+
+    n_train: int
+    is_function: bool
+
+    def make_module(self, seed: int) -> nn.Module:
+        raise NotImplementedError
+
+    def batch_loss(self, module: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def full_loss(self, module: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+    def point(self, module: nn.Module) -> torch.Tensor | None:
+        """For function problems, the current x; None otherwise."""
+        return None
+
+
+class _Point(nn.Module):
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__()
+        self.x = nn.Parameter(x0)
+
+
+class FunctionProblem(BuiltProblem):
+    n_train = 1
+    is_function = True
+
+    def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
+        self.function = problem.function.component
+        self.params = problem.function.typed_params
+        self.x0 = torch.tensor(problem.x0, dtype=dtype, device=device)
+
+    def make_module(self, seed: int) -> nn.Module:
+        return _Point(self.x0.clone())
+
+    def batch_loss(self, module: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
+        return self.function.value(module.x, self.params)
+
+    def full_loss(self, module: nn.Module) -> torch.Tensor:
+        return self.function.value(module.x, self.params)
+
+    def point(self, module: nn.Module) -> torch.Tensor:
+        return module.x.detach().clone()
+
+
+class DatasetProblem(BuiltProblem):
+    is_function = False
+
+    def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
+        data = problem.dataset.component.load(problem.dataset.typed_params)
+        self.x = data.x.to(device=device, dtype=dtype)
+        self.y = data.y.to(device=device, dtype=dtype) if data.task == "regression" else data.y.to(device)
+        self.n_train = len(data)
+        self.n_outputs = data.n_outputs
+        self.model = problem.model
+        self.loss = registry.get("loss", problem.loss)
+        self.device, self.dtype = device, dtype
+
+    def make_module(self, seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.model.component.build(self.model.typed_params, tuple(self.x.shape[1:]), self.n_outputs)
+        return module.to(device=self.device, dtype=self.dtype)
+
+    def batch_loss(self, module: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
+        if indices is None:
+            return self.loss.fn(module(self.x), self.y)
+        return self.loss.fn(module(self.x[indices]), self.y[indices])
+
+    @torch.no_grad()
+    def full_loss(self, module: nn.Module) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for start in range(0, self.n_train, EVAL_CHUNK_ROWS):
+            xb, yb = self.x[start : start + EVAL_CHUNK_ROWS], self.y[start : start + EVAL_CHUNK_ROWS]
+            chunk = self.loss.fn(module(xb), yb).double()
+            total += chunk if self.loss.reduction == "sum" else chunk * len(xb)
+        return total if self.loss.reduction == "sum" else total / self.n_train
+
+
+def build_problem(problem: Problem, device: torch.device, dtype: torch.dtype) -> BuiltProblem:
+    cls = FunctionProblem if problem.is_function else DatasetProblem
+    return cls(problem, device, dtype)
+
+
+def dataset_size(problem: Problem) -> int:
+    return 1 if problem.is_function else problem.dataset.component.size(problem.dataset.typed_params)
+
+
+def steps_total(spec: ComparisonSpec) -> int:
+    """Updates per run, known at submit time without loading the data."""
+    if spec.training.steps is not None:
+        return spec.training.steps
+    plan = BatchPlan.for_training(dataset_size(spec.problem), spec.training, seed=0)
+    return spec.training.epochs * plan.batches_per_epoch

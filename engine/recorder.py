@@ -1,0 +1,133 @@
+"""Per-step metrics that cost the training loop nothing it would notice.
+
+Losses stay on the device until a flush, when they cross to the host in one transfer. Step times come
+from ``perf_counter`` on the CPU and from CUDA events on a GPU, read at flush time, so recording never
+synchronises the device per step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class StepBatch:
+    """A flush worth of step rows, as host arrays."""
+
+    step: np.ndarray  # int64
+    epoch: np.ndarray | None  # int64; None for function problems
+    loss: np.ndarray  # float64, the loss of the batch before the update
+    time_s: np.ndarray  # seconds since training began, at the end of the step
+    step_time_ms: np.ndarray
+    lr: np.ndarray
+    x: np.ndarray | None  # (rows, dim): function problems, the point before the update
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def first_non_finite(self) -> int | None:
+        bad = np.flatnonzero(~np.isfinite(self.loss))
+        return int(bad[0]) if len(bad) else None
+
+    def head(self, rows: int) -> "StepBatch":
+        cut = slice(0, rows)
+        return StepBatch(
+            step=self.step[cut], epoch=None if self.epoch is None else self.epoch[cut], loss=self.loss[cut],
+            time_s=self.time_s[cut], step_time_ms=self.step_time_ms[cut], lr=self.lr[cut],
+            x=None if self.x is None else self.x[cut],
+        )
+
+    def rows(self) -> list[dict]:
+        """Plain Python rows, the shape the database layer inserts."""
+        epochs = self.epoch.tolist() if self.epoch is not None else [None] * len(self)
+        points = self.x.tolist() if self.x is not None else [None] * len(self)
+        return [
+            {"step": s, "epoch": e, "loss": l, "time_s": t, "step_time_ms": d, "lr": r, "x": p}
+            for s, e, l, t, d, r, p in zip(
+                self.step.tolist(), epochs, self.loss.tolist(), self.time_s.tolist(),
+                self.step_time_ms.tolist(), self.lr.tolist(), points,
+            )
+        ]
+
+
+class StepRecorder:
+    def __init__(self, device: torch.device, flush_every: int, flush_interval_s: float, first_step: int = 0,
+                 time_offset_s: float = 0.0) -> None:
+        self.cuda = device.type == "cuda"
+        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.next_step = first_step
+        self.time_offset_s = time_offset_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self._steps: list[int] = []
+        self._epochs: list[int | None] = []
+        self._losses: list[torch.Tensor] = []
+        self._lrs: list[float] = []
+        self._points: list[torch.Tensor] = []
+        self._marks: list = []  # perf_counter floats, or CUDA events
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._last_flush = self._t0
+        self._prev_end_s = self.time_offset_s
+        if self.cuda:
+            self._t0_event = torch.cuda.Event(enable_timing=True)
+            self._t0_event.record()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training time up to the end of the last drained step."""
+        return self._prev_end_s
+
+    def record(self, loss: torch.Tensor, epoch: int | None, lr: float, point: torch.Tensor | None) -> bool:
+        """Note one finished step; True when a flush is due."""
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+        self._steps.append(self.next_step)
+        self.next_step += 1
+        self._epochs.append(epoch)
+        self._losses.append(loss.detach())
+        self._lrs.append(lr)
+        if point is not None:
+            self._points.append(point)
+        return (
+            len(self._steps) >= self.flush_every
+            or time.perf_counter() - self._last_flush >= self.flush_interval_s
+        )
+
+    def drain(self) -> StepBatch | None:
+        """Everything recorded since the last drain, moved to the host in one transfer."""
+        if not self._steps:
+            return None
+        if self.cuda:
+            self._marks[-1].synchronize()
+            ends = np.array([self._t0_event.elapsed_time(e) / 1000.0 for e in self._marks])
+        else:
+            ends = np.array(self._marks) - self._t0
+        ends += self.time_offset_s
+        losses = torch.stack(self._losses).to("cpu", torch.float64).numpy()
+        points = torch.stack(self._points).to("cpu", torch.float64).numpy() if self._points else None
+        starts = np.concatenate(([self._prev_end_s], ends[:-1]))
+        batch = StepBatch(
+            step=np.array(self._steps, dtype=np.int64),
+            epoch=None if self._epochs[0] is None else np.array(self._epochs, dtype=np.int64),
+            loss=losses,
+            time_s=ends,
+            step_time_ms=(ends - starts) * 1000.0,
+            lr=np.array(self._lrs, dtype=np.float64),
+            x=points,
+        )
+        self._prev_end_s = float(ends[-1])
+        self._last_flush = time.perf_counter()
+        self._reset()
+        return batch

@@ -1,0 +1,221 @@
+"""ComparisonSpec: what a user submits. Validation is complete here, before anything is queued.
+
+Component names are checked against the registry and their ``params`` against the component's own
+typed ``Params``, so errors carry the exact field path (``optimizers.0.params.lr``). After validation
+every ``params`` dict is normalised with all defaults filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from engine import registry
+
+MAX_SEED = 2**31 - 1
+MAX_STEPS = 10_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def spec_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A ValidationError at ``loc``; raised inside a validator, pydantic prefixes the parent's path."""
+    details: InitErrorDetails = {
+        "type": PydanticCustomError("invalid_spec", message),
+        "loc": loc,
+        "input": value,
+    }
+    return ValidationError.from_exception_data("ComparisonSpec", [details])
+
+
+class ComponentRef(_Strict):
+    """A registered component by name, with its parameters."""
+
+    kind: ClassVar[str]
+    name: str = Field(max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        known = registry.names(cls.kind)
+        if name not in known:
+            raise PydanticCustomError(
+                f"unknown_{cls.kind}",
+                "unknown {kind} '{name}'; available: {available}",
+                {"kind": cls.kind, "name": name, "available": ", ".join(known)},
+            )
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _typed(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" not in info.data:  # the name already failed; its error says why
+            return params
+        component = registry.get(cls.kind, info.data["name"])
+        return component.Params.model_validate(params).model_dump(mode="json")
+
+    @property
+    def component(self) -> type[registry.Component]:
+        return registry.get(self.kind, self.name)
+
+    @property
+    def typed_params(self) -> registry.Params:
+        return self.component.Params.model_validate(self.params)
+
+
+class ModelRef(ComponentRef):
+    kind = "model"
+
+
+class DatasetRef(ComponentRef):
+    kind = "dataset"
+
+
+class FunctionRef(ComponentRef):
+    kind = "function"
+
+
+class OptimizerEntry(ComponentRef):
+    kind = "optimizer"
+    label: str | None = Field(None, min_length=1, max_length=100, description="default: derived from name and params")
+
+
+class Problem(_Strict):
+    """Either a dataset problem (model, dataset, loss) or a function problem (function, x0)."""
+
+    model: ModelRef | None = None
+    dataset: DatasetRef | None = None
+    loss: str | None = Field(None, description="one of the catalogue's losses")
+    function: FunctionRef | None = None
+    x0: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        None, max_length=10_000, description="function problems: starting point; default: the function's own"
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str | None) -> str | None:
+        known = registry.names("loss")
+        if loss is not None and loss not in known:
+            raise PydanticCustomError(
+                "unknown_loss", "unknown loss '{name}'; available: {available}",
+                {"name": loss, "available": ", ".join(known)},
+            )
+        return loss
+
+    @property
+    def is_function(self) -> bool:
+        return self.function is not None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if self.function is not None:
+            for other in ("model", "dataset", "loss"):
+                if getattr(self, other) is not None:
+                    raise spec_error((other,), f"a function problem takes no '{other}'", getattr(self, other))
+            self._fill_x0()
+            return self
+        if self.x0 is not None:
+            raise spec_error(("x0",), "x0 is only for function problems", self.x0)
+        for required in ("model", "dataset", "loss"):
+            if getattr(self, required) is None:
+                raise spec_error((required,), f"a dataset problem needs '{required}' "
+                                 "(or give 'function' for a function problem)", None)
+        dataset_task = self.dataset.component.task
+        loss_task = registry.get("loss", self.loss).task
+        if dataset_task != loss_task:
+            raise spec_error(("loss",), f"loss '{self.loss}' is for {loss_task}, but dataset "
+                             f"'{self.dataset.name}' is a {dataset_task} dataset", self.loss)
+        return self
+
+    def _fill_x0(self) -> None:
+        params = self.function.typed_params
+        dim = self.function.component.dim(params)
+        if self.x0 is None:
+            self.x0 = list(self.function.component.default_x0(params))
+        elif dim is not None and len(self.x0) != dim:
+            raise spec_error(("x0",), f"x0 has {len(self.x0)} coordinates; "
+                             f"'{self.function.name}' takes {dim}", self.x0)
+
+
+class Training(_Strict):
+    epochs: int | None = Field(None, ge=1, le=MAX_STEPS, description="passes over the training set")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer updates")
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | Literal["full"] = Field(
+        "full", description="'full' is the epoch rule, k mini-batches, 1 the per-sample rule"
+    )
+    shuffle: bool = Field(True, description="draw a new batch order every epoch; false keeps one order")
+    drop_last: bool = False
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if (self.epochs is None) == (self.steps is None):
+            raise spec_error(("epochs",), "give exactly one of 'epochs' or 'steps'", self.epochs)
+        return self
+
+
+class ComparisonSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    problem: Problem
+    training: Training
+    optimizers: list[OptimizerEntry] = Field(min_length=1, max_length=100)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field([0], min_length=1, max_length=100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        full_batch = self.training.batch_size == "full" or self.problem.is_function
+        for i, entry in enumerate(self.optimizers):
+            if entry.component.full_batch_only and not full_batch:
+                raise spec_error(("optimizers", i, "name"), f"'{entry.name}' re-evaluates the loss in a "
+                                 "closure and needs training.batch_size = 'full'", entry.name)
+        labels = _default_labels(self.optimizers)
+        for i, entry in enumerate(self.optimizers):
+            if entry.label is None:
+                entry.label = labels[i]
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.optimizers):
+            if entry.label in seen:
+                raise spec_error(("optimizers", i, "label"), f"label '{entry.label}' is already used by "
+                                 f"optimizers.{seen[entry.label]}; labels must be distinct", entry.label)
+            seen[entry.label] = i
+        return self
+
+
+def _default_labels(entries: list[OptimizerEntry]) -> list[str]:
+    """The name alone where it is unambiguous, else the name with the parameters that differ."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.name] = counts.get(entry.name, 0) + 1
+    labels = []
+    for entry in entries:
+        if counts[entry.name] == 1:
+            labels.append(entry.name)
+            continue
+        defaults = entry.component.Params().model_dump(mode="json")
+        changed = {k: v for k, v in entry.params.items() if defaults.get(k) != v}
+        detail = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
+        labels.append(f"{entry.name}({detail})")
+    return labels

@@ -1,0 +1,125 @@
+"""The optibench command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import typer
+
+from optibench.settings import get_settings
+
+app = typer.Typer(help="optibench: paired optimizer comparisons as a service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+log = logging.getLogger("optibench")
+SHUTDOWN_GRACE_S = 10.0
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the Alembic migrations to OPTIBENCH_DATABASE_URL."""
+    from db.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at revision {revision}: {_redact(settings.database_url)}")
+
+
+def _worker_command(concurrency: int | None) -> list[str]:
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+               "--hostname", "optibench@%h"]
+    if concurrency:
+        command += ["--concurrency", str(concurrency)]
+    return command
+
+
+@app.command()
+def worker(concurrency: int = typer.Option(None, help="training processes; default OPTIBENCH_WORKER_CONCURRENCY")) -> None:
+    """Run a Celery worker alone (the team deployment: point it at the shared broker and database)."""
+    os.execv(sys.executable, _worker_command(concurrency))
+
+
+def _recover() -> None:
+    """The embedded server owns the only worker, so at start every 'running' run is an orphan of the
+    last shutdown, and every queued run may have lost its message. Runs are leased, so enqueuing
+    one twice is harmless."""
+    from db import queries
+    from db.models import utcnow
+    from db.session import transaction
+    from worker.dispatch import enqueue_runs
+
+    with transaction() as session:
+        orphans = queries.requeue_orphans(session, older_than=utcnow())
+        queued = queries.queued_run_ids(session)
+    if orphans:
+        log.info("requeued %d runs interrupted by the last shutdown", len(orphans))
+    if queued:
+        log.info("enqueued %d queued runs", enqueue_runs(queued))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="default OPTIBENCH_HOST"),
+    port: int = typer.Option(None, help="default OPTIBENCH_PORT"),
+    with_worker: bool = typer.Option(True, "--with-worker/--no-worker", help="also run a Celery worker"),
+) -> None:
+    """Run the API and one Celery worker together; Ctrl-C stops both."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.ensure_data_dir()
+    host, port = host or settings.host, port or settings.port
+    worker_process = None
+    if with_worker:
+        _recover()
+        # its own session: the terminal's Ctrl-C reaches us, and we stop the worker in order
+        worker_process = subprocess.Popen(_worker_command(None), start_new_session=True)
+        threading.Thread(target=_stop_if_worker_dies, args=(worker_process,), daemon=True).start()
+    log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
+             _redact(settings.database_url), _redact(settings.broker_url))
+    try:
+        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+    finally:
+        if worker_process is not None:
+            _stop_worker(worker_process)
+
+
+def _stop_if_worker_dies(process: subprocess.Popen) -> None:
+    code = process.wait()
+    if code not in (0, -signal.SIGTERM, -signal.SIGQUIT):
+        log.error("the Celery worker exited with %s; stopping the server", code)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_worker(process: subprocess.Popen) -> None:
+    """Warm shutdown first; a run still training after the grace period is cut off and resumes
+    from the queue at the next start."""
+    for sig, wait_s in ((signal.SIGTERM, SHUTDOWN_GRACE_S), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("worker still running after %s; escalating", sig.name)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url.removeprefix("sqla+")).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+if __name__ == "__main__":
+    app()

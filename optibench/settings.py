@@ -1,0 +1,45 @@
+"""The one configuration object shared by the API, the worker and the CLI."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTIBENCH_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".optibench")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under data_dir")
+    broker_url: str = Field("", description="Celery broker; default: embedded SQLite broker under data_dir")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    worker_concurrency: int = Field(1, ge=1, description="training processes per worker")
+    torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
+    flush_every_steps: int = Field(500, ge=1, description="steps buffered before a write")
+    flush_interval_s: float = Field(1.0, gt=0, description="seconds between writes, whichever comes first")
+    lease_timeout_s: float = Field(120.0, gt=0, description="a run whose heartbeat is older is orphaned")
+    max_runs_per_comparison: int = Field(1000, ge=1)
+    max_steps_per_run: int = Field(10_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'optibench.db').resolve()}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    def ensure_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

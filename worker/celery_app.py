@@ -1,0 +1,49 @@
+"""The Celery application. The same code runs on the embedded SQLite broker and on Redis."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from optibench.settings import Settings, get_settings
+
+TRAIN_TASK = "optibench.train_run"
+QUEUE = "optibench"
+
+
+def create_celery(settings: Settings) -> Celery:
+    if settings.embedded_broker:
+        settings.ensure_data_dir()
+    app = Celery("optibench", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        # a task is acknowledged only once it returns, so a crashed worker's run is delivered again
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_concurrency=settings.worker_concurrency,
+    )
+    if not settings.embedded_broker:
+        # Redis re-delivers an unacknowledged task after this; runs are guarded by a lease anyway.
+        # (The SQLAlchemy transport hands its options to create_engine, so it gets none.)
+        app.conf.broker_transport_options = {"visibility_timeout": 12 * 3600}
+    return app
+
+
+celery_app = create_celery(get_settings())
+
+
+@worker_process_init.connect
+def _one_trainer_per_core(**_) -> None:
+    import torch
+
+    settings = get_settings()
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
+    torch.set_num_threads(threads)

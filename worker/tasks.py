@@ -1,0 +1,56 @@
+"""Celery tasks. They take ids, re-read state from the database, and are safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from db import queries
+from db.models import FAILED
+from db.session import transaction
+from engine.spec import ComparisonSpec
+from engine.training import train
+from optibench.settings import get_settings
+from worker.celery_app import TRAIN_TASK, celery_app
+from worker.writer import StepWriter
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name=TRAIN_TASK)
+def train_run(run_id: str) -> str:
+    """Train one (optimizer, seed) run. A second delivery of a run that is finished, or whose
+    holder is alive, does nothing."""
+    settings = get_settings()
+    with transaction() as session:
+        claim = queries.claim_run(session, run_id, settings.lease_timeout_s)
+    if claim is None:
+        log.info("run %s is finished or held by a live worker; nothing to do", run_id)
+        return "skipped"
+
+    writer = StepWriter(run_id, claim.attempt, heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
+    try:
+        spec = ComparisonSpec.model_validate(claim.spec)
+        outcome = train(
+            spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
+            flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
+        )
+        writer.close()
+    except queries.LeaseLost:
+        log.warning("run %s attempt %d lost its lease; another delivery owns it", run_id, claim.attempt)
+        return "lease lost"
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        with transaction() as session:
+            queries.finish_run(session, run_id, claim.attempt, FAILED, error=f"{type(exc).__name__}: {exc}")
+        return FAILED
+    finally:
+        writer.stop()
+
+    with transaction() as session:
+        queries.finish_run(
+            session, run_id, claim.attempt, outcome.status, steps_done=outcome.steps_done,
+            final_loss=outcome.final_loss, best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s,
+            diverged_step=outcome.diverged_step, device=outcome.device,
+        )
+    log.info("run %s %s after %d steps", run_id, outcome.status, outcome.steps_done)
+    return outcome.status

@@ -1,0 +1,91 @@
+"""Writes a run's flushes on a background thread, so training never waits for the database."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+
+from sqlalchemy.exc import OperationalError
+
+from db import queries
+from db.models import CANCELLED
+from db.session import transaction
+from engine.recorder import StepBatch
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class StepWriter:
+    """Call it with each StepBatch from the training thread; it answers False once the run is
+    cancelled. ``close()`` waits for every batch to be written and re-raises the writer's error."""
+
+    def __init__(self, run_id: str, attempt: int, heartbeat_s: float, retry_for_s: float = 300.0) -> None:
+        self.run_id, self.attempt = run_id, attempt
+        self.heartbeat_s = heartbeat_s
+        self.retry_for_s = retry_for_s
+        self.best_loss = math.inf
+        self.cancelled = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounded: a stalled database slows training, never OOMs it
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"step-writer-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, batch: StepBatch) -> bool:
+        self._raise_if_failed()
+        self._queue.put(batch)
+        return not self.cancelled.is_set()
+
+    def close(self) -> None:
+        self.stop()
+        self._raise_if_failed()
+
+    def stop(self) -> None:
+        """Finish writing what is queued and end the thread (and so the heartbeat)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.heartbeat_s)
+            except queue.Empty:
+                item = None  # nothing to write: just beat the heart
+            if item is _STOP:
+                return
+            try:
+                self._write(item)
+            except BaseException as exc:  # handed to the training thread at its next flush
+                self._error = exc
+                return
+
+    def _write(self, batch: StepBatch | None) -> None:
+        rows = batch.rows() if batch is not None else []
+        if rows:
+            finite = [r["loss"] for r in rows if math.isfinite(r["loss"])]
+            self.best_loss = min([self.best_loss, *finite])
+        best = self.best_loss if math.isfinite(self.best_loss) else None
+        delay, deadline = 0.5, time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                with transaction() as session:
+                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best)
+                break
+            except OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("database unavailable; keeping %d rows of run %s, retrying in %.1fs",
+                            len(rows), self.run_id, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if status == CANCELLED:
+            self.cancelled.set()
