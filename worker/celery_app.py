@@ -10,7 +10,6 @@ from celery.signals import worker_process_init
 from optibench.settings import Settings, get_settings
 
 TRAIN_TASK = "optibench.train_run"
-QUEUE = "optibench"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -23,7 +22,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue=QUEUE,
+        task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from worker.celery_app import QUEUE, TRAIN_TASK, celery_app
+from worker.celery_app import TRAIN_TASK, celery_app
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ def enqueue_runs(run_ids: Iterable[str]) -> int:
     sent = 0
     for run_id in run_ids:
         try:
-            celery_app.send_task(TRAIN_TASK, args=[run_id], queue=QUEUE)
+            celery_app.send_task(TRAIN_TASK, args=[run_id])
         except Exception:
             log.exception("could not reach the broker; run %s stays queued", run_id)
             break

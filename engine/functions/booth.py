@@ -1,0 +1,22 @@
+import torch
+
+from engine.functions import Function
+from engine.registry import Params
+
+
+class Booth(Function):
+    name = "booth"
+    description = "Booth's function: (x + 2y - 7)^2 + (2x + y - 5)^2, a tilted quadratic bowl with minimum 0 at (1, 3)."
+    Params = Params
+
+    @classmethod
+    def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return (x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2
+
+    @classmethod
+    def default_x0(cls, params: Params) -> list[float]:
+        return [-5.0, 5.0]
+
+    @classmethod
+    def minimizers(cls, params: Params) -> list[list[float]]:
+        return [[1.0, 3.0]]

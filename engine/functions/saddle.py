@@ -1,0 +1,23 @@
+import torch
+
+from engine.functions import Function
+from engine.registry import Params
+
+
+class Saddle(Function):
+    name = "saddle"
+    description = "f(x, y) = x^2 - y^2: a saddle point at 0 and no minimum (unbounded below along y)."
+    Params = Params
+
+    @classmethod
+    def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x[0] ** 2 - x[1] ** 2
+
+    @classmethod
+    def default_x0(cls, params: Params) -> list[float]:
+        # exactly on the x axis the gradient never leaves it; a tiny y shows which optimizers escape
+        return [1.0, 1e-3]
+
+    @classmethod
+    def minimizers(cls, params: Params) -> list[list[float]]:
+        return []  # unbounded below: f(0, y) = -y^2

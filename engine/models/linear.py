@@ -1,0 +1,21 @@
+import math
+
+from torch import nn
+
+from engine.models import Model
+from engine.registry import Params
+
+
+class LinearParams(Params):
+    bias: bool = True
+
+
+class Linear(Model):
+    name = "linear"
+    description = "A single Linear layer: linear regression, or logistic regression with a classification loss."
+    Params = LinearParams
+
+    @classmethod
+    def build(cls, params: LinearParams, input_shape, n_outputs) -> nn.Module:
+        layer = nn.Linear(math.prod(input_shape), n_outputs, bias=params.bias)
+        return nn.Sequential(nn.Flatten(), layer) if len(input_shape) > 1 else layer
