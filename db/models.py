@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = "queued", "running", "succeeded", "failed", "diverged", "cancelled"
@@ -36,15 +36,29 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
-class LossFloat(TypeDecorator):
-    """A float that is never NULL, stored faithfully: PostgreSQL keeps NaN natively, but SQLite turns
-    NaN into NULL, so there NULL is read back as NaN. Infinities survive on both."""
+class _UnconvertedDouble(Double):
+    def bind_processor(self, dialect):
+        return None
 
-    impl = Float(precision=53)
+
+class FaithfulFloat(TypeDecorator):
+    """A double that keeps NaN apart from NULL. PostgreSQL stores NaN natively; SQLite would turn it
+    into NULL, so there it is stored as the text 'NaN' (SQLite columns take any type). Infinities
+    are native on both."""
+
+    impl = Double
     cache_ok = True
 
-    def process_result_value(self, value: float | None, dialect) -> float:
-        return math.nan if value is None else value
+    def load_dialect_impl(self, dialect):
+        return _UnconvertedDouble() if dialect.name == "sqlite" else Double()
+
+    def process_bind_param(self, value: float | None, dialect) -> float | str | None:
+        if dialect.name == "sqlite" and value is not None and math.isnan(value):
+            return "NaN"
+        return value
+
+    def process_result_value(self, value: float | str | None, dialect) -> float | None:
+        return float(value) if isinstance(value, str) else value
 
 
 def _encode_float(v: float) -> float | str:
@@ -98,9 +112,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
     steps_total: Mapped[int]
     steps_done: Mapped[int] = mapped_column(default=0)
-    final_loss: Mapped[float | None] = mapped_column(Float(precision=53))
-    best_loss: Mapped[float | None] = mapped_column(Float(precision=53))
-    wall_time_s: Mapped[float | None] = mapped_column(Float(precision=53))
+    final_loss: Mapped[float | None] = mapped_column(Double)
+    best_loss: Mapped[float | None] = mapped_column(Double)
+    wall_time_s: Mapped[float | None] = mapped_column(Double)
     diverged_step: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(String(16))
@@ -120,8 +134,24 @@ class Step(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     epoch: Mapped[int | None]
-    loss: Mapped[float] = mapped_column(LossFloat, nullable=True)
-    time_s: Mapped[float] = mapped_column(Float(precision=53))
-    step_time_ms: Mapped[float] = mapped_column(Float(precision=53))
-    lr: Mapped[float | None] = mapped_column(Float(precision=53))
+    loss: Mapped[float] = mapped_column(FaithfulFloat)
+    time_s: Mapped[float] = mapped_column(Double)
+    step_time_ms: Mapped[float] = mapped_column(Double)
+    lr: Mapped[float | None] = mapped_column(Double)
     x: Mapped[list[float] | None] = mapped_column(FloatList)
+    grad_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
+    update_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
+
+
+class Eval(Base):
+    """Whole-set metrics after ``step`` updates (0: the initial weights)."""
+
+    __tablename__ = "evals"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int | None]
+    train_loss: Mapped[float] = mapped_column(FaithfulFloat)
+    train_accuracy: Mapped[float | None] = mapped_column(FaithfulFloat)
+    val_loss: Mapped[float | None] = mapped_column(FaithfulFloat)
+    val_accuracy: Mapped[float | None] = mapped_column(FaithfulFloat)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Run, Step, utcnow,
+    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Eval, Run, Step, utcnow,
 )
 
 
@@ -147,6 +147,7 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         return None
     attempt, comparison_id, entry_index, seed, steps_total = claimed
     session.execute(delete(Step).where(Step.run_id == run_id))
+    session.execute(delete(Eval).where(Eval.run_id == run_id))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
     return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec)
@@ -157,7 +158,7 @@ def _holding(run_id: str, attempt: int):
 
 
 def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[str, Any]],
-                 best_loss: float | None) -> str:
+                 best_loss: float | None, evals: list[dict[str, Any]] = ()) -> str:
     """Write a flush and beat the heart, only while this attempt holds the lease.
 
     Returns the run's status as others left it: 'cancelled' tells the trainer to stop."""
@@ -172,10 +173,11 @@ def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[st
         if status == CANCELLED:
             return CANCELLED
         raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds its lease (status {status})")
-    if rows:
-        insert_into = _INSERT[session.get_bind().dialect.name]
-        stmt = insert_into(Step).on_conflict_do_nothing(index_elements=["run_id", "step"])
-        session.execute(stmt, [{"run_id": run_id, **row} for row in rows])
+    insert_into = _INSERT[session.get_bind().dialect.name]
+    for table, table_rows in ((Step, rows), (Eval, evals)):
+        if table_rows:
+            stmt = insert_into(table).on_conflict_do_nothing(index_elements=["run_id", "step"])
+            session.execute(stmt, [{"run_id": run_id, **row} for row in table_rows])
     return RUNNING
 
 
@@ -215,7 +217,8 @@ def get_run(session: Session, run_id: str) -> Run | None:
     return session.get(Run, run_id)
 
 
-STEP_COLUMNS = ("step", "epoch", "loss", "time_s", "step_time_ms", "lr", "x")
+def iter_evals(session: Session, run_id: str) -> list[Eval]:
+    return list(session.scalars(select(Eval).where(Eval.run_id == run_id).order_by(Eval.step)))
 
 
 def iter_steps(session: Session, run_id: str, chunk: int = 10_000) -> Iterator[Step]:

@@ -71,6 +71,20 @@ class BatchPlan:
             epoch, skip = epoch + 1, 0
 
 
+def split_sizes(n: int, validation_fraction: float) -> tuple[int, int]:
+    """(train, validation) sample counts; at least one training sample."""
+    n_val = min(int(round(n * validation_fraction)), n - 1)
+    return n - n_val, n_val
+
+
+def split_indices(n: int, validation_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n_train, _ = split_sizes(n, validation_fraction)
+    if n_train == n:
+        return torch.arange(n), torch.arange(0)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    return order[:n_train].sort().values, order[n_train:].sort().values
+
+
 class BuiltProblem:
     """What the training loop needs: a module per seed, a batch loss and a whole-set loss."""
 
@@ -85,6 +99,10 @@ class BuiltProblem:
 
     def full_loss(self, module: nn.Module) -> torch.Tensor:
         raise NotImplementedError
+
+    def evaluate(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Whole-set metrics, left on the device: train_loss, and val_loss / accuracies where they apply."""
+        return {"train_loss": self.full_loss(module)}
 
     def point(self, module: nn.Module) -> torch.Tensor | None:
         """For function problems, the current x; None otherwise."""
@@ -124,9 +142,17 @@ class DatasetProblem(BuiltProblem):
 
     def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
         data = problem.dataset.component.load(problem.dataset.typed_params)
-        self.x = data.x.to(device=device, dtype=dtype)
-        self.y = data.y.to(device=device, dtype=dtype) if data.task == "regression" else data.y.to(device)
-        self.n_train = len(data)
+        train, val = split_indices(len(data), problem.validation_fraction, problem.split_seed)
+        x = data.x.to(torch.float64)
+        if problem.standardize:
+            mean, std = x[train].mean(dim=0), x[train].std(dim=0, correction=0)
+            x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+        x = x.to(device=device, dtype=dtype)
+        y = data.y.to(device=device, dtype=dtype) if data.task == "regression" else data.y.to(device)
+        self.x, self.y = x[train.to(device)], y[train.to(device)]
+        self.x_val, self.y_val = x[val.to(device)], y[val.to(device)]
+        self.classification = data.task == "classification"
+        self.n_train = len(train)
         self.n_outputs = data.n_outputs
         self.model = problem.model
         self.loss = registry.get("loss", problem.loss)
@@ -143,14 +169,33 @@ class DatasetProblem(BuiltProblem):
             return self.loss.fn(module(self.x), self.y)
         return self.loss.fn(module(self.x[indices]), self.y[indices])
 
-    @torch.no_grad()
     def full_loss(self, module: nn.Module) -> torch.Tensor:
+        return self._whole_set(module, self.x, self.y)[0]
+
+    def evaluate(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        metrics: dict[str, torch.Tensor] = {}
+        sets = [("train", self.x, self.y)] + ([("val", self.x_val, self.y_val)] if len(self.x_val) else [])
+        for name, x, y in sets:
+            loss, accuracy = self._whole_set(module, x, y)
+            metrics[f"{name}_loss"] = loss
+            if accuracy is not None:
+                metrics[f"{name}_accuracy"] = accuracy
+        return metrics
+
+    @torch.no_grad()
+    def _whole_set(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Loss over a whole set in chunks, as the batch loss would be on all of it, and accuracy."""
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for start in range(0, self.n_train, EVAL_CHUNK_ROWS):
-            xb, yb = self.x[start : start + EVAL_CHUNK_ROWS], self.y[start : start + EVAL_CHUNK_ROWS]
-            chunk = self.loss.fn(module(xb), yb).double()
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        for start in range(0, len(x), EVAL_CHUNK_ROWS):
+            xb, yb = x[start : start + EVAL_CHUNK_ROWS], y[start : start + EVAL_CHUNK_ROWS]
+            out = module(xb)
+            chunk = self.loss.fn(out, yb).double()
             total += chunk if self.loss.reduction == "sum" else chunk * len(xb)
-        return total if self.loss.reduction == "sum" else total / self.n_train
+            if self.classification:
+                correct += (out.argmax(dim=1) == yb).sum()
+        loss = total if self.loss.reduction == "sum" else total / len(x)
+        return loss, (correct / len(x) if self.classification else None)
 
 
 def build_problem(problem: Problem, device: torch.device, dtype: torch.dtype) -> BuiltProblem:
@@ -158,13 +203,16 @@ def build_problem(problem: Problem, device: torch.device, dtype: torch.dtype) ->
     return cls(problem, device, dtype)
 
 
-def dataset_size(problem: Problem) -> int:
-    return 1 if problem.is_function else problem.dataset.component.size(problem.dataset.typed_params)
+def train_size(problem: Problem) -> int:
+    if problem.is_function:
+        return 1
+    n = problem.dataset.component.size(problem.dataset.typed_params)
+    return split_sizes(n, problem.validation_fraction)[0]
 
 
 def steps_total(spec: ComparisonSpec) -> int:
     """Updates per run, known at submit time without loading the data."""
     if spec.training.steps is not None:
         return spec.training.steps
-    plan = BatchPlan.for_training(dataset_size(spec.problem), spec.training, seed=0)
+    plan = BatchPlan.for_training(train_size(spec.problem), spec.training, seed=0)
     return spec.training.epochs * plan.batches_per_epoch

@@ -8,10 +8,13 @@ synchronises the device per step.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+
+EXTRAS = ("grad_norm", "update_norm")
 
 
 @dataclass
@@ -25,9 +28,17 @@ class StepBatch:
     step_time_ms: np.ndarray
     lr: np.ndarray
     x: np.ndarray | None  # (rows, dim): function problems, the point before the update
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step: grad_norm, update_norm
+    evals: list[dict] = field(default_factory=list)  # whole-set evaluations made since the last flush
 
     def __len__(self) -> int:
         return len(self.step)
+
+    @classmethod
+    def empty(cls, evals: list[dict]) -> "StepBatch":
+        none = np.zeros(0)
+        return cls(step=np.zeros(0, dtype=np.int64), epoch=None, loss=none, time_s=none, step_time_ms=none, lr=none,
+                   x=None, evals=evals)
 
     def first_non_finite(self) -> int | None:
         bad = np.flatnonzero(~np.isfinite(self.loss))
@@ -38,20 +49,24 @@ class StepBatch:
         return StepBatch(
             step=self.step[cut], epoch=None if self.epoch is None else self.epoch[cut], loss=self.loss[cut],
             time_s=self.time_s[cut], step_time_ms=self.step_time_ms[cut], lr=self.lr[cut],
-            x=None if self.x is None else self.x[cut],
+            x=None if self.x is None else self.x[cut], extras={k: v[cut] for k, v in self.extras.items()},
+            evals=self.evals,
         )
 
     def rows(self) -> list[dict]:
         """Plain Python rows, the shape the database layer inserts."""
-        epochs = self.epoch.tolist() if self.epoch is not None else [None] * len(self)
-        points = self.x.tolist() if self.x is not None else [None] * len(self)
-        return [
-            {"step": s, "epoch": e, "loss": l, "time_s": t, "step_time_ms": d, "lr": r, "x": p}
-            for s, e, l, t, d, r, p in zip(
-                self.step.tolist(), epochs, self.loss.tolist(), self.time_s.tolist(),
-                self.step_time_ms.tolist(), self.lr.tolist(), points,
-            )
-        ]
+        absent = [None] * len(self)
+        columns = {
+            "step": self.step.tolist(),
+            "epoch": self.epoch.tolist() if self.epoch is not None else absent,
+            "loss": self.loss.tolist(),
+            "time_s": self.time_s.tolist(),
+            "step_time_ms": self.step_time_ms.tolist(),
+            "lr": self.lr.tolist(),
+            "x": self.x.tolist() if self.x is not None else absent,
+            **{name: self.extras[name].tolist() if name in self.extras else absent for name in EXTRAS},
+        }
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
 class StepRecorder:
@@ -70,6 +85,8 @@ class StepRecorder:
         self._losses: list[torch.Tensor] = []
         self._lrs: list[float] = []
         self._points: list[torch.Tensor] = []
+        self._extras: dict[str, list[torch.Tensor]] = {}
+        self._evals: list[tuple[int, int | None, dict[str, torch.Tensor]]] = []
         self._marks: list = []  # perf_counter floats, or CUDA events
 
     def start(self) -> None:
@@ -85,7 +102,12 @@ class StepRecorder:
         """Training time up to the end of the last drained step."""
         return self._prev_end_s
 
-    def record(self, loss: torch.Tensor, epoch: int | None, lr: float, point: torch.Tensor | None) -> bool:
+    def record_eval(self, step: int, epoch: int | None, metrics: dict[str, torch.Tensor]) -> None:
+        """Whole-set metrics after ``step`` updates, kept on the device until the next drain."""
+        self._evals.append((step, epoch, metrics))
+
+    def record(self, loss: torch.Tensor, epoch: int | None, lr: float, point: torch.Tensor | None,
+               extras: dict[str, torch.Tensor] | None = None) -> bool:
         """Note one finished step; True when a flush is due."""
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
@@ -100,6 +122,8 @@ class StepRecorder:
         self._lrs.append(lr)
         if point is not None:
             self._points.append(point)
+        for name, value in (extras or {}).items():
+            self._extras.setdefault(name, []).append(value.detach())
         return (
             len(self._steps) >= self.flush_every
             or time.perf_counter() - self._last_flush >= self.flush_interval_s
@@ -107,8 +131,15 @@ class StepRecorder:
 
     def drain(self) -> StepBatch | None:
         """Everything recorded since the last drain, moved to the host in one transfer."""
-        if not self._steps:
+        if not self._steps and not self._evals:
             return None
+        evals = [
+            {"step": step, "epoch": epoch, **dict(zip(metrics, torch.stack(list(metrics.values())).double().cpu().tolist()))}
+            for step, epoch, metrics in self._evals
+        ]
+        if not self._steps:
+            self._evals = []
+            return StepBatch.empty(evals)
         if self.cuda:
             self._marks[-1].synchronize()
             ends = np.array([self._t0_event.elapsed_time(e) / 1000.0 for e in self._marks])
@@ -126,6 +157,8 @@ class StepRecorder:
             step_time_ms=(ends - starts) * 1000.0,
             lr=np.array(self._lrs, dtype=np.float64),
             x=points,
+            extras={k: torch.stack(v).to("cpu", torch.float64).numpy() for k, v in self._extras.items()},
+            evals=evals,
         )
         self._prev_end_s = float(ends[-1])
         self._last_flush = time.perf_counter()

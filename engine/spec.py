@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import registry
+from engine.schedules import Constant, Schedule
 
 MAX_SEED = 2**31 - 1
 MAX_STEPS = 10_000_000
@@ -92,6 +93,7 @@ class FunctionRef(ComponentRef):
 class OptimizerEntry(ComponentRef):
     kind = "optimizer"
     label: str | None = Field(None, min_length=1, max_length=100, description="default: derived from name and params")
+    schedule: Schedule = Field(default_factory=Constant, description="learning-rate schedule; default constant")
 
 
 class Problem(_Strict):
@@ -103,6 +105,11 @@ class Problem(_Strict):
     function: FunctionRef | None = None
     x0: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
         None, max_length=10_000, description="function problems: starting point; default: the function's own"
+    )
+    validation_fraction: float = Field(0.0, ge=0.0, le=0.9, description="dataset problems: share held out")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the train/validation split, shared by all runs")
+    standardize: bool | None = Field(
+        None, description="scale features to zero mean, unit variance (train statistics); default: the dataset's own"
     )
 
     @field_validator("loss")
@@ -123,9 +130,12 @@ class Problem(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
         if self.function is not None:
-            for other in ("model", "dataset", "loss"):
+            for other in ("model", "dataset", "loss", "standardize"):
                 if getattr(self, other) is not None:
                     raise spec_error((other,), f"a function problem takes no '{other}'", getattr(self, other))
+            if self.validation_fraction:
+                raise spec_error(("validation_fraction",), "a function problem has no data to hold out",
+                                 self.validation_fraction)
             self._fill_x0()
             return self
         if self.x0 is not None:
@@ -134,6 +144,8 @@ class Problem(_Strict):
             if getattr(self, required) is None:
                 raise spec_error((required,), f"a dataset problem needs '{required}' "
                                  "(or give 'function' for a function problem)", None)
+        if self.standardize is None:
+            self.standardize = self.dataset.component.standardize_by_default
         dataset_task = self.dataset.component.task
         loss_task = registry.get("loss", self.loss).task
         if dataset_task != loss_task:
@@ -159,6 +171,12 @@ class Training(_Strict):
     )
     shuffle: bool = Field(True, description="draw a new batch order every epoch; false keeps one order")
     drop_last: bool = False
+    eval_every: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="steps between evaluations of the full train and validation sets"
+    )
+    extras: list[Literal["grad_norm", "update_norm"]] = Field(
+        default_factory=list, description="optional per-step extras; the learning rate is always recorded"
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> Self:

@@ -18,17 +18,22 @@ from engine.spec import ComparisonSpec
 FlushSink = Callable[[StepBatch], bool]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+Status = Literal["succeeded", "diverged", "cancelled"]
 
 
 @dataclass
 class RunOutcome:
-    status: Literal["succeeded", "diverged", "cancelled"]
+    status: Status
     steps_done: int
     final_loss: float | None
     best_loss: float | None
     wall_time_s: float
     diverged_step: int | None = None
     device: str = "cpu"
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def train(
@@ -45,11 +50,15 @@ def train(
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
     module = problem.make_module(seed)
-    optimizer = entry.component.build([p for p in module.parameters() if p.requires_grad], entry.typed_params)
-    plan = BatchPlan.for_training(problem.n_train, spec.training, seed)
+    params = [p for p in module.parameters() if p.requires_grad]
+    hyper = entry.typed_params
+    optimizer = entry.component.build(params, hyper)
+    schedule = entry.schedule
+    training = spec.training
+    plan = BatchPlan.for_training(problem.n_train, training, seed)
     recorder = StepRecorder(device, flush_every, flush_interval_s)
     best = math.inf
-    status: Literal["succeeded", "diverged", "cancelled"] = "succeeded"
+    status: Status = "succeeded"
     diverged_step = None
 
     def flush() -> bool:
@@ -61,8 +70,9 @@ def train(
         if bad is not None:
             batch = batch.head(bad + 1)
             status, diverged_step = "diverged", int(batch.step[-1])
-        if bad is None or bad > 0:
-            best = min(best, float(np.nanmin(batch.loss[: bad if bad is not None else None])))
+        finite = batch.loss[np.isfinite(batch.loss)]
+        if len(finite):
+            best = min(best, float(finite.min()))
         keep_going = sink(batch)
         if status == "diverged":
             return False
@@ -70,12 +80,21 @@ def train(
             status = "cancelled"
         return keep_going
 
+    def evaluate(updates: int, epoch: int | None) -> None:
+        if training.eval_every is not None:
+            recorder.record_eval(updates, None if problem.is_function else epoch, problem.evaluate(module))
+
     recorder.start()
     batches = plan.batches(device)
-    steps_done = 0
+    epoch = 0
+    evaluate(0, 0)
     for step in range(total_steps):
         epoch, indices = next(batches)
+        if schedule.name != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = hyper.lr * schedule.factor(step, total_steps)
         point = problem.point(module)
+        before = [p.detach().clone() for p in params] if "update_norm" in training.extras else None
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -84,17 +103,23 @@ def train(
             return loss
 
         loss = optimizer.step(closure)
-        steps_done = step + 1
-        due = recorder.record(loss, None if problem.is_function else epoch, optimizer.param_groups[0]["lr"], point)
+        extras = {}
+        if "grad_norm" in training.extras:
+            extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
+        if before is not None:
+            extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
+        due = recorder.record(loss, None if problem.is_function else epoch, optimizer.param_groups[0]["lr"], point, extras)
+        if training.eval_every is not None and (step + 1) % training.eval_every == 0 and step + 1 < total_steps:
+            evaluate(step + 1, epoch)
         if due and not flush():
             break
     else:
+        evaluate(total_steps, epoch)
         flush()
-    wall_time_s = recorder.elapsed_s
+
+    steps_done = recorder.next_step if status != "diverged" else diverged_step + 1
     if status == "diverged":
-        return RunOutcome("diverged", diverged_step + 1, None, _finite_or_none(best), wall_time_s, diverged_step,
-                          device.type)
-    steps_done = min(steps_done, recorder.next_step)
+        return RunOutcome(status, steps_done, None, _finite_or_none(best), recorder.elapsed_s, diverged_step, device.type)
     with torch.no_grad():
         final = float(problem.full_loss(module))
     if math.isfinite(final):
@@ -102,7 +127,7 @@ def train(
     elif status == "succeeded":
         status, diverged_step = "diverged", steps_done - 1
     return RunOutcome(status, steps_done, final if math.isfinite(final) else None, _finite_or_none(best),
-                      wall_time_s, diverged_step, device.type)
+                      recorder.elapsed_s, diverged_step, device.type)
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -32,8 +32,9 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 def _worker_command(concurrency: int | None) -> list[str]:
+    # a distinct node name per process, so several workers on one host (one per GPU) don't clash
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-               "--hostname", "optibench@%h"]
+               "--hostname", f"optibench-{os.getpid()}@%h"]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
     return command

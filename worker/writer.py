@@ -70,6 +70,7 @@ class StepWriter:
 
     def _write(self, batch: StepBatch | None) -> None:
         rows = batch.rows() if batch is not None else []
+        evals = batch.evals if batch is not None else []
         if rows:
             finite = [r["loss"] for r in rows if math.isfinite(r["loss"])]
             self.best_loss = min([self.best_loss, *finite])
@@ -78,7 +79,7 @@ class StepWriter:
         while True:
             try:
                 with transaction() as session:
-                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best)
+                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best, evals)
                 break
             except OperationalError:
                 if time.monotonic() > deadline:

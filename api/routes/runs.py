@@ -1,5 +1,6 @@
 """Runs and their step rows. Step rows stream from the database in chunks, never all in memory.
 
+Optional extras (grad_norm, update_norm) appear when the spec's training.extras asks for them.
 Non-finite values: in JSON, NaN and ±infinity are the strings "NaN", "Infinity" and "-Infinity"
 (JSON has no such numbers); in CSV they are nan, inf and -inf, which float() and pandas read back.
 """
@@ -18,6 +19,7 @@ from api.deps import SessionDep
 from api.schemas import RunOut
 from db import queries
 from db.session import new_session
+from engine.recorder import EXTRAS
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -35,6 +37,9 @@ def _step_dict(step) -> dict:
            "step_time_ms": step.step_time_ms, "lr": step.lr}
     if step.x is not None:
         row["x"] = [_json_float(v) for v in step.x]
+    for extra in EXTRAS:
+        if getattr(step, extra) is not None:
+            row[extra] = _json_float(getattr(step, extra))
     return row
 
 
@@ -46,20 +51,23 @@ def _stream_json(run_id: str) -> Iterator[str]:
         yield "]}"
 
 
-def _stream_csv(run_id: str, dim: int | None) -> Iterator[str]:
+def _stream_csv(run_id: str, dim: int | None, extras: list[str]) -> Iterator[str]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    header = ["step", "epoch", "loss", "time_s", "step_time_ms", "lr"]
-    out.writerow(header + [f"x{i}" for i in range(dim or 0)])
+    out.writerow(["step", "epoch", "loss", "time_s", "step_time_ms", "lr", *extras] + [f"x{i}" for i in range(dim or 0)])
     with new_session() as session:
         for i, step in enumerate(queries.iter_steps(session, run_id)):
             out.writerow([step.step, step.epoch, repr(step.loss), step.time_s, step.step_time_ms, step.lr,
-                          *(repr(v) for v in (step.x or []))])
+                          *(_csv_float(getattr(step, e)) for e in extras), *(repr(v) for v in (step.x or []))])
             if i % 1000 == 999:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
     yield buffer.getvalue()
+
+
+def _csv_float(value: float | None) -> str:
+    return "" if value is None else repr(value)
 
 
 def _run_or_404(session, run_id: str):
@@ -79,7 +87,22 @@ def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] =
     """Every step row of the run, in step order."""
     run = _run_or_404(session, run_id)
     if format == "csv":
-        x0 = run.comparison.spec["problem"].get("x0")
-        return StreamingResponse(_stream_csv(run_id, len(x0) if x0 else None), media_type="text/csv",
+        spec = run.comparison.spec
+        x0 = spec["problem"].get("x0")
+        extras = [e for e in EXTRAS if e in spec["training"].get("extras", [])]
+        return StreamingResponse(_stream_csv(run_id, len(x0) if x0 else None, extras), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="run-{run_id}-steps.csv"'})
     return StreamingResponse(_stream_json(run_id), media_type="application/json")
+
+
+@router.get("/{run_id}/evals")
+def get_evals(run_id: str, session: SessionDep) -> dict:
+    """Whole-set evaluations (train loss, validation loss, accuracies), every ``eval_every`` steps.
+    ``step`` counts the updates applied: 0 is the initial weights."""
+    _run_or_404(session, run_id)
+    columns = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    return {
+        "run_id": run_id,
+        "evals": [{c: _json_float(getattr(e, c)) if c not in ("step", "epoch") else getattr(e, c) for c in columns}
+                  for e in queries.iter_evals(session, run_id)],
+    }

@@ -26,6 +26,8 @@ class Data:
 class Dataset(Component):
     kind = "dataset"
     task: ClassVar[Task]
+    #: real data comes in its own units; synthetic data is already standard normal
+    standardize_by_default: ClassVar[bool] = True
 
     @classmethod
     def load(cls, params: Params) -> Data:

@@ -12,8 +12,9 @@ class DigitsParams(Params):
 
 class Digits(Dataset):
     name = "digits"
-    description = "Handwritten digits 0-9 as 8x8 images, pixels scaled to [0, 1]: 1797 samples (ships with scikit-learn)."
+    description = "Handwritten digits 0-9, 1797 images of 8x8 pixels scaled to [0, 1] (ships with scikit-learn)."
     task = "classification"
+    standardize_by_default = False  # pixels are already in [0, 1]; per-pixel z-scores blow up rare pixels
     Params = DigitsParams
 
     @classmethod

@@ -21,6 +21,7 @@ class SyntheticClassification(Dataset):
     name = "synthetic_classification"
     description = "Gaussian blobs: one random centre per class plus N(0, 1) noise, classes balanced and shuffled."
     task = "classification"
+    standardize_by_default = False  # the noise is already N(0, 1), the unit class_sep is measured in
     Params = SyntheticClassificationParams
 
     @classmethod

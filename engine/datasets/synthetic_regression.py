@@ -16,6 +16,7 @@ class SyntheticRegression(Dataset):
     name = "synthetic_regression"
     description = "Inputs and targets drawn independently from N(0, 1), as in the reference Adam example."
     task = "regression"
+    standardize_by_default = False
     Params = SyntheticRegressionParams
 
     @classmethod

@@ -6,7 +6,7 @@ from engine.registry import Params
 
 class Beale(Function):
     name = "beale"
-    description = "Beale's function: (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2, minimum 0 at (3, 0.5)."
+    description = "Beale: (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2, minimum 0 at (3, 0.5)."
     Params = Params
 
     @classmethod

@@ -40,9 +40,9 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('steps_total', sa.Integer(), nullable=False),
     sa.Column('steps_done', sa.Integer(), nullable=False),
-    sa.Column('final_loss', sa.Float(precision=53), nullable=True),
-    sa.Column('best_loss', sa.Float(precision=53), nullable=True),
-    sa.Column('wall_time_s', sa.Float(precision=53), nullable=True),
+    sa.Column('final_loss', sa.Double(), nullable=True),
+    sa.Column('best_loss', sa.Double(), nullable=True),
+    sa.Column('wall_time_s', sa.Double(), nullable=True),
     sa.Column('diverged_step', sa.Integer(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('device', sa.String(length=16), nullable=True),
@@ -57,15 +57,28 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_runs_comparison_id'), ['comparison_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_status'), ['status'], unique=False)
 
+    op.create_table('evals',
+    sa.Column('run_id', sa.String(length=32), nullable=False),
+    sa.Column('step', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('epoch', sa.Integer(), nullable=True),
+    sa.Column('train_loss', sa.Double(), nullable=False),
+    sa.Column('train_accuracy', sa.Double(), nullable=True),
+    sa.Column('val_loss', sa.Double(), nullable=True),
+    sa.Column('val_accuracy', sa.Double(), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('run_id', 'step')
+    )
     op.create_table('steps',
     sa.Column('run_id', sa.String(length=32), nullable=False),
     sa.Column('step', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('epoch', sa.Integer(), nullable=True),
-    sa.Column('loss', sa.Float(precision=53), nullable=True),
-    sa.Column('time_s', sa.Float(precision=53), nullable=False),
-    sa.Column('step_time_ms', sa.Float(precision=53), nullable=False),
-    sa.Column('lr', sa.Float(precision=53), nullable=True),
+    sa.Column('loss', sa.Double(), nullable=False),
+    sa.Column('time_s', sa.Double(), nullable=False),
+    sa.Column('step_time_ms', sa.Double(), nullable=False),
+    sa.Column('lr', sa.Double(), nullable=True),
     sa.Column('x', sa.Text(), nullable=True),
+    sa.Column('grad_norm', sa.Double(), nullable=True),
+    sa.Column('update_norm', sa.Double(), nullable=True),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('run_id', 'step')
     )
@@ -73,6 +86,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('steps')
+    op.drop_table('evals')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_runs_status'))
         batch_op.drop_index(batch_op.f('ix_runs_comparison_id'))
