@@ -28,14 +28,17 @@ class LeaseLost(Exception):
 # --- comparisons -------------------------------------------------------------------------------
 
 
-def create_comparison(session: Session, spec: dict[str, Any], steps_total: int) -> Comparison:
+def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int]) -> Comparison:
+    """One queued run per optimizer entry × seed; ``steps_total`` is per entry, or one for all."""
+    if isinstance(steps_total, int):
+        steps_total = [steps_total] * len(spec["optimizers"])
     comparison = Comparison(name=spec["name"], spec=spec, tags=spec.get("tags", []), status=QUEUED)
     position = 0
     for entry_index, entry in enumerate(spec["optimizers"]):
         for seed in spec["seeds"]:
             comparison.runs.append(Run(
                 position=position, entry_index=entry_index, label=entry["label"], optimizer_name=entry["name"],
-                optimizer_params=entry["params"], seed=seed, status=QUEUED, steps_total=steps_total,
+                optimizer_params=entry["params"], seed=seed, status=QUEUED, steps_total=steps_total[entry_index],
             ))
             position += 1
     session.add(comparison)
@@ -140,6 +143,7 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         .where(Run.id == run_id)
         .where(or_(Run.status == QUEUED, and_(Run.status == RUNNING, Run.heartbeat_at < stale)))
         .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=0, error=None,
+                best_loss=None, final_loss=None, diverged_step=None, wall_time_s=None,
                 started_at=func.coalesce(Run.started_at, now))
         .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total)
     ).one_or_none()

@@ -47,8 +47,10 @@ class BatchPlan:
     seed: int
 
     @classmethod
-    def for_training(cls, n: int, training: Training, seed: int) -> "BatchPlan":
-        size = None if training.batch_size == "full" or training.batch_size >= n else training.batch_size
+    def for_training(cls, n: int, training: Training, seed: int, batch_size: int | str | None = None) -> "BatchPlan":
+        """``batch_size`` overrides the training's own (an optimizer entry may set its own)."""
+        batch_size = batch_size or training.batch_size
+        size = None if batch_size == "full" or batch_size >= n else batch_size
         return cls(n=n, batch_size=size, shuffle=training.shuffle, drop_last=training.drop_last, seed=seed)
 
     @property
@@ -210,9 +212,10 @@ def train_size(problem: Problem) -> int:
     return split_sizes(n, problem.validation_fraction)[0]
 
 
-def steps_total(spec: ComparisonSpec) -> int:
-    """Updates per run, known at submit time without loading the data."""
+def steps_total(spec: ComparisonSpec, entry_index: int = 0) -> int:
+    """Updates per run of an optimizer entry, known at submit time without loading the data."""
     if spec.training.steps is not None:
         return spec.training.steps
-    plan = BatchPlan.for_training(train_size(spec.problem), spec.training, seed=0)
+    entry = spec.optimizers[entry_index]
+    plan = BatchPlan.for_training(train_size(spec.problem), spec.training, seed=0, batch_size=entry.batch_size)
     return spec.training.epochs * plan.batches_per_epoch

@@ -42,12 +42,15 @@ def spec_error(loc: tuple[str | int, ...], message: str, value: Any) -> Validati
     return ValidationError.from_exception_data("ComparisonSpec", [details])
 
 
+BatchSize = Annotated[int, Field(ge=1, le=1_000_000)] | Literal["full"]
+
+
 class ComponentRef(_Strict):
     """A registered component by name, with its parameters."""
 
     kind: ClassVar[str]
     name: str = Field(max_length=100)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("name")
     @classmethod
@@ -94,6 +97,9 @@ class OptimizerEntry(ComponentRef):
     kind = "optimizer"
     label: str | None = Field(None, min_length=1, max_length=100, description="default: derived from name and params")
     schedule: Schedule = Field(default_factory=Constant, description="learning-rate schedule; default constant")
+    batch_size: BatchSize | None = Field(
+        None, description="this entry's own batch size, to compare update rules; default: training.batch_size"
+    )
 
 
 class Problem(_Strict):
@@ -144,6 +150,11 @@ class Problem(_Strict):
             if getattr(self, required) is None:
                 raise spec_error((required,), f"a dataset problem needs '{required}' "
                                  "(or give 'function' for a function problem)", None)
+        try:
+            self.dataset.component.size(self.dataset.typed_params)
+        except (OSError, ValueError) as exc:
+            raise spec_error(("dataset", "params"), f"dataset '{self.dataset.name}' cannot be read: {exc}",
+                             self.dataset.params) from None
         if self.standardize is None:
             self.standardize = self.dataset.component.standardize_by_default
         dataset_task = self.dataset.component.task
@@ -166,9 +177,7 @@ class Problem(_Strict):
 class Training(_Strict):
     epochs: int | None = Field(None, ge=1, le=MAX_STEPS, description="passes over the training set")
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer updates")
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | Literal["full"] = Field(
-        "full", description="'full' is the epoch rule, k mini-batches, 1 the per-sample rule"
-    )
+    batch_size: BatchSize = Field("full", description="'full' is the epoch rule, k mini-batches, 1 the per-sample rule")
     shuffle: bool = Field(True, description="draw a new batch order every epoch; false keeps one order")
     drop_last: bool = False
     eval_every: int | None = Field(
@@ -204,11 +213,13 @@ class ComparisonSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        full_batch = self.training.batch_size == "full" or self.problem.is_function
         for i, entry in enumerate(self.optimizers):
+            if entry.batch_size is None:
+                entry.batch_size = self.training.batch_size
+            full_batch = entry.batch_size == "full" or self.problem.is_function
             if entry.component.full_batch_only and not full_batch:
                 raise spec_error(("optimizers", i, "name"), f"'{entry.name}' re-evaluates the loss in a "
-                                 "closure and needs training.batch_size = 'full'", entry.name)
+                                 "closure and needs batch_size = 'full'", entry.name)
         labels = _default_labels(self.optimizers)
         for i, entry in enumerate(self.optimizers):
             if entry.label is None:

@@ -55,7 +55,7 @@ def train(
     optimizer = entry.component.build(params, hyper)
     schedule = entry.schedule
     training = spec.training
-    plan = BatchPlan.for_training(problem.n_train, training, seed)
+    plan = BatchPlan.for_training(problem.n_train, training, seed, entry.batch_size)
     recorder = StepRecorder(device, flush_every, flush_interval_s)
     best = math.inf
     status: Status = "succeeded"

@@ -13,6 +13,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".optibench")
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under data_dir")
     broker_url: str = Field("", description="Celery broker; default: embedded SQLite broker under data_dir")
+    idx_root: Path = Field(Path("data"), description="the only directory the 'idx' dataset may read")
     queue: str = Field("optibench", description="Celery queue the API publishes to and workers consume")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

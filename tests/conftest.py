@@ -87,5 +87,5 @@ def use_database(database_url, monkeypatch):
     for cached in (get_settings, get_engine, _factory):
         cached.cache_clear()
     yield database_url
-    for cached in (get_settings, _factory):
+    for cached in (get_settings, get_engine, _factory):
         cached.cache_clear()

@@ -24,11 +24,11 @@ def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: Setti
     if n_runs > settings.max_runs_per_comparison:
         raise _limit_error(("seeds",), f"{n_runs} runs (optimizers × seeds) exceed the limit of "
                            f"{settings.max_runs_per_comparison}; set OPTIBENCH_MAX_RUNS_PER_COMPARISON", n_runs)
-    total = steps_total(spec)
-    if total > settings.max_steps_per_run:
-        raise _limit_error(("training",), f"{total} steps per run exceed the limit of {settings.max_steps_per_run}; "
-                           "set OPTIBENCH_MAX_STEPS_PER_RUN", total)
-    comparison = queries.create_comparison(session, spec.model_dump(mode="json"), total)
+    totals = [steps_total(spec, i) for i in range(len(spec.optimizers))]
+    if max(totals) > settings.max_steps_per_run:
+        raise _limit_error(("training",), f"{max(totals)} steps per run exceed the limit of "
+                           f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
+    comparison = queries.create_comparison(session, spec.model_dump(mode="json"), totals)
     session.commit()
     enqueue_runs(run.id for run in comparison.runs)
     return ComparisonOut.full(comparison)

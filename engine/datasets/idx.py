@@ -6,7 +6,6 @@ at validation and again at load time, so a worker re-checks what the API accepte
 
 import gzip
 import math
-import os
 import struct
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydantic import Field, field_validator
 
 from engine.datasets import Data, Dataset
 from engine.registry import Params
+from optibench.settings import Settings
 
 ROOT_ENV = "OPTIBENCH_IDX_ROOT"
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: n x rows x cols
@@ -23,7 +23,8 @@ LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: n
 
 
 def idx_root() -> Path:
-    return Path(os.environ.get(ROOT_ENV, "./data")).resolve()
+    # read afresh, not from the cached settings: the operator's root is checked at every use
+    return Settings().idx_root.resolve()
 
 
 def _under_root(path: Path) -> Path:
