@@ -2,18 +2,40 @@
 
 import logging
 import math
+import threading
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from api.routes import catalog, comparisons, health, runs
 from optibench import __version__
+from optibench.settings import get_settings
+
+#: seconds a client should wait before retrying while the database is down
+RETRY_AFTER_S = 5
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI):
+    from worker.sweeper import start_sweeper
+
+    stop = threading.Event()
+    start_sweeper(stop)
+    yield
+    stop.set()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
+        max_body_size=get_settings().max_body_bytes,
         title="optibench",
         version=__version__,
         description="Paired, reproducible optimizer comparisons: submit a comparison, read every step back.",
@@ -21,7 +43,26 @@ def create_app() -> FastAPI:
     for module in (comparisons, runs, catalog, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
     return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """A body that is not UTF-8 is malformed JSON too: 422 like any other, not FastAPI's bare 400."""
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error: the body is not UTF-8"}]})
+    return await http_exception_handler(request, exc)
+
+
+async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        raise exc
+    logging.getLogger("optibench.api").warning("database unavailable: %s", type(exc.orig).__name__)
+    return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
+                        content={"detail": "the database is unavailable; retry shortly"})
 
 
 def _json_safe(value):

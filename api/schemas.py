@@ -93,3 +93,10 @@ class ComparisonOut(ComparisonSummary):
 class ComparisonPage(BaseModel):
     items: list[ComparisonSummary]
     next_cursor: str | None
+
+
+class HTTPError(BaseModel):
+    detail: str
+
+
+NOT_FOUND = {404: {"model": HTTPError, "description": "no such id"}}

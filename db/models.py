@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = "queued", "running", "succeeded", "failed", "diverged", "cancelled"
@@ -119,6 +119,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(default=0)
+    #: the outbox: NULL until the task is published, so a broker outage never loses a submit
+    enqueued_at: Mapped[datetime | None] = mapped_column(index=True)
     heartbeat_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -141,6 +143,18 @@ class Step(Base):
     x: Mapped[list[float] | None] = mapped_column(FloatList)
     grad_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
     update_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
+
+
+class Checkpoint(Base):
+    """The latest resumable state of a run: model, optimizer, RNG and data position after ``step``
+    updates. Kept in the database so any worker, on any machine, can resume it; deleted when the run ends."""
+
+    __tablename__ = "checkpoints"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int]
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Eval(Base):

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Eval, Run, Step, utcnow,
+    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step, utcnow,
 )
 
 
@@ -131,30 +131,36 @@ class Claim:
     seed: int
     steps_total: int
     spec: dict[str, Any]
+    checkpoint: bytes | None = None  # resume from here; None: from step 0
 
 
 def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | None:
     """Take the run if it is queued or its holder's heartbeat is stale; None if someone else has it
-    or it is finished. Steps of an earlier attempt are dropped: the run restarts from step 0."""
+    or it is finished. An earlier attempt's rows after its last checkpoint are dropped, so the run
+    resumes exactly where the checkpoint left it (from step 0 without one)."""
     now = utcnow()
     stale = now - timedelta(seconds=lease_timeout_s)
+    checkpoint = session.execute(select(Checkpoint.step, Checkpoint.state).where(Checkpoint.run_id == run_id)).one_or_none()
+    resume_step = checkpoint.step if checkpoint else 0
     claimed = session.execute(
         update(Run)
         .where(Run.id == run_id)
         .where(or_(Run.status == QUEUED, and_(Run.status == RUNNING, Run.heartbeat_at < stale)))
-        .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=0, error=None,
-                best_loss=None, final_loss=None, diverged_step=None, wall_time_s=None,
-                started_at=func.coalesce(Run.started_at, now))
+        .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=resume_step, error=None,
+                final_loss=None, diverged_step=None, wall_time_s=None, started_at=func.coalesce(Run.started_at, now))
         .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total)
     ).one_or_none()
     if claimed is None:
         return None
     attempt, comparison_id, entry_index, seed, steps_total = claimed
-    session.execute(delete(Step).where(Step.run_id == run_id))
-    session.execute(delete(Eval).where(Eval.run_id == run_id))
+    session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
+    session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
+    best = session.scalar(select(func.min(Step.loss)).where(Step.run_id == run_id)) if checkpoint else None
+    session.execute(update(Run).where(Run.id == run_id).values(best_loss=best))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
-    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec)
+    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec,
+                 checkpoint.state if checkpoint else None)
 
 
 def _holding(run_id: str, attempt: int):
@@ -162,10 +168,10 @@ def _holding(run_id: str, attempt: int):
 
 
 def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[str, Any]],
-                 best_loss: float | None, evals: list[dict[str, Any]] = ()) -> str:
-    """Write a flush and beat the heart, only while this attempt holds the lease.
-
-    Returns the run's status as others left it: 'cancelled' tells the trainer to stop."""
+                 best_loss: float | None, evals: list[dict[str, Any]] = (),
+                 checkpoint: tuple[int, bytes] | None = None) -> str:
+    """Write a flush (and the checkpoint taken right after it) and beat the heart, only while this
+    attempt holds the lease. Returns the run's status as others left it: 'cancelled' stops the trainer."""
     steps_done = rows[-1]["step"] + 1 if rows else None
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if steps_done is not None:
@@ -182,6 +188,10 @@ def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[st
         if table_rows:
             stmt = insert_into(table).on_conflict_do_nothing(index_elements=["run_id", "step"])
             session.execute(stmt, [{"run_id": run_id, **row} for row in table_rows])
+    if checkpoint is not None:
+        step, state = checkpoint
+        session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+        session.add(Checkpoint(run_id=run_id, step=step, state=state))
     return RUNNING
 
 
@@ -195,23 +205,74 @@ def finish_run(session: Session, run_id: str, attempt: int, status: str, *, step
             values[key] = value
     held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
     if held:
+        session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
         comparison_id = session.scalar(select(Run.comparison_id).where(Run.id == run_id))
         refresh_comparison(session, comparison_id)
     return bool(held)
 
 
+def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | None = None) -> list[str]:
+    """Cancel every unfinished run of a comparison, or one run. Queued runs end at once; a running
+    run's trainer sees the status at its next flush and stops. Rows already written are kept."""
+    query = select(Run.id, Run.comparison_id).where(Run.status.not_in(TERMINAL))
+    query = query.where(Run.comparison_id == comparison_id) if comparison_id else query.where(Run.id == run_id)
+    targets = session.execute(query.with_for_update()).all()
+    if not targets:
+        return []
+    ids = [t.id for t in targets]
+    session.execute(update(Run).where(Run.id.in_(ids), Run.status.not_in(TERMINAL))
+                    .values(status=CANCELLED, finished_at=utcnow()))
+    session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(ids)))
+    for cid in {t.comparison_id for t in targets}:
+        refresh_comparison(session, cid)
+    return ids
+
+
+def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
+    session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
+
+
+def unpublished_run_ids(session: Session, limit: int = 500) -> list[str]:
+    """The outbox: queued runs whose task was never published (the broker was down at submit)."""
+    return list(session.scalars(
+        select(Run.id).where(Run.status == QUEUED, Run.enqueued_at.is_(None))
+        .order_by(Run.comparison_id, Run.position).limit(limit)
+    ))
+
+
+def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:
+    """The watchdog: a 'running' run whose heartbeat is older than the lease lost its worker. It goes
+    back to the outbox while attempts remain, else fails with the reason. Returns (requeued, failed)."""
+    stale = utcnow() - timedelta(seconds=lease_timeout_s)
+    rows = session.execute(
+        select(Run.id, Run.attempt, Run.comparison_id)
+        .where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < stale))
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued = [r.id for r in rows if r.attempt < max_attempts]
+    failed = [r.id for r in rows if r.attempt >= max_attempts]
+    if requeued:
+        session.execute(update(Run).where(Run.id.in_(requeued)).values(status=QUEUED, enqueued_at=None))
+    if failed:
+        session.execute(update(Run).where(Run.id.in_(failed)).values(
+            status=FAILED, finished_at=utcnow(),
+            error=f"lost its worker {max_attempts} times (no heartbeat for {lease_timeout_s:.0f}s); giving up",
+        ))
+        session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(failed)))
+    for cid in {r.comparison_id for r in rows}:
+        refresh_comparison(session, cid)
+    return requeued, failed
+
+
 def requeue_orphans(session: Session, older_than: datetime) -> list[str]:
-    """Runs left 'running' by a worker that died: back to 'queued', to be enqueued again."""
+    """Runs left 'running' by a worker that died: back to the outbox, to be enqueued again."""
     orphans = list(session.scalars(
         select(Run.id).where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < older_than))
     ))
     if orphans:
-        session.execute(update(Run).where(Run.id.in_(orphans), Run.status == RUNNING).values(status=QUEUED))
+        session.execute(update(Run).where(Run.id.in_(orphans), Run.status == RUNNING)
+                        .values(status=QUEUED, enqueued_at=None))
     return orphans
-
-
-def queued_run_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Run.id).where(Run.status == QUEUED).order_by(Run.comparison_id, Run.position)))
 
 
 # --- steps -------------------------------------------------------------------------------------

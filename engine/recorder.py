@@ -30,6 +30,7 @@ class StepBatch:
     x: np.ndarray | None  # (rows, dim): function problems, the point before the update
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step: grad_norm, update_norm
     evals: list[dict] = field(default_factory=list)  # whole-set evaluations made since the last flush
+    checkpoint: tuple[int, bytes] | None = None  # (updates applied, state) taken right after these rows
 
     def __len__(self) -> int:
         return len(self.step)
@@ -45,12 +46,14 @@ class StepBatch:
         return int(bad[0]) if len(bad) else None
 
     def head(self, rows: int) -> "StepBatch":
+        """The first ``rows`` steps, and the evaluations made up to the end of the last of them."""
         cut = slice(0, rows)
+        updates = int(self.step[rows - 1]) + 1 if rows else 0
         return StepBatch(
             step=self.step[cut], epoch=None if self.epoch is None else self.epoch[cut], loss=self.loss[cut],
             time_s=self.time_s[cut], step_time_ms=self.step_time_ms[cut], lr=self.lr[cut],
             x=None if self.x is None else self.x[cut], extras={k: v[cut] for k, v in self.extras.items()},
-            evals=self.evals,
+            evals=[e for e in self.evals if e["step"] <= updates],
         )
 
     def rows(self) -> list[dict]:

@@ -220,7 +220,7 @@ class ComparisonSpec(_Strict):
             if entry.component.full_batch_only and not full_batch:
                 raise spec_error(("optimizers", i, "name"), f"'{entry.name}' re-evaluates the loss in a "
                                  "closure and needs batch_size = 'full'", entry.name)
-        labels = _default_labels(self.optimizers)
+        labels = _default_labels(self.optimizers, self.training.batch_size)
         for i, entry in enumerate(self.optimizers):
             if entry.label is None:
                 entry.label = labels[i]
@@ -233,8 +233,9 @@ class ComparisonSpec(_Strict):
         return self
 
 
-def _default_labels(entries: list[OptimizerEntry]) -> list[str]:
-    """The name alone where it is unambiguous, else the name with the parameters that differ."""
+def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> list[str]:
+    """The name alone where it is unambiguous, else the name with what sets the entry apart: the
+    parameters that differ from their defaults, a schedule, its own batch size."""
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.name] = counts.get(entry.name, 0) + 1
@@ -245,6 +246,10 @@ def _default_labels(entries: list[OptimizerEntry]) -> list[str]:
             continue
         defaults = entry.component.Params().model_dump(mode="json")
         changed = {k: v for k, v in entry.params.items() if defaults.get(k) != v}
-        detail = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
-        labels.append(f"{entry.name}({detail})")
+        details = [f"{k}={json.dumps(v)}" for k, v in sorted(changed.items())]
+        if entry.schedule.name != "constant":
+            details.append(f"schedule={entry.schedule.name}")
+        if entry.batch_size != batch_size:
+            details.append(f"batch_size={entry.batch_size}")
+        labels.append(f"{entry.name}({', '.join(details)})")
     return labels

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +38,16 @@ def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
+def _snapshot(module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float,
+              best: float) -> bytes:
+    """Everything a resumed run needs to continue bit for bit. The batch order is a pure function
+    of (seed, epoch), so the data position is the step alone."""
+    buffer = io.BytesIO()
+    torch.save({"step": step, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "elapsed_s": elapsed_s, "best": best}, buffer)
+    return buffer.getvalue()
+
+
 def train(
     spec: ComparisonSpec,
     entry_index: int,
@@ -45,7 +57,11 @@ def train(
     total_steps: int,
     flush_every: int = 500,
     flush_interval_s: float = 1.0,
+    checkpoint_interval_s: float | None = None,
+    resume: bytes | None = None,
 ) -> RunOutcome:
+    """Train one run, handing every flush to ``sink``. With ``checkpoint_interval_s``, a flush at
+    least that long after the previous checkpoint carries a new one; ``resume`` continues from one."""
     device = resolve_device(spec.device)
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
@@ -56,13 +72,20 @@ def train(
     schedule = entry.schedule
     training = spec.training
     plan = BatchPlan.for_training(problem.n_train, training, seed, entry.batch_size)
-    recorder = StepRecorder(device, flush_every, flush_interval_s)
-    best = math.inf
+    start, elapsed_s, best = 0, 0.0, math.inf
+    if resume is not None:
+        state = torch.load(io.BytesIO(resume), map_location=device, weights_only=True)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start, elapsed_s, best = state["step"], state["elapsed_s"], state["best"]
+    recorder = StepRecorder(device, flush_every, flush_interval_s, first_step=start, time_offset_s=elapsed_s)
     status: Status = "succeeded"
     diverged_step = None
+    last_checkpoint = time.monotonic()
 
     def flush() -> bool:
-        nonlocal best, status, diverged_step
+        nonlocal best, status, diverged_step, last_checkpoint
         batch = recorder.drain()
         if batch is None:
             return True
@@ -73,6 +96,10 @@ def train(
         finite = batch.loss[np.isfinite(batch.loss)]
         if len(finite):
             best = min(best, float(finite.min()))
+        if (status != "diverged" and checkpoint_interval_s is not None and len(batch)
+                and time.monotonic() - last_checkpoint >= checkpoint_interval_s):
+            batch.checkpoint = (recorder.next_step, _snapshot(module, optimizer, recorder.next_step, recorder.elapsed_s, best))
+            last_checkpoint = time.monotonic()
         keep_going = sink(batch)
         if status == "diverged":
             return False
@@ -85,10 +112,11 @@ def train(
             recorder.record_eval(updates, None if problem.is_function else epoch, problem.evaluate(module))
 
     recorder.start()
-    batches = plan.batches(device)
+    batches = plan.batches(device, start_step=start)
     epoch = 0
-    evaluate(0, 0)
-    for step in range(total_steps):
+    if start == 0:
+        evaluate(0, 0)
+    for step in range(start, total_steps):
         epoch, indices = next(batches)
         if schedule.name != "constant":
             for group in optimizer.param_groups:

@@ -48,20 +48,18 @@ def worker(concurrency: int = typer.Option(None, help="training processes; defau
 
 def _recover() -> None:
     """The embedded server owns the only worker, so at start every 'running' run is an orphan of the
-    last shutdown, and every queued run may have lost its message. Runs are leased, so enqueuing
-    one twice is harmless."""
+    last shutdown: back to the outbox, which is then published (runs are leased, so a duplicate
+    message is harmless)."""
     from db import queries
     from db.models import utcnow
     from db.session import transaction
-    from worker.dispatch import enqueue_runs
+    from worker.sweeper import sweep
 
     with transaction() as session:
         orphans = queries.requeue_orphans(session, older_than=utcnow())
-        queued = queries.queued_run_ids(session)
     if orphans:
         log.info("requeued %d runs interrupted by the last shutdown", len(orphans))
-    if queued:
-        log.info("enqueued %d queued runs", enqueue_runs(queued))
+    sweep()
 
 
 @app.command()

@@ -7,6 +7,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+HARD_LIMIT_GRACE_S = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPTIBENCH_", env_file=".env", extra="ignore")
 
@@ -22,7 +25,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
     flush_every_steps: int = Field(500, ge=1, description="steps buffered before a write")
     flush_interval_s: float = Field(1.0, gt=0, description="seconds between writes, whichever comes first")
-    lease_timeout_s: float = Field(120.0, gt=0, description="a run whose heartbeat is older is orphaned")
+    lease_timeout_s: float = Field(60.0, gt=0, description="a run whose heartbeat is older lost its worker")
+    max_attempts: int = Field(3, ge=1, description="deliveries of a run before the watchdog fails it")
+    checkpoint_interval_s: float = Field(30.0, gt=0, description="seconds between resumable checkpoints of a run")
+    sweep_interval_s: float = Field(10.0, gt=0, description="how often the watchdog and the outbox run")
+    time_limit_base_s: float = Field(600.0, gt=0, description="a run's soft time limit: base + steps x per_step")
+    time_limit_per_step_s: float = Field(1.0, gt=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     max_runs_per_comparison: int = Field(1000, ge=1)
     max_steps_per_run: int = Field(10_000_000, ge=1)
 
@@ -33,6 +42,14 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
         return self
+
+    def soft_time_limit_s(self, steps: int) -> float:
+        return self.time_limit_base_s + steps * self.time_limit_per_step_s
+
+    @property
+    def longest_run_s(self) -> float:
+        """The hard limit of the longest run the limits allow."""
+        return self.soft_time_limit_s(self.max_steps_per_run) + HARD_LIMIT_GRACE_S
 
     @property
     def embedded_broker(self) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+import threading
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from optibench.settings import Settings, get_settings
 
@@ -30,9 +32,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
     )
     if not settings.embedded_broker:
-        # Redis re-delivers an unacknowledged task after this; runs are guarded by a lease anyway.
+        # Redis re-delivers an unacknowledged task after this, so it must outlast the longest run;
+        # a run whose worker died is requeued much sooner by the watchdog (worker/sweeper.py).
         # (The SQLAlchemy transport hands its options to create_engine, so it gets none.)
-        app.conf.broker_transport_options = {"visibility_timeout": 12 * 3600}
+        app.conf.broker_transport_options = {"visibility_timeout": settings.longest_run_s}
     return app
 
 
@@ -46,3 +49,18 @@ def _one_trainer_per_core(**_) -> None:
     settings = get_settings()
     threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
     torch.set_num_threads(threads)
+
+
+_sweeper_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_sweeper(**_) -> None:
+    from worker.sweeper import start_sweeper
+
+    start_sweeper(_sweeper_stop)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_) -> None:
+    _sweeper_stop.set()

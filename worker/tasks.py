@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from db import queries
 from db.models import FAILED
 from db.session import transaction
@@ -33,11 +35,18 @@ def train_run(run_id: str) -> str:
         outcome = train(
             spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
             flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
+            checkpoint_interval_s=settings.checkpoint_interval_s, resume=claim.checkpoint,
         )
         writer.close()
     except queries.LeaseLost:
         log.warning("run %s attempt %d lost its lease; another delivery owns it", run_id, claim.attempt)
         return "lease lost"
+    except SoftTimeLimitExceeded:
+        limit = settings.soft_time_limit_s(claim.steps_total)
+        with transaction() as session:
+            queries.finish_run(session, run_id, claim.attempt, FAILED,
+                               error=f"exceeded its time limit of {limit:.0f}s (OPTIBENCH_TIME_LIMIT_*)")
+        return FAILED
     except Exception as exc:
         log.exception("run %s failed", run_id)
         with transaction() as session:
@@ -52,5 +61,7 @@ def train_run(run_id: str) -> str:
             final_loss=outcome.final_loss, best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s,
             diverged_step=outcome.diverged_step, device=outcome.device,
         )
+    if claim.checkpoint is not None:
+        log.info("run %s resumed from its checkpoint", run_id)
     log.info("run %s %s after %d steps", run_id, outcome.status, outcome.steps_done)
     return outcome.status

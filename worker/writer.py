@@ -79,7 +79,8 @@ class StepWriter:
         while True:
             try:
                 with transaction() as session:
-                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best, evals)
+                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best, evals,
+                                                    batch.checkpoint if batch is not None else None)
                 break
             except OperationalError:
                 if time.monotonic() > deadline:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import SessionDep, SettingsDep
-from api.schemas import ComparisonOut, ComparisonPage, ComparisonSummary
+from api.schemas import NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonSummary, HTTPError
 from db import queries
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
@@ -17,7 +17,8 @@ def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:
     return RequestValidationError([{"type": "limit_exceeded", "loc": ("body", *loc), "msg": message, "input": value}])
 
 
-@router.post("", status_code=202, response_model=ComparisonOut)
+@router.post("", status_code=202, response_model=ComparisonOut,
+             responses={413: {"model": HTTPError, "description": "body larger than OPTIBENCH_MAX_BODY_BYTES"}})
 def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: SettingsDep) -> ComparisonOut:
     """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
     n_runs = len(spec.optimizers) * len(spec.seeds)
@@ -34,7 +35,7 @@ def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: Setti
     return ComparisonOut.full(comparison)
 
 
-@router.get("", response_model=ComparisonPage)
+@router.get("", response_model=ComparisonPage, responses={400: {"model": HTTPError, "description": "bad cursor"}})
 def list_comparisons(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -50,9 +51,21 @@ def list_comparisons(
     return ComparisonPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{comparison_id}", response_model=ComparisonOut)
+@router.get("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
 def get_comparison(comparison_id: str, session: SessionDep) -> ComparisonOut:
     comparison = queries.get_comparison(session, comparison_id)
     if comparison is None:
         raise HTTPException(404, f"comparison {comparison_id!r} not found")
     return ComparisonOut.full(comparison)
+
+
+@router.post("/{comparison_id}/cancel", response_model=ComparisonOut, responses=NOT_FOUND)
+def cancel_comparison(comparison_id: str, session: SessionDep) -> ComparisonOut:
+    """Cancel every unfinished run. Queued runs stop at once, running ones at their next flush
+    (within OPTIBENCH_FLUSH_INTERVAL_S); the rows already recorded are kept."""
+    if queries.get_comparison(session, comparison_id) is None:
+        raise HTTPException(404, f"comparison {comparison_id!r} not found")
+    queries.cancel(session, comparison_id=comparison_id)
+    session.commit()
+    session.expire_all()
+    return ComparisonOut.full(queries.get_comparison(session, comparison_id))

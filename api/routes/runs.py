@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
 
 from api.deps import SessionDep
-from api.schemas import RunOut
+from api.schemas import NOT_FOUND, RunOut
 from db import queries
 from db.session import new_session
 from engine.recorder import EXTRAS
@@ -77,12 +77,22 @@ def _run_or_404(session, run_id: str):
     return run
 
 
-@router.get("/{run_id}", response_model=RunOut)
+@router.get("/{run_id}", response_model=RunOut, responses=NOT_FOUND)
 def get_run(run_id: str, session: SessionDep) -> RunOut:
     return RunOut.of(_run_or_404(session, run_id))
 
 
-@router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+@router.post("/{run_id}/cancel", response_model=RunOut, responses=NOT_FOUND)
+def cancel_run(run_id: str, session: SessionDep) -> RunOut:
+    """Cancel one run: at once if queued, at its next flush if running; recorded rows are kept."""
+    _run_or_404(session, run_id)
+    queries.cancel(session, run_id=run_id)
+    session.commit()
+    session.expire_all()
+    return RunOut.of(_run_or_404(session, run_id))
+
+
+@router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
 def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] = "json") -> StreamingResponse:
     """Every step row of the run, in step order."""
     run = _run_or_404(session, run_id)
@@ -95,7 +105,7 @@ def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] =
     return StreamingResponse(_stream_json(run_id), media_type="application/json")
 
 
-@router.get("/{run_id}/evals")
+@router.get("/{run_id}/evals", responses=NOT_FOUND)
 def get_evals(run_id: str, session: SessionDep) -> dict:
     """Whole-set evaluations (train loss, validation loss, accuracies), every ``eval_every`` steps.
     ``step`` counts the updates applied: 0 is the initial weights."""

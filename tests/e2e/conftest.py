@@ -51,7 +51,12 @@ class Service:
                 if body["status"] in ("succeeded", "failed", "cancelled"):
                     return body
                 time.sleep(0.3)
-        raise AssertionError(f"comparison {comparison_id} did not finish in {timeout_s}s; log:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"comparison {comparison_id} did not finish in {timeout_s}s: {body}\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        """The log without the test's own polling requests."""
+        lines = [line for line in self.log.read_text().splitlines() if '"GET /api/v1/' not in line]
+        return "\n".join(lines)[-chars:]
 
 
 def start_service(backend: str, env_overrides: dict[str, str], data_dir: Path) -> Service:

@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('device', sa.String(length=16), nullable=True),
     sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('enqueued_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
@@ -55,8 +56,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_runs_comparison_id'), ['comparison_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_runs_enqueued_at'), ['enqueued_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_status'), ['status'], unique=False)
 
+    op.create_table('checkpoints',
+    sa.Column('run_id', sa.String(length=32), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('state', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('run_id')
+    )
     op.create_table('evals',
     sa.Column('run_id', sa.String(length=32), nullable=False),
     sa.Column('step', sa.Integer(), autoincrement=False, nullable=False),
@@ -87,8 +97,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('steps')
     op.drop_table('evals')
+    op.drop_table('checkpoints')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_runs_status'))
+        batch_op.drop_index(batch_op.f('ix_runs_enqueued_at'))
         batch_op.drop_index(batch_op.f('ix_runs_comparison_id'))
 
     op.drop_table('runs')
