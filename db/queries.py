@@ -232,11 +232,14 @@ def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
     session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
 
 
-def unpublished_run_ids(session: Session, limit: int = 500) -> list[str]:
-    """The outbox: queued runs whose task was never published (the broker was down at submit)."""
+def unpublished_run_ids(session: Session, republish_before: datetime | None = None, limit: int = 500) -> list[str]:
+    """The outbox: queued runs whose task was never published (the broker was down at submit), and
+    those published before ``republish_before`` that nobody has taken (the broker may have lost them)."""
+    unpublished = Run.enqueued_at.is_(None)
+    if republish_before is not None:
+        unpublished = or_(unpublished, Run.enqueued_at < republish_before)
     return list(session.scalars(
-        select(Run.id).where(Run.status == QUEUED, Run.enqueued_at.is_(None))
-        .order_by(Run.comparison_id, Run.position).limit(limit)
+        select(Run.id).where(Run.status == QUEUED, unpublished).order_by(Run.comparison_id, Run.position).limit(limit)
     ))
 
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="deliveries of a run before the watchdog fails it")
     checkpoint_interval_s: float = Field(30.0, gt=0, description="seconds between resumable checkpoints of a run")
     sweep_interval_s: float = Field(10.0, gt=0, description="how often the watchdog and the outbox run")
+    republish_after_s: float = Field(900.0, gt=0, description="publish a still-queued run again after this long, "
+                                     "in case the broker lost its message (runs are leased: duplicates are harmless)")
     time_limit_base_s: float = Field(600.0, gt=0, description="a run's soft time limit: base + steps x per_step")
     time_limit_per_step_s: float = Field(1.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")

@@ -36,9 +36,20 @@ class StepWriter:
         self._thread.start()
 
     def __call__(self, batch: StepBatch) -> bool:
-        self._raise_if_failed()
-        self._queue.put(batch)
+        self._put(batch)
         return not self.cancelled.is_set()
+
+    def _put(self, item) -> None:
+        """Wait for room in the queue, but never for a writer that has died."""
+        while True:
+            self._raise_if_failed()
+            if not self._thread.is_alive():
+                return
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def close(self) -> None:
         self.stop()
@@ -46,9 +57,11 @@ class StepWriter:
 
     def stop(self) -> None:
         """Finish writing what is queued and end the thread (and so the heartbeat)."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        try:
+            self._put(_STOP)
+        except BaseException:
+            pass  # the writer failed; close() reports it
+        self._thread.join()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

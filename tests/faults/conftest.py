@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from tests.faults.harness import FaultEnv, kill_leftovers, make_template, postgres_bin_dir
+from tests.faults.harness import FaultEnv, kill_leftovers, make_template, postgres_bin_dir, reap_stale_clusters
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -47,6 +47,7 @@ def fault_binaries():
         if IN_CI:
             pytest.fail(f"{message} (CI=true: the fault suite must run)", pytrace=False)
         pytest.skip(message)
+    reap_stale_clusters()  # left by an earlier session that was killed before its teardown
     yield
     kill_leftovers()
 
@@ -60,12 +61,21 @@ def postgres_template(fault_binaries):
     template.close()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "fault_env(redis_appendonly=False, **settings): options of the fault_env fixture; settings "
+        "become OPTIBENCH_* variables of every API and worker it starts (lease_timeout_s=5, sweep_interval_s=1)")
+
+
 @pytest.fixture
-def fault_env(fault_binaries, postgres_template, tmp_path):
+def fault_env(fault_binaries, postgres_template, tmp_path, request):
     """A fresh Redis + a fresh migrated PostgreSQL + the env dict (``fault_env.env``); start the
     API and workers with ``fault_env.start_api()`` / ``fault_env.start_worker()``. Everything is
-    killed and removed afterwards, whatever the test did."""
-    env = FaultEnv(tmp_path / "faults", postgres_template=postgres_template)
+    killed and removed afterwards, whatever the test did. Options:
+    ``@pytest.mark.fault_env(redis_appendonly=True, lease_timeout_s=5, sweep_interval_s=1)``."""
+    marker = request.node.get_closest_marker("fault_env")
+    options = dict(marker.kwargs) if marker else {}
+    env = FaultEnv(tmp_path / "faults", postgres_template=postgres_template, **options)
     try:
         yield env
     finally:

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -65,6 +66,21 @@ def _tail(path: Path | None, chars: int = LOG_TAIL_CHARS) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError as exc:
         return f"(log unreadable: {exc})"
+
+
+def _set_pdeathsig() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL the child if the pytest process dies without its teardown (Linux). The
+    kernel fires it when the spawning *thread* exits, so only children spawned by the main thread get it."""
+    return _set_pdeathsig if threading.current_thread() is threading.main_thread() else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -226,7 +242,8 @@ class RedisServer:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent())
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -343,6 +360,7 @@ class PostgresCluster:
         self.ctl_log = self.base / "pg_ctl.log"
         self.template = template
         self._initialized = False
+        (self.base / "owner.pid").write_text(str(os.getpid()))  # for reap_stale_clusters()
         if register:
             REGISTRY.add(self)
 
@@ -463,6 +481,11 @@ class PostgresCluster:
         left = _wait_gone(victims, 10)
         if left:
             raise AssertionError(f"postgres processes {left} survived SIGKILL")
+        # a killed postmaster may linger as a zombie (nobody reaps it here), and PostgreSQL's
+        # "is the old postmaster alive" check (kill(pid, 0)) counts zombies: drop the stale lock files
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        for stale in (f".s.PGSQL.{self.port}.lock", f".s.PGSQL.{self.port}"):
+            (self.socket_dir / stale).unlink(missing_ok=True)
 
     def connect(self, database: str | None = None, autocommit: bool = True):
         import psycopg
@@ -485,6 +508,37 @@ class PostgresCluster:
                 self.kill()
             shutil.rmtree(self.base, ignore_errors=True)
             REGISTRY.discard(self)
+
+
+def reap_stale_clusters() -> list[Path]:
+    """Stop and remove the clusters of test sessions that died without their teardown (pytest
+    SIGKILLed: the postmaster is not our child, so it would outlive us). Returns what was removed."""
+    removed = []
+    for base in Path(tempfile.gettempdir()).glob("ob-pg-*"):
+        try:
+            owner = int((base / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and (owner == os.getpid() or _pid_alive(owner)):
+            continue
+        if owner is None and time.time() - base.stat().st_mtime < 60:
+            continue  # being created right now
+        stale = PostgresCluster.__new__(PostgresCluster)
+        stale.base, stale.data, stale.socket_dir = base, base / "data", base / "sock"
+        stale.port = 0
+        try:
+            stale.port = int(next(line.split("=")[1] for line in reversed(
+                (stale.data / "postgresql.conf").read_text().splitlines()) if line.startswith("port =")))
+        except (OSError, StopIteration, ValueError):
+            pass
+        try:
+            stale.kill()
+        except Exception as exc:  # noqa: BLE001
+            print(f"reap_stale_clusters: {base}: {exc}", file=sys.stderr)
+            continue
+        shutil.rmtree(base, ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def make_template(database: str = "optibench") -> PostgresCluster:
@@ -554,7 +608,8 @@ class _GroupProcess:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent())
         self.pgid = self.process.pid  # start_new_session: the leader's pid is the group id
 
     @property
@@ -731,9 +786,6 @@ class ApiProcess(_GroupProcess):
         response.raise_for_status()
         return response.json()
 
-    def terminate(self, timeout: float = 15, sig: int = signal.SIGTERM) -> int | None:
-        return super().terminate(timeout, sig)
-
 
 # --------------------------------------------------------------------------------------------- SQL, read directly
 
@@ -853,6 +905,10 @@ class FaultEnv:
         self.processes.append(worker)
         return worker.start(wait_ready, timeout)
 
+    def set(self, **settings: Any) -> None:
+        """Settings for the processes started from now on (``lease_timeout_s=5`` or full names)."""
+        self.env.update(self._merge(settings))
+
     def _merge(self, overrides: dict[str, Any]) -> dict[str, str]:
         env = dict(self.env)
         for key, value in overrides.items():
@@ -878,6 +934,16 @@ class FaultEnv:
             return body if body["status"] in statuses else None
 
         return wait_until(done, timeout, f"comparison {comparison_id} to reach {statuses}")
+
+    def wait_for_runs(self, comparison_id: str, statuses: Iterable[str], timeout: float = 60) -> list[dict[str, Any]]:
+        """Until every run of the comparison has one of ``statuses``, read from SQL (no API needed)."""
+        statuses = tuple(statuses)
+
+        def done() -> list[dict[str, Any]] | None:
+            rows = self.run_rows(comparison_id)
+            return rows if rows and all(r["status"] in statuses for r in rows) else None
+
+        return wait_until(done, timeout, f"every run of {comparison_id} to reach {statuses} (SQL)")
 
     def wait_until(self, predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.2) -> T:
         return wait_until(predicate, timeout, what, interval=interval)
