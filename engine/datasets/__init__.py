@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -38,3 +39,23 @@ class Dataset(Component):
     def size(cls, params: Params) -> int:
         """Number of samples, cheaply, for planning step counts at submit time."""
         return len(cls.load(params))
+
+
+class SklearnTable(Dataset):
+    """A classification table that ships with scikit-learn, in its own units (the spec's
+    ``standardize`` scales it with training-set statistics)."""
+
+    task = "classification"
+    loader: ClassVar[Callable[[], Any]]
+    n_samples: ClassVar[int]
+    n_classes: ClassVar[int]
+
+    @classmethod
+    def load(cls, params: Params) -> Data:
+        bunch = cls.loader()
+        x = torch.tensor(bunch.data, dtype=torch.float32)
+        return Data(x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=cls.n_classes)
+
+    @classmethod
+    def size(cls, params: Params) -> int:
+        return cls.n_samples

@@ -1,22 +1,11 @@
-import torch
 from sklearn.datasets import load_iris
 
-from engine.datasets import Data, Dataset
-from engine.registry import Params
+from engine.datasets import SklearnTable
 
 
-class Iris(Dataset):
+class Iris(SklearnTable):
     name = "iris"
     description = "Fisher's iris: 150 flowers, 4 measurements, 3 species (ships with scikit-learn)."
-    task = "classification"
-    Params = Params
-
-    @classmethod
-    def load(cls, params: Params) -> Data:
-        bunch = load_iris()
-        x = torch.tensor(bunch.data, dtype=torch.float32)  # in its own units: the spec's standardize scales it
-        return Data(x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=3)
-
-    @classmethod
-    def size(cls, params: Params) -> int:
-        return 150
+    loader = staticmethod(load_iris)
+    n_samples = 150
+    n_classes = 3

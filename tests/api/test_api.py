@@ -466,3 +466,25 @@ def test_openapi_and_docs(client):
     assert "post" in paths["/api/v1/comparisons"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_cancel_a_comparison_over_http(client):
+    created = client.post(BASE, json=function_spec()).json()
+    response = client.post(f"{BASE}/{created['id']}/cancel")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "cancelled" and body["finished_at"] is not None
+    assert {run["status"] for run in body["runs"]} == {"cancelled"}
+    assert client.post(f"{BASE}/{created['id']}/cancel").json()["status"] == "cancelled"  # idempotent
+    assert client.post(f"{BASE}/no-such-id/cancel").status_code == 404
+
+
+def test_cancel_one_run_over_http(client):
+    created = client.post(BASE, json=function_spec()).json()
+    first, *others = created["runs"]
+    response = client.post(f"/api/v1/runs/{first['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    after = client.get(f"{BASE}/{created['id']}").json()
+    assert [r["status"] for r in after["runs"]] == ["cancelled"] + ["queued"] * len(others)
+    assert after["status"] == "running"  # one run is finished, the others are still to come
+    assert client.post("/api/v1/runs/no-such-id/cancel").status_code == 404

@@ -146,6 +146,31 @@ def test_list_is_newest_first_and_readyz_reports_each_dependency(service):
     assert ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
+def test_evaluations_and_extras_are_served(service):
+    spec = {
+        "name": "iris with evaluations",
+        "problem": {"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy",
+                    "validation_fraction": 0.2},
+        "training": {"epochs": 10, "batch_size": 30, "eval_every": 8, "extras": ["grad_norm", "update_norm"]},
+        "optimizers": [{"name": "adam", "params": {"lr": 0.05}, "schedule": {"name": "cosine"}}],
+        "seeds": [0],
+    }
+    with service.client as client:
+        comparison = service.wait_for(client.post("/api/v1/comparisons", json=spec).json()["id"])
+        run = comparison["runs"][0]
+        evals = client.get(f"/api/v1/runs/{run['id']}/evals").json()["evals"]
+        steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+        header = client.get(f"/api/v1/runs/{run['id']}/steps", params={"format": "csv"}).text.splitlines()[0]
+    assert run["status"] == "succeeded" and run["steps_total"] == 40  # 120 training rows / 30 per batch x 10 epochs
+    assert [e["step"] for e in evals] == [0, 8, 16, 24, 32, 40]
+    assert all(0 <= e["val_accuracy"] <= 1 and e["val_loss"] > 0 for e in evals)
+    assert evals[-1]["train_loss"] == pytest.approx(run["final_loss"], rel=1e-12)
+    assert all(row["grad_norm"] > 0 for row in steps)
+    assert all(row["update_norm"] > 0 for row in steps[:-1]) and steps[-1]["update_norm"] == 0  # lr 0 at the end
+    assert steps[0]["lr"] == 0.05 and steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0
+    assert header == "step,epoch,loss,time_s,step_time_ms,lr,grad_norm,update_norm"
+
+
 def test_ctrl_c_stops_api_and_worker(service):
     code, workers = stop_service(service)
     assert code == 0, service.log.read_text()[-2000:]
