@@ -1,7 +1,6 @@
 """The FastAPI application."""
 
 import logging
-import math
 import threading
 from contextlib import asynccontextmanager
 
@@ -15,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import catalog, comparisons, health, runs
+from api.schemas import json_safe
 from optibench import __version__
 from optibench.settings import get_settings
 
@@ -65,19 +65,9 @@ async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONRespo
                         content={"detail": "the database is unavailable; retry shortly"})
 
 
-def _json_safe(value):
-    """The rejected input goes back in the error; JSON cannot carry NaN or infinity as numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+    # the rejected input goes back in the error, and it may be NaN or infinity
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
@@ -100,3 +101,15 @@ class HTTPError(BaseModel):
 
 
 NOT_FOUND = {404: {"model": HTTPError, "description": "no such id"}}
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: encode them as the strings "NaN", "Infinity", "-Infinity",
+    inside dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -142,12 +142,15 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     stale = now - timedelta(seconds=lease_timeout_s)
     checkpoint = session.execute(select(Checkpoint.step, Checkpoint.state).where(Checkpoint.run_id == run_id)).one_or_none()
     resume_step = checkpoint.step if checkpoint else 0
+    kept_best = (select(func.min(Step.loss)).where(Step.run_id == run_id, Step.step < resume_step)
+                 .scalar_subquery())
     claimed = session.execute(
         update(Run)
         .where(Run.id == run_id)
         .where(or_(Run.status == QUEUED, and_(Run.status == RUNNING, Run.heartbeat_at < stale)))
         .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=resume_step, error=None,
-                final_loss=None, diverged_step=None, wall_time_s=None, started_at=func.coalesce(Run.started_at, now))
+                best_loss=kept_best, final_loss=None, diverged_step=None, wall_time_s=None,
+                started_at=func.coalesce(Run.started_at, now))
         .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total)
     ).one_or_none()
     if claimed is None:
@@ -155,8 +158,6 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     attempt, comparison_id, entry_index, seed, steps_total = claimed
     session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
     session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
-    best = session.scalar(select(func.min(Step.loss)).where(Step.run_id == run_id)) if checkpoint else None
-    session.execute(update(Run).where(Run.id == run_id).values(best_loss=best))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
     return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec,
@@ -232,15 +233,18 @@ def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
     session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
 
 
-def unpublished_run_ids(session: Session, republish_before: datetime | None = None, limit: int = 500) -> list[str]:
+def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500) -> dict[str, int]:
     """The outbox: queued runs whose task was never published (the broker was down at submit), and
-    those published before ``republish_before`` that nobody has taken (the broker may have lost them)."""
+    those published before ``republish_before`` that nobody has taken (the broker may have lost them).
+    Maps each run id to its steps_total."""
     unpublished = Run.enqueued_at.is_(None)
     if republish_before is not None:
         unpublished = or_(unpublished, Run.enqueued_at < republish_before)
-    return list(session.scalars(
-        select(Run.id).where(Run.status == QUEUED, unpublished).order_by(Run.comparison_id, Run.position).limit(limit)
-    ))
+    rows = session.execute(
+        select(Run.id, Run.steps_total).where(Run.status == QUEUED, unpublished)
+        .order_by(Run.comparison_id, Run.position).limit(limit)
+    )
+    return {run_id: steps_total for run_id, steps_total in rows}
 
 
 def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:

@@ -32,7 +32,7 @@ def sweep(reap: bool = True) -> None:
         log.error("failed %d runs that lost their worker %d times: %s", len(failed), settings.max_attempts,
                   ", ".join(failed))
     with transaction() as session:
-        pending = queries.unpublished_run_ids(session, utcnow() - timedelta(seconds=settings.republish_after_s))
+        pending = queries.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:
         log.info("published %d of %d runs from the outbox", enqueue_runs(pending), len(pending))
 

@@ -31,7 +31,7 @@ def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: Setti
                            f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
     comparison = queries.create_comparison(session, spec.model_dump(mode="json"), totals)
     session.commit()
-    enqueue_runs(run.id for run in comparison.runs)
+    enqueue_runs({run.id: run.steps_total for run in comparison.runs})
     return ComparisonOut.full(comparison)
 
 

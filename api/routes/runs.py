@@ -8,7 +8,6 @@ Non-finite values: in JSON, NaN and ±infinity are the strings "NaN", "Infinity"
 import csv
 import io
 import json
-import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -16,31 +15,22 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
 
 from api.deps import SessionDep
-from api.schemas import NOT_FOUND, RunOut
+from api.schemas import NOT_FOUND, RunOut, json_safe
 from db import queries
 from db.session import new_session
 from engine.recorder import EXTRAS
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
-_JSON_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def _json_float(value: float | None) -> float | str | None:
-    if value is None or math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else _JSON_NON_FINITE[value]
-
-
 def _step_dict(step) -> dict:
-    row = {"step": step.step, "epoch": step.epoch, "loss": _json_float(step.loss), "time_s": step.time_s,
+    row = {"step": step.step, "epoch": step.epoch, "loss": step.loss, "time_s": step.time_s,
            "step_time_ms": step.step_time_ms, "lr": step.lr}
     if step.x is not None:
-        row["x"] = [_json_float(v) for v in step.x]
+        row["x"] = step.x
     for extra in EXTRAS:
         if getattr(step, extra) is not None:
-            row[extra] = _json_float(getattr(step, extra))
-    return row
+            row[extra] = getattr(step, extra)
+    return json_safe(row)
 
 
 def _stream_json(run_id: str) -> Iterator[str]:
@@ -113,6 +103,5 @@ def get_evals(run_id: str, session: SessionDep) -> dict:
     columns = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
     return {
         "run_id": run_id,
-        "evals": [{c: _json_float(getattr(e, c)) if c not in ("step", "epoch") else getattr(e, c) for c in columns}
-                  for e in queries.iter_evals(session, run_id)],
+        "evals": [json_safe({c: getattr(e, c) for c in columns}) for e in queries.iter_evals(session, run_id)],
     }

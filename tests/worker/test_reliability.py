@@ -97,7 +97,7 @@ def test_watchdog_requeues_a_lost_run_then_fails_it_when_attempts_run_out(settin
     run = _run(run_id)
     assert run.status == "queued" and run.enqueued_at is None  # back in the outbox
     with transaction() as session:
-        assert run_id in queries.unpublished_run_ids(session)
+        assert run_id in queries.unpublished_runs(session)
         session.execute(update(Run).where(Run.id == run_id).values(status="running", attempt=2, heartbeat_at=stale))
         requeued, failed = queries.reap_stale_runs(session, 60, 2)
         assert run_id in failed and run_id not in requeued
