@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import catalog, comparisons, health, runs
+from api.routes import catalog, comparisons, curves, export, health, runs, summary
 from api.schemas import json_safe
 from optibench import __version__
 from optibench.settings import get_settings
@@ -40,7 +40,7 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Paired, reproducible optimizer comparisons: submit a comparison, read every step back.",
     )
-    for module in (comparisons, runs, catalog, health):
+    for module in (comparisons, runs, curves, summary, export, catalog, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -11,6 +11,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = "queued", "running", "succeeded", "failed", "diverged", "cancelled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, DIVERGED, CANCELLED})
+MEMBER, ADMIN = "member", "admin"
+#: the team of the embedded single-user deployment (auth off); created by the migrations
+LOCAL_TEAM_ID = "local"
 
 
 def new_id() -> str:
@@ -82,20 +85,78 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
 
 
+class Team(Base):
+    """Owns comparisons and keys. A NULL limit falls back to the OPTIBENCH_* setting of the same name."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    max_runs_per_comparison: Mapped[int | None]
+    max_steps_per_comparison: Mapped[int | None]
+    max_running_comparisons: Mapped[int | None]
+
+
+class ApiKey(Base):
+    """Only a SHA-256 of the key is stored: keys are 256-bit random, so no salt or slow hash is needed."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16), default=MEMBER)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the key's first characters, to tell keys apart in listings without revealing them
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship()
+
+
 class Comparison(Base):
     __tablename__ = "comparisons"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), server_default=LOCAL_TEAM_ID)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     spec: Mapped[dict[str, Any]]
     tags: Mapped[list[str]] = mapped_column(default=list)
+    note: Mapped[str | None] = mapped_column(Text)
+    #: who submitted it: the key's name (kept when the key is revoked)
+    submitted_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    #: soft delete: hidden from history, rows kept until purged
+    deleted_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: SHA-256 of the canonical submitted spec, to tell a retry from a different body under the same key
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     runs: Mapped[list[Run]] = relationship(back_populates="comparison", order_by="Run.position")
 
-    __table_args__ = (Index("ix_comparisons_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_comparisons_team_created", "team_id", "created_at", "id"),
+        Index("ux_comparisons_team_idempotency", "team_id", "idempotency_key", unique=True),
+    )
+
+
+class ShareLink(Base):
+    """A read-only view of one comparison for people outside the team. The URL carries a signed token
+    naming this row; the row makes it revocable and bounds its life."""
+
+    __tablename__ = "share_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    comparison_id: Mapped[str] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
 
 
 class Run(Base):
@@ -124,6 +185,16 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    #: canonical hash of everything that determines the run's result (see engine.identity)
+    config_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: set when the run reused an identical succeeded run instead of training; its rows are read there
+    reused_from_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    #: tuning jobs: 'search' (the sweep on the first seed) or 'final' (the chosen setting on the rest)
+    phase: Mapped[str | None] = mapped_column(String(16))
+    #: the swept hyperparameters of this run, e.g. {"lr": 0.001}; empty without a sweep
+    sweep_values: Mapped[dict[str, Any] | None]
+    #: CPU model, GPU name, torch and CUDA versions of the machine that trained it
+    hardware: Mapped[dict[str, Any] | None]
 
     comparison: Mapped[Comparison] = relationship(back_populates="runs")
 

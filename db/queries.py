@@ -14,7 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step, utcnow,
+    CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step,
+    utcnow,
 )
 
 
@@ -28,11 +29,13 @@ class LeaseLost(Exception):
 # --- comparisons -------------------------------------------------------------------------------
 
 
-def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int]) -> Comparison:
+def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int],
+                      team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None) -> Comparison:
     """One queued run per optimizer entry × seed; ``steps_total`` is per entry, or one for all."""
     if isinstance(steps_total, int):
         steps_total = [steps_total] * len(spec["optimizers"])
-    comparison = Comparison(name=spec["name"], spec=spec, tags=spec.get("tags", []), status=QUEUED)
+    comparison = Comparison(name=spec["name"], spec=spec, tags=spec.get("tags", []), status=QUEUED,
+                            team_id=team_id, submitted_by=submitted_by)
     position = 0
     for entry_index, entry in enumerate(spec["optimizers"]):
         for seed in spec["seeds"]:
@@ -46,9 +49,12 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
     return comparison
 
 
-def get_comparison(session: Session, comparison_id: str) -> Comparison | None:
+def get_comparison(session: Session, comparison_id: str, team_id: str) -> Comparison | None:
+    """The team's comparison, or None: another team's and deleted ones look exactly like missing ones."""
     return session.scalar(
-        select(Comparison).where(Comparison.id == comparison_id).options(selectinload(Comparison.runs))
+        select(Comparison)
+        .where(Comparison.id == comparison_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+        .options(selectinload(Comparison.runs))
     )
 
 
@@ -66,9 +72,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("malformed cursor") from exc
 
 
-def list_comparisons(session: Session, limit: int, cursor: str | None = None) -> tuple[list[Comparison], str | None]:
-    """Newest first, keyset-paginated on (created_at, id) so deep pages stay as fast as the first."""
-    query: Select = select(Comparison).order_by(Comparison.created_at.desc(), Comparison.id.desc())
+def list_comparisons(session: Session, team_id: str, limit: int,
+                     cursor: str | None = None) -> tuple[list[Comparison], str | None]:
+    """The team's history, newest first, keyset-paginated on (created_at, id) so deep pages stay as
+    fast as the first."""
+    query: Select = (select(Comparison)
+                     .where(Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+                     .order_by(Comparison.created_at.desc(), Comparison.id.desc()))
     if cursor:
         created_at, comparison_id = decode_cursor(cursor)
         query = query.where(or_(
@@ -285,8 +295,12 @@ def requeue_orphans(session: Session, older_than: datetime) -> list[str]:
 # --- steps -------------------------------------------------------------------------------------
 
 
-def get_run(session: Session, run_id: str) -> Run | None:
-    return session.get(Run, run_id)
+def get_run(session: Session, run_id: str, team_id: str) -> Run | None:
+    """The team's run, or None, as for get_comparison."""
+    return session.scalar(
+        select(Run).join(Comparison)
+        .where(Run.id == run_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+    )
 
 
 def iter_evals(session: Session, run_id: str) -> list[Eval]:

@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
 
-from api.deps import SessionDep
+from api.deps import Principal, PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND, RunOut, json_safe
 from db import queries
 from db.session import new_session
@@ -60,32 +60,33 @@ def _csv_float(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def _run_or_404(session, run_id: str):
-    run = queries.get_run(session, run_id)
+def _run_or_404(session, run_id: str, principal: Principal):
+    run = queries.get_run(session, run_id, principal.team_id)
     if run is None:
         raise HTTPException(404, f"run {run_id!r} not found")
     return run
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_FOUND)
-def get_run(run_id: str, session: SessionDep) -> RunOut:
-    return RunOut.of(_run_or_404(session, run_id))
+def get_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut:
+    return RunOut.of(_run_or_404(session, run_id, principal))
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=NOT_FOUND)
-def cancel_run(run_id: str, session: SessionDep) -> RunOut:
+def cancel_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut:
     """Cancel one run: at once if queued, at its next flush if running; recorded rows are kept."""
-    _run_or_404(session, run_id)
+    _run_or_404(session, run_id, principal)
     queries.cancel(session, run_id=run_id)
     session.commit()
     session.expire_all()
-    return RunOut.of(_run_or_404(session, run_id))
+    return RunOut.of(_run_or_404(session, run_id, principal))
 
 
 @router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
-def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] = "json") -> StreamingResponse:
+def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
+              format: Literal["json", "csv"] = "json") -> StreamingResponse:
     """Every step row of the run, in step order."""
-    run = _run_or_404(session, run_id)
+    run = _run_or_404(session, run_id, principal)
     if format == "csv":
         spec = run.comparison.spec
         x0 = spec["problem"].get("x0")
@@ -96,10 +97,10 @@ def get_steps(run_id: str, session: SessionDep, format: Literal["json", "csv"] =
 
 
 @router.get("/{run_id}/evals", responses=NOT_FOUND)
-def get_evals(run_id: str, session: SessionDep) -> dict:
+def get_evals(run_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     """Whole-set evaluations (train loss, validation loss, accuracies), every ``eval_every`` steps.
     ``step`` counts the updates applied: 0 is the initial weights."""
-    _run_or_404(session, run_id)
+    _run_or_404(session, run_id, principal)
     columns = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
     return {
         "run_id": run_id,

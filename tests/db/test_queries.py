@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from db import queries
-from db.models import Comparison, Run, utcnow
+from db.models import LOCAL_TEAM_ID, Comparison, Run, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
 
@@ -340,7 +340,7 @@ def test_list_comparisons_keyset_pagination(use_database):
     cursor = None
     while True:
         with transaction() as session:
-            page, cursor = queries.list_comparisons(session, 3, cursor)
+            page, cursor = queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
         pages += 1
         assert len(page) <= 3
         seen.extend(page)
@@ -369,7 +369,7 @@ def test_list_comparisons_keyset_pagination(use_database):
 ])
 def test_a_malformed_cursor_raises_value_error(use_database, cursor):
     with transaction() as session, pytest.raises(ValueError):
-        queries.list_comparisons(session, 3, cursor)
+        queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
 
 
 def test_progress_of_sums_runs_and_steps(use_database):
