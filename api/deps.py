@@ -1,13 +1,18 @@
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
-from db.models import ADMIN, LOCAL_TEAM_ID
+from api import auth
+from api.auth import Principal
+from db import queries, teams
+from db.models import ADMIN, Comparison
 from db.session import new_session
 from optibench.settings import Settings, get_settings
+
+__all__ = ["AdminDep", "PageDep", "comparison_or_404", "Principal", "PrincipalDep", "SessionDep", "SettingsDep", "SharedComparisonDep"]
 
 
 def _session() -> Iterator[Session]:
@@ -19,19 +24,83 @@ SessionDep = Annotated[Session, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: every read and write is scoped to ``team_id``."""
+async def _submitted_csrf_token(request: Request) -> str | None:
+    """The CSRF token an unsafe request carries: the header, else the form field of a form post."""
+    if request.method in auth.SAFE_METHODS:
+        return None
+    if token := request.headers.get(auth.CSRF_HEADER):
+        return token
+    if request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        token = (await request.form()).get(auth.CSRF_FIELD)
+        return token if isinstance(token, str) else None
+    return None
 
-    team_id: str
-    role: str
-    #: recorded as the submitter of comparisons
-    name: str
-    key_id: str | None = None
 
-
-def current_principal() -> Principal:
-    return Principal(team_id=LOCAL_TEAM_ID, role=ADMIN, name="local")
+def current_principal(request: Request, session: SessionDep, settings: SettingsDep,
+                      submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+    """The one authentication of the API: a Bearer key, else the dashboard session (whose unsafe
+    requests need the CSRF token). 401 without either, with a wrong or with a revoked key."""
+    if settings.auth == "off":
+        return auth.LOCAL_PRINCIPAL
+    if (secret := auth.bearer_key(request)) is not None:
+        key = auth.live_key(teams.key_by_hash(session, auth.hash_key(secret)))
+    elif key_id := request.session.get("key_id"):
+        try:
+            key = auth.live_key(teams.key_by_id(session, key_id))
+        except HTTPException:
+            request.session.clear()
+            raise
+        if request.method not in auth.SAFE_METHODS:
+            auth.check_csrf(request, submitted_csrf)
+    else:
+        raise auth.unauthenticated("an API key is required: send 'Authorization: Bearer <key>', or log in at /login")
+    return auth.principal_of(session, key)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if principal.role != ADMIN:
+        raise HTTPException(403, "this needs an admin key of the team")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def page_principal(request: Request, session: SessionDep, settings: SettingsDep,
+                   submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+    """For HTML pages: like the API, but without a valid session the browser goes to the login page."""
+    try:
+        return current_principal(request, session, settings, submitted_csrf)
+    except HTTPException as exc:
+        if exc.status_code != 401:
+            raise
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(303, "log in first", headers={"Location": f"/login?next={quote(target)}"}) from None
+
+
+PageDep = Annotated[Principal, Depends(page_principal)]
+
+
+def shared_comparison(token: Annotated[str, Path(max_length=200)], session: SessionDep,
+                      settings: SettingsDep) -> Comparison:
+    """The comparison a share link shows, for anyone holding the link. A forged, expired or revoked
+    token, or a deleted comparison, is 404 like a missing one."""
+    link_id = auth.share_link_id(settings, token)
+    comparison = teams.shared_comparison(session, link_id) if link_id else None
+    if comparison is None:
+        raise HTTPException(404, "this share link does not exist, has expired or was revoked")
+    return comparison
+
+
+SharedComparisonDep = Annotated[Comparison, Depends(shared_comparison)]
+
+
+def comparison_or_404(session: Session, comparison_id: str, principal: Principal) -> Comparison:
+    """The caller's team's comparison; another team's, a deleted and a missing one are all 404."""
+    comparison = queries.get_comparison(session, comparison_id, principal.team_id)
+    if comparison is None:
+        raise HTTPException(404, f"comparison {comparison_id!r} not found")
+    return comparison

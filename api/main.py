@@ -4,7 +4,7 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -13,13 +13,20 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import catalog, comparisons, curves, export, health, runs, summary
-from api.schemas import json_safe
+from api import auth
+from api.deps import current_principal
+from api.routes import admin, catalog, comparisons, curves, export, health, login, runs, share, summary
+from api.schemas import HTTPError, json_safe
 from optibench import __version__
 from optibench.settings import get_settings
 
 #: seconds a client should wait before retrying while the database is down
 RETRY_AFTER_S = 5
+#: every route of these needs a key (or a dashboard session); the routes also take the principal
+#: themselves, to scope what they read to its team
+AUTHENTICATED = (comparisons, runs, curves, summary, export, catalog, admin, share)
+AUTH_ERRORS = {401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
+               403: {"model": HTTPError, "description": "an admin-only route, or a session without its CSRF token"}}
 
 
 @asynccontextmanager
@@ -40,8 +47,11 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Paired, reproducible optimizer comparisons: submit a comparison, read every step back.",
     )
-    for module in (comparisons, runs, curves, summary, export, catalog, health):
-        app.include_router(module.router)
+    for module in AUTHENTICATED:
+        app.include_router(module.router, dependencies=[Depends(current_principal)], responses=AUTH_ERRORS)
+    for public in (share.public_router, login.router, health.router):
+        app.include_router(public)
+    auth.install(app, get_settings())
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from db.models import TERMINAL, Comparison, Run
+from db.models import TERMINAL, ApiKey, Comparison, Run
 from db.queries import Progress
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
@@ -40,6 +40,12 @@ class RunOut(BaseModel):
     attempt: int
     started_at: datetime | None
     finished_at: datetime | None
+    phase: Literal["search", "final"] | None = Field(
+        description="tuning jobs: 'search' (the sweep on the first seed) or 'final' (the chosen setting on the others)")
+    sweep_values: dict[str, Any] = Field(description="this run's swept params; empty without a sweep")
+    reused_from_id: str | None = Field(description="set when this run reused an identical succeeded run instead of "
+                                       "training; its steps and evaluations are that run's")
+    config_hash: str | None = Field(description="hash of everything that determines the result (docs/sweeps.md)")
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -49,6 +55,8 @@ class RunOut(BaseModel):
             status=run.status, steps_done=run.steps_done, steps_total=run.steps_total, final_loss=run.final_loss,
             best_loss=run.best_loss, wall_time_s=run.wall_time_s, diverged_step=run.diverged_step, error=run.error,
             device=run.device, attempt=run.attempt, started_at=run.started_at, finished_at=run.finished_at,
+            phase=run.phase, sweep_values=run.sweep_values or {}, reused_from_id=run.reused_from_id,
+            config_hash=run.config_hash,
         )
 
 
@@ -66,14 +74,17 @@ class ComparisonSummary(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     tags: list[str]
+    note: str | None
+    #: the name of the API key that submitted it ("local" with auth off)
+    submitted_by: str | None
     progress: ProgressOut
 
     @classmethod
     def of(cls, comparison: Comparison, progress: Progress, **extra: Any) -> ComparisonSummary:
         return cls(
             id=comparison.id, name=comparison.name, status=comparison.status, created_at=comparison.created_at,
-            finished_at=comparison.finished_at, tags=comparison.tags,
-            progress=ProgressOut(**progress.__dict__), **extra,
+            finished_at=comparison.finished_at, tags=comparison.tags, note=comparison.note,
+            submitted_by=comparison.submitted_by, progress=ProgressOut(**progress.__dict__), **extra,
         )
 
 
@@ -94,6 +105,80 @@ class ComparisonOut(ComparisonSummary):
 class ComparisonPage(BaseModel):
     items: list[ComparisonSummary]
     next_cursor: str | None
+
+
+class ComparisonPatch(BaseModel):
+    """History edits: a field left out is unchanged; ``note: null`` clears the note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the same constraints as ComparisonSpec.tags
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(None, max_length=32)
+    note: str | None = Field(None, max_length=10_000)
+
+
+class Limits(BaseModel):
+    max_runs_per_comparison: int
+    max_steps_per_comparison: int
+    max_running_comparisons: int
+
+
+class Me(BaseModel):
+    team_id: str
+    team_name: str
+    role: Literal["member", "admin"]
+    key_name: str
+    #: None with auth off
+    key_id: str | None
+    key_prefix: str | None
+    #: the limits in force for the team (its own, else the server's settings)
+    limits: Limits
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["member", "admin"] = "member"
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    role: Literal["member", "admin"]
+    #: the key's first characters, to tell keys apart; never the key
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(id=key.id, name=key.name, role=key.role, prefix=key.prefix, created_at=key.created_at,
+                   last_used_at=key.last_used_at, revoked_at=key.revoked_at)
+
+
+class KeyCreated(KeyOut):
+    #: shown this once: only its SHA-256 is stored
+    key: str
+
+
+class ShareLinkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_hours: int = Field(168, ge=1, le=8760)
+
+
+class ShareLinkOut(BaseModel):
+    id: str
+    comparison_id: str
+    #: the public read of the comparison; anyone holding it can read the comparison until it expires
+    url: str
+    token: str
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
 
 
 class HTTPError(BaseModel):

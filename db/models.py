@@ -200,11 +200,15 @@ class Run(Base):
 
 
 class Step(Base):
-    """Append-only, keyed by (run_id, step): a redelivered task can never duplicate a row."""
+    """Append-only, keyed by (run_id, step): a redelivered task can never duplicate a row.
+
+    No foreign key to runs: PostgreSQL checks one per inserted row, which cuts COPY from ~550k to
+    ~145k rows/s. Rows are only written in the transaction that holds the run's lease (so the run
+    exists), and deleting runs deletes their steps explicitly (``db.queries.delete_run_data``)."""
 
     __tablename__ = "steps"
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     epoch: Mapped[int | None]
     loss: Mapped[float] = mapped_column(FaithfulFloat)
@@ -214,6 +218,29 @@ class Step(Base):
     x: Mapped[list[float] | None] = mapped_column(FloatList)
     grad_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
     update_norm: Mapped[float | None] = mapped_column(FaithfulFloat)
+
+
+class StepRollup(Base):
+    """Loss aggregates per block of 2**level steps, maintained at ingest, so a downsampled curve of
+    a million-step run reads a few thousand rows instead of a million. NaN is counted, never folded
+    into min/max; sum and mean cover finite values only; ±inf stay visible in min/max."""
+
+    __tablename__ = "step_rollups"
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int]
+    nan_count: Mapped[int]
+    finite_count: Mapped[int]
+    finite_sum: Mapped[float] = mapped_column(Double)
+    min: Mapped[float | None] = mapped_column(Double)
+    max: Mapped[float | None] = mapped_column(Double)
+    first_step: Mapped[int]
+    last_step: Mapped[int]
+    last: Mapped[float] = mapped_column(FaithfulFloat)
+    first_time_s: Mapped[float] = mapped_column(Double)
+    last_time_s: Mapped[float] = mapped_column(Double)
 
 
 class Checkpoint(Base):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,10 +14,13 @@ from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from db import bulk, rollups
 from db.models import (
     CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step,
     utcnow,
 )
+from engine.identity import device_kind, run_config_hash
+from engine.sweeps import SEARCH, RunConfig, expand, final_phase
 
 
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -30,23 +34,69 @@ class LeaseLost(Exception):
 
 
 def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int],
-                      team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None) -> Comparison:
-    """One queued run per optimizer entry × seed; ``steps_total`` is per entry, or one for all."""
+                      team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None, *,
+                      reuse: bool = False) -> Comparison:
+    """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
+    only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
+
+    With ``reuse`` (the submit route passes the spec's), a run identical to a succeeded run of the team
+    (engine.identity) is created succeeded instead, pointing at it, and is never queued; a comparison
+    made only of such runs has succeeded already. Without it, as for direct callers, every run trains."""
     if isinstance(steps_total, int):
         steps_total = [steps_total] * len(spec["optimizers"])
     comparison = Comparison(name=spec["name"], spec=spec, tags=spec.get("tags", []), status=QUEUED,
                             team_id=team_id, submitted_by=submitted_by)
-    position = 0
-    for entry_index, entry in enumerate(spec["optimizers"]):
-        for seed in spec["seeds"]:
-            comparison.runs.append(Run(
-                position=position, entry_index=entry_index, label=entry["label"], optimizer_name=entry["name"],
-                optimizer_params=entry["params"], seed=seed, status=QUEUED, steps_total=steps_total[entry_index],
-            ))
-            position += 1
     session.add(comparison)
+    reused = _add_runs(session, comparison, expand(spec), steps_total, reuse)
     session.flush()
+    if reused:
+        refresh_comparison(session, comparison.id)
     return comparison
+
+
+#: what a reused run copies from its source
+_OUTCOME = ("steps_done", "final_loss", "best_loss", "wall_time_s", "diverged_step", "device", "hardware",
+            "started_at", "finished_at")
+
+
+def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunConfig],
+              steps_total: Sequence[int] | Mapping[int, int], reuse: bool) -> bool:
+    """Append the runs, each with its config hash, after the comparison's existing ones. With ``reuse``,
+    those identical to a succeeded run of the team are created succeeded; returns whether any was."""
+    spec = comparison.spec
+    device = device_kind(spec["device"])
+    hashes = [run_config_hash(spec, c.entry_index, c.params, c.seed, device) for c in configs]
+    sources = _reusable_runs(session, comparison.team_id, hashes) if reuse else {}
+    first = len(comparison.runs)
+    for position, (config, config_hash) in enumerate(zip(configs, hashes), start=first):
+        run = Run(position=position, entry_index=config.entry_index, label=config.label, seed=config.seed,
+                  optimizer_name=spec["optimizers"][config.entry_index]["name"], optimizer_params=config.params,
+                  sweep_values=config.sweep_values, phase=config.phase, config_hash=config_hash, status=QUEUED,
+                  steps_total=steps_total[config.entry_index])
+        source = sources.get(config_hash)
+        if source is not None:
+            run.status, run.reused_from_id = SUCCEEDED, source.reused_from_id or source.id
+            for column in _OUTCOME:
+                setattr(run, column, getattr(source, column))
+        comparison.runs.append(run)
+    return bool(sources)
+
+
+def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[str, Run]:
+    """By config hash, a succeeded run of the team in a comparison not deleted: an original rather than
+    a reuse, then the earliest. One query over the config_hash index."""
+    found: dict[str, Run] = {}
+    if not hashes:
+        return found
+    candidates = session.scalars(
+        select(Run).join(Comparison)
+        .where(Run.config_hash.in_(set(hashes)), Run.status == SUCCEEDED, Comparison.team_id == team_id,
+               Comparison.deleted_at.is_(None))
+        .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
+    )
+    for run in candidates:
+        found.setdefault(run.config_hash, run)
+    return found
 
 
 def get_comparison(session: Session, comparison_id: str, team_id: str) -> Comparison | None:
@@ -121,12 +171,54 @@ def comparison_status(run_statuses: Sequence[str]) -> str:
 
 
 def refresh_comparison(session: Session, comparison_id: str) -> None:
-    """Recompute status from the runs. The row lock makes concurrent finishers see each other."""
+    """Recompute status from the runs. The row lock makes concurrent finishers see each other: of the
+    finishers of a tuning job's search phase, exactly one sees it end, and starts the final phase in the
+    same transaction, so the job never shows 'succeeded' between the phases."""
     comparison = session.scalar(select(Comparison).where(Comparison.id == comparison_id).with_for_update())
-    statuses = list(session.scalars(select(Run.status).where(Run.comparison_id == comparison_id)))
-    comparison.status = comparison_status(statuses)
+    runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
+    if (comparison.spec.get("tuning") and all(r.phase == SEARCH and r.status in TERMINAL for r in runs)
+            and all(r.status != CANCELLED for r in runs)):
+        _start_final_phase(session, comparison)
+        runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
+    comparison.status = comparison_status([r.status for r in runs])
     if comparison.status in TERMINAL and comparison.finished_at is None:
         comparison.finished_at = utcnow()
+
+
+def _start_final_phase(session: Session, comparison: Comparison) -> None:
+    """Steps 2 and 3 of the DeepOBS protocol: each entry's best search run by ``tuning.metric`` is rerun on
+    the remaining tuning seeds. Failed, diverged and cancelled runs and non-finite metrics lose; a tie goes
+    to the earlier setting in sweep order. An entry none of whose search runs has a finite metric gets no
+    final runs. The new runs wait in the outbox (enqueued_at NULL) until published after the commit."""
+    search = [run for run in comparison.runs if run.phase == SEARCH]
+    scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
+    best: dict[int, Run] = {}
+    for run in search:  # in position order, which is sweep order
+        incumbent = best.get(run.entry_index)
+        if run.id in scores and (incumbent is None or scores[run.id] < scores[incumbent.id]):
+            best[run.entry_index] = run
+    finals = [config for run in best.values() for config in final_phase(
+        RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, run.seed), comparison.spec)]
+    _add_runs(session, comparison, finals, {run.entry_index: run.steps_total for run in search},
+              comparison.spec.get("reuse", True))
+    session.flush()
+
+
+def _tuning_scores(session: Session, runs: Sequence[Run], metric: str) -> dict[str, float]:
+    """Each succeeded run's finite tuning metric: its final loss, or its last evaluation's validation loss
+    (read from the source of a reused run)."""
+    succeeded = [run for run in runs if run.status == SUCCEEDED]
+    if metric == "final_loss":
+        values = {run.id: run.final_loss for run in succeeded}
+    else:
+        data_ids = {run.reused_from_id or run.id for run in succeeded}
+        last = (select(Eval.run_id, func.max(Eval.step).label("step")).where(Eval.run_id.in_(data_ids))
+                .group_by(Eval.run_id).subquery())
+        val_losses = dict(session.execute(
+            select(Eval.run_id, Eval.val_loss).join(last, and_(Eval.run_id == last.c.run_id, Eval.step == last.c.step))
+        ).all())
+        values = {run.id: val_losses.get(run.reused_from_id or run.id) for run in succeeded}
+    return {run_id: value for run_id, value in values.items() if value is not None and math.isfinite(value)}
 
 
 # --- runs: the lease ---------------------------------------------------------------------------
@@ -141,6 +233,8 @@ class Claim:
     seed: int
     steps_total: int
     spec: dict[str, Any]
+    #: the run's own, exact params (a swept run's differ from its spec entry's)
+    optimizer_params: dict[str, Any]
     checkpoint: bytes | None = None  # resume from here; None: from step 0
 
 
@@ -161,16 +255,17 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=resume_step, error=None,
                 best_loss=kept_best, final_loss=None, diverged_step=None, wall_time_s=None,
                 started_at=func.coalesce(Run.started_at, now))
-        .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total)
+        .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total, Run.optimizer_params)
     ).one_or_none()
     if claimed is None:
         return None
-    attempt, comparison_id, entry_index, seed, steps_total = claimed
+    attempt, comparison_id, entry_index, seed, steps_total, optimizer_params = claimed
     session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
+    rollups.rebuild(session, run_id, resume_step)
     session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
-    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec,
+    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec, optimizer_params,
                  checkpoint.state if checkpoint else None)
 
 
@@ -178,15 +273,15 @@ def _holding(run_id: str, attempt: int):
     return and_(Run.id == run_id, Run.attempt == attempt, Run.status == RUNNING)
 
 
-def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[str, Any]],
-                 best_loss: float | None, evals: list[dict[str, Any]] = (),
+def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str, Sequence | None] | None,
+                 best_loss: float | None, evals: Sequence[dict[str, Any]] = (),
                  checkpoint: tuple[int, bytes] | None = None) -> str:
-    """Write a flush (and the checkpoint taken right after it) and beat the heart, only while this
-    attempt holds the lease. Returns the run's status as others left it: 'cancelled' stops the trainer."""
-    steps_done = rows[-1]["step"] + 1 if rows else None
+    """Write a flush (step rows as columns, see ``StepBatch.columns``; evaluations; the checkpoint
+    taken right after it) and beat the heart, only while this attempt holds the lease. Returns the
+    run's status as others left it: 'cancelled' stops the trainer."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
-    if steps_done is not None:
-        values["steps_done"] = steps_done
+    if steps and steps["step"]:
+        values["steps_done"] = steps["step"][-1] + 1
         values["best_loss"] = best_loss
     held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
     if not held:
@@ -194,11 +289,11 @@ def append_steps(session: Session, run_id: str, attempt: int, rows: list[dict[st
         if status == CANCELLED:
             return CANCELLED
         raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds its lease (status {status})")
-    insert_into = _INSERT[session.get_bind().dialect.name]
-    for table, table_rows in ((Step, rows), (Eval, evals)):
-        if table_rows:
-            stmt = insert_into(table).on_conflict_do_nothing(index_elements=["run_id", "step"])
-            session.execute(stmt, [{"run_id": run_id, **row} for row in table_rows])
+    if steps:
+        bulk.ingest_steps(session, run_id, steps)
+    if evals:
+        statement = _INSERT[session.get_bind().dialect.name](Eval).on_conflict_do_nothing(index_elements=["run_id", "step"])
+        session.execute(statement, [{"run_id": run_id, **row} for row in evals])
     if checkpoint is not None:
         step, state = checkpoint
         session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
@@ -243,17 +338,18 @@ def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
     session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
 
 
-def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500) -> dict[str, int]:
-    """The outbox: queued runs whose task was never published (the broker was down at submit), and
-    those published before ``republish_before`` that nobody has taken (the broker may have lost them).
-    Maps each run id to its steps_total."""
+def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500,
+                     comparison_id: str | None = None) -> dict[str, int]:
+    """The outbox: queued runs whose task was never published (the broker was down at submit, or a
+    tuning job's final phase was just created), and those published before ``republish_before`` that
+    nobody has taken (the broker may have lost them). Maps each run id to its steps_total."""
     unpublished = Run.enqueued_at.is_(None)
     if republish_before is not None:
         unpublished = or_(unpublished, Run.enqueued_at < republish_before)
-    rows = session.execute(
-        select(Run.id, Run.steps_total).where(Run.status == QUEUED, unpublished)
-        .order_by(Run.comparison_id, Run.position).limit(limit)
-    )
+    query = select(Run.id, Run.steps_total).where(Run.status == QUEUED, unpublished)
+    if comparison_id is not None:
+        query = query.where(Run.comparison_id == comparison_id)
+    rows = session.execute(query.order_by(Run.comparison_id, Run.position).limit(limit))
     return {run_id: steps_total for run_id, steps_total in rows}
 
 

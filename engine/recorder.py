@@ -56,19 +56,23 @@ class StepBatch:
             evals=[e for e in self.evals if e["step"] <= updates],
         )
 
-    def rows(self) -> list[dict]:
-        """Plain Python rows, the shape the database layer inserts."""
-        absent = [None] * len(self)
-        columns = {
+    def columns(self) -> dict[str, list | None]:
+        """Plain Python lists per column, the shape the database layer bulk-inserts; None: all NULL."""
+        return {
             "step": self.step.tolist(),
-            "epoch": self.epoch.tolist() if self.epoch is not None else absent,
+            "epoch": self.epoch.tolist() if self.epoch is not None else None,
             "loss": self.loss.tolist(),
             "time_s": self.time_s.tolist(),
             "step_time_ms": self.step_time_ms.tolist(),
             "lr": self.lr.tolist(),
-            "x": self.x.tolist() if self.x is not None else absent,
-            **{name: self.extras[name].tolist() if name in self.extras else absent for name in EXTRAS},
+            "x": self.x.tolist() if self.x is not None else None,
+            **{name: self.extras[name].tolist() if name in self.extras else None for name in EXTRAS},
         }
+
+    def rows(self) -> list[dict]:
+        """One dict per step."""
+        absent = [None] * len(self)
+        columns = {name: values if values is not None else absent for name, values in self.columns().items()}
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 

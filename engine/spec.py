@@ -7,10 +7,13 @@ every ``params`` dict is normalised with all defaults filled in.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,11 +24,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from engine import registry
+from engine import registry, sweeps
 from engine.schedules import Constant, Schedule
 
 MAX_SEED = 2**31 - 1
 MAX_STEPS = 10_000_000
+#: the length of Run.label, which a swept run's label (entry label plus its values) must fit
+MAX_LABEL = 100
 
 
 class _Strict(BaseModel):
@@ -43,6 +48,15 @@ def spec_error(loc: tuple[str | int, ...], message: str, value: Any) -> Validati
 
 
 BatchSize = Annotated[int, Field(ge=1, le=1_000_000)] | Literal["full"]
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct")
+    return seeds
+
+
+Seeds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_distinct)]
 
 
 class ComponentRef(_Strict):
@@ -93,13 +107,91 @@ class FunctionRef(ComponentRef):
     kind = "function"
 
 
+class _Grid(_Strict):
+    n: int = Field(ge=2, le=sweeps.MAX_SETTINGS, description="points, both ends included")
+
+
+class UniformGrid(_Grid):
+    uniform: tuple[float, float] = Field(description="[lo, hi]: n evenly spaced points")
+
+
+class LogUniformGrid(_Grid):
+    log_uniform: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+        description="[lo, hi]: n points evenly spaced in log space")
+
+
 class OptimizerEntry(ComponentRef):
     kind = "optimizer"
-    label: str | None = Field(None, min_length=1, max_length=100, description="default: derived from name and params")
+    label: str | None = Field(None, min_length=1, max_length=MAX_LABEL,
+                              description="default: derived from name and params")
     schedule: Schedule = Field(default_factory=Constant, description="learning-rate schedule; default constant")
     batch_size: BatchSize | None = Field(
         None, description="this entry's own batch size, to compare update rules; default: training.batch_size"
     )
+    sweep: dict[str, list[Any] | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="params to sweep, each a list of values or a grid {'log_uniform': [lo, hi], 'n': k} / "
+                    "{'uniform': [lo, hi], 'n': k}; one run per setting (the Cartesian product) and seed. "
+                    "Normalised to explicit lists; see docs/sweeps.md",
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _valid_sweep(cls, sweep: dict[str, Any], info: ValidationInfo) -> dict[str, list[Any]]:
+        if not sweep or "name" not in info.data or "params" not in info.data:  # those errors say why
+            return sweep
+        params_model = registry.get(cls.kind, info.data["name"]).Params
+        base = info.data["params"]
+        axes = {name: _sweep_values(params_model, name, axis) for name, axis in sweep.items()}
+        count = math.prod(len(values) for values in axes.values())
+        if count > sweeps.MAX_SETTINGS:
+            raise spec_error((), f"the sweep has {count} settings (the product of its value counts); "
+                             f"at most {sweeps.MAX_SETTINGS}", count)
+        # each setting as a whole (params may constrain each other), normalised as its run will get it
+        normalised: dict[str, list[Any]] = {name: list(values) for name, values in axes.items()}
+        for indices in itertools.product(*(range(len(values)) for values in axes.values())):
+            where = dict(zip(axes, indices))
+            setting = {name: axes[name][i] for name, i in where.items()}
+            try:
+                params = params_model.model_validate({**base, **setting}).model_dump(mode="json")
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                name = error["loc"][0] if error["loc"] else None
+                if name in where:  # one value's own error
+                    raise spec_error((name, where[name], *error["loc"][1:]), error["msg"], setting[name]) from None
+                raise spec_error((), f"the setting {sweeps.describe(setting)} is invalid: {error['msg']}",
+                                 setting) from None
+            for name, i in where.items():
+                normalised[name][i] = params[name]
+        for name, values in normalised.items():
+            if len(set(map(repr, values))) != len(values):
+                raise spec_error((name,), "the swept values must be distinct", values)
+        return normalised
+
+
+def _sweep_values(params_model: type[registry.Params], name: str, axis: Any) -> list[Any]:
+    """One swept parameter's values: the list given, or its grid's points."""
+    if name not in params_model.model_fields:
+        raise spec_error((name,), f"'{name}' is not a parameter of this optimizer; its parameters: "
+                         f"{', '.join(params_model.model_fields)}", name)
+    if not isinstance(axis, dict):
+        if not 1 <= len(axis) <= sweeps.MAX_SETTINGS:
+            raise spec_error((name,), f"give 1 to {sweeps.MAX_SETTINGS} values", axis)
+        return axis
+    if "log_uniform" not in axis and "uniform" not in axis:
+        raise spec_error((name,), "a grid is {'log_uniform': [lo, hi], 'n': k} or {'uniform': [lo, hi], 'n': k}",
+                         axis)
+    grid_model = LogUniformGrid if "log_uniform" in axis else UniformGrid
+    try:
+        grid = grid_model.model_validate(axis)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise spec_error((name, *error["loc"]), error["msg"], error["input"]) from None
+    kind = "log_uniform" if grid_model is LogUniformGrid else "uniform"
+    lo, hi = getattr(grid, kind)
+    if not lo < hi:
+        raise spec_error((name, kind), "give [lo, hi] with lo < hi", [lo, hi])
+    return sweeps.grid(kind, lo, hi, grid.n)
 
 
 class Problem(_Strict):
@@ -194,22 +286,30 @@ class Training(_Strict):
         return self
 
 
+class Tuning(_Strict):
+    """The DeepOBS protocol as one job: sweep on the first seed, pick each entry's best setting by
+    ``metric``, rerun it on the remaining seeds."""
+
+    metric: Literal["final_loss", "val_loss"] = Field(
+        "final_loss", description="final_loss: the run's final training loss; val_loss: its last evaluation's")
+    seeds: Seeds = Field(min_length=1, max_length=100, description="the first for the search, the rest for the "
+                         "chosen settings; replaces the top-level seeds")
+
+
 class ComparisonSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     problem: Problem
     training: Training
     optimizers: list[OptimizerEntry] = Field(min_length=1, max_length=100)
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field([0], min_length=1, max_length=100)
+    seeds: Seeds = Field([0], min_length=1, max_length=100)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
-        return seeds
+    tuning: Tuning | None = Field(None, description="run the DeepOBS tuning protocol over the entries' sweeps")
+    reuse: bool = Field(True, description="reuse the team's identical succeeded runs instead of training again")
+    target_loss: float | None = Field(None, description="the loss to reach, for time-to-target in the summary")
+    baseline: str | None = Field(None, max_length=MAX_LABEL, description="label the other entries are compared "
+                                 "with: an entry's, or one setting's of a swept entry; default: the first entry")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -230,7 +330,44 @@ class ComparisonSpec(_Strict):
                 raise spec_error(("optimizers", i, "label"), f"label '{entry.label}' is already used by "
                                  f"optimizers.{seen[entry.label]}; labels must be distinct", entry.label)
             seen[entry.label] = i
+        run_labels = self._check_run_labels()
+        self._check_tuning()
+        if self.baseline is not None and self.baseline not in seen and self.baseline not in run_labels:
+            raise spec_error(("baseline",), f"baseline '{self.baseline}' is not the label of an optimizer entry "
+                             f"or of a swept setting; entry labels: {', '.join(seen)}", self.baseline)
         return self
+
+    def _check_run_labels(self) -> set[str]:
+        """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
+        labels: dict[str, int] = {}
+        for i, entry in enumerate(self.optimizers):
+            for setting in sweeps.settings(entry.sweep):
+                label = sweeps.swept_label(entry.label, setting)
+                if len(label) > MAX_LABEL:
+                    raise spec_error(("optimizers", i, "label"), f"the run label '{label}' is longer than "
+                                     f"{MAX_LABEL} characters; give the entry a shorter label", entry.label)
+                if labels.setdefault(label, i) != i:
+                    raise spec_error(("optimizers", i, "label"), f"run label '{label}' is also a run label of "
+                                     f"optimizers.{labels[label]}; labels must be distinct", entry.label)
+        return set(labels)
+
+    def _check_tuning(self) -> None:
+        if self.tuning is None:
+            return
+        if self.seeds not in ([0], self.tuning.seeds):
+            raise spec_error(("seeds",), "with tuning, tuning.seeds replaces seeds: leave seeds out", self.seeds)
+        self.seeds = list(self.tuning.seeds)
+        if not any(entry.sweep for entry in self.optimizers):
+            raise spec_error(("tuning",), "tuning picks the best setting of a sweep, but no optimizer entry "
+                             "has a sweep", None)
+        if self.tuning.metric == "val_loss":
+            if not self.problem.validation_fraction:
+                raise spec_error(("problem", "validation_fraction"), "tuning.metric 'val_loss' needs a "
+                                 "validation set: a dataset problem with validation_fraction > 0",
+                                 self.problem.validation_fraction)
+            if self.training.eval_every is None:
+                raise spec_error(("training", "eval_every"), "tuning.metric 'val_loss' needs evaluations: set "
+                                 "training.eval_every", None)
 
 
 def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> list[str]:
@@ -245,7 +382,7 @@ def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> lis
             labels.append(entry.name)
             continue
         defaults = entry.component.Params().model_dump(mode="json")
-        changed = {k: v for k, v in entry.params.items() if defaults.get(k) != v}
+        changed = {k: v for k, v in entry.params.items() if defaults.get(k) != v and k not in entry.sweep}
         details = [f"{k}={json.dumps(v)}" for k, v in sorted(changed.items())]
         if entry.schedule.name != "constant":
             details.append(f"schedule={entry.schedule.name}")

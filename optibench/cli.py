@@ -11,11 +11,14 @@ import threading
 
 import typer
 
+from api.auth import is_loopback
+from optibench.admin import admin_app
 from optibench.settings import get_settings
 
 app = typer.Typer(help="optibench: paired optimizer comparisons as a service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 
 log = logging.getLogger("optibench")
 SHUTDOWN_GRACE_S = 10.0
@@ -73,8 +76,9 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    settings.ensure_data_dir()
     host, port = host or settings.host, port or settings.port
+    _check_auth(settings, host)
+    settings.ensure_data_dir()
     worker_process = None
     if with_worker:
         _recover()
@@ -88,6 +92,22 @@ def serve(
     finally:
         if worker_process is not None:
             _stop_worker(worker_process)
+
+
+def _check_auth(settings, host: str) -> None:
+    """Without auth every caller is the local admin: only on a loopback address, for one person."""
+    if settings.auth == "required":
+        if settings.secret_key is None:
+            log.warning("OPTIBENCH_SECRET_KEY is not set: sessions and share links are signed with %s, "
+                        "and stop working if that file is lost", settings.data_dir / "secret_key")
+        return
+    if not is_loopback(host):
+        typer.echo(f"refusing to serve on {host} with authentication off: anyone reaching it would act as the "
+                   f"local admin. Set OPTIBENCH_AUTH=required (and create keys with `optibench admin "
+                   f"create-team`), or serve on 127.0.0.1.", err=True)
+        raise typer.Exit(2)
+    log.warning("authentication is off (OPTIBENCH_AUTH=off): every request on %s acts as the local admin; "
+                "set OPTIBENCH_AUTH=required for a team", host)
 
 
 def _stop_if_worker_dies(process: subprocess.Popen) -> None:

@@ -1,9 +1,12 @@
 """The one configuration object shared by the API, the worker and the CLI."""
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +23,11 @@ class Settings(BaseSettings):
     queue: str = Field("optibench", description="Celery queue the API publishes to and workers consume")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    auth: Literal["off", "required"] = Field("off", description="'required' for a team deployment: every "
+                                             "request needs an API key; 'off' only on a loopback address")
+    secret_key: SecretStr | None = Field(None, description="signs session cookies and share links; "
+                                         "default: generated once into data_dir/secret_key")
+    session_https_only: bool = Field(False, description="send the dashboard session cookie over HTTPS only")
 
     worker_concurrency: int = Field(1, ge=1, description="training processes per worker")
     torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
@@ -34,7 +42,10 @@ class Settings(BaseSettings):
     time_limit_base_s: float = Field(600.0, gt=0, description="a run's soft time limit: base + steps x per_step")
     time_limit_per_step_s: float = Field(1.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    # per-team limits; a team's own non-NULL limit (`optibench admin set-limits`) overrides these
     max_runs_per_comparison: int = Field(1000, ge=1)
+    max_steps_per_comparison: int = Field(100_000_000, ge=1, description="total steps over all runs")
+    max_running_comparisons: int = Field(1000, ge=1, description="queued or running comparisons per team")
     max_steps_per_run: int = Field(10_000_000, ge=1)
 
     @model_validator(mode="after")
@@ -43,6 +54,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'optibench.db').resolve()}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+        if self.secret_key is not None and not self.secret_key.get_secret_value():
+            self.secret_key = None  # an empty variable, e.g. compose's ${OPTIBENCH_SECRET_KEY:-}
         return self
 
     def soft_time_limit_s(self, steps: int) -> float:
@@ -59,6 +72,31 @@ class Settings(BaseSettings):
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def signing_key(self) -> str:
+        """OPTIBENCH_SECRET_KEY, else the key persisted under data_dir, so restarts keep sessions and
+        share links valid."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        self.ensure_data_dir()
+        return _persisted_secret(self.data_dir / "secret_key")
+
+
+def _persisted_secret(path: Path) -> str:
+    """Read the key, or create it readable by its owner only. The link is atomic: when processes
+    start together, one key wins and every process reads that one."""
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 @lru_cache

@@ -10,17 +10,30 @@ from db import queries
 from db.models import FAILED
 from db.session import transaction
 from engine.spec import ComparisonSpec
+from engine.sweeps import with_run_params
 from engine.training import train
 from optibench.settings import get_settings
 from worker.celery_app import TRAIN_TASK, celery_app
+from worker.dispatch import enqueue_runs
 from worker.writer import StepWriter
 
 log = logging.getLogger(__name__)
 
 
+def _finish(claim: queries.Claim, status: str, **outcome) -> None:
+    with transaction() as session:
+        queries.finish_run(session, claim.run_id, claim.attempt, status, **outcome)
+    if claim.spec.get("tuning"):
+        # this run may have ended a tuning job's search phase: publish the final phase now rather than
+        # at the next sweep of the outbox
+        with transaction() as session:
+            pending = queries.unpublished_runs(session, comparison_id=claim.comparison_id)
+        enqueue_runs(pending)
+
+
 @celery_app.task(name=TRAIN_TASK)
 def train_run(run_id: str) -> str:
-    """Train one (optimizer, seed) run. A second delivery of a run that is finished, or whose
+    """Train one run with its own params. A second delivery of a run that is finished, or whose
     holder is alive, does nothing."""
     settings = get_settings()
     with transaction() as session:
@@ -31,7 +44,7 @@ def train_run(run_id: str) -> str:
 
     writer = StepWriter(run_id, claim.attempt, heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
     try:
-        spec = ComparisonSpec.model_validate(claim.spec)
+        spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
         outcome = train(
             spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
             flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
@@ -43,24 +56,18 @@ def train_run(run_id: str) -> str:
         return "lease lost"
     except SoftTimeLimitExceeded:
         limit = settings.soft_time_limit_s(claim.steps_total)
-        with transaction() as session:
-            queries.finish_run(session, run_id, claim.attempt, FAILED,
-                               error=f"exceeded its time limit of {limit:.0f}s (OPTIBENCH_TIME_LIMIT_*)")
+        _finish(claim, FAILED, error=f"exceeded its time limit of {limit:.0f}s (OPTIBENCH_TIME_LIMIT_*)")
         return FAILED
     except Exception as exc:
         log.exception("run %s failed", run_id)
-        with transaction() as session:
-            queries.finish_run(session, run_id, claim.attempt, FAILED, error=f"{type(exc).__name__}: {exc}")
+        _finish(claim, FAILED, error=f"{type(exc).__name__}: {exc}")
         return FAILED
     finally:
         writer.stop()
 
-    with transaction() as session:
-        queries.finish_run(
-            session, run_id, claim.attempt, outcome.status, steps_done=outcome.steps_done,
-            final_loss=outcome.final_loss, best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s,
-            diverged_step=outcome.diverged_step, device=outcome.device,
-        )
+    _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
+            best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
+            device=outcome.device)
     if claim.checkpoint is not None:
         log.info("run %s resumed from its checkpoint", run_id)
     log.info("run %s %s after %d steps", run_id, outcome.status, outcome.steps_done)

@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 
+import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from db import queries
@@ -82,24 +83,25 @@ class StepWriter:
                 return
 
     def _write(self, batch: StepBatch | None) -> None:
-        rows = batch.rows() if batch is not None else []
+        steps = batch.columns() if batch is not None and len(batch) else None
         evals = batch.evals if batch is not None else []
-        if rows:
-            finite = [r["loss"] for r in rows if math.isfinite(r["loss"])]
-            self.best_loss = min([self.best_loss, *finite])
+        if steps:
+            finite = batch.loss[np.isfinite(batch.loss)]
+            if len(finite):
+                self.best_loss = min(self.best_loss, float(finite.min()))
         best = self.best_loss if math.isfinite(self.best_loss) else None
         delay, deadline = 0.5, time.monotonic() + self.retry_for_s
         while True:
             try:
                 with transaction() as session:
-                    status = queries.append_steps(session, self.run_id, self.attempt, rows, best, evals,
+                    status = queries.append_steps(session, self.run_id, self.attempt, steps, best, evals,
                                                     batch.checkpoint if batch is not None else None)
                 break
             except OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("database unavailable; keeping %d rows of run %s, retrying in %.1fs",
-                            len(rows), self.run_id, delay)
+                            len(batch) if batch is not None else 0, self.run_id, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         if status == CANCELLED:

@@ -1,39 +1,96 @@
+import hashlib
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonSummary, HTTPError
-from db import queries
+from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, comparison_or_404
+from api.schemas import NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonSummary, HTTPError
+from db import queries, teams
+from db.models import QUEUED
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
+from engine.sweeps import runs_per_entry
 from worker.dispatch import enqueue_runs
 
 router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
+
+#: seconds a client over its team's concurrency limit should wait before trying again
+RETRY_AFTER_S = 60
+#: where in the body a limit on the comparison's size points
+_LIMIT_LOC = {"max_runs_per_comparison": ("seeds",), "max_steps_per_comparison": ("training",)}
 
 
 def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:
     return RequestValidationError([{"type": "limit_exceeded", "loc": ("body", *loc), "msg": message, "input": value}])
 
 
-@router.post("", status_code=202, response_model=ComparisonOut,
-             responses={413: {"model": HTTPError, "description": "body larger than OPTIBENCH_MAX_BODY_BYTES"}})
-def submit_comparison(spec: ComparisonSpec, session: SessionDep, settings: SettingsDep,
-                      principal: PrincipalDep) -> ComparisonOut:
+def _over_limit(exc: teams.LimitExceeded, run_steps: list[int]) -> Exception:
+    if exc.limit.name == "max_running_comparisons":
+        return HTTPException(429, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)})
+    value = len(run_steps) if exc.limit.name == "max_runs_per_comparison" else sum(run_steps)
+    return _limit_error(_LIMIT_LOC[exc.limit.name], str(exc), value)
+
+
+def _earlier_submit(session: Session, principal: Principal, idempotency_key: str, request_hash: str):
+    """The comparison an earlier request with this Idempotency-Key created, if any; 409 if that
+    request's body was a different one, or its comparison was deleted since."""
+    earlier = teams.by_idempotency_key(session, principal.team_id, idempotency_key)
+    if earlier is None:
+        return None
+    if earlier.request_hash != request_hash:
+        raise HTTPException(409, "this Idempotency-Key was used for a different comparison; "
+                                 "send a new key with a new body")
+    if earlier.deleted_at is not None:
+        raise HTTPException(409, "the comparison created with this Idempotency-Key was deleted; send a new key")
+    return comparison_or_404(session, earlier.id, principal)
+
+
+@router.post("", status_code=202, response_model=ComparisonOut, responses={
+    200: {"model": ComparisonOut, "description": "a retry: the Idempotency-Key and the body were seen before; "
+                                                 "the comparison they created"},
+    409: {"model": HTTPError, "description": "the Idempotency-Key was used before with a different body"},
+    413: {"model": HTTPError, "description": "body larger than OPTIBENCH_MAX_BODY_BYTES"},
+    429: {"model": HTTPError, "description": "the team already has OPTIBENCH_MAX_RUNNING_COMPARISONS "
+                                             "comparisons queued or running; see Retry-After"},
+})
+def submit_comparison(
+    spec: ComparisonSpec, response: Response, session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, description=(
+        "makes the submit safe to retry: the same key and body answer the same comparison (200), "
+        "the same key with another body 409"))] = None,
+) -> ComparisonOut:
     """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
-    n_runs = len(spec.optimizers) * len(spec.seeds)
-    if n_runs > settings.max_runs_per_comparison:
-        raise _limit_error(("seeds",), f"{n_runs} runs (optimizers × seeds) exceed the limit of "
-                           f"{settings.max_runs_per_comparison}; set OPTIBENCH_MAX_RUNS_PER_COMPARISON", n_runs)
+    request_hash = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
+        response.status_code = 200
+        return ComparisonOut.full(earlier)
     totals = [steps_total(spec, i) for i in range(len(spec.optimizers))]
     if max(totals) > settings.max_steps_per_run:
         raise _limit_error(("training",), f"{max(totals)} steps per run exceed the limit of "
                            f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
+    # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
+    run_steps = [steps for steps, n in zip(totals, runs_per_entry(spec.model_dump(mode="json"))) for _ in range(n)]
+    try:
+        teams.check_submit_limits(session, principal.team_id, settings, run_steps)
+    except teams.LimitExceeded as exc:
+        raise _over_limit(exc, run_steps) from None
     comparison = queries.create_comparison(session, spec.model_dump(mode="json"), totals,
-                                           team_id=principal.team_id, submitted_by=principal.name)
-    session.commit()
-    enqueue_runs({run.id: run.steps_total for run in comparison.runs})
+                                           team_id=principal.team_id, submitted_by=principal.name, reuse=spec.reuse)
+    comparison.idempotency_key, comparison.request_hash = idempotency_key, request_hash
+    try:
+        session.commit()
+    except IntegrityError:
+        # a concurrent request with the same Idempotency-Key committed first
+        session.rollback()
+        if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
+            response.status_code = 200
+            return ComparisonOut.full(earlier)
+        raise
+    enqueue_runs({run.id: run.steps_total for run in comparison.runs if run.status == QUEUED})
     return ComparisonOut.full(comparison)
 
 
@@ -44,7 +101,7 @@ def list_comparisons(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> ComparisonPage:
-    """Newest first."""
+    """The team's history, newest first; deleted comparisons are left out."""
     try:
         page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor)
     except ValueError as exc:
@@ -56,19 +113,35 @@ def list_comparisons(
 
 @router.get("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
 def get_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep) -> ComparisonOut:
-    comparison = queries.get_comparison(session, comparison_id, principal.team_id)
-    if comparison is None:
-        raise HTTPException(404, f"comparison {comparison_id!r} not found")
+    return ComparisonOut.full(comparison_or_404(session, comparison_id, principal))
+
+
+@router.patch("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
+def edit_comparison(comparison_id: str, edit: ComparisonPatch, session: SessionDep,
+                    principal: PrincipalDep) -> ComparisonOut:
+    """Edit the tags and the note; the submitted spec stays as it was."""
+    comparison = comparison_or_404(session, comparison_id, principal)
+    for field in edit.model_fields_set:
+        setattr(comparison, field, getattr(edit, field))
+    session.commit()
     return ComparisonOut.full(comparison)
+
+
+@router.delete("/{comparison_id}", status_code=204, responses=NOT_FOUND)
+def delete_comparison(comparison_id: str, session: SessionDep, principal: AdminDep) -> Response:
+    """Admins: remove it from the history and every read, cancelling its unfinished runs. Its rows
+    are kept until an operator runs `optibench admin purge`."""
+    teams.soft_delete(session, comparison_or_404(session, comparison_id, principal))
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.post("/{comparison_id}/cancel", response_model=ComparisonOut, responses=NOT_FOUND)
 def cancel_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep) -> ComparisonOut:
     """Cancel every unfinished run. Queued runs stop at once, running ones at their next flush
     (within OPTIBENCH_FLUSH_INTERVAL_S); the rows already recorded are kept."""
-    if queries.get_comparison(session, comparison_id, principal.team_id) is None:
-        raise HTTPException(404, f"comparison {comparison_id!r} not found")
+    comparison_or_404(session, comparison_id, principal)
     queries.cancel(session, comparison_id=comparison_id)
     session.commit()
     session.expire_all()
-    return ComparisonOut.full(queries.get_comparison(session, comparison_id, principal.team_id))
+    return ComparisonOut.full(comparison_or_404(session, comparison_id, principal))

@@ -33,20 +33,20 @@ def _step_dict(step) -> dict:
     return json_safe(row)
 
 
-def _stream_json(run_id: str) -> Iterator[str]:
+def _stream_json(run_id: str, data_id: str) -> Iterator[str]:
     with new_session() as session:
         yield f'{{"run_id": {json.dumps(run_id)}, "steps": ['
-        for i, step in enumerate(queries.iter_steps(session, run_id)):
+        for i, step in enumerate(queries.iter_steps(session, data_id)):
             yield ("," if i else "") + json.dumps(_step_dict(step), allow_nan=False)
         yield "]}"
 
 
-def _stream_csv(run_id: str, dim: int | None, extras: list[str]) -> Iterator[str]:
+def _stream_csv(data_id: str, dim: int | None, extras: list[str]) -> Iterator[str]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(["step", "epoch", "loss", "time_s", "step_time_ms", "lr", *extras] + [f"x{i}" for i in range(dim or 0)])
     with new_session() as session:
-        for i, step in enumerate(queries.iter_steps(session, run_id)):
+        for i, step in enumerate(queries.iter_steps(session, data_id)):
             out.writerow([step.step, step.epoch, repr(step.loss), step.time_s, step.step_time_ms, step.lr,
                           *(_csv_float(getattr(step, e)) for e in extras), *(repr(v) for v in (step.x or []))])
             if i % 1000 == 999:
@@ -85,24 +85,26 @@ def cancel_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> Run
 @router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
 def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
               format: Literal["json", "csv"] = "json") -> StreamingResponse:
-    """Every step row of the run, in step order."""
+    """Every step row of the run, in step order (a reused run's are its source's)."""
     run = _run_or_404(session, run_id, principal)
+    data_id = run.reused_from_id or run.id
     if format == "csv":
         spec = run.comparison.spec
         x0 = spec["problem"].get("x0")
         extras = [e for e in EXTRAS if e in spec["training"].get("extras", [])]
-        return StreamingResponse(_stream_csv(run_id, len(x0) if x0 else None, extras), media_type="text/csv",
+        return StreamingResponse(_stream_csv(data_id, len(x0) if x0 else None, extras), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="run-{run_id}-steps.csv"'})
-    return StreamingResponse(_stream_json(run_id), media_type="application/json")
+    return StreamingResponse(_stream_json(run_id, data_id), media_type="application/json")
 
 
 @router.get("/{run_id}/evals", responses=NOT_FOUND)
 def get_evals(run_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     """Whole-set evaluations (train loss, validation loss, accuracies), every ``eval_every`` steps.
     ``step`` counts the updates applied: 0 is the initial weights."""
-    _run_or_404(session, run_id, principal)
+    run = _run_or_404(session, run_id, principal)
     columns = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    evals = queries.iter_evals(session, run.reused_from_id or run.id)
     return {
         "run_id": run_id,
-        "evals": [json_safe({c: getattr(e, c) for c in columns}) for e in queries.iter_evals(session, run_id)],
+        "evals": [json_safe({c: getattr(e, c) for c in columns}) for e in evals],
     }

@@ -41,8 +41,9 @@ def _claim(run_id: str, lease_s: float = LEASE_S) -> queries.Claim | None:
 
 
 def _append(run_id: str, attempt: int, rows: list[dict], best: float | None = None) -> str:
+    columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else None
     with transaction() as session:
-        return queries.append_steps(session, run_id, attempt, rows, best)
+        return queries.append_steps(session, run_id, attempt, columns, best)
 
 
 def _finish(run_id: str, attempt: int, status: str, **kwargs) -> bool:

@@ -181,10 +181,10 @@ def test_many_small_flushes_store_every_step_without_gaps(use_database, monkeypa
     flushes: list[list[int]] = []
     real_append = queries.append_steps
 
-    def spy(session, run_id, attempt, rows, *args, **kwargs):
-        if rows:
-            flushes.append([row["step"] for row in rows])
-        return real_append(session, run_id, attempt, rows, *args, **kwargs)
+    def spy(session, run_id, attempt, steps, *args, **kwargs):
+        if steps:
+            flushes.append(list(steps["step"]))
+        return real_append(session, run_id, attempt, steps, *args, **kwargs)
 
     monkeypatch.setattr(queries, "append_steps", spy)
     monkeypatch.setenv("OPTIBENCH_FLUSH_EVERY_STEPS", "16")

@@ -1,0 +1,280 @@
+"""A comparison's leaderboard, its paired comparisons against a baseline, and its hyperparameter
+sensitivity. What each figure means, and why: docs/statistics.md.
+
+Run columns come from the ORM (one row per run); what derives from step and eval rows is aggregated
+in SQL, one GROUP BY over all the comparison's finished runs per figure, never a Python loop over
+raw rows. A reused run's rows live under the run it reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import Double, and_, case, func, select
+from sqlalchemy.orm import Session
+
+from analysis.stats import mean_ci, paired_test
+from db.models import DIVERGED, SUCCEEDED, Comparison, Eval, Run, Step
+
+#: in the log-loss area a loss below this counts as this: a loss of exactly 0 would make the area -inf
+LOSS_FLOOR = 1e-12
+METRIC = "final_loss"
+FINISHED = (SUCCEEDED, DIVERGED)
+_LARGEST = sys.float_info.max
+Phase = Literal["chosen", "all"]
+
+
+class AnalysisInputError(ValueError):
+    """A request this comparison cannot answer; ``field`` names the query parameter at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _data_id(run: Run) -> str:
+    return run.reused_from_id or run.id
+
+
+def _scored(run: Run) -> bool:
+    """Whether the run counts in the final-loss statistics: it finished with a finite final loss."""
+    return run.status == SUCCEEDED and run.final_loss is not None and math.isfinite(run.final_loss)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _loss_stats(values: Sequence[float]) -> dict[str, float | None]:
+    interval = mean_ci(values)
+    return {"mean": interval.mean, "ci_low": interval.ci_low, "ci_high": interval.ci_high,
+            "median": float(np.median(values)) if values else None,
+            "best": min(values, default=None), "worst": max(values, default=None)}
+
+
+# --- SQL: per-run figures from step and eval rows ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepFigures:
+    #: mean over the run's finite step losses of log10(max(loss, LOSS_FLOOR))
+    auc_log_loss: float | None
+    #: the lowest finite step loss
+    min_loss: float | None
+
+
+def _register_log10(session: Session) -> None:
+    """SQLite is not always built with its math functions; give it Python's log10 on this connection."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.connection.driver_connection.create_function("log10", 1, math.log10, deterministic=True)
+
+
+def step_figures(session: Session, run_ids: Sequence[str]) -> dict[str, StepFigures]:
+    if not run_ids:
+        return {}
+    _register_log10(session)
+    loss = Step.loss
+    # NaN fails BETWEEN on both databases: PostgreSQL sorts it above every number, SQLite stores it as text
+    finite = loss.between(-_LARGEST, _LARGEST)
+    floored = case((loss < LOSS_FLOOR, LOSS_FLOOR), else_=loss)
+    rows = session.execute(
+        select(Step.run_id, func.avg(case((finite, func.log10(floored, type_=Double)))), func.min(case((finite, loss))))
+        .where(Step.run_id.in_(run_ids))
+        .group_by(Step.run_id)
+    )
+    return {run_id: StepFigures(auc, low) for run_id, auc, low in rows}
+
+
+def _at_chosen_step(session: Session, table: type[Step] | type[Eval], pick, condition, *columns) -> list[tuple]:
+    """For each run, ``columns`` of the row at the step ``pick`` (min or max) chooses among those
+    meeting ``condition``: one grouped subquery joined back on the primary key."""
+    chosen = (select(table.run_id, pick(table.step).label("step")).where(condition)
+              .group_by(table.run_id).subquery())
+    return session.execute(
+        select(table.run_id, *columns)
+        .join(chosen, and_(table.run_id == chosen.c.run_id, table.step == chosen.c.step))
+    ).all()
+
+
+def first_reached(session: Session, run_ids: Sequence[str], target: float) -> dict[str, tuple[int, float]]:
+    """Per run, the first step whose loss is ≤ ``target`` and its time_s; runs that never reach it are absent."""
+    rows = _at_chosen_step(session, Step, func.min, and_(Step.run_id.in_(run_ids), Step.loss <= target),
+                           Step.step, Step.time_s)
+    return {run_id: (step, time_s) for run_id, step, time_s in rows}
+
+
+def last_evals(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
+    """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
+    rows = _at_chosen_step(session, Eval, func.max, Eval.run_id.in_(run_ids), Eval.val_loss, Eval.val_accuracy)
+    return {run_id: (val_loss, val_accuracy) for run_id, val_loss, val_accuracy in rows}
+
+
+# --- the leaderboard -----------------------------------------------------------------------------
+
+
+def _shown_runs(comparison: Comparison, phase: Phase) -> list[Run]:
+    """A tuning job shows its chosen settings (the labels with a 'final' run) unless ``phase`` is 'all'."""
+    if phase == "all" or not comparison.spec.get("tuning"):
+        return list(comparison.runs)
+    chosen = {run.label for run in comparison.runs if run.phase == "final"}
+    return [run for run in comparison.runs if run.label in chosen]
+
+
+def _groups(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs by label, in run position order: runs with one label differ only in their seed."""
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.label].append(run)
+    return dict(groups)
+
+
+def _default_target(finished: Iterable[Run], figures: dict[str, StepFigures]) -> float | None:
+    """The largest, over the non-diverged runs, of each run's lowest step loss: the tightest level that
+    every one of them reaches, so time-to-target is defined for all of them and ranks their speed."""
+    lows = [figures[_data_id(r)].min_loss for r in finished if _scored(r) and _data_id(r) in figures]
+    return max((low for low in lows if low is not None), default=None)
+
+
+def _row(label: str, group: list[Run], figures: dict[str, StepFigures],
+         reached: dict[str, tuple[int, float]], evals: dict[str, tuple[float | None, float | None]]) -> dict[str, Any]:
+    finished = [r for r in group if r.status in FINISHED]
+    scored = [r for r in finished if _scored(r)]
+    timed = [r for r in finished if r.wall_time_s is not None]
+    wall_time_s = sum(r.wall_time_s for r in timed)
+    hits = [reached[_data_id(r)] for r in finished if _data_id(r) in reached]
+    scored_evals = [evals[_data_id(r)] for r in scored if _data_id(r) in evals]
+    return {
+        "label": label,
+        "optimizer": group[0].optimizer_name,
+        "params": group[0].optimizer_params,
+        "n_seeds": len(group),
+        "n_finished": len(finished),
+        "n_diverged": len(finished) - len(scored),
+        "final_loss": _loss_stats([r.final_loss for r in scored]),
+        "best_so_far": _mean(r.best_loss for r in scored),
+        "val_loss": _mean(val_loss for val_loss, _ in scored_evals),
+        "val_accuracy": _mean(val_accuracy for _, val_accuracy in scored_evals),
+        "steps_per_s": sum(r.steps_done for r in timed) / wall_time_s if wall_time_s > 0 else None,
+        "wall_time_s": {"total": wall_time_s if timed else None, "mean": wall_time_s / len(timed) if timed else None},
+        "time_to_target": {"steps": _mean(step for step, _ in hits), "seconds": _mean(t for _, t in hits),
+                           "reached": len(hits), "of": len(finished)},
+        "auc_log_loss": _mean(figures[_data_id(r)].auc_log_loss for r in scored if _data_id(r) in figures),
+    }
+
+
+def _rank_key(row: dict[str, Any]) -> tuple[bool, float]:
+    """Groups without a diverged run first, then by mean final loss over the non-diverged runs; a
+    group whose every run diverged comes last."""
+    mean = row["final_loss"]["mean"]
+    return row["n_diverged"] > 0, math.inf if mean is None else mean
+
+
+def _rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Competition ranking (1, 2, 2, 4) of the groups with a finished run; the others are unranked
+    (rank None) and listed last. Rows of equal rank keep their run position order."""
+    ranked = sorted((row for row in rows if row["n_finished"]), key=_rank_key)
+    for i, row in enumerate(ranked):
+        tied = i and _rank_key(row) == _rank_key(ranked[i - 1])
+        row["rank"] = ranked[i - 1]["rank"] if tied else i + 1
+    unranked = [row for row in rows if not row["n_finished"]]
+    for row in unranked:
+        row["rank"] = None
+    return ranked + unranked
+
+
+def _baseline_label(spec: dict[str, Any], groups: dict[str, list[Run]], requested: str | None) -> str:
+    """A label of the leaderboard, or an optimizer entry's label, which stands for that entry's first
+    shown setting (the chosen one in a tuning job). Default: the first entry."""
+    entry_labels = [entry["label"] for entry in spec["optimizers"]]
+    name = requested or spec.get("baseline") or entry_labels[0]
+    if name in groups:
+        return name
+    if name not in entry_labels:
+        known = list(dict.fromkeys([*entry_labels, *groups]))
+        raise AnalysisInputError("baseline", f"unknown baseline '{name}'; labels: {', '.join(known)}")
+    entry_index = entry_labels.index(name)
+    return next((label for label, group in groups.items() if group[0].entry_index == entry_index), name)
+
+
+def _paired(label: str, group: list[Run], baseline: str, baseline_group: list[Run]) -> dict[str, Any]:
+    """Matched on seed, over the seeds where both runs have a finite final loss."""
+    base = {r.seed: r.final_loss for r in baseline_group if _scored(r)}
+    pairs = [(r.final_loss, base[r.seed]) for r in group if _scored(r) and r.seed in base]
+    test = paired_test([c for c, _ in pairs], [b for _, b in pairs])
+    return {"label": label, "baseline": baseline, **asdict(test)}
+
+
+def summarize(session: Session, comparison: Comparison, phase: Phase = "chosen",
+              baseline: str | None = None) -> dict[str, Any]:
+    """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
+    spec = comparison.spec
+    groups = _groups(_shown_runs(comparison, phase))
+    baseline_label = _baseline_label(spec, groups, baseline)
+    finished = [r for group in groups.values() for r in group if r.status in FINISHED]
+    run_ids = sorted({_data_id(r) for r in finished})
+    figures = step_figures(session, run_ids)
+    target, source = spec.get("target_loss"), "spec"
+    if target is None:
+        target, source = _default_target(finished, figures), "default"
+    reached = first_reached(session, run_ids, target) if run_ids and target is not None else {}
+    evals = last_evals(session, run_ids) if run_ids else {}
+    rows = [_row(label, group, figures, reached, evals) for label, group in groups.items()]
+    paired = [_paired(label, group, baseline_label, groups[baseline_label])
+              for label, group in groups.items() if label != baseline_label] if baseline_label in groups else []
+    return {"comparison_id": comparison.id, "status": comparison.status, "phase": phase, "target_loss": target,
+            "target_loss_source": source, "baseline": baseline_label, "metric": METRIC,
+            "rows": _rank(rows), "paired": paired}
+
+
+# --- sensitivity ---------------------------------------------------------------------------------
+
+
+def _json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _value_order(value: Any) -> tuple:
+    """Numbers in numeric order; anything else (booleans, strings, lists) after them, in JSON order."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, value, ""
+    return 1, 0, _json_key(value)
+
+
+def _point(value: Any, runs: list[Run]) -> dict[str, Any]:
+    finished = [r for r in runs if r.status in FINISHED]
+    final = [r.final_loss for r in finished if _scored(r)]
+    return {"value": value, "n": len(final), "n_diverged": len(finished) - len(final), **_loss_stats(final)}
+
+
+def sensitivity(comparison: Comparison, param: str) -> dict[str, Any]:
+    """The final loss against the value of the swept ``param`` (DeepOBS's learning-rate sensitivity),
+    one series per optimizer entry and combination of its other swept values, points in value order."""
+    swept = sorted({name for run in comparison.runs for name in run.sweep_values or {}})
+    if param not in swept:
+        raise AnalysisInputError("param", f"'{param}' is not swept in this comparison; swept: "
+                                 f"{', '.join(swept) or 'nothing'}")
+    series: dict[tuple[int, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in comparison.runs:
+        values = run.sweep_values or {}
+        if param in values:
+            fixed = {name: value for name, value in values.items() if name != param}
+            series[run.entry_index, _json_key(fixed)][_json_key(values[param])].append(run)
+    entry_labels = [entry["label"] for entry in comparison.spec["optimizers"]]
+    return {
+        "comparison_id": comparison.id, "status": comparison.status, "param": param, "swept": swept, "metric": METRIC,
+        "series": [
+            {"label": entry_labels[entry_index], "entry_index": entry_index, "fixed": json.loads(fixed),
+             "points": sorted((_point(json.loads(value), runs) for value, runs in points.items()),
+                              key=lambda point: _value_order(point["value"]))}
+            for (entry_index, fixed), points in series.items()
+        ],
+    }

@@ -1,0 +1,127 @@
+"""Vectorized ensembles against the same runs trained one by one (engine/vectorized.py).
+
+Both sides include everything a worker would do per run or per ensemble: building the problem and the
+modules, training with every step recorded into a sink that keeps nothing, and the final whole-set loss.
+A warm-up run first keeps one-off costs (imports, CUDA context) out of both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import Result
+from engine.problem import steps_total
+from engine.spec import ComparisonSpec
+from engine.training import train
+from engine.vectorized import Member, parameter_count, train_ensemble
+
+SWEEP_TARGET = 20.0
+MLP_TARGET = 10.0
+
+
+def _keep_nothing(batch: Any) -> bool:
+    return True
+
+
+def _sweep_spec(n_lrs: int, steps: int, optimizer: str, device: str) -> ComparisonSpec:
+    lrs = np.logspace(-4, -1, n_lrs)
+    return ComparisonSpec.model_validate({
+        "name": "bench: lr sweep on rosenbrock", "problem": {"function": {"name": "rosenbrock"}},
+        "training": {"steps": steps}, "device": device, "dtype": "float64",
+        "optimizers": [{"name": optimizer, "params": {"lr": float(lr)}} for lr in lrs],
+    })
+
+
+def _mlp_spec(n_lrs: int, n_seeds: int, hidden: list[int], training: dict, device: str,
+              dataset: dict | None = None) -> ComparisonSpec:
+    lrs = np.logspace(-3, -1.5, n_lrs)
+    return ComparisonSpec.model_validate({
+        "name": "bench: small MLPs", "device": device, "seeds": list(range(n_seeds)),
+        "problem": {"model": {"name": "mlp", "params": {"hidden": hidden}},
+                    "dataset": dataset or {"name": "digits"}, "loss": "cross_entropy"},
+        "training": training,
+        "optimizers": [{"name": "adam", "params": {"lr": float(lr)}} for lr in lrs],
+    })
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def compare(spec: ComparisonSpec) -> dict[str, float]:
+    """Seconds for every (entry, seed) run of ``spec`` one by one, and as one ensemble, and their ratio."""
+    members = [Member(i, seed) for i in range(len(spec.optimizers)) for seed in spec.seeds]
+    total = steps_total(spec)
+    device = "cuda" if spec.device == "cuda" else "cpu"
+    train(spec, 0, spec.seeds[0], _keep_nothing, total_steps=min(total, 20))
+    train_ensemble(spec, members[:2], [_keep_nothing] * 2, total_steps=min(total, 20))
+    _sync(device)
+    started = time.perf_counter()
+    train_ensemble(spec, members, [_keep_nothing] * len(members), total_steps=total)
+    _sync(device)
+    vectorized = time.perf_counter() - started
+    started = time.perf_counter()
+    for member in members:
+        train(spec, member.entry_index, member.seed, _keep_nothing, total_steps=total)
+    _sync(device)
+    sequential = time.perf_counter() - started
+    return {"members": len(members), "steps": total, "sequential_s": sequential, "vectorized_s": vectorized,
+            "speedup": sequential / vectorized}
+
+
+def lr_sweep(n_lrs: int = 64, steps: int = 2000, optimizer: str = "adam", device: str = "cpu") -> dict[str, Any]:
+    """A log-spaced lr sweep on Rosenbrock, one seed."""
+    timing = compare(_sweep_spec(n_lrs, steps, optimizer, device))
+    return {"name": f"{n_lrs}-config lr sweep on rosenbrock ({optimizer}, {steps} steps, {device})",
+            "target": SWEEP_TARGET, "measured": timing["speedup"], "unit": "x faster than sequential",
+            "passed": timing["speedup"] >= SWEEP_TARGET, **timing}
+
+
+def small_mlps(device: str, n_lrs: int = 4, n_seeds: int = 4, hidden: list[int] | None = None,
+               batch_size: int = 32, epochs: int = 2) -> dict[str, Any]:
+    """n_lrs × n_seeds Adam runs of an MLP on digits (1797 samples), mini-batches, shuffled epochs."""
+    hidden = [64] if hidden is None else hidden
+    timing = compare(_mlp_spec(n_lrs, n_seeds, hidden, {"epochs": epochs, "batch_size": batch_size}, device))
+    return {"name": f"{n_lrs * n_seeds} MLP{hidden} runs on digits (batch {batch_size}, {device})",
+            "target": MLP_TARGET, "measured": timing["speedup"], "unit": "x faster than sequential",
+            "passed": timing["speedup"] >= MLP_TARGET if device == "cuda" else None, **timing}
+
+
+def where_it_pays(device: str, widths: tuple[int, ...] = (16, 64, 256, 1024),
+                  batch_sizes: tuple[int, ...] = (16, 128, 1024), members: int = 8, steps: int = 60) -> list[dict]:
+    """Speed-up of ``members`` runs as one ensemble, over model width × batch size, on a synthetic
+    classification set of 2048 samples × 64 features: the measurements behind ``should_vectorize``."""
+    rows = []
+    for width in widths:
+        for batch_size in batch_sizes:
+            dataset = {"name": "synthetic_classification", "params": {"n_samples": 2048, "n_features": 64,
+                                                                        "n_classes": 10}}
+            spec = _mlp_spec(members, 1, [width, width], {"steps": steps, "batch_size": batch_size}, device, dataset)
+            n_params = parameter_count(spec)
+            rows.append({"width": width, "batch_size": batch_size, "params": n_params,
+                         "work_per_member": n_params * batch_size, **compare(spec)})
+    return rows
+
+
+def run() -> Iterator[Result]:
+    """The two targets of `make bench`; the MLP one counts on a GPU only."""
+    sweep = lr_sweep()
+    yield _result(sweep, "vectorized vs sequential, CPU")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        yield _result(small_mlps(device), f"vectorized vs sequential, {device.upper()}")
+    if not torch.cuda.is_available():
+        yield Result("16 small MLP runs", "vectorized vs sequential, GPU", f">= {MLP_TARGET:g}x", None, None,
+                     {"reason": "no CUDA device on this machine"})
+
+
+def _result(measured: dict[str, Any], measure: str) -> Result:
+    details = {k: v for k, v in measured.items() if k not in ("name", "target", "measured", "passed")}
+    return Result(measured["name"], measure, f">= {measured['target']:g}x", measured["measured"], measured["passed"],
+                  details)

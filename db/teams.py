@@ -1,0 +1,204 @@
+"""Teams, their API keys and limits, history edits, idempotent submits and share links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from db import queries
+from db.models import QUEUED, RUNNING, ApiKey, Comparison, Eval, Run, ShareLink, Step, StepRollup, Team, utcnow
+from optibench.settings import Settings
+
+#: last_used_at is a hint for admins, not an audit log: at most one write per key per interval
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: a run's recorded data, which runs that reuse it read: steps and rollups have no foreign key to
+#: runs, so deleting a run does not take them along
+RUN_DATA = (Step, StepRollup, Eval)
+#: the limit columns of a team, the Settings fields they override, and their `set-limits` options
+LIMITS = {
+    "max_runs_per_comparison": "--max-runs",
+    "max_steps_per_comparison": "--max-steps",
+    "max_running_comparisons": "--max-running",
+}
+
+
+# --- teams and keys ----------------------------------------------------------------------------
+
+
+def create_team(session: Session, name: str, **limits: int | None) -> Team:
+    team = Team(name=name, **limits)
+    session.add(team)
+    session.flush()
+    return team
+
+
+def find_team(session: Session, name_or_id: str) -> Team | None:
+    return session.scalar(select(Team).where(or_(Team.name == name_or_id, Team.id == name_or_id)))
+
+
+def set_limits(team: Team, **limits: int | None) -> None:
+    """Set the given limits; 0 clears one, so that the setting of the same name applies again."""
+    for column, value in limits.items():
+        if value is not None:
+            setattr(team, column, value or None)
+
+
+def add_key(session: Session, team_id: str, name: str, role: str, key_hash: str, prefix: str) -> ApiKey:
+    key = ApiKey(team_id=team_id, name=name, role=role, key_hash=key_hash, prefix=prefix)
+    session.add(key)
+    session.flush()
+    return key
+
+
+def key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+def key_by_id(session: Session, key_id: str, team_id: str | None = None) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.id == key_id)
+    return session.scalar(query if team_id is None else query.where(ApiKey.team_id == team_id))
+
+
+def keys_by_id_or_prefix(session: Session, id_or_prefix: str) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))))
+
+
+def list_keys(session: Session, team_id: str) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).where(ApiKey.team_id == team_id).order_by(ApiKey.created_at)))
+
+
+def revoke_key(key: ApiKey) -> None:
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+
+
+def touch_key(session: Session, key: ApiKey) -> bool:
+    """Record the key's use unless that was done less than LAST_USED_RESOLUTION ago; the condition
+    is in the UPDATE too, so concurrent requests write once. Returns whether anything is to commit."""
+    now = utcnow()
+    stale = now - LAST_USED_RESOLUTION
+    if key.last_used_at is not None and key.last_used_at > stale:
+        return False
+    session.execute(update(ApiKey)
+                    .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= stale))
+                    .values(last_used_at=now))
+    return True
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    value: int
+    #: True when the team's own row sets it, False when the setting applies
+    per_team: bool
+
+    def how_to_change(self, team_name: str) -> str:
+        option = f"`optibench admin set-limits {team_name} {LIMITS[self.name]} N`"
+        if self.per_team:
+            return f"this team's own limit; an operator changes it with {option}"
+        return f"change it with OPTIBENCH_{self.name.upper()}, or for this team with {option}"
+
+
+class LimitExceeded(Exception):
+    def __init__(self, limit: Limit, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def limits_of(team: Team, settings: Settings) -> dict[str, Limit]:
+    return {name: Limit(name, getattr(team, name) or getattr(settings, name), getattr(team, name) is not None)
+            for name in LIMITS}
+
+
+def check_submit_limits(session: Session, team_id: str, settings: Settings, run_steps: list[int]) -> None:
+    """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
+    team. Locks the team's row until the transaction ends, so concurrent submits of one team
+    count each other's comparisons (PostgreSQL; SQLite serialises writers anyway)."""
+    team = session.scalar(select(Team).where(Team.id == team_id).with_for_update())
+    limits = limits_of(team, settings)
+
+    runs, steps = limits["max_runs_per_comparison"], limits["max_steps_per_comparison"]
+    if len(run_steps) > runs.value:
+        raise LimitExceeded(runs, f"{len(run_steps)} runs exceed the limit of {runs.value} "
+                                  f"runs per comparison ({runs.how_to_change(team.name)})")
+    if sum(run_steps) > steps.value:
+        raise LimitExceeded(steps, f"{sum(run_steps)} steps over all runs exceed the limit of {steps.value} "
+                                   f"steps per comparison ({steps.how_to_change(team.name)})")
+    running = limits["max_running_comparisons"]
+    active = session.scalar(select(func.count()).select_from(Comparison).where(
+        Comparison.team_id == team_id, Comparison.status.in_((QUEUED, RUNNING)), Comparison.deleted_at.is_(None)))
+    if active >= running.value:
+        raise LimitExceeded(running, f"the team has {active} comparisons queued or running, the most it may have "
+                                     f"at once is {running.value}: wait for one to finish or cancel one "
+                                     f"({running.how_to_change(team.name)})")
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def by_idempotency_key(session: Session, team_id: str, key: str) -> Comparison | None:
+    """Deleted comparisons too: a key stays spent."""
+    return session.scalar(select(Comparison).where(Comparison.team_id == team_id, Comparison.idempotency_key == key))
+
+
+def soft_delete(session: Session, comparison: Comparison) -> None:
+    """Hide it from history and every read; unfinished runs are cancelled, rows stay until purged."""
+    queries.cancel(session, comparison_id=comparison.id)
+    comparison.deleted_at = utcnow()
+
+
+def purge_deleted(session: Session, deleted_before: datetime) -> int:
+    """Delete comparisons soft-deleted before ``deleted_before``, with every row they own. A purged
+    run that other comparisons' runs reuse hands its rows to the first of them, which becomes the
+    source of the others. Returns how many comparisons were purged."""
+    doomed = select(Comparison.id).where(Comparison.deleted_at < deleted_before)
+    doomed_runs = select(Run.id).where(Run.comparison_id.in_(doomed))
+    sources = session.execute(
+        select(Run.reused_from_id, func.min(Run.id))
+        .where(Run.reused_from_id.in_(doomed_runs), Run.comparison_id.not_in(doomed))
+        .group_by(Run.reused_from_id)
+    ).all()
+    for source, heir in sources:
+        for table in RUN_DATA:
+            session.execute(update(table).where(table.run_id == source).values(run_id=heir))
+        session.execute(update(Run).where(Run.reused_from_id == source)
+                        .values(reused_from_id=func.nullif(heir, Run.id)))
+    for table in RUN_DATA:
+        session.execute(delete(table).where(table.run_id.in_(doomed_runs)))
+    return session.execute(delete(Comparison).where(Comparison.id.in_(doomed))).rowcount
+
+
+# --- share links -------------------------------------------------------------------------------
+
+
+def create_share_link(session: Session, comparison_id: str, created_by: str, expires_in: timedelta) -> ShareLink:
+    link = ShareLink(comparison_id=comparison_id, created_by=created_by, expires_at=utcnow() + expires_in)
+    session.add(link)
+    session.flush()
+    return link
+
+
+def share_links(session: Session, comparison_id: str) -> list[ShareLink]:
+    return list(session.scalars(select(ShareLink).where(ShareLink.comparison_id == comparison_id)
+                                .order_by(ShareLink.created_at)))
+
+
+def team_share_link(session: Session, link_id: str, team_id: str) -> ShareLink | None:
+    return session.scalar(select(ShareLink).join(Comparison).where(
+        ShareLink.id == link_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None)))
+
+
+def shared_comparison(session: Session, link_id: str) -> Comparison | None:
+    """The comparison a live link shows: not revoked, not expired, the comparison not deleted."""
+    return session.scalar(
+        select(Comparison).join(ShareLink)
+        .where(ShareLink.id == link_id, ShareLink.revoked_at.is_(None), ShareLink.expires_at > utcnow(),
+               Comparison.deleted_at.is_(None))
+        .options(selectinload(Comparison.runs))
+    )

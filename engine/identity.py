@@ -1,0 +1,65 @@
+"""When two runs are the same run: a canonical hash of everything that determines a run's result.
+
+Hashed: the problem (all of it: model, dataset, loss or function, x0, the split, standardisation); the
+training budget and what is recorded (epochs or steps, shuffle, drop_last, eval_every and extras: the last
+two change which rows exist, so a reused run has every row a fresh one would); the optimizer's name, exact
+full params, schedule and batch size; the seed; the dtype; the device kind; ENGINE_VERSION.
+Not hashed: names, labels, tags, the other seeds, reuse, target_loss, baseline, tuning, the phase.
+
+Device 'auto' counts as the kind the machine creating the run would pick ('cuda' where torch sees one,
+else 'cpu'): the API's at submit, the worker's for a tuning job's final runs. A dataset read from files
+is identified by its parameters (its path), not by the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+#: our engine's revision and torch's: bump the first when a change to the engine changes results
+ENGINE_VERSION = f"1+torch-{torch.__version__}"
+
+
+def _normalised(value: Any) -> Any:
+    """Integral floats as integers, so 1 and 1.0 (and -0.0 and 0) are one value; other floats are
+    written by repr, which round-trips exactly."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _normalised(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalised(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(_normalised(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def device_kind(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_config_hash(spec: Mapping[str, Any], entry_index: int, params: Mapping[str, Any], seed: int,
+                    device: str) -> str:
+    """SHA-256 of a run's identity. ``spec`` is the validated spec in its JSON form, ``params`` the run's
+    own optimizer params, ``device`` a kind from ``device_kind``."""
+    entry = spec["optimizers"][entry_index]
+    identity = {
+        "engine": ENGINE_VERSION,
+        "problem": spec["problem"],
+        # the entry's batch size (filled from training.batch_size when it has none) is the one used
+        "training": {k: v for k, v in spec["training"].items() if k != "batch_size"},
+        "optimizer": {"name": entry["name"], "params": params, "schedule": entry["schedule"],
+                      "batch_size": entry["batch_size"]},
+        "seed": seed,
+        "dtype": spec["dtype"],
+        "device": device,
+    }
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()

@@ -1,0 +1,529 @@
+"""Many small runs of one comparison trained as one ensemble, to the same results as one by one.
+
+Runs that share the problem, the optimizer and the batch size (a learning-rate sweep × seeds, say) become
+the members of an ensemble. Each member's module is built exactly as ``train`` builds it for its seed; the
+members' parameters are stacked (``torch.func.stack_module_state``) into one ``[M, P]`` tensor, the forward
+pass is ``functional_call`` under ``vmap`` on a stacked batch (each seed keeps its own batch order), and the
+update is one rule over the stacked state with per-member hyperparameter tensors of shape ``[M, 1]``, each
+line the same arithmetic as torch.optim's, in torch.optim's order. A step costs one pass of Python for all
+M members instead of M passes, which is where the time goes for small runs.
+
+Each member's sink receives the rows ``train`` would send it. Its ``time_s`` and ``step_time_ms`` are the
+ensemble's: the members share every step, so per-member timing is the ensemble's timing. A member whose loss
+turns non-finite (diverged) or whose sink returns False (cancelled) leaves the ensemble at that flush, just
+as ``train`` stops there; the others go on. Ensembles neither checkpoint nor resume: a run with a checkpoint
+to resume from trains alone. See docs/vectorized.md for where vectorizing pays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
+
+from engine.optimizers import OptimizerParams
+from engine.problem import BatchPlan, BuiltProblem, build_problem, epoch_order, resolve_device, train_size
+from engine.recorder import StepBatch, StepRecorder
+from engine.schedules import Schedule
+from engine.spec import ComparisonSpec
+from engine.training import DTYPES, FlushSink, RunOutcome, Status
+
+#: components whose maths is known to run under vmap; plug-ins may read tensors back or hold buffers
+VMAP_SAFE_MODELS = frozenset({"linear", "mlp", "cnn"})
+VMAP_SAFE_FUNCTIONS = frozenset({"beale", "booth", "himmelblau", "quadratic", "rastrigin", "rosenbrock", "saddle"})
+#: steps of learning rates moved to the device at once
+RATE_BLOCK_STEPS = 256
+#: "Where it pays" (docs/vectorized.md): on the CPU, members whose step costs more than this many
+#: multiply-adds (parameters × batch rows) gain little, as the per-step Python overhead no longer dominates
+CPU_MAX_WORK_PER_MEMBER = 2_000_000
+#: on CUDA, the stacked parameters and their optimizer state must fit well inside memory
+CUDA_MAX_STACKED_ELEMENTS = 500_000_000
+
+
+class Member(NamedTuple):
+    """One run: an optimizer entry, a seed, and the run's own optimizer params (a sweep's), else the entry's."""
+
+    entry_index: int
+    seed: int
+    params: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    ok: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# The update rules, over stacked tensors. ``apply(param, grad, state, h, step)`` updates ``param`` [M, P]
+# in place; ``h`` holds each member's hyperparameters and this step's scalars as [M, 1] tensors in the
+# parameters' dtype; ``step`` counts from 1. Each line is the torch.optim line it mirrors, with [M, 1]
+# tensors where torch has Python floats. What torch computes in Python floats at each step (the rate,
+# bias corrections) ``scalars`` computes on the host in float64 alike, for a block of steps at once:
+# from the rates [S, M], the step numbers [S, 1] and the hyperparameters [M].
+Scalars = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class Update(NamedTuple):
+    apply: Callable[[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor], int], None]
+    scalars: Scalars
+
+
+@dataclass(frozen=True)
+class _Rule:
+    #: the hyperparameters that may differ between members, as Python floats
+    hyper: Callable[[Any], dict[str, float]]
+    #: the choices that change the update's code path (torch.optim branches on them); members share them
+    shared: Callable[[Any], tuple]
+    update: Callable[[tuple], Update]
+
+
+def _rate_only(lr: np.ndarray, step: np.ndarray, h: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"lr": lr}
+
+
+def _decay(grad: Tensor, param: Tensor, h: dict[str, Tensor]) -> Tensor:
+    """L2 weight decay added to the gradient; skipped when no member decays, as torch.optim skips it."""
+    return torch.addcmul(grad, param, h["weight_decay"]) if "weight_decay" in h else grad
+
+
+def _sgd(shared: tuple) -> Update:
+    nesterov, has_momentum = shared
+
+    def apply(param, grad, state, h, step):
+        grad = _decay(grad, param, h)
+        if has_momentum:
+            if step == 1:
+                state["momentum_buffer"] = grad.clone()
+            else:
+                state["momentum_buffer"].mul_(h["momentum"]).addcmul_(grad, h["one_minus_dampening"])
+            buf = state["momentum_buffer"]
+            grad = torch.addcmul(grad, buf, h["momentum"]) if nesterov else buf
+        param.addcmul_(grad, h["lr"], value=-1)
+
+    return Update(apply, _rate_only)
+
+
+def _adam(shared: tuple, decoupled: bool) -> Update:
+    amsgrad, bias_correction = shared
+
+    def scalars(lr, step, h):
+        out = {"decay": 1 - lr * h["weight_decay"]} if decoupled and "weight_decay" in h else {}
+        if not bias_correction:
+            return {**out, "step_size": lr}
+        return {**out, "step_size": lr / (1 - h["beta1"] ** step), "bias_correction2_sqrt": (1 - h["beta2"] ** step) ** 0.5}
+
+    def apply(param, grad, state, h, step):
+        if step == 1:
+            state.update(exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+            if amsgrad:
+                state["max_exp_avg_sq"] = torch.zeros_like(param)
+        if "decay" in h:
+            param.mul_(h["decay"])
+        elif not decoupled:
+            grad = _decay(grad, param, h)
+        state["exp_avg"].lerp_(grad, h["one_minus_beta1"])
+        state["exp_avg_sq"].mul_(h["beta2"]).addcmul_(grad * h["one_minus_beta2"], grad)
+        second = state["exp_avg_sq"]
+        if amsgrad:
+            second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
+        denom = second.sqrt()
+        if bias_correction:
+            denom = denom.div_(h["bias_correction2_sqrt"])
+        param.addcmul_(state["exp_avg"] / denom.add_(h["eps"]), h["step_size"], value=-1)
+
+    return Update(apply, scalars)
+
+
+def _rmsprop(shared: tuple) -> Update:
+    centered, has_momentum = shared
+
+    def apply(param, grad, state, h, step):
+        if step == 1:
+            state.update(square_avg=torch.zeros_like(param), grad_avg=torch.zeros_like(param),
+                         momentum_buffer=torch.zeros_like(param))
+        grad = _decay(grad, param, h)
+        state["square_avg"].mul_(h["alpha"]).addcmul_(grad * h["one_minus_alpha"], grad)
+        if centered:
+            state["grad_avg"].lerp_(grad, h["one_minus_alpha"])
+            avg = state["square_avg"].addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
+        else:
+            avg = state["square_avg"].sqrt()
+        avg.add_(h["eps"])
+        if has_momentum:
+            state["momentum_buffer"].mul_(h["momentum"]).addcdiv_(grad, avg)
+            param.addcmul_(state["momentum_buffer"], h["lr"], value=-1)
+        else:
+            param.addcmul_(grad / avg, h["lr"], value=-1)
+
+    return Update(apply, _rate_only)
+
+
+def _adam_hyper(p: Any) -> dict[str, float]:
+    b1, b2 = p.betas
+    return {"beta1": b1, "one_minus_beta1": 1 - b1, "beta2": b2, "one_minus_beta2": 1 - b2, "eps": p.eps,
+            "weight_decay": p.weight_decay}
+
+
+RULES: dict[str, _Rule] = {
+    "sgd": _Rule(
+        hyper=lambda p: {"momentum": p.momentum, "one_minus_dampening": 1 - p.dampening, "weight_decay": p.weight_decay},
+        shared=lambda p: (p.nesterov, p.momentum != 0),
+        update=_sgd,
+    ),
+    "adam": _Rule(hyper=_adam_hyper, shared=lambda p: (p.amsgrad, p.bias_correction),
+                  update=lambda shared: _adam(shared, decoupled=False)),
+    "adamw": _Rule(hyper=_adam_hyper, shared=lambda p: (p.amsgrad, True),
+                   update=lambda shared: _adam(shared, decoupled=True)),
+    "rmsprop": _Rule(
+        hyper=lambda p: {"alpha": p.alpha, "one_minus_alpha": 1 - p.alpha, "eps": p.eps,
+                         "weight_decay": p.weight_decay, "momentum": p.momentum},
+        shared=lambda p: (p.centered, p.momentum > 0),
+        update=_rmsprop,
+    ),
+}
+
+
+def _host_hyper(rule: _Rule, params: Sequence[OptimizerParams]) -> dict[str, np.ndarray]:
+    """Each hyperparameter as a float64 array over the members; weight decay only where some member
+    decays, since torch.optim skips the term altogether at zero."""
+    rows = [rule.hyper(p) for p in params]
+    return {name: np.array([row[name] for row in rows], dtype=np.float64)
+            for name in rows[0] if name != "weight_decay" or any(row[name] for row in rows)}
+
+
+def _hyperparams(spec: ComparisonSpec, member: Member) -> OptimizerParams:
+    entry = spec.optimizers[member.entry_index]
+    return entry.typed_params if member.params is None else entry.component.Params.model_validate(member.params)
+
+
+def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
+    """Whether runs of this optimizer entry can join an ensemble, and if not, why."""
+    entry = spec.optimizers[entry_index]
+    if entry.name not in RULES:
+        return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule "
+                                  f"(vectorized: {', '.join(sorted(RULES))})")
+    problem = spec.problem
+    if problem.is_function and problem.function.name not in VMAP_SAFE_FUNCTIONS:
+        return Eligibility(False, f"function '{problem.function.name}' is not known to run under vmap")
+    if not problem.is_function and problem.model.name not in VMAP_SAFE_MODELS:
+        return Eligibility(False, f"model '{problem.model.name}' is not known to run under vmap")
+    return Eligibility(True, f"optimizer '{entry.name}' on this problem runs vectorized")
+
+
+def _group_key(spec: ComparisonSpec, member: Member, n_train: int) -> tuple:
+    entry = spec.optimizers[member.entry_index]
+    plan = BatchPlan.for_training(n_train, spec.training, member.seed, entry.batch_size)
+    return entry.name, plan.batch_size, RULES[entry.name].shared(_hyperparams(spec, member))
+
+
+def group_runs(spec: ComparisonSpec, members: Sequence[Member], max_members: int = 256) -> list[list[Member]]:
+    """Partition a comparison's runs into ensembles of at most ``max_members`` that may train together
+    (same optimizer, batch size and update code path); a run that cannot join one is a group of its own.
+    Whether a group is worth vectorizing is ``should_vectorize``'s call."""
+    n_train = train_size(spec.problem)
+    groups: dict[tuple, list[Member]] = {}
+    singles: list[list[Member]] = []
+    for member in members:
+        if can_vectorize(spec, member.entry_index):
+            groups.setdefault(_group_key(spec, member, n_train), []).append(member)
+        else:
+            singles.append([member])
+    chunks = [group[i : i + max_members] for group in groups.values() for i in range(0, len(group), max_members)]
+    return chunks + singles
+
+
+def _check_group(spec: ComparisonSpec, members: Sequence[Member]) -> None:
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    for member in members:
+        eligible = can_vectorize(spec, member.entry_index)
+        if not eligible:
+            raise ValueError(f"optimizers.{member.entry_index} cannot be vectorized: {eligible.reason}")
+    n_train = train_size(spec.problem)
+    keys = {_group_key(spec, member, n_train) for member in members}
+    if len(keys) > 1:
+        raise ValueError("ensemble members must share the optimizer, the batch size and the update code path "
+                         f"(use group_runs); got {sorted(map(str, keys))}")
+
+
+def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: torch.device | str) -> bool:
+    """Whether training ``members`` (one group of ``group_runs``) as an ensemble beats training them one
+    by one on ``device``, by the measurements in docs/vectorized.md."""
+    if len(members) < 2 or not all(can_vectorize(spec, m.entry_index) for m in members):
+        return False
+    n_params = parameter_count(spec)
+    if torch.device(device).type == "cuda":
+        return len(members) * n_params * 4 <= CUDA_MAX_STACKED_ELEMENTS  # params, grads, two moments
+    plan = BatchPlan.for_training(train_size(spec.problem), spec.training, 0,
+                                  spec.optimizers[members[0].entry_index].batch_size)
+    rows = plan.batch_size or plan.n
+    return n_params * rows <= CPU_MAX_WORK_PER_MEMBER
+
+
+def parameter_count(spec: ComparisonSpec) -> int:
+    """Trainable numbers per run: the model's parameters, or a function problem's coordinates."""
+    if spec.problem.is_function:
+        return len(spec.problem.x0)
+    problem = build_problem(spec.problem, torch.device("cpu"), torch.float32)
+    return sum(p.numel() for p in problem.make_module(0).parameters())
+
+
+def _stacked_batches(plan: BatchPlan, seeds: Sequence[int], device: torch.device,
+                     start_step: int) -> Iterator[tuple[int, Tensor | None]]:
+    """``BatchPlan.batches`` for several seeds at once: (epoch, [M, B] sample indices), None the full batch."""
+    per_epoch = plan.batches_per_epoch
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        if plan.batch_size is None:
+            yield epoch, None
+        else:
+            orders = torch.stack([epoch_order(plan.n, seed, epoch, plan.shuffle) for seed in seeds]).to(device)
+            for b in range(skip, per_epoch):
+                yield epoch, orders[:, b * plan.batch_size : (b + 1) * plan.batch_size]
+        epoch, skip = epoch + 1, 0
+
+
+class _StepScalars:
+    """Each member's per-step scalars: its rate (its lr times its schedule's factor, as ``train`` computes
+    it) and the rule's own, computed on the host and moved to the device a block of steps at a time."""
+
+    def __init__(self, lrs: np.ndarray, schedules: list[Schedule], hyper: dict[str, np.ndarray], scalars: Scalars,
+                 total_steps: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.unique = list(dict.fromkeys(schedules))
+        self.which = np.array([self.unique.index(s) for s in schedules])
+        self.lrs, self.hyper, self.scalars = lrs, hyper, scalars
+        self.total_steps, self.device, self.dtype = total_steps, device, dtype
+        self.start = self.stop = 0
+
+    def keep(self, rows: np.ndarray) -> None:
+        self.lrs, self.which = self.lrs[rows], self.which[rows]
+        self.hyper = {k: v[rows] for k, v in self.hyper.items()}
+        self.start = self.stop = 0
+
+    def at(self, step: int) -> tuple[np.ndarray, dict[str, Tensor]]:
+        """(the rates [M] on the host, every scalar as a [M, 1] tensor on the device)."""
+        if not self.start <= step < self.stop:
+            self.start, self.stop = step, min(step + RATE_BLOCK_STEPS, self.total_steps)
+            steps = range(self.start, self.stop)
+            factors = np.array([[s.factor(t, self.total_steps) for s in self.unique] for t in steps])
+            self.rates = self.lrs[None, :] * factors[:, self.which]
+            numbers = np.arange(self.start + 1, self.stop + 1, dtype=np.float64)[:, None]
+            table = self.scalars(self.rates, numbers, self.hyper)
+            self.names = list(table)
+            stacked = np.stack([np.broadcast_to(table[name], self.rates.shape) for name in self.names], axis=1)
+            self.table = torch.from_numpy(stacked).to(self.device).to(self.dtype)[..., None]  # [S, K, M, 1]
+        i = step - self.start
+        return self.rates[i], dict(zip(self.names, self.table[i].unbind(0)))
+
+
+@dataclass
+class _Track:
+    """One member's bookkeeping: what ``train`` keeps in its locals."""
+
+    sink: FlushSink
+    module: torch.nn.Module  # its parameters are views into the ensemble's stacked tensor
+    best: float = math.inf
+    outcome: RunOutcome | None = None
+
+
+def _member_batch(batch: StepBatch, column: int) -> StepBatch:
+    """One member's share of an ensemble flush, whose per-run columns are [steps, M] (evaluations: [M])."""
+    evals = [{k: v if k in ("step", "epoch") else v[column] for k, v in e.items()} for e in batch.evals]
+    if not len(batch):
+        return StepBatch.empty(evals)
+    return StepBatch(
+        step=batch.step, epoch=batch.epoch, loss=batch.loss[:, column], time_s=batch.time_s,
+        step_time_ms=batch.step_time_ms, lr=batch.lr[:, column], x=None if batch.x is None else batch.x[:, column],
+        extras={k: v[:, column] for k, v in batch.extras.items()}, evals=evals,
+    )
+
+
+@dataclass
+class _Ensemble:
+    """The stacked state of the members still training; ``keep`` drops the others."""
+
+    problem: BuiltProblem
+    base: torch.nn.Module
+    layout: list[tuple[str, int, tuple[int, ...]]]  # (parameter name, offset in a row, shape)
+    flat: Tensor  # [M, P]: row i is member i's parameters, in ``layout`` order
+    hyper: dict[str, Tensor]  # [M, 1]
+    state: dict[str, Tensor] = field(default_factory=dict)
+    leaves: list[Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._alias()
+
+    def _alias(self) -> None:
+        """Per-parameter [M, ...] leaves for autograd, sharing the stacked tensor's memory."""
+        self.leaves = [self.flat[:, offset : offset + math.prod(shape)].unflatten(1, shape).detach().requires_grad_()
+                       for _, offset, shape in self.layout]
+
+    def bind(self, modules: Sequence[torch.nn.Module]) -> None:
+        """Make each module's parameters views of its row, so that whole-set losses see every update."""
+        for row, module in enumerate(modules):
+            for name, offset, shape in self.layout:
+                module.get_parameter(name).data = self.flat[row, offset : offset + math.prod(shape)].view(shape)
+
+    def keep(self, rows: Tensor) -> None:
+        self.flat = self.flat[rows]
+        self.hyper = {k: v[rows] for k, v in self.hyper.items()}
+        self.state = {k: v[rows] for k, v in self.state.items()}
+        self._alias()
+
+    def losses(self, indices: Tensor | None) -> Tensor:
+        """Every member's loss on its own batch, [M], differentiable with respect to ``leaves``."""
+        problem = self.problem
+        if problem.is_function:
+            return vmap(lambda x: problem.function.value(x, problem.params))(self.leaves[0])
+        params = {name: leaf for (name, _, _), leaf in zip(self.layout, self.leaves)}
+
+        def one(member_params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return problem.loss.fn(functional_call(self.base, member_params, (x,)), y)
+
+        if indices is None:
+            return vmap(one, in_dims=(0, None, None))(params, problem.x, problem.y)
+        return vmap(one)(params, problem.x[indices], problem.y[indices])
+
+    def gradient(self, losses: Tensor) -> Tensor:
+        """[M, P]: each member's gradient (the members are independent, so the sum's gradient is theirs)."""
+        grads = torch.autograd.grad(losses.sum(), self.leaves)
+        return torch.cat([g.flatten(1) for g in grads], dim=1) if len(grads) > 1 else grads[0].flatten(1)
+
+
+def train_ensemble(
+    spec: ComparisonSpec,
+    members: Sequence[Member],
+    sinks: Sequence[FlushSink],
+    *,
+    total_steps: int,
+    flush_every: int = 500,
+    flush_interval_s: float = 1.0,
+) -> list[RunOutcome]:
+    """Train ``members`` (one group of ``group_runs``) together, handing each member's flushes to its sink
+    as ``train`` would; one RunOutcome per member, in order."""
+    _check_group(spec, members)
+    if len(sinks) != len(members):
+        raise ValueError(f"{len(members)} members need as many sinks, got {len(sinks)}")
+    device, dtype = resolve_device(spec.device), DTYPES[spec.dtype]
+    problem = build_problem(spec.problem, device, dtype)
+    training = spec.training
+    entries = [spec.optimizers[m.entry_index] for m in members]
+    hypers = [_hyperparams(spec, m) for m in members]
+    rule = RULES[entries[0].name]
+    update = rule.update(rule.shared(hypers[0]))
+    hyper = _host_hyper(rule, hypers)
+
+    modules = [problem.make_module(m.seed) for m in members]
+    stacked, _ = stack_module_state(modules)
+    layout, offset = [], 0
+    for name, value in stacked.items():
+        layout.append((name, offset, tuple(value.shape[1:])))
+        offset += value[0].numel()
+    flat = torch.cat([value.detach().flatten(1) for value in stacked.values()], dim=1)
+    ensemble = _Ensemble(problem, modules[0], layout, flat,
+                         {k: torch.tensor(v, dtype=dtype, device=device)[:, None] for k, v in hyper.items()})
+    ensemble.bind(modules)
+    tracks = [_Track(sink, module) for sink, module in zip(sinks, modules)]
+    active = list(range(len(members)))  # the members still training, in ensemble row order
+    scalars = _StepScalars(np.array([h.lr for h in hypers]), [e.schedule for e in entries], hyper, update.scalars,
+                           total_steps, device, dtype)
+    plan = BatchPlan.for_training(problem.n_train, training, 0, entries[0].batch_size)
+    seeds = [m.seed for m in members]
+    batches = _stacked_batches(plan, seeds, device, 0)
+    recorder = StepRecorder(device, flush_every, flush_interval_s)
+
+    def finish(track: _Track, status: Status) -> None:
+        """What ``train`` does after its loop: the whole-set loss of the final weights decides the rest."""
+        steps_done, diverged_step = recorder.next_step, None
+        with torch.no_grad():
+            final = float(problem.full_loss(track.module))
+        if math.isfinite(final):
+            track.best = min(track.best, final)
+        elif status == "succeeded":
+            status, diverged_step = "diverged", steps_done - 1
+        track.outcome = RunOutcome(status, steps_done, final if math.isfinite(final) else None,
+                                   _finite_or_none(track.best), recorder.elapsed_s, diverged_step, device.type)
+
+    def hand_over(track: _Track, rows: StepBatch) -> bool:
+        """``train``'s flush for one member: False once it has stopped, diverged or cancelled."""
+        bad = rows.first_non_finite()
+        if bad is not None:
+            rows = rows.head(bad + 1)
+        finite = rows.loss[np.isfinite(rows.loss)]
+        if len(finite):
+            track.best = min(track.best, float(finite.min()))
+        keep_going = track.sink(rows)
+        if bad is not None:
+            diverged_step = int(rows.step[-1])
+            track.outcome = RunOutcome("diverged", diverged_step + 1, None, _finite_or_none(track.best),
+                                       recorder.elapsed_s, diverged_step, device.type)
+            return False
+        if not keep_going:
+            finish(track, "cancelled")
+        return keep_going
+
+    def flush(last: bool) -> None:
+        nonlocal active, batches
+        batch = recorder.drain()
+        staying = [row for row, member in enumerate(active)
+                   if batch is None or hand_over(tracks[member], _member_batch(batch, row))]
+        if last:
+            for row in staying:
+                finish(tracks[active[row]], "succeeded")
+        elif len(staying) < len(active) and staying:
+            ensemble.keep(torch.tensor(staying, device=device))
+            scalars.keep(np.array(staying))
+            active = [active[row] for row in staying]
+            ensemble.bind([tracks[m].module for m in active])
+            batches = _stacked_batches(plan, [seeds[m] for m in active], device, recorder.next_step)
+        else:
+            active = [active[row] for row in staying]
+
+    def evaluate(updates: int, epoch: int | None) -> None:
+        if training.eval_every is not None:
+            metrics = [problem.evaluate(tracks[m].module) for m in active]
+            recorder.record_eval(updates, None if problem.is_function else epoch,
+                                 {k: torch.stack([m[k] for m in metrics]) for k in metrics[0]})
+
+    recorder.start()
+    epoch = 0
+    evaluate(0, 0)
+    for step in range(total_steps):
+        epoch, indices = next(batches)
+        rates, step_scalars = scalars.at(step)
+        point = ensemble.flat.detach().clone() if problem.is_function else None
+        losses = ensemble.losses(indices)
+        grad = ensemble.gradient(losses)
+        extras = {}
+        if "grad_norm" in training.extras:
+            extras["grad_norm"] = torch.linalg.vector_norm(grad, dim=1)
+        with torch.no_grad():
+            before = ensemble.flat.clone() if "update_norm" in training.extras else None
+            update.apply(ensemble.flat, grad, ensemble.state, {**ensemble.hyper, **step_scalars}, step + 1)
+            if before is not None:
+                extras["update_norm"] = torch.linalg.vector_norm(ensemble.flat - before, dim=1)
+        # the recorder is indifferent to shapes: with [M] losses and rates it records M runs at once
+        due = recorder.record(losses.detach(), None if problem.is_function else epoch, rates, point, extras)
+        if training.eval_every is not None and (step + 1) % training.eval_every == 0 and step + 1 < total_steps:
+            evaluate(step + 1, epoch)
+        if due:
+            flush(last=False)
+            if not active:
+                break
+    else:
+        evaluate(total_steps, epoch)
+        flush(last=True)
+    return [track.outcome for track in tracks]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,290 @@
+"""The leaderboard, paired tests and sensitivity through HTTP, on SQLite and PostgreSQL. Run columns,
+step and eval rows are written directly; expected figures are computed here from the same raw data
+with numpy and scipy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from scipy import stats
+
+from db import queries
+from db.models import DIVERGED, RUNNING, SUCCEEDED, Comparison, Eval, Run, Step, Team, new_id, utcnow
+from db.session import transaction
+from engine.spec import ComparisonSpec
+
+BASE = "/api/v1/comparisons"
+NAN = math.nan
+
+
+@pytest.fixture
+def client(use_database):
+    # no lifespan: the watchdog must not requeue the 'running' runs these tests write
+    from api.main import create_app
+
+    return TestClient(create_app())
+
+
+def _spec(optimizers: list[dict], seeds: list[int], **extra: Any) -> dict:
+    """A validated, normalised spec; the summary reads extra keys (target_loss, baseline, tuning) with .get()."""
+    spec = ComparisonSpec.model_validate({
+        "name": "summary test", "problem": {"function": {"name": "quadratic", "params": {}}},
+        "training": {"steps": 5}, "optimizers": optimizers, "seeds": seeds,
+    }).model_dump(mode="json")
+    return spec | extra
+
+
+def _create(spec: dict, team_id: str | None = None) -> dict:
+    """The comparison's id under "id", each run's id under (label, seed)."""
+    with transaction() as session:
+        comparison = queries.create_comparison(session, spec, 5, **({"team_id": team_id} if team_id else {}))
+        return {"id": comparison.id} | {(run.label, run.seed): run.id for run in comparison.runs}
+
+
+def _finish(run_id: str, losses: list[float], final: float | None, *, status: str = SUCCEEDED,
+            wall_time_s: float = 1.0, evals: list[tuple[int, float | None, float | None]] = ()) -> None:
+    """Write a run's outcome columns and its rows: step k has loss losses[k] and time_s 0.1·(k+1)."""
+    finite = [v for v in [*losses, final] if v is not None and math.isfinite(v)]
+    with transaction() as session:
+        run = session.get(Run, run_id)
+        run.status, run.final_loss, run.best_loss = status, final, min(finite, default=None)
+        run.steps_done, run.wall_time_s = len(losses), wall_time_s
+        run.diverged_step = len(losses) - 1 if status == DIVERGED else None
+        session.add_all(Step(run_id=run_id, step=k, loss=loss, time_s=0.1 * (k + 1), step_time_ms=100.0)
+                        for k, loss in enumerate(losses))
+        session.add_all(Eval(run_id=run_id, step=step, train_loss=1.0, val_loss=val_loss, val_accuracy=accuracy)
+                        for step, val_loss, accuracy in evals)
+        queries.refresh_comparison(session, run.comparison_id)
+
+
+def _auc(losses: list[float]) -> float:
+    finite = np.array([v for v in losses if math.isfinite(v)])
+    return float(np.mean(np.log10(np.maximum(finite, 1e-12))))
+
+
+def _first_reach(losses: list[float], target: float) -> int | None:
+    hits = [k for k, v in enumerate(losses) if v <= target]
+    return hits[0] if hits else None
+
+
+ADAM = {0: ([4, 2, 1, 0.5, 0.25], 0.2), 1: ([4, 3, 2, 1.5, 0.9], 0.8), 2: ([4, 2.5, 1.0, 0.0, 0.0], 0.5)}
+SGD = {0: ([4, 1, 0.5, 0.2, 0.1], 0.1), 1: ([4, 2, 0.8, 0.4, 0.3], 0.3)}
+SGD_DIVERGED = [4, 3, 2, NAN]  # seed 2: never reaches 1.0 before its NaN
+ADAM_EVALS = {0: [(0, 5.0, 0.1), (5, 0.3, 0.9)], 1: [(5, 0.7, 0.8)], 2: [(5, 0.6, 0.85)]}
+ADAM_WALL = {0: 2.0, 1: 3.0, 2: 1.0}
+
+
+def _adam_vs_sgd(**spec_extra: Any) -> dict:
+    ids = _create(_spec([{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
+                        [0, 1, 2], **spec_extra))
+    for seed, (losses, final) in ADAM.items():
+        _finish(ids["adam", seed], losses, final, wall_time_s=ADAM_WALL[seed], evals=ADAM_EVALS[seed])
+    for seed, (losses, final) in SGD.items():
+        _finish(ids["sgd", seed], losses, final)
+    _finish(ids["sgd", 2], SGD_DIVERGED, None, status=DIVERGED, wall_time_s=0.5)
+    return ids
+
+
+def test_leaderboard_figures_rank_and_paired_test(client):
+    ids = _adam_vs_sgd(target_loss=1.0)
+    response = client.get(f"{BASE}/{ids['id']}/summary")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["target_loss"], body["target_loss_source"]) == ("succeeded", 1.0, "spec")
+    assert (body["baseline"], body["metric"]) == ("adam", "final_loss")
+
+    adam, sgd = body["rows"]
+    # sgd ends lower on average, but one of its seeds diverged: it ranks after adam
+    assert (adam["label"], adam["rank"], sgd["label"], sgd["rank"]) == ("adam", 1, "sgd", 2)
+    assert (adam["n_seeds"], adam["n_finished"], adam["n_diverged"]) == (3, 3, 0)
+    assert (sgd["n_seeds"], sgd["n_finished"], sgd["n_diverged"]) == (3, 3, 1)
+    assert adam["optimizer"] == "adam" and adam["params"]["lr"] == 0.1 and adam["params"]["betas"] == [0.9, 0.999]
+
+    finals = [final for _, final in ADAM.values()]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(finals), scale=stats.sem(finals))
+    assert adam["final_loss"] == pytest.approx({"mean": np.mean(finals), "ci_low": low, "ci_high": high,
+                                                "median": 0.5, "best": 0.2, "worst": 0.8})
+    assert sgd["final_loss"]["mean"] == pytest.approx(0.2)  # the diverged seed is left out
+    assert adam["best_so_far"] == pytest.approx(np.mean([0.2, 0.8, 0.0]))
+    assert adam["val_loss"] == pytest.approx(np.mean([0.3, 0.7, 0.6]))  # each run's last evaluation
+    assert adam["val_accuracy"] == pytest.approx(np.mean([0.9, 0.8, 0.85]))
+    assert sgd["val_loss"] is None and sgd["val_accuracy"] is None
+    assert adam["steps_per_s"] == pytest.approx(15 / 6.0) and sgd["steps_per_s"] == pytest.approx(14 / 2.5)
+    assert adam["wall_time_s"] == pytest.approx({"total": 6.0, "mean": 2.0})
+
+    adam_steps = [_first_reach(losses, 1.0) for losses, _ in ADAM.values()]
+    assert adam_steps == [2, 4, 2]
+    assert adam["time_to_target"] == pytest.approx({"steps": np.mean(adam_steps), "reached": 3, "of": 3,
+                                                    "seconds": np.mean([0.1 * (k + 1) for k in adam_steps])})
+    assert sgd["time_to_target"] == pytest.approx({"steps": 1.5, "seconds": 0.25, "reached": 2, "of": 3})
+    # losses of exactly 0 count as the 1e-12 floor; the diverged run is left out
+    assert adam["auc_log_loss"] == pytest.approx(np.mean([_auc(losses) for losses, _ in ADAM.values()]))
+    assert sgd["auc_log_loss"] == pytest.approx(np.mean([_auc(losses) for losses, _ in SGD.values()]))
+
+    [paired] = body["paired"]
+    candidate, baseline = [SGD[0][1], SGD[1][1]], [ADAM[0][1], ADAM[1][1]]  # seed 2 diverged: no pair
+    expected = stats.ttest_rel(candidate, baseline)
+    interval = expected.confidence_interval(0.95)
+    assert (paired["label"], paired["baseline"], paired["n_pairs"]) == ("sgd", "adam", 2)
+    assert paired["mean_diff"] == pytest.approx(-0.3)
+    assert (paired["ci_low"], paired["ci_high"]) == pytest.approx((interval.low, interval.high))
+    assert paired["t_pvalue"] == pytest.approx(expected.pvalue)
+    assert paired["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(np.subtract(candidate, baseline)).pvalue)
+
+    reverse = client.get(f"{BASE}/{ids['id']}/summary", params={"baseline": "sgd"}).json()
+    assert reverse["baseline"] == "sgd"
+    assert [(p["label"], p["n_pairs"]) for p in reverse["paired"]] == [("adam", 2)]
+    assert reverse["paired"][0]["mean_diff"] == pytest.approx(0.3)
+
+
+def test_default_target_is_the_loosest_best_step_loss_every_non_diverged_run_reaches(client):
+    ids = _adam_vs_sgd(baseline="sgd")
+    body = client.get(f"{BASE}/{ids['id']}/summary").json()
+    assert body["baseline"] == "sgd" and body["paired"][0]["label"] == "adam"  # the spec's baseline
+    lowest = [min(losses) for losses, _ in [*ADAM.values(), *SGD.values()]]
+    assert (body["target_loss"], body["target_loss_source"]) == (max(lowest), "default")
+    adam, sgd = body["rows"]
+    assert adam["time_to_target"]["reached"] == adam["time_to_target"]["of"] == 3
+    assert (sgd["time_to_target"]["reached"], sgd["time_to_target"]["of"]) == (2, 3)
+
+
+def test_a_running_comparison_counts_finished_runs_only(client):
+    ids = _create(_spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0, 1]))
+    _finish(ids["adam", 0], [3.0, 2.0, 1.0], 0.9)
+    with transaction() as session:  # adam seed 1 is still training, and already lower
+        session.get(Run, ids["adam", 1]).status = RUNNING
+        session.add_all(Step(run_id=ids["adam", 1], step=k, loss=loss, time_s=0.1, step_time_ms=1.0)
+                        for k, loss in enumerate([3.0, 0.001]))
+        queries.refresh_comparison(session, ids["id"])
+
+    body = client.get(f"{BASE}/{ids['id']}/summary").json()
+    assert body["status"] == "running"
+    assert body["target_loss"] == 1.0  # from the finished run alone
+    adam, sgd = body["rows"]
+    assert (adam["label"], adam["n_seeds"], adam["n_finished"], adam["rank"]) == ("adam", 2, 1, 1)
+    assert adam["final_loss"] == {"mean": 0.9, "ci_low": None, "ci_high": None, "median": 0.9, "best": 0.9, "worst": 0.9}
+    assert adam["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}
+    assert (sgd["label"], sgd["n_finished"], sgd["rank"], sgd["final_loss"]["mean"]) == ("sgd", 0, None, None)
+    assert sgd["wall_time_s"] == {"total": None, "mean": None} and sgd["steps_per_s"] is None
+    assert body["paired"] == [{"label": "sgd", "baseline": "adam", "n_pairs": 0, "mean_diff": None, "ci_low": None,
+                               "ci_high": None, "t_pvalue": None, "wilcoxon_pvalue": None}]
+
+
+def test_a_reused_run_reads_its_rows_from_its_source_and_non_finite_values_are_strings(client):
+    spec = _spec([{"name": "adam", "params": {}}], [0], target_loss=0.5)
+    source = _create(spec)
+    _finish(source["adam", 0], [2.0, 1.0, 0.4], 0.3, evals=[(3, math.inf, 0.5)])
+    reused = _create(spec)
+    with transaction() as session:
+        run = session.get(Run, reused["adam", 0])
+        run.status, run.final_loss, run.best_loss, run.steps_done, run.wall_time_s = SUCCEEDED, 0.3, 0.3, 3, 1.0
+        run.reused_from_id = source["adam", 0]
+        queries.refresh_comparison(session, reused["id"])
+
+    [row] = client.get(f"{BASE}/{reused['id']}/summary").json()["rows"]
+    assert row["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}
+    assert row["auc_log_loss"] == pytest.approx(_auc([2.0, 1.0, 0.4]))
+    assert (row["val_loss"], row["val_accuracy"]) == ("Infinity", 0.5)
+
+
+def _store_runs(spec: dict, runs: list[dict]) -> str:
+    """A comparison with these runs, as sweeps and tuning jobs create them (labels with swept values)."""
+    with transaction() as session:
+        comparison = Comparison(name=spec["name"], spec=spec, status=SUCCEEDED)
+        for position, run in enumerate(runs):
+            status = DIVERGED if run.get("final") is None else SUCCEEDED
+            comparison.runs.append(Run(position=position, steps_total=5, steps_done=5, status=status,
+                                       optimizer_params={}, best_loss=run.get("final"), final_loss=run.get("final"),
+                                       **{k: v for k, v in run.items() if k != "final"}))
+        session.add(comparison)
+        session.flush()
+        return comparison.id
+
+
+def _sweep_run(entry_index: int, name: str, seed: int, final: float | None, phase: str | None = None,
+               **values: float) -> dict:
+    label = f"{name}({', '.join(f'{k}={v}' for k, v in values.items())})"
+    return {"entry_index": entry_index, "label": label, "optimizer_name": name, "seed": seed, "final": final,
+            "sweep_values": values, "phase": phase}
+
+
+def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(client):
+    spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0, 1])
+    adam = {0.1: [0.3, 0.5], 0.001: [0.6, 0.8], 1.0: [0.9, None]}
+    runs = [_sweep_run(0, "adam", seed, final, lr=lr) for lr, finals in adam.items() for seed, final in enumerate(finals)]
+    runs += [_sweep_run(1, "sgd", 0, 0.4, lr=0.1, momentum=0.9), _sweep_run(1, "sgd", 0, 0.7, lr=0.01, momentum=0.9),
+             _sweep_run(1, "sgd", 0, 0.2, lr=0.1, momentum=0.0)]
+    comparison_id = _store_runs(spec, runs)
+
+    body = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "lr"}).json()
+    assert (body["param"], body["swept"], body["metric"]) == ("lr", ["lr", "momentum"], "final_loss")
+    adam_series, sgd_momentum, sgd_plain = body["series"]
+    assert (adam_series["label"], adam_series["entry_index"], adam_series["fixed"]) == ("adam", 0, {})
+    assert [p["value"] for p in adam_series["points"]] == [0.001, 0.1, 1.0]
+    low, high = stats.t.interval(0.95, 1, loc=0.4, scale=stats.sem([0.3, 0.5]))
+    assert adam_series["points"][1] == pytest.approx({"value": 0.1, "n": 2, "n_diverged": 0, "mean": 0.4,
+                                                      "ci_low": low, "ci_high": high, "median": 0.4,
+                                                      "best": 0.3, "worst": 0.5})
+    assert adam_series["points"][2] == {"value": 1.0, "n": 1, "n_diverged": 1, "mean": 0.9, "ci_low": None,
+                                        "ci_high": None, "median": 0.9, "best": 0.9, "worst": 0.9}
+    assert (sgd_momentum["label"], sgd_momentum["fixed"]) == ("sgd", {"momentum": 0.9})
+    assert [(p["value"], p["mean"]) for p in sgd_momentum["points"]] == [(0.01, 0.7), (0.1, 0.4)]
+    assert [(p["value"], p["mean"]) for p in sgd_plain["points"]] == [(0.1, 0.2)]
+
+    by_momentum = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "momentum"}).json()
+    assert [(s["label"], s["fixed"], [p["value"] for p in s["points"]]) for s in by_momentum["series"]] == [
+        ("sgd", {"lr": 0.1}, [0.0, 0.9]), ("sgd", {"lr": 0.01}, [0.9])]
+
+    response = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "beta1"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "param"] and "swept: lr, momentum" in error["msg"]
+
+
+def test_a_tuning_job_shows_its_chosen_settings_unless_phase_is_all(client):
+    spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0],
+                 tuning={"metric": "final_loss", "seeds": [0, 1, 2]})
+    runs = [_sweep_run(0, "adam", 0, 0.4, "search", lr=0.1), _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
+            _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1), _sweep_run(1, "sgd", 0, 0.7, "search", lr=0.01),
+            _sweep_run(0, "adam", 1, 0.3, "final", lr=0.01), _sweep_run(0, "adam", 2, 0.25, "final", lr=0.01),
+            _sweep_run(1, "sgd", 1, 0.65, "final", lr=0.1), _sweep_run(1, "sgd", 2, 0.55, "final", lr=0.1)]
+    comparison_id = _store_runs(spec, runs)
+
+    chosen = client.get(f"{BASE}/{comparison_id}/summary").json()
+    assert chosen["phase"] == "chosen" and chosen["baseline"] == "adam(lr=0.01)"  # the first entry's chosen setting
+    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [("adam(lr=0.01)", 3, 1), ("sgd(lr=0.1)", 3, 2)]
+    [paired] = chosen["paired"]
+    assert (paired["label"], paired["n_pairs"]) == ("sgd(lr=0.1)", 3)
+    assert paired["t_pvalue"] == pytest.approx(stats.ttest_rel([0.5, 0.65, 0.55], [0.2, 0.3, 0.25]).pvalue)
+
+    every = client.get(f"{BASE}/{comparison_id}/summary", params={"phase": "all"}).json()
+    assert [r["label"] for r in every["rows"]] == ["adam(lr=0.01)", "adam(lr=0.1)", "sgd(lr=0.1)", "sgd(lr=0.01)"]
+    # an entry's label as the baseline stands for that entry's chosen setting
+    by_entry = client.get(f"{BASE}/{comparison_id}/summary", params={"baseline": "sgd"}).json()
+    assert by_entry["baseline"] == "sgd(lr=0.1)" and by_entry["paired"][0]["label"] == "adam(lr=0.01)"
+
+    response = client.get(f"{BASE}/{comparison_id}/summary", params={"baseline": "rmsprop"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "baseline"] and "unknown baseline 'rmsprop'" in error["msg"]
+
+
+def test_another_teams_deleted_and_missing_comparisons_are_404(client):
+    spec = _spec([{"name": "adam", "params": {}}], [0])
+    with transaction() as session:
+        team = Team(name=f"other-{new_id()}")
+        session.add(team)
+        session.flush()
+        team_id = team.id
+    others = _create(spec, team_id=team_id)["id"]
+    deleted = _create(spec)["id"]
+    with transaction() as session:
+        session.get(Comparison, deleted).deleted_at = utcnow()
+    for comparison_id in (others, deleted, "nope"):
+        for path in ("summary", "sensitivity"):
+            response = client.get(f"{BASE}/{comparison_id}/{path}")
+            assert response.status_code == 404, (path, response.text)
