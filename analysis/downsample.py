@@ -33,8 +33,9 @@ class Grid:
 
     @property
     def scale(self) -> float:
-        """Buckets per unit of x. A range of one x value makes one bucket."""
-        return self.points / (self.end - self.start) if self.end > self.start else 0.0
+        """Buckets per unit of x. A range of one x value, or one too narrow to divide, is one bucket."""
+        scale = self.points / (self.end - self.start) if self.end > self.start else 0.0
+        return scale if math.isfinite(scale) else 0.0
 
     def index(self, x: np.ndarray) -> np.ndarray:
         # the SQL computes the same (x - start) * scale in float64, so both agree bit for bit

@@ -65,17 +65,21 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], confidenc
     The t-test needs two pairs and differences that are not all equal (otherwise its statistic is 0/0
     or ±∞: the difference is deterministic and ``mean_diff`` says everything). The Wilcoxon test
     needs two pairs and a difference that is not zero; scipy drops zero differences and uses the
-    exact distribution for small samples. Equal and zero are up to floating-point rounding."""
+    exact distribution for small samples (by permutation, over all 2^n sign flips, where differences
+    tie). Equal and zero are up to floating-point rounding."""
     if len(candidate) != len(baseline):
         raise ValueError(f"{len(candidate)} candidate values but {len(baseline)} baseline values")
     candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     diffs = candidate - baseline
     interval = mean_ci(diffs, confidence)
     t_pvalue = wilcoxon_pvalue = None
-    if len(diffs) >= 2:
-        noise = _ROUNDING * max(np.abs(candidate).max(), np.abs(baseline).max())
+    noise = _ROUNDING * max(np.abs(candidate).max(initial=0), np.abs(baseline).max(initial=0))
+    if len(diffs) >= 2 and np.abs(diffs).max() > noise:
         if np.ptp(diffs) > noise:
             t_pvalue = float(stats.ttest_rel(candidate, baseline).pvalue)
-        if np.abs(diffs).max() > noise:
             wilcoxon_pvalue = float(stats.wilcoxon(diffs).pvalue)
+        else:
+            # one difference n times, so one sign: exactly 2/2^n, which scipy's permutation test for
+            # tied differences also finds, after seconds from n = 10 on
+            wilcoxon_pvalue = 2.0 / 2 ** len(diffs)
     return PairedTest(interval.n, interval.mean, interval.ci_low, interval.ci_high, t_pvalue, wilcoxon_pvalue)

@@ -64,16 +64,6 @@ def issue_key(session: Session, team_id: str, name: str, role: str) -> tuple[Api
     return teams.add_key(session, team_id, name, role, hash_key(secret), secret[:DISPLAY_CHARS]), secret
 
 
-def bearer_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise unauthenticated("the Authorization header must be 'Bearer <API key>'")
-    return key.strip()
-
-
 def live_key(key: ApiKey | None) -> ApiKey:
     if key is None:
         raise unauthenticated("unknown API key")

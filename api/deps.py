@@ -3,6 +3,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api import auth
@@ -12,7 +13,8 @@ from db.models import ADMIN, Comparison
 from db.session import new_session
 from optibench.settings import Settings, get_settings
 
-__all__ = ["AdminDep", "PageDep", "comparison_or_404", "Principal", "PrincipalDep", "SessionDep", "SettingsDep", "SharedComparisonDep"]
+__all__ = ["AdminDep", "PageDep", "Principal", "PrincipalDep", "SessionDep", "SettingsDep", "SharedComparisonDep",
+           "comparison_or_404"]
 
 
 def _session() -> Iterator[Session]:
@@ -36,14 +38,21 @@ async def _submitted_csrf_token(request: Request) -> str | None:
     return None
 
 
-def current_principal(request: Request, session: SessionDep, settings: SettingsDep,
+#: parses the header, and puts the scheme in the OpenAPI document (the "Authorize" button of /docs)
+_bearer = HTTPBearer(auto_error=False, description="an API key: `optibench admin create-key`, or POST /api/v1/admin/keys")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
                       submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
     """The one authentication of the API: a Bearer key, else the dashboard session (whose unsafe
     requests need the CSRF token). 401 without either, with a wrong or with a revoked key."""
     if settings.auth == "off":
         return auth.LOCAL_PRINCIPAL
-    if (secret := auth.bearer_key(request)) is not None:
-        key = auth.live_key(teams.key_by_hash(session, auth.hash_key(secret)))
+    if bearer is not None:
+        key = auth.live_key(teams.key_by_hash(session, auth.hash_key(bearer.credentials)))
+    elif "authorization" in request.headers:
+        raise auth.unauthenticated("the Authorization header must be 'Bearer <API key>'")
     elif key_id := request.session.get("key_id"):
         try:
             key = auth.live_key(teams.key_by_id(session, key_id))
@@ -69,11 +78,11 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def page_principal(request: Request, session: SessionDep, settings: SettingsDep,
+def page_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
                    submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
     """For HTML pages: like the API, but without a valid session the browser goes to the login page."""
     try:
-        return current_principal(request, session, settings, submitted_csrf)
+        return current_principal(request, session, settings, bearer, submitted_csrf)
     except HTTPException as exc:
         if exc.status_code != 401:
             raise

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
 
 from engine.spec import ComparisonSpec
 
@@ -24,3 +31,43 @@ class Result:
 
 def example_spec(filename: str) -> ComparisonSpec:
     return ComparisonSpec.model_validate(json.loads((EXAMPLES / filename).read_text()))
+
+
+@contextlib.contextmanager
+def fresh_databases() -> Iterator[dict[str, str]]:
+    """A migrated SQLite file and a migrated new PostgreSQL database, removed afterwards."""
+    from db.migrate import upgrade
+
+    admin_url = os.environ.get("OPTIBENCH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    name = f"optibench_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    urls = {"postgresql": admin_url.rsplit("/", 1)[0] + f"/{name}",
+            "sqlite": f"sqlite:///{tempfile.mkdtemp(prefix='optibench-bench-')}/bench.db"}
+    try:
+        for url in urls.values():
+            upgrade(url)
+        yield urls
+    finally:
+        from db.session import get_engine
+
+        get_engine.cache_clear()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seeded_run(engine, steps: int) -> tuple[str, int]:
+    """A comparison with one run, claimed as a worker would: (run id, attempt)."""
+    from sqlalchemy.orm import Session
+
+    from db import queries
+
+    spec = ComparisonSpec.model_validate({"name": "bench", "problem": {"function": {"name": "rosenbrock"}},
+                                          "training": {"steps": steps}, "optimizers": [{"name": "adam"}]})
+    with Session(engine) as session, session.begin():
+        run_id = queries.create_comparison(session, spec.model_dump(mode="json"), steps).runs[0].id
+    with Session(engine) as session, session.begin():
+        claim = queries.claim_run(session, run_id, lease_timeout_s=3600)
+    return run_id, claim.attempt

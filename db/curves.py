@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 from sqlalchemy import Double, Integer, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session, aliased
@@ -27,7 +27,6 @@ _AXIS_COLUMN = {"step": "step", "time": "time_s", "epoch": "epoch"}
 _NAN = literal(math.nan, FaithfulFloat())
 _INF = literal(math.inf, Double())
 _NEG_INF = literal(-math.inf, Double())
-METRICS: tuple[str, ...] = get_args(Metric)
 
 
 def has_axis(metric: Metric, axis: Axis) -> bool:

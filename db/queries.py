@@ -19,8 +19,8 @@ from db.models import (
     CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step,
     utcnow,
 )
-from engine.identity import device_kind, run_config_hash
-from engine.sweeps import SEARCH, RunConfig, expand, final_phase
+from engine.identity import device_kind, run_hasher
+from engine.sweeps import FINAL, SEARCH, RunConfig, expand
 
 
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -64,8 +64,8 @@ def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunCon
     """Append the runs, each with its config hash, after the comparison's existing ones. With ``reuse``,
     those identical to a succeeded run of the team are created succeeded; returns whether any was."""
     spec = comparison.spec
-    device = device_kind(spec["device"])
-    hashes = [run_config_hash(spec, c.entry_index, c.params, c.seed, device) for c in configs]
+    run_hash = run_hasher(spec, device_kind(spec["device"]))
+    hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
     sources = _reusable_runs(session, comparison.team_id, hashes) if reuse else {}
     first = len(comparison.runs)
     for position, (config, config_hash) in enumerate(zip(configs, hashes), start=first):
@@ -170,14 +170,17 @@ def comparison_status(run_statuses: Sequence[str]) -> str:
     return QUEUED if all(s == QUEUED for s in run_statuses) else RUNNING
 
 
+#: a tuning job's search phase is over when every run has ended this way; a cancelled one ends the job
+_SEARCH_OVER = TERMINAL - {CANCELLED}
+
+
 def refresh_comparison(session: Session, comparison_id: str) -> None:
     """Recompute status from the runs. The row lock makes concurrent finishers see each other: of the
     finishers of a tuning job's search phase, exactly one sees it end, and starts the final phase in the
     same transaction, so the job never shows 'succeeded' between the phases."""
     comparison = session.scalar(select(Comparison).where(Comparison.id == comparison_id).with_for_update())
     runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
-    if (comparison.spec.get("tuning") and all(r.phase == SEARCH and r.status in TERMINAL for r in runs)
-            and all(r.status != CANCELLED for r in runs)):
+    if comparison.spec.get("tuning") and all(r.phase == SEARCH and r.status in _SEARCH_OVER for r in runs):
         _start_final_phase(session, comparison)
         runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
     comparison.status = comparison_status([r.status for r in runs])
@@ -187,8 +190,8 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
 
 def _start_final_phase(session: Session, comparison: Comparison) -> None:
     """Steps 2 and 3 of the DeepOBS protocol: each entry's best search run by ``tuning.metric`` is rerun on
-    the remaining tuning seeds. Failed, diverged and cancelled runs and non-finite metrics lose; a tie goes
-    to the earlier setting in sweep order. An entry none of whose search runs has a finite metric gets no
+    the remaining tuning seeds. Failed and diverged runs and non-finite metrics lose; a tie goes to the
+    earlier setting in sweep order. An entry none of whose search runs has a finite metric gets no
     final runs. The new runs wait in the outbox (enqueued_at NULL) until published after the commit."""
     search = [run for run in comparison.runs if run.phase == SEARCH]
     scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
@@ -197,8 +200,8 @@ def _start_final_phase(session: Session, comparison: Comparison) -> None:
         incumbent = best.get(run.entry_index)
         if run.id in scores and (incumbent is None or scores[run.id] < scores[incumbent.id]):
             best[run.entry_index] = run
-    finals = [config for run in best.values() for config in final_phase(
-        RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, run.seed), comparison.spec)]
+    finals = [RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, seed, FINAL)
+              for run in best.values() for seed in comparison.spec["tuning"]["seeds"][1:]]
     _add_runs(session, comparison, finals, {run.entry_index: run.steps_total for run in search},
               comparison.spec.get("reuse", True))
     session.flush()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -46,20 +46,31 @@ def device_kind(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_config_hash(spec: Mapping[str, Any], entry_index: int, params: Mapping[str, Any], seed: int,
-                    device: str) -> str:
-    """SHA-256 of a run's identity. ``spec`` is the validated spec in its JSON form, ``params`` the run's
-    own optimizer params, ``device`` a kind from ``device_kind``."""
-    entry = spec["optimizers"][entry_index]
-    identity = {
+def run_hasher(spec: Mapping[str, Any], device: str) -> Callable[[int, Mapping[str, Any], int], str]:
+    """``hash(entry_index, params, seed)``: the SHA-256 of a run's identity, for the runs of one comparison.
+    ``spec`` is the validated spec in its JSON form, ``params`` a run's own optimizer params, ``device`` a
+    kind from ``device_kind``. What the runs share (the problem may hold 10,000 coordinates) is hashed once."""
+    shared = hashlib.sha256(canonical_json({
         "engine": ENGINE_VERSION,
         "problem": spec["problem"],
         # the entry's batch size (filled from training.batch_size when it has none) is the one used
         "training": {k: v for k, v in spec["training"].items() if k != "batch_size"},
-        "optimizer": {"name": entry["name"], "params": params, "schedule": entry["schedule"],
-                      "batch_size": entry["batch_size"]},
-        "seed": seed,
         "dtype": spec["dtype"],
         "device": device,
-    }
-    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+    }).encode())
+
+    def run_hash(entry_index: int, params: Mapping[str, Any], seed: int) -> str:
+        entry = spec["optimizers"][entry_index]
+        optimizer = {"name": entry["name"], "params": params, "schedule": entry["schedule"],
+                     "batch_size": entry["batch_size"]}
+        digest = shared.copy()  # the shared JSON object ends where it closes, so the two cannot blur
+        digest.update(canonical_json({"optimizer": optimizer, "seed": seed}).encode())
+        return digest.hexdigest()
+
+    return run_hash
+
+
+def run_config_hash(spec: Mapping[str, Any], entry_index: int, params: Mapping[str, Any], seed: int,
+                    device: str) -> str:
+    """One run's hash; ``run_hasher`` for the many runs of one comparison."""
+    return run_hasher(spec, device)(entry_index, params, seed)

@@ -91,12 +91,6 @@ def runs_per_entry(spec: Mapping[str, Any]) -> list[int]:
     return [n * len(spec["seeds"]) for n in counts]
 
 
-def final_phase(chosen: RunConfig, spec: Mapping[str, Any]) -> list[RunConfig]:
-    """The chosen search run's setting on the remaining tuning seeds, under the same label."""
-    return [RunConfig(chosen.entry_index, chosen.label, chosen.params, chosen.sweep_values, seed, FINAL)
-            for seed in spec["tuning"]["seeds"][1:]]
-
-
 def with_run_params(spec: ComparisonSpec, entry_index: int, params: dict[str, Any]) -> ComparisonSpec:
     """The spec whose entry ``entry_index`` carries a run's own params (a swept run's), to train that run."""
     optimizers = list(spec.optimizers)

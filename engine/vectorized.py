@@ -320,7 +320,9 @@ class _StepScalars:
             table = self.scalars(self.rates, numbers, self.hyper)
             self.names = list(table)
             stacked = np.stack([np.broadcast_to(table[name], self.rates.shape) for name in self.names], axis=1)
-            self.table = torch.from_numpy(stacked).to(self.device).to(self.dtype)[..., None]  # [S, K, M, 1]
+            table = torch.from_numpy(stacked).to(self.dtype)[..., None]  # [S, K, M, 1]
+            # pinned memory lets the copy run without waiting for the device
+            self.table = table.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else table
         i = step - self.start
         return self.rates[i], dict(zip(self.names, self.table[i].unbind(0)))
 

@@ -70,7 +70,8 @@ def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS,
 
 
 @admin_app.command("create-key")
-def create_key(team: str, name: str, role: Role = typer.Option(Role.member, help="admins also manage keys and delete")) -> None:
+def create_key(team: str, name: str,
+               role: Role = typer.Option(Role.member, help="admins also manage keys and delete")) -> None:
     """Create an API key for TEAM (a name or id), printed once."""
 
     _check_name("key", name)
@@ -102,8 +103,9 @@ def list_keys(team: str) -> None:
 
     with transaction() as session:
         for key in teams.list_keys(session, _team(session, team).id):
-            typer.echo("\t".join((key.id, key.prefix, key.role, key.name, when(key.created_at),
-                                  when(key.last_used_at), "revoked " + when(key.revoked_at) if key.revoked_at else "active")))
+            state = f"revoked {when(key.revoked_at)}" if key.revoked_at else "active"
+            typer.echo("\t".join((key.id, key.prefix, key.role, key.name, when(key.created_at), when(key.last_used_at),
+                                  state)))
 
 
 @admin_app.command("set-limits")
@@ -120,7 +122,7 @@ def set_limits(team: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, 
 
 
 @admin_app.command()
-def purge(older_than_days: float = typer.Option(0.0, min=0, help="only comparisons deleted at least this long ago")) -> None:
+def purge(older_than_days: float = typer.Option(0.0, min=0, help="only comparisons deleted this long ago")) -> None:
     """Delete soft-deleted comparisons for good, with every run, step and evaluation of theirs."""
 
     with transaction() as session:

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # per-team limits; a team's own non-NULL limit (`optibench admin set-limits`) overrides these
     max_runs_per_comparison: int = Field(1000, ge=1)
     max_steps_per_comparison: int = Field(100_000_000, ge=1, description="total steps over all runs")
-    max_running_comparisons: int = Field(1000, ge=1, description="queued or running comparisons per team")
+    max_running_comparisons: int = Field(100, ge=1, description="queued or running comparisons per team")
     max_steps_per_run: int = Field(10_000_000, ge=1)
 
     @model_validator(mode="after")

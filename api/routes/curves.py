@@ -2,6 +2,7 @@
 comparison's runs aggregated over seeds. The contract is docs/curves.md."""
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -54,8 +55,11 @@ def run_curve(run_id: str, session: SessionDep, principal: PrincipalDep, metric:
     if run is None:
         raise HTTPException(404, f"run {run_id!r} not found")
     _check_axis(metric, x)
-    if start is not None and end is not None and start >= end:
-        raise _invalid("end", f"end ({end}) must be greater than start ({start})", end)
+    if start is not None and end is not None:
+        if start >= end:
+            raise _invalid("end", f"end ({end}) must be greater than start ({start})", end)
+        if not math.isfinite(end - start):
+            raise _invalid("end", f"end - start ({end} - {start}) must be a finite width", end)
     curve = curves.run_curve(session, run.reused_from_id or run.id, metric, x, points, start, end)
     return {"run_id": run.id, "metric": metric, "x": x, "points": points, "start": curve.start, "end": curve.end,
             "raw": curve.raw, "rows": curve.rows, "buckets": [_bucket_json(b) for b in curve.buckets]}

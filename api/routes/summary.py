@@ -87,10 +87,12 @@ class SummaryOut(BaseModel):
     paired: list[PairedComparison]
 
 
-class SensitivityPoint(LossStats):
+class SensitivityPoint(BaseModel):
     value: Any
+    #: runs with a finite final loss, which the statistics cover
     n: int
     n_diverged: int
+    final_loss: LossStats
 
 
 class SensitivitySeries(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import stats
 from sqlalchemy import delete, insert
 
 from analysis.downsample import Bucket, Curve, aggregate_seeds, downsample
@@ -29,7 +30,6 @@ AXES = {
     "time": st.floats(1e-3, 10.0),
     "epoch": st.integers(0, 1),
 }
-SQL_AXIS = {"step": "step", "time": "time", "epoch": "epoch"}
 
 
 @st.composite
@@ -186,11 +186,9 @@ def _equal_but_total(a: Bucket, b: Bucket) -> bool:
 @settings(max_examples=60, deadline=None)
 @given(runs=st.lists(st.lists(FINITE, min_size=1, max_size=8), min_size=1, max_size=6))
 def test_seed_band_is_the_t_interval_over_the_runs_present_at_each_point(runs):
-    from scipy import stats
-
     curves_ = [[Bucket(index=i, x_start=i, x_end=i, count=1, first=v, last=v, min=v, max=v, total=v)
                 for i, v in enumerate(run)] for run in runs]
-    for point, index in zip(aggregate_seeds(curves_, "ci"), range(max(map(len, runs)))):
+    for point, index in zip(aggregate_seeds(curves_, "ci"), range(max(map(len, runs))), strict=True):
         here = np.array([run[index] for run in runs if index < len(run)])
         assert point.x == index and point.n == len(here)
         assert point.mean == pytest.approx(here.mean(), rel=1e-9, abs=1e-6)
@@ -201,7 +199,7 @@ def test_seed_band_is_the_t_interval_over_the_runs_present_at_each_point(runs):
             low, high = stats.t.interval(0.95, len(here) - 1, loc=here.mean(), scale=sem) if sem else (point.mean,) * 2
             assert point.lo == pytest.approx(low, rel=1e-6, abs=1e-6)
             assert point.hi == pytest.approx(high, rel=1e-6, abs=1e-6)
-    for point, index in zip(aggregate_seeds(curves_, "minmax"), range(max(map(len, runs)))):
+    for point, index in zip(aggregate_seeds(curves_, "minmax"), range(max(map(len, runs))), strict=True):
         here = [run[index] for run in runs if index < len(run)]
         assert (point.lo, point.hi) == (min(here), max(here))
 
@@ -243,7 +241,7 @@ def _store(run_id: str, axis: str, x: np.ndarray, values: np.ndarray) -> None:
 
 def _sql_curve(run_id, axis, points, start, end) -> Curve:
     with new_session() as session:
-        return curves.run_curve(session, run_id, "loss", SQL_AXIS[axis], points, start, end)
+        return curves.run_curve(session, run_id, "loss", axis, points, start, end)
 
 
 SQL_SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -263,6 +261,14 @@ def test_sql_invariants_and_agreement_with_the_reference(run_id, axis, data):
     for ours, theirs in zip(curve.buckets, reference.buckets):
         # raw buckets are keyed by step in SQL, by position in the reference
         assert _equal_but_total(ours, replace(theirs, index=ours.index) if curve.raw else theirs)
+
+
+def test_a_window_too_narrow_to_divide_is_one_bucket(run_id):
+    """points / (end - start) overflows: one bucket, never NaN or infinite bucket numbers in SQL."""
+    x, values = np.zeros(10), np.arange(10.0)
+    _store(run_id, "epoch", x, values)
+    for curve in (downsample(x, values, 2, start=-5e-324), _sql_curve(run_id, "epoch", 2, -5e-324, None)):
+        assert [(b.count, b.first, b.last) for b in curve.buckets] == [(10, 0.0, 9.0)]
 
 
 @pytest.mark.parametrize("axis", ["step", "time"])

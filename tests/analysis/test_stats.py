@@ -96,6 +96,8 @@ def test_degenerate_pairs_give_none_instead_of_nan():
     constant = paired_test([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])
     assert (constant.mean_diff, constant.ci_low, constant.ci_high, constant.t_pvalue) == (0.5, 0.5, 0.5, None)
     assert constant.wilcoxon_pvalue == pytest.approx(0.25)
+    for n in (2, 6):
+        assert paired_test([1.0] * n, [0.0] * n).wilcoxon_pvalue == pytest.approx(stats.wilcoxon([1.0] * n).pvalue)
 
     # 0.5 - 0.2, 0.6 - 0.3 and 0.55 - 0.25 differ in the last bits only: that is rounding, not variation
     rounded = paired_test([0.5, 0.6, 0.55], [0.2, 0.3, 0.25])

@@ -224,6 +224,7 @@ def test_a_reused_run_reads_its_source_rows(client):
     ({"points": 10_001}, "points", "10000"),
     ({"start": 5, "end": 5}, "end", "greater than start"),
     ({"start": 9, "end": 2}, "end", "greater than start"),
+    ({"start": -1e308, "end": 1e308}, "end", "finite width"),
     ({"start": "nan"}, "start", "finite"),
     ({"end": "inf"}, "end", "finite"),
     ({"metric": "val_loss", "x": "time"}, "x", "wall time"),
@@ -309,7 +310,7 @@ def test_seed_aggregation_on_a_coarse_grid_takes_each_runs_last_value_per_bucket
 
     (ci,) = seed_curves(client, made.id, points=7)["groups"]
     (minmax,) = seed_curves(client, made.id, points=7, band="minmax")["groups"]
-    for point, band, step in zip(ci["points"], minmax["points"], last_steps):
+    for point, band, step in zip(ci["points"], minmax["points"], last_steps, strict=True):
         here = np.array([loss[step] for loss in losses])
         assert point["x"] == band["x"] == step and point["n"] == 3
         assert point["mean"] == pytest.approx(here.mean(), rel=1e-12)

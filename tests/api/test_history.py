@@ -124,7 +124,8 @@ def test_the_same_idempotency_key_and_body_answer_the_same_comparison(team_clien
     different = client.post(COMPARISONS, json=function_spec(seeds=[5]), headers=headers)
     assert different.status_code == 409 and "Idempotency-Key" in different.json()["detail"]
     # keys are per team
-    theirs = client.post(COMPARISONS, json=function_spec(), headers=bearer(other.member) | {"Idempotency-Key": "nightly-2026-11-21"})
+    theirs = client.post(COMPARISONS, json=function_spec(),
+                         headers=bearer(other.member) | {"Idempotency-Key": "nightly-2026-11-21"})
     assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
     # without a key, every submit is a new comparison
     assert submit(client, team.member)["id"] != first.json()["id"]

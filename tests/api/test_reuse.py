@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from db import queries
 from db.models import Comparison, Step, Team
 from db.session import transaction
+from engine.identity import run_config_hash
 from engine.spec import ComparisonSpec
 from worker.tasks import train_run
 
@@ -77,6 +78,7 @@ def test_a_resubmitted_sweep_reuses_every_run_and_trains_nothing(client, publish
         assert run["optimizer"]["params"]["momentum"] == 0.5 and run["sweep_values"] == {"lr": lr}
         assert run["label"] == f"sgd(lr={lr})" and run["phase"] is None and run["reused_from_id"] is None
         assert run["status"] == "queued"
+        assert run["config_hash"] == run_config_hash(first["spec"], 0, run["optimizer"]["params"], run["seed"], "cpu")
     assert len({r["config_hash"] for r in runs}) == 12
     assert sorted(published) == sorted(r["id"] for r in runs)
 

@@ -4,7 +4,9 @@ with numpy and scipy."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,6 +193,34 @@ def test_a_reused_run_reads_its_rows_from_its_source_and_non_finite_values_are_s
     assert (row["val_loss"], row["val_accuracy"]) == ("Infinity", 0.5)
 
 
+def test_a_trained_example_agrees_with_its_own_step_rows(client):
+    """The Adam-vs-SGD example trained for real by the Celery task: the summary's step-derived
+    figures equal those computed here from the rows GET /runs/{id}/steps returns."""
+    from worker.tasks import train_run
+
+    spec = json.loads((Path(__file__).parents[2] / "examples" / "adam_vs_sgd_quadratic.json").read_text())
+    submitted = client.post(BASE, json=spec | {"device": "cpu", "target_loss": 1.0}).json()
+    for run in submitted["runs"]:
+        assert train_run.apply(args=[run["id"]]).get() == "succeeded"
+    body = client.get(f"{BASE}/{submitted['id']}/summary").json()
+    assert (body["status"], body["baseline"]) == ("succeeded", "adam")
+
+    for run in submitted["runs"]:
+        [row] = [r for r in body["rows"] if r["label"] == run["label"]]
+        steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+        losses = [step["loss"] for step in steps]
+        first = _first_reach(losses, 1.0)
+        reached = {"steps": first, "seconds": steps[first]["time_s"], "reached": 1, "of": 1} if first is not None \
+            else {"steps": None, "seconds": None, "reached": 0, "of": 1}
+        assert row["time_to_target"] == pytest.approx(reached)
+        assert row["auc_log_loss"] == pytest.approx(_auc(losses), rel=1e-12)
+        stored = client.get(f"/api/v1/runs/{run['id']}").json()
+        assert row["final_loss"]["mean"] == stored["final_loss"] and row["best_so_far"] == stored["best_loss"]
+    # SGD with lr 0.1 shrinks the distance to the minimum by 0.8 a step, Adam by at most lr: SGD wins
+    assert [(r["label"], r["rank"]) for r in body["rows"]] == [("sgd", 1), ("adam", 2)]
+    assert body["rows"][0]["time_to_target"]["reached"] == 1
+
+
 def _store_runs(spec: dict, runs: list[dict]) -> str:
     """A comparison with these runs, as sweeps and tuning jobs create them (labels with swept values)."""
     with transaction() as session:
@@ -226,14 +256,16 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
     assert (adam_series["label"], adam_series["entry_index"], adam_series["fixed"]) == ("adam", 0, {})
     assert [p["value"] for p in adam_series["points"]] == [0.001, 0.1, 1.0]
     low, high = stats.t.interval(0.95, 1, loc=0.4, scale=stats.sem([0.3, 0.5]))
-    assert adam_series["points"][1] == pytest.approx({"value": 0.1, "n": 2, "n_diverged": 0, "mean": 0.4,
-                                                      "ci_low": low, "ci_high": high, "median": 0.4,
-                                                      "best": 0.3, "worst": 0.5})
-    assert adam_series["points"][2] == {"value": 1.0, "n": 1, "n_diverged": 1, "mean": 0.9, "ci_low": None,
-                                        "ci_high": None, "median": 0.9, "best": 0.9, "worst": 0.9}
+    middle, diverging = adam_series["points"][1:]
+    assert (middle["value"], middle["n"], middle["n_diverged"]) == (0.1, 2, 0)
+    assert middle["final_loss"] == pytest.approx({"mean": 0.4, "ci_low": low, "ci_high": high, "median": 0.4,
+                                                  "best": 0.3, "worst": 0.5})
+    assert (diverging["value"], diverging["n"], diverging["n_diverged"]) == (1.0, 1, 1)
+    assert diverging["final_loss"] == {"mean": 0.9, "ci_low": None, "ci_high": None, "median": 0.9, "best": 0.9,
+                                       "worst": 0.9}
     assert (sgd_momentum["label"], sgd_momentum["fixed"]) == ("sgd", {"momentum": 0.9})
-    assert [(p["value"], p["mean"]) for p in sgd_momentum["points"]] == [(0.01, 0.7), (0.1, 0.4)]
-    assert [(p["value"], p["mean"]) for p in sgd_plain["points"]] == [(0.1, 0.2)]
+    assert [(p["value"], p["final_loss"]["mean"]) for p in sgd_momentum["points"]] == [(0.01, 0.7), (0.1, 0.4)]
+    assert [(p["value"], p["final_loss"]["mean"]) for p in sgd_plain["points"]] == [(0.1, 0.2)]
 
     by_momentum = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "momentum"}).json()
     assert [(s["label"], s["fixed"], [p["value"] for p in s["points"]]) for s in by_momentum["series"]] == [

@@ -128,7 +128,7 @@ def test_divergence_stops_only_that_run_and_keeps_the_infinite_loss(service):
 
 
 def test_same_spec_same_seed_gives_bitwise_identical_losses(service):
-    spec = _example("adam_vs_sgd_quadratic.json") | {"seeds": [0, 7]}
+    spec = _example("adam_vs_sgd_quadratic.json") | {"seeds": [0, 7], "reuse": False}  # both must train
     with service.client as client:
         ids = [client.post("/api/v1/comparisons", json=spec).json()["id"] for _ in range(2)]
         first, second = (service.wait_for(i) for i in ids)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from engine import identity
 from engine.schedules import Cosine
 from engine.spec import ComparisonSpec
-from engine.sweeps import FINAL, SEARCH, RunConfig, expand, final_phase, grid, runs_per_entry, with_run_params
+from engine.sweeps import SEARCH, expand, grid, runs_per_entry, with_run_params
 
 FUNCTION_PROBLEM = {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]}
 DATASET_PROBLEM = {
@@ -128,10 +128,6 @@ def test_a_tuning_job_expands_to_its_search_phase_on_the_first_seed():
     assert [(r.label, r.seed, r.phase) for r in runs] == [
         *((f"adam(lr={lr})", 7, SEARCH) for lr in LRS), ("sgd", 7, SEARCH)]
     assert runs_per_entry(spec) == [4 + 2, 1 + 2]  # the search runs and the final runs to come
-
-    chosen = runs[2]
-    finals = final_phase(chosen, spec)
-    assert finals == [RunConfig(0, chosen.label, chosen.params, chosen.sweep_values, seed, FINAL) for seed in (8, 9)]
 
 
 def test_a_runs_own_params_replace_its_entrys_for_training():

@@ -196,6 +196,7 @@ def test_serve_warns_when_auth_is_off(sqlite_url, tmp_path):
     assert "authentication is off (OPTIBENCH_AUTH=off)" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # logging does not depend on the database
 def test_a_served_api_logs_no_key(use_database, tmp_path):
     _, key = _new_team()
     log = tmp_path / "serve.log"

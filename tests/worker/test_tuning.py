@@ -180,6 +180,12 @@ def test_val_loss_tuning_picks_the_lowest_last_validation_loss(use_database):
     assert (final.label, final.seed, final.phase) == (best, 1, "final")
     assert _execute(final.id) == "succeeded" and _status(comparison_id) == "succeeded"
 
+    # resubmitted, the choice is made again from the reused runs' evaluations, which live under their sources
+    again_id = _create(spec | {"reuse": True}, reuse=True)
+    assert [(r.label, r.seed, r.phase, r.reused_from_id) for r in _runs(again_id)] == [
+        (r.label, r.seed, r.phase, r.id) for r in _runs(comparison_id)]
+    assert _status(again_id) == "succeeded"
+
 
 def _finish_by_hand(run_id: str, status: str, final_loss: float | None) -> None:
     with transaction() as session:
