@@ -49,9 +49,10 @@ def ingest_steps(session: Session, run_id: str, columns: Mapping[str, Sequence |
     if n == 0:
         return
     if write_steps(session, run_id, columns):
-        step, loss, time_s = (np.asarray(columns[c], dtype=np.int64 if c == "step" else np.float64)
-                              for c in ("step", "loss", "time_s"))
-        rollups.merge(session, rollups.aggregate(run_id, step, loss, time_s))
+        epoch = columns.get("epoch")
+        rollups.merge(session, rollups.aggregate(
+            run_id, np.asarray(columns["step"], dtype=np.int64), np.asarray(columns["loss"], dtype=np.float64),
+            np.asarray(columns["time_s"], dtype=np.float64), None if epoch is None else np.asarray(epoch, dtype=np.int64)))
     else:
         rollups.rebuild(session, run_id, columns["step"][0], columns["step"][-1])
 

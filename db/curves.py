@@ -17,7 +17,8 @@ from sqlalchemy import Double, Integer, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from analysis.downsample import Bucket, Curve, Grid, is_raw
-from db.models import Eval, FaithfulFloat, Step
+from db import rollups
+from db.models import Eval, FaithfulFloat, Step, StepRollup
 
 Metric = Literal["loss", "lr", "step_time_ms", "grad_norm", "update_norm",
                  "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
@@ -62,18 +63,110 @@ def count_rows(session: Session, run_id: str, metric: Metric, axis: Axis, start:
 def buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis, grid: Grid,
             raw: bool = False) -> dict[str, list[Bucket]]:
     """Each run's rows with x in [grid.start, grid.end], in the grid's buckets (raw: one per row),
-    in x order. Runs without such rows are left out."""
+    in x order. Runs without such rows are left out. Long loss curves are read from the rollups."""
+    curves: dict[str, list[Bucket]] = {}
+    scanned = []
+    for run_id in run_ids:
+        level = None if raw or metric != "loss" else _rollup_level(session, run_id, axis, grid)
+        if level is None:
+            scanned.append(run_id)
+        else:
+            curves[run_id] = _rollup_buckets(session, run_id, axis, grid, level)
+    if scanned:
+        curves.update(_scanned_buckets(session, scanned, metric, axis, grid, raw))
+    return curves
+
+
+def _grid_index(session: Session, x, grid: Grid):
+    """The SQL of ``Grid.index``: the same (x - start) * scale in float64, floored, clamped."""
+    scaled = (x - literal(grid.start, Double())) * literal(grid.scale, Double())
+    # floor: x >= start, so SQLite's truncating CAST is a floor there; PostgreSQL's CAST rounds
+    floor = func.floor(scaled) if session.get_bind().dialect.name == "postgresql" else scaled
+    index = cast(floor, Integer)
+    return case((index >= grid.points - 1, grid.points - 1), else_=index)
+
+
+#: the rollups serve a curve when each bucket gathers at least this many blocks; bucket edges then
+#: fall on block edges, so a bucket's width is the nominal one within one block (at most half of it)
+MIN_BLOCKS_PER_BUCKET = 2
+_ROLLUP_AXIS = {"step": ("first_step", "last_step"), "time": ("first_time_s", "last_time_s"),
+                "epoch": ("first_epoch", "last_epoch")}
+
+
+def _rollup_level(session: Session, run_id: str, axis: Axis, grid: Grid) -> int | None:
+    """The coarsest rollup level with MIN_BLOCKS_PER_BUCKET blocks per bucket, judged from the
+    top-level blocks overlapping the range (a few rows); None: read the rows themselves."""
+    first, last = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
+    rows = session.scalar(select(func.sum(StepRollup.count)).where(
+        StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1],
+        last >= grid.start, first <= grid.end))
+    for level in reversed(rollups.LEVELS):
+        if (rows or 0) >> level >= MIN_BLOCKS_PER_BUCKET * grid.points:
+            return level
+    return None
+
+
+def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, level: int) -> list[Bucket]:
+    """A run's loss buckets from the blocks lying inside [start, end], each in the bucket of its
+    first row, plus the rows of the partial blocks at the range's two ends, read directly."""
+    first_x, last_x = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
+    r = StepRollup
+    index = _grid_index(session, first_x, grid).label("index")
+    whole_bucket = {"partition_by": index, "order_by": r.block, "rows": (None, None)}
+    blocks = (
+        select(r, index, func.first_value(r.first).over(**whole_bucket).label("bucket_first"),
+               func.last_value(r.last).over(**whole_bucket).label("bucket_last"),
+               func.first_value(first_x).over(**whole_bucket).label("x_start"),
+               func.last_value(last_x).over(**whole_bucket).label("x_end"))
+        .where(r.run_id == run_id, r.level == level, first_x >= grid.start, last_x <= grid.end)
+        .subquery()
+    )
+    b = blocks.c
+    rows = session.execute(
+        select(b.index, func.sum(b.count).label("count"), func.sum(b.nan_count).label("nan"),
+               func.sum(b.pos_inf_count).label("pos_inf"), func.sum(b.neg_inf_count).label("neg_inf"),
+               func.sum(b.finite_sum).label("total"), func.min(b.min).label("min"), func.max(b.max).label("max"),
+               func.min(b.first_step).label("first_step"), func.max(b.last_step).label("last_step"),
+               # one value per bucket, repeated on each of its blocks: min() just picks it
+               func.min(b.bucket_first, type_=FaithfulFloat()).label("first"),
+               func.min(b.bucket_last, type_=FaithfulFloat()).label("last"),
+               func.min(b.x_start).label("x_start"), func.min(b.x_end).label("x_end"))
+        .group_by(b.index).order_by(b.index)
+    ).all()
+    if not rows:
+        return _scanned_buckets(session, [run_id], "loss", axis, grid).get(run_id, [])
+    middle = {row.index: Bucket(
+        index=row.index, x_start=row.x_start, x_end=row.x_end, count=row.count, first=row.first, last=row.last,
+        min=row.min, max=row.max, nan=row.nan, pos_inf=row.pos_inf, neg_inf=row.neg_inf,
+        total=row.total if row.count - row.nan - row.pos_inf - row.neg_inf else None) for row in rows}
+    block = 1 << level
+    first_step, last_step = rows[0].first_step, rows[-1].last_step
+    before, after = ({b.index: b for b in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span)
+                      .get(run_id, [])}
+                     for span in ((first_step - block, first_step - 1), (last_step + 1, last_step + block)))
+    merged = []
+    for index in sorted({*before, *middle, *after}):
+        parts = [part[index] for part in (before, middle, after) if index in part]
+        bucket = parts[0]
+        for part in parts[1:]:
+            bucket = bucket.merge(part)
+        merged.append(bucket)
+    return merged
+
+
+def _scanned_buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis, grid: Grid,
+                     raw: bool = False, steps: tuple[int, int] | None = None) -> dict[str, list[Bucket]]:
+    """``buckets`` from the step rows; ``steps``: only the rows in that span of steps."""
     table, value, x = _columns(metric, axis)
     if raw:
         key = table.step
     else:
-        scaled = (x - literal(grid.start, Double())) * literal(grid.scale, Double())
-        # floor: x >= start, so SQLite's truncating CAST is a floor there; PostgreSQL's CAST rounds
-        floor = func.floor(scaled) if session.get_bind().dialect.name == "postgresql" else scaled
-        index = cast(floor, Integer)
-        key = case((index >= grid.points - 1, grid.points - 1), else_=index)
+        key = _grid_index(session, x, grid)
     finite = and_(value > _NEG_INF, value < _INF)
     not_nan = value != _NAN
+    in_range = _in_range(table, value, x, run_ids, grid.start, grid.end)
+    if steps is not None:
+        in_range = and_(in_range, table.step.between(*steps))
     grouped = (
         select(table.run_id, key.label("index"), func.count().label("count"),
                func.min(table.step).label("first_step"), func.max(table.step).label("last_step"),
@@ -81,7 +174,7 @@ def buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis
                func.sum(case((finite, value))).label("total"), func.count(case((value == _NAN, 1))).label("nan"),
                func.count(case((value == _INF, 1))).label("pos_inf"),
                func.count(case((value == _NEG_INF, 1))).label("neg_inf"))
-        .where(_in_range(table, value, x, run_ids, grid.start, grid.end))
+        .where(in_range)
         .group_by(table.run_id, key)
         .subquery()
     )
@@ -110,6 +203,10 @@ def run_curve(session: Session, run_id: str, metric: Metric, axis: Axis, points:
         if full is None:
             return Curve(raw=True, buckets=[])
         start, end = (full[0] if start is None else start), (full[1] if end is None else end)
+    grid = Grid(start, end, points)
+    level = _rollup_level(session, run_id, axis, grid) if metric == "loss" else None
+    if level is not None:  # thousands of rows per point: not raw, and no need to count them
+        return Curve(raw=False, buckets=_rollup_buckets(session, run_id, axis, grid, level), start=start, end=end)
     raw = is_raw(count_rows(session, run_id, metric, axis, start, end, up_to=points), points)
-    found = buckets(session, [run_id], metric, axis, Grid(start, end, points), raw)
+    found = _scanned_buckets(session, [run_id], metric, axis, grid, raw)
     return Curve(raw=raw, buckets=found.get(run_id, []), start=start, end=end)

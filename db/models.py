@@ -222,8 +222,9 @@ class Step(Base):
 
 class StepRollup(Base):
     """Loss aggregates per block of 2**level steps, maintained at ingest, so a downsampled curve of
-    a million-step run reads a few thousand rows instead of a million. NaN is counted, never folded
-    into min/max; sum and mean cover finite values only; ±inf stay visible in min/max."""
+    a million-step run reads a few thousand rows instead of a million. Fields mean what
+    ``analysis.downsample.Bucket``'s do: NaN and ±inf are counted, min/max skip NaN but keep ±inf,
+    the sum covers finite values only. A block's first and last rows give its x on every axis."""
 
     __tablename__ = "step_rollups"
 
@@ -232,15 +233,19 @@ class StepRollup(Base):
     block: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     count: Mapped[int]
     nan_count: Mapped[int]
-    finite_count: Mapped[int]
+    pos_inf_count: Mapped[int]
+    neg_inf_count: Mapped[int]
     finite_sum: Mapped[float] = mapped_column(Double)
     min: Mapped[float | None] = mapped_column(Double)
     max: Mapped[float | None] = mapped_column(Double)
+    first: Mapped[float] = mapped_column(FaithfulFloat)
+    last: Mapped[float] = mapped_column(FaithfulFloat)
     first_step: Mapped[int]
     last_step: Mapped[int]
-    last: Mapped[float] = mapped_column(FaithfulFloat)
     first_time_s: Mapped[float] = mapped_column(Double)
     last_time_s: Mapped[float] = mapped_column(Double)
+    first_epoch: Mapped[int | None]
+    last_epoch: Mapped[int | None]
 
 
 class Checkpoint(Base):

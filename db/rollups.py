@@ -17,37 +17,40 @@ from sqlalchemy.orm import Session
 
 from db.models import Step, StepRollup
 
-#: block sizes 64, 512, 4096, 32768 steps: a curve of N points reads at most ~8 N blocks
-LEVELS = (6, 9, 12, 15)
+#: block sizes 16, 64, ... 65536 steps: a curve reads between 2 and 8 blocks per point
+LEVELS = (4, 6, 8, 10, 12, 14, 16)
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-def aggregate(run_id: str, step: np.ndarray, loss: np.ndarray, time_s: np.ndarray) -> list[dict]:
+def aggregate(run_id: str, step: np.ndarray, loss: np.ndarray, time_s: np.ndarray,
+              epoch: np.ndarray | None = None) -> list[dict]:
     """The rollup rows of consecutive steps (sorted by step), for every level."""
     if len(step) == 0:
         return []
     nan = np.isnan(loss)
-    finite = np.isfinite(loss)
-    low = np.where(nan, np.inf, loss)
-    high = np.where(nan, -np.inf, loss)
-    finite_values = np.where(finite, loss, 0.0)
+    low, high = np.where(nan, np.inf, loss), np.where(nan, -np.inf, loss)
+    finite_values = np.where(np.isfinite(loss), loss, 0.0)
+    flags = np.stack([nan, loss == np.inf, loss == -np.inf]).astype(np.int64)
+    epochs = [None] * len(step) if epoch is None else epoch.tolist()
     rows = []
     for level in LEVELS:
         blocks = step >> level
         starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
         ends = np.r_[starts[1:], len(step)] - 1
-        counts = ends - starts + 1
-        nans = np.add.reduceat(nan, starts)
-        mins, maxs = np.minimum.reduceat(low, starts), np.maximum.reduceat(high, starts)
-        for i, (start, end) in enumerate(zip(starts, ends)):
+        counts = (ends - starts + 1).tolist()
+        nans, pos_infs, neg_infs = np.add.reduceat(flags, starts, axis=1).tolist()
+        mins, maxs = np.minimum.reduceat(low, starts).tolist(), np.maximum.reduceat(high, starts).tolist()
+        sums = np.add.reduceat(finite_values, starts).tolist()
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
             only_nan = nans[i] == counts[i]
             rows.append({
-                "run_id": run_id, "level": level, "block": int(blocks[start]), "count": int(counts[i]),
-                "nan_count": int(nans[i]), "finite_count": int(np.count_nonzero(finite[start:end + 1])),
-                "finite_sum": float(finite_values[start:end + 1].sum()),
-                "min": None if only_nan else float(mins[i]), "max": None if only_nan else float(maxs[i]),
-                "first_step": int(step[start]), "last_step": int(step[end]), "last": float(loss[end]),
+                "run_id": run_id, "level": level, "block": int(blocks[start]), "count": counts[i],
+                "nan_count": nans[i], "pos_inf_count": pos_infs[i], "neg_inf_count": neg_infs[i],
+                "finite_sum": sums[i], "min": None if only_nan else mins[i], "max": None if only_nan else maxs[i],
+                "first": float(loss[start]), "last": float(loss[end]),
+                "first_step": int(step[start]), "last_step": int(step[end]),
                 "first_time_s": float(time_s[start]), "last_time_s": float(time_s[end]),
+                "first_epoch": epochs[start], "last_epoch": epochs[end],
             })
     return rows
 
@@ -66,13 +69,11 @@ def merge(session: Session, rows: Sequence[dict]) -> None:
     statement = statement.on_conflict_do_update(
         index_elements=["run_id", "level", "block"],
         set_={
-            "count": old.count + new.count,
-            "nan_count": old.nan_count + new.nan_count,
-            "finite_count": old.finite_count + new.finite_count,
-            "finite_sum": old.finite_sum + new.finite_sum,
+            **{c: getattr(old, c) + getattr(new, c)
+               for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")},
             "min": _extreme(old.min, new.min, new.min < old.min),
             "max": _extreme(old.max, new.max, new.max > old.max),
-            "last_step": new.last_step, "last": new.last, "last_time_s": new.last_time_s,
+            **{c: getattr(new, c) for c in ("last", "last_step", "last_time_s", "last_epoch")},
         },
     )
     session.execute(statement, list(rows))
@@ -87,15 +88,16 @@ def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None =
         and_(StepRollup.level == level, StepRollup.block >= (from_step >> level),
              true() if to_step is None else StepRollup.block <= (to_step >> level))
         for level in LEVELS))))
-    query = select(Step.step, Step.loss, Step.time_s).where(Step.run_id == run_id, Step.step >= first)
+    query = select(Step.step, Step.loss, Step.time_s, Step.epoch).where(Step.run_id == run_id, Step.step >= first)
     if last is not None:
         query = query.where(Step.step <= last)
     found = session.execute(query.order_by(Step.step)).all()
     if not found:
         return
-    step, loss, time_s = (np.array(column, dtype=dtype) for column, dtype in
-                          zip(zip(*found), (np.int64, np.float64, np.float64)))
+    step, loss, time_s, epoch = zip(*found)
+    epochs = None if epoch[0] is None else np.array(epoch, dtype=np.int64)
     # the rows read cover whole top-level blocks; keep the blocks of each level that were deleted
-    rebuilt = [r for r in aggregate(run_id, step, loss, time_s)
+    rebuilt = [r for r in aggregate(run_id, np.array(step, dtype=np.int64), np.array(loss, dtype=np.float64),
+                                    np.array(time_s, dtype=np.float64), epochs)
                if r["block"] >= (from_step >> r["level"]) and (to_step is None or r["block"] <= (to_step >> r["level"]))]
     session.execute(_INSERT[session.get_bind().dialect.name](StepRollup), rebuilt)

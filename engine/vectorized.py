@@ -277,6 +277,11 @@ def parameter_count(spec: ComparisonSpec) -> int:
     return sum(p.numel() for p in problem.make_module(0).parameters())
 
 
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory, so the copy never waits for the device."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def _stacked_batches(plan: BatchPlan, seeds: Sequence[int], device: torch.device,
                      start_step: int) -> Iterator[tuple[int, Tensor | None]]:
     """``BatchPlan.batches`` for several seeds at once: (epoch, [M, B] sample indices), None the full batch."""
@@ -286,7 +291,7 @@ def _stacked_batches(plan: BatchPlan, seeds: Sequence[int], device: torch.device
         if plan.batch_size is None:
             yield epoch, None
         else:
-            orders = torch.stack([epoch_order(plan.n, seed, epoch, plan.shuffle) for seed in seeds]).to(device)
+            orders = _to_device(torch.stack([epoch_order(plan.n, seed, epoch, plan.shuffle) for seed in seeds]), device)
             for b in range(skip, per_epoch):
                 yield epoch, orders[:, b * plan.batch_size : (b + 1) * plan.batch_size]
         epoch, skip = epoch + 1, 0
@@ -320,9 +325,7 @@ class _StepScalars:
             table = self.scalars(self.rates, numbers, self.hyper)
             self.names = list(table)
             stacked = np.stack([np.broadcast_to(table[name], self.rates.shape) for name in self.names], axis=1)
-            table = torch.from_numpy(stacked).to(self.dtype)[..., None]  # [S, K, M, 1]
-            # pinned memory lets the copy run without waiting for the device
-            self.table = table.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else table
+            self.table = _to_device(torch.from_numpy(stacked).to(self.dtype)[..., None], self.device)  # [S, K, M, 1]
         i = step - self.start
         return self.rates[i], dict(zip(self.names, self.table[i].unbind(0)))
 

@@ -140,14 +140,14 @@ def test_function_problems_match_sequential_runs(problem: dict, case: str) -> No
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizers", [
-    sweep("adam", {}, [1e-3, 1e-2, 3e-2], schedule={"name": "cosine", "min_factor": 0.1}),
+    sweep("adam", {}, [1e-3, 3e-2], schedule={"name": "cosine", "min_factor": 0.1}),
     sweep("sgd", {"momentum": 0.9, "nesterov": True}, [1e-2, 1e-1], schedule={"name": "warmup_cosine", "warmup_steps": 20}),
     sweep("rmsprop", {"centered": True}, [1e-3, 1e-2], schedule={"name": "step", "step_size": 50, "gamma": 0.5}),
 ], ids=["adam-cosine", "nesterov-warmup", "rmsprop-step"])
 def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[dict], dtype: str) -> None:
-    training = {"steps": 150, "batch_size": 16, "eval_every": 40, "extras": ["grad_norm", "update_norm"]}
+    training = {"steps": 120, "batch_size": 16, "eval_every": 40, "extras": ["grad_norm", "update_norm"]}
     spec = make_spec(CLASSIFICATION, training, optimizers, seeds=[0, 1, 2], dtype=dtype)
-    sequential, vectorized = run_both(spec, every_run(spec), total_steps=150, flush_every=32)
+    sequential, vectorized = run_both(spec, every_run(spec), total_steps=120, flush_every=32)
     assert_same_runs(sequential, vectorized, dtype)
     assert {outcome.status for outcome, _ in vectorized} == {"succeeded"}
     first_batches = {tuple(sink.batches[0].loss[:3]) for _, sink in vectorized}

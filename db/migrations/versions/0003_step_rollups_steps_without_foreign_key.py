@@ -28,15 +28,19 @@ def upgrade() -> None:
     sa.Column('block', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
     sa.Column('nan_count', sa.Integer(), nullable=False),
-    sa.Column('finite_count', sa.Integer(), nullable=False),
+    sa.Column('pos_inf_count', sa.Integer(), nullable=False),
+    sa.Column('neg_inf_count', sa.Integer(), nullable=False),
     sa.Column('finite_sum', sa.Double(), nullable=False),
     sa.Column('min', sa.Double(), nullable=True),
     sa.Column('max', sa.Double(), nullable=True),
+    sa.Column('first', sa.Double(), nullable=False),
+    sa.Column('last', sa.Double(), nullable=False),
     sa.Column('first_step', sa.Integer(), nullable=False),
     sa.Column('last_step', sa.Integer(), nullable=False),
-    sa.Column('last', sa.Double(), nullable=False),
     sa.Column('first_time_s', sa.Double(), nullable=False),
     sa.Column('last_time_s', sa.Double(), nullable=False),
+    sa.Column('first_epoch', sa.Integer(), nullable=True),
+    sa.Column('last_epoch', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('run_id', 'level', 'block')
     )
     # the foreign key of 0001 was unnamed: PostgreSQL called it steps_run_id_fkey, SQLite names none
