@@ -24,6 +24,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 # working directory holds nothing but the service's own files.
 # (README.m[d]: the package's long description once the repository has one; a pattern may match nothing)
 COPY pyproject.toml README.m[d] /tmp/src/
+COPY analysis /tmp/src/analysis
 COPY api /tmp/src/api
 COPY db /tmp/src/db
 COPY engine /tmp/src/engine

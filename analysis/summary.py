@@ -243,6 +243,13 @@ def summarize(session: Session, comparison: Comparison, phase: Phase = "chosen",
             "rows": _rank(rows), "paired": paired}
 
 
+def winners(comparison: Comparison) -> list[str]:
+    """The labels ranked first by ``summarize`` (several on a tie). The rank needs only the runs' own
+    columns, so no step row is read: cheap enough to record when a comparison ends."""
+    rows = [_row(label, group, {}, {}, {}) for label, group in _groups(_shown_runs(comparison, "chosen")).items()]
+    return [row["label"] for row in _rank(rows) if row["rank"] == 1]
+
+
 # --- sensitivity ---------------------------------------------------------------------------------
 
 

@@ -3,19 +3,21 @@
 import logging
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import auth
 from api.deps import current_principal
-from api.routes import admin, catalog, comparisons, curves, export, health, login, runs, share, summary
+from api.routes import admin, catalog, comparisons, curves, export, figures, health, login, pages, runs, share, summary
 from api.schemas import HTTPError, json_safe
 from optibench import __version__
 from optibench.settings import get_settings
@@ -24,7 +26,8 @@ from optibench.settings import get_settings
 RETRY_AFTER_S = 5
 #: every route of these needs a key (or a dashboard session); the routes also take the principal
 #: themselves, to scope what they read to its team
-AUTHENTICATED = (comparisons, runs, curves, summary, export, catalog, admin, share)
+AUTHENTICATED = (comparisons, runs, curves, summary, figures, export, catalog, admin, share)
+STATIC = Path(__file__).parent / "static"
 AUTH_ERRORS = {401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
                403: {"model": HTTPError, "description": "an admin-only route, or a session without its CSRF token"}}
 
@@ -49,8 +52,12 @@ def create_app() -> FastAPI:
     )
     for module in AUTHENTICATED:
         app.include_router(module.router, dependencies=[Depends(current_principal)], responses=AUTH_ERRORS)
-    for public in (share.public_router, login.router, health.router):
+    # the share page and its reads: the token is the permission
+    for public in (share.public_router, figures.shared_router, pages.public_router, login.router, health.router):
         app.include_router(public)
+    # HTML pages send a browser without a session to /login instead of answering 401
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     auth.install(app, get_settings())
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

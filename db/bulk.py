@@ -49,10 +49,9 @@ def ingest_steps(session: Session, run_id: str, columns: Mapping[str, Sequence |
     if n == 0:
         return
     if write_steps(session, run_id, columns):
-        epoch = columns.get("epoch")
         rollups.merge(session, rollups.aggregate(
             run_id, np.asarray(columns["step"], dtype=np.int64), np.asarray(columns["loss"], dtype=np.float64),
-            np.asarray(columns["time_s"], dtype=np.float64), None if epoch is None else np.asarray(epoch, dtype=np.int64)))
+            np.asarray(columns["time_s"], dtype=np.float64), columns.get("epoch")))
     else:
         rollups.rebuild(session, run_id, columns["step"][0], columns["step"][-1])
 

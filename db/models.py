@@ -136,11 +136,20 @@ class Comparison(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     #: SHA-256 of the canonical submitted spec, to tell a retry from a different body under the same key
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # copied from the spec at submit, so the history filters on plain columns instead of parsing JSON
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    dataset_name: Mapped[str | None] = mapped_column(String(100))
+    function_name: Mapped[str | None] = mapped_column(String(100))
+    #: the entries' registered optimizer names, each once, in entry order
+    optimizer_names: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    #: the labels ranked first on the leaderboard (several on a tie), set when the comparison ends
+    winners: Mapped[list[str] | None]
 
     runs: Mapped[list[Run]] = relationship(back_populates="comparison", order_by="Run.position")
 
     __table_args__ = (
         Index("ix_comparisons_team_created", "team_id", "created_at", "id"),
+        Index("ix_comparisons_team_status_created", "team_id", "status", "created_at", "id"),
         Index("ux_comparisons_team_idempotency", "team_id", "idempotency_key", unique=True),
     )
 

@@ -10,16 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, cast, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from analysis import summary
 from db import bulk, rollups
 from db.models import (
     CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step,
     utcnow,
 )
 from engine.identity import device_kind, run_hasher
+from optibench.settings import get_settings
 from engine.sweeps import FINAL, SEARCH, RunConfig, expand
 
 
@@ -45,13 +47,22 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
     if isinstance(steps_total, int):
         steps_total = [steps_total] * len(spec["optimizers"])
     comparison = Comparison(name=spec["name"], spec=spec, tags=spec.get("tags", []), status=QUEUED,
-                            team_id=team_id, submitted_by=submitted_by)
+                            team_id=team_id, submitted_by=submitted_by, **_history_columns(spec))
     session.add(comparison)
     reused = _add_runs(session, comparison, expand(spec), steps_total, reuse)
     session.flush()
     if reused:
         refresh_comparison(session, comparison.id)
     return comparison
+
+
+def _history_columns(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's component names, which the history filters on."""
+    problem = spec["problem"]
+    return {"model_name": (problem.get("model") or {}).get("name"),
+            "dataset_name": (problem.get("dataset") or {}).get("name"),
+            "function_name": (problem.get("function") or {}).get("name"),
+            "optimizer_names": list(dict.fromkeys(entry["name"] for entry in spec["optimizers"]))}
 
 
 #: what a reused run copies from its source
@@ -64,7 +75,8 @@ def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunCon
     """Append the runs, each with its config hash, after the comparison's existing ones. With ``reuse``,
     those identical to a succeeded run of the team are created succeeded; returns whether any was."""
     spec = comparison.spec
-    run_hash = run_hasher(spec, device_kind(spec["device"]))
+    device = device_kind(spec["device"], get_settings().auto_device)
+    run_hash = run_hasher(spec, device)
     hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
     sources = _reusable_runs(session, comparison.team_id, hashes) if reuse else {}
     first = len(comparison.runs)
@@ -72,7 +84,7 @@ def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunCon
         run = Run(position=position, entry_index=config.entry_index, label=config.label, seed=config.seed,
                   optimizer_name=spec["optimizers"][config.entry_index]["name"], optimizer_params=config.params,
                   sweep_values=config.sweep_values, phase=config.phase, config_hash=config_hash, status=QUEUED,
-                  steps_total=steps_total[config.entry_index])
+                  steps_total=steps_total[config.entry_index], device=device)
         source = sources.get(config_hash)
         if source is not None:
             run.status, run.reused_from_id = SUCCEEDED, source.reused_from_id or source.id
@@ -122,12 +134,48 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("malformed cursor") from exc
 
 
-def list_comparisons(session: Session, team_id: str, limit: int,
-                     cursor: str | None = None) -> tuple[list[Comparison], str | None]:
+@dataclass(frozen=True)
+class HistoryFilter:
+    """What the history shows: every condition given must hold. ``q`` is a case-insensitive
+    substring of the name; ``optimizer`` a registered optimizer name of any entry."""
+
+    status: str | None = None
+    optimizer: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    function: str | None = None
+    tag: str | None = None
+    q: str | None = None
+
+    def conditions(self, dialect: str) -> list:
+        equal = ((Comparison.status, self.status), (Comparison.model_name, self.model),
+                 (Comparison.dataset_name, self.dataset), (Comparison.function_name, self.function))
+        found = [column == value for column, value in equal if value is not None]
+        if self.optimizer is not None:
+            found.append(_json_list_contains(Comparison.optimizer_names, self.optimizer, dialect))
+        if self.tag is not None:
+            found.append(_json_list_contains(Comparison.tags, self.tag, dialect))
+        if self.q:
+            found.append(Comparison.name.icontains(self.q, autoescape=True))
+        return found
+
+
+def _json_list_contains(column, value: str, dialect: str):
+    """Whether the JSON list of strings in ``column`` holds ``value``, exactly."""
+    if dialect == "postgresql":
+        return cast(column, postgresql.JSONB).contains([value])
+    element = func.json_each(column).table_valued("value")
+    return exists(select(1).select_from(element).where(element.c.value == value))
+
+
+def list_comparisons(session: Session, team_id: str, limit: int, cursor: str | None = None,
+                     where: HistoryFilter = HistoryFilter()) -> tuple[list[Comparison], str | None]:
     """The team's history, newest first, keyset-paginated on (created_at, id) so deep pages stay as
-    fast as the first."""
+    fast as the first: the query walks the (team_id[, status], created_at, id) index in order and
+    stops after ``limit`` + 1 matches, whatever the filters."""
     query: Select = (select(Comparison)
-                     .where(Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+                     .where(Comparison.team_id == team_id, Comparison.deleted_at.is_(None),
+                            *where.conditions(session.get_bind().dialect.name))
                      .order_by(Comparison.created_at.desc(), Comparison.id.desc()))
     if cursor:
         created_at, comparison_id = decode_cursor(cursor)
@@ -186,6 +234,10 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
     comparison.status = comparison_status([r.status for r in runs])
     if comparison.status in TERMINAL and comparison.finished_at is None:
         comparison.finished_at = utcnow()
+        # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
+        session.scalars(select(Run).where(Run.comparison_id == comparison_id)
+                        .execution_options(populate_existing=True)).all()
+        comparison.winners = summary.winners(comparison)
 
 
 def _start_final_phase(session: Session, comparison: Comparison) -> None:
@@ -238,6 +290,8 @@ class Claim:
     spec: dict[str, Any]
     #: the run's own, exact params (a swept run's differ from its spec entry's)
     optimizer_params: dict[str, Any]
+    #: the device kind the run was routed to ('cpu', 'cuda'); None for runs created before it was stored
+    device: str | None = None
     checkpoint: bytes | None = None  # resume from here; None: from step 0
 
 
@@ -258,17 +312,18 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=resume_step, error=None,
                 best_loss=kept_best, final_loss=None, diverged_step=None, wall_time_s=None,
                 started_at=func.coalesce(Run.started_at, now))
-        .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total, Run.optimizer_params)
+        .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total, Run.optimizer_params,
+                   Run.device)
     ).one_or_none()
     if claimed is None:
         return None
-    attempt, comparison_id, entry_index, seed, steps_total, optimizer_params = claimed
+    attempt, comparison_id, entry_index, seed, steps_total, optimizer_params, device = claimed
     session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
     rollups.rebuild(session, run_id, resume_step)
     session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
-    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec, optimizer_params,
+    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec, optimizer_params, device,
                  checkpoint.state if checkpoint else None)
 
 
@@ -306,10 +361,12 @@ def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str
 
 def finish_run(session: Session, run_id: str, attempt: int, status: str, *, steps_done: int | None = None,
                final_loss: float | None = None, best_loss: float | None = None, wall_time_s: float | None = None,
-               diverged_step: int | None = None, device: str | None = None, error: str | None = None) -> bool:
+               diverged_step: int | None = None, device: str | None = None, error: str | None = None,
+               hardware: dict[str, Any] | None = None) -> bool:
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
     for key, value in (("steps_done", steps_done), ("final_loss", final_loss), ("best_loss", best_loss),
-                       ("wall_time_s", wall_time_s), ("diverged_step", diverged_step), ("device", device)):
+                       ("wall_time_s", wall_time_s), ("diverged_step", diverged_step), ("device", device),
+                       ("hardware", hardware)):
         if value is not None:
             values[key] = value
     held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
@@ -341,19 +398,31 @@ def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
     session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
 
 
+@dataclass(frozen=True)
+class Publish:
+    """What publishing a run's task needs: its time limits follow from its steps, its queue from its device."""
+
+    steps_total: int
+    device: str | None
+
+    @classmethod
+    def of(cls, run: Run) -> Publish:
+        return cls(run.steps_total, run.device)
+
+
 def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500,
-                     comparison_id: str | None = None) -> dict[str, int]:
+                     comparison_id: str | None = None) -> dict[str, Publish]:
     """The outbox: queued runs whose task was never published (the broker was down at submit, or a
     tuning job's final phase was just created), and those published before ``republish_before`` that
-    nobody has taken (the broker may have lost them). Maps each run id to its steps_total."""
+    nobody has taken (the broker may have lost them)."""
     unpublished = Run.enqueued_at.is_(None)
     if republish_before is not None:
         unpublished = or_(unpublished, Run.enqueued_at < republish_before)
-    query = select(Run.id, Run.steps_total).where(Run.status == QUEUED, unpublished)
+    query = select(Run.id, Run.steps_total, Run.device).where(Run.status == QUEUED, unpublished)
     if comparison_id is not None:
         query = query.where(Run.comparison_id == comparison_id)
     rows = session.execute(query.order_by(Run.comparison_id, Run.position).limit(limit))
-    return {run_id: steps_total for run_id, steps_total in rows}
+    return {run_id: Publish(steps_total, device) for run_id, steps_total, device in rows}
 
 
 def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:

@@ -23,7 +23,7 @@ _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def aggregate(run_id: str, step: np.ndarray, loss: np.ndarray, time_s: np.ndarray,
-              epoch: np.ndarray | None = None) -> list[dict]:
+              epoch: Sequence[int | None] | None = None) -> list[dict]:
     """The rollup rows of consecutive steps (sorted by step), for every level."""
     if len(step) == 0:
         return []
@@ -31,7 +31,7 @@ def aggregate(run_id: str, step: np.ndarray, loss: np.ndarray, time_s: np.ndarra
     low, high = np.where(nan, np.inf, loss), np.where(nan, -np.inf, loss)
     finite_values = np.where(np.isfinite(loss), loss, 0.0)
     flags = np.stack([nan, loss == np.inf, loss == -np.inf]).astype(np.int64)
-    epochs = [None] * len(step) if epoch is None else epoch.tolist()
+    epochs = [None] * len(step) if epoch is None else list(epoch)
     rows = []
     for level in LEVELS:
         blocks = step >> level
@@ -95,9 +95,8 @@ def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None =
     if not found:
         return
     step, loss, time_s, epoch = zip(*found)
-    epochs = None if epoch[0] is None else np.array(epoch, dtype=np.int64)
     # the rows read cover whole top-level blocks; keep the blocks of each level that were deleted
     rebuilt = [r for r in aggregate(run_id, np.array(step, dtype=np.int64), np.array(loss, dtype=np.float64),
-                                    np.array(time_s, dtype=np.float64), epochs)
+                                    np.array(time_s, dtype=np.float64), epoch)
                if r["block"] >= (from_step >> r["level"]) and (to_step is None or r["block"] <= (to_step >> r["level"]))]
     session.execute(_INSERT[session.get_bind().dialect.name](StepRollup), rebuilt)

@@ -6,8 +6,9 @@ two change which rows exist, so a reused run has every row a fresh one would); t
 full params, schedule and batch size; the seed; the dtype; the device kind; ENGINE_VERSION.
 Not hashed: names, labels, tags, the other seeds, reuse, target_loss, baseline, tuning, the phase.
 
-Device 'auto' counts as the kind the machine creating the run would pick ('cuda' where torch sees one,
-else 'cpu'): the API's at submit, the worker's for a tuning job's final runs. A dataset read from files
+Device 'auto' counts as the kind the deployment gives it (OPTIBENCH_AUTO_DEVICE; by default 'cuda' where
+the machine creating the run sees a GPU, else 'cpu'). That kind is stored on the run, routes it to the
+workers of that kind, and is what the worker trains on. A dataset read from files
 is identified by its parameters (its path), not by the bytes.
 """
 
@@ -40,10 +41,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_normalised(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def device_kind(requested: str) -> str:
+def device_kind(requested: str, auto: str | None = None) -> str:
+    """The kind a run is routed to and trained on; 'auto' is ``auto`` where the deployment sets it."""
     if requested != "auto":
         return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return auto or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_hasher(spec: Mapping[str, Any], device: str) -> Callable[[int, Mapping[str, Any], int], str]:

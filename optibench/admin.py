@@ -1,19 +1,22 @@
 """`optibench admin`: the operator's side of teams and API keys. Team admins also manage their own
 team's keys over HTTP (/api/v1/admin/keys). Keys are printed once, at creation; only their SHA-256
-is stored."""
+is stored.
+
+The database modules are imported in the commands: the client commands of the same CLI (submit, ls,
+...) then start without loading the server's stack."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import typer
 
-from api import auth
-from db import teams
-from db.models import Team, utcnow
-from db.session import transaction
 from optibench.settings import get_settings
+
+if TYPE_CHECKING:
+    from db.models import Team
 
 admin_app = typer.Typer(help="Teams, API keys, limits and purging deleted comparisons.", no_args_is_help=True)
 
@@ -39,6 +42,8 @@ def _check_name(what: str, name: str) -> None:
 
 
 def _team(session, name_or_id: str) -> Team:
+    from db import teams
+
     team = teams.find_team(session, name_or_id)
     if team is None:
         raise _fail(f"no team {name_or_id!r}: `optibench admin create-team NAME` creates one")
@@ -55,6 +60,9 @@ def _print_key(team_name: str, key, secret: str) -> None:
 def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, max_running: int = MAX_RUNNING,
                 key_name: str = typer.Option("admin", help="name of the team's first admin key")) -> None:
     """Create a team and its first admin key, printed once. Limits left out follow the server's settings."""
+    from api import auth
+    from db import teams
+    from db.session import transaction
 
     _check_name("team", name)
     _check_name("key", key_name)
@@ -73,6 +81,8 @@ def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS,
 def create_key(team: str, name: str,
                role: Role = typer.Option(Role.member, help="admins also manage keys and delete")) -> None:
     """Create an API key for TEAM (a name or id), printed once."""
+    from api import auth
+    from db.session import transaction
 
     _check_name("key", name)
     with transaction() as session:
@@ -84,6 +94,8 @@ def create_key(team: str, name: str,
 @admin_app.command("revoke-key")
 def revoke_key(key_id_or_prefix: str) -> None:
     """Revoke a key, by its id or its displayed prefix; its next request is answered 401."""
+    from db import teams
+    from db.session import transaction
 
     with transaction() as session:
         keys = teams.keys_by_id_or_prefix(session, key_id_or_prefix)
@@ -97,6 +109,8 @@ def revoke_key(key_id_or_prefix: str) -> None:
 @admin_app.command("list-keys")
 def list_keys(team: str) -> None:
     """The keys of TEAM, revoked ones included: id, prefix, role, name, created, last used, revoked."""
+    from db import teams
+    from db.session import transaction
 
     def when(moment) -> str:
         return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
@@ -111,6 +125,8 @@ def list_keys(team: str) -> None:
 @admin_app.command("set-limits")
 def set_limits(team: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, max_running: int = MAX_RUNNING) -> None:
     """Set TEAM's own limits, overriding the OPTIBENCH_MAX_* settings; 0 returns one to the setting."""
+    from db import teams
+    from db.session import transaction
 
     with transaction() as session:
         found = _team(session, team)
@@ -124,6 +140,9 @@ def set_limits(team: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, 
 @admin_app.command()
 def purge(older_than_days: float = typer.Option(0.0, min=0, help="only comparisons deleted this long ago")) -> None:
     """Delete soft-deleted comparisons for good, with every run, step and evaluation of theirs."""
+    from db import teams
+    from db.models import utcnow
+    from db.session import transaction
 
     with transaction() as session:
         purged = teams.purge_deleted(session, utcnow() - timedelta(days=older_than_days))

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from api.auth import is_loopback
 from optibench.admin import admin_app
+from optibench.client import FINISHED, Client, OptibenchError, as_float
 from optibench.settings import get_settings
 
 app = typer.Typer(help="optibench: paired optimizer comparisons as a service.", no_args_is_help=True)
@@ -34,19 +43,61 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at revision {revision}: {_redact(settings.database_url)}")
 
 
-def _worker_command(concurrency: int | None) -> list[str]:
+def _worker_command(concurrency: int | None, queues: list[str], name: str = "optibench") -> list[str]:
     # a distinct node name per process, so several workers on one host (one per GPU) don't clash
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-               "--hostname", f"optibench-{os.getpid()}@%h"]
+               "--hostname", f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues)]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
     return command
 
 
+def _local_queues(device: str) -> list[str]:
+    """The queues this machine serves: CPU runs, and GPU runs where it has a GPU."""
+    import torch
+
+    settings = get_settings()
+    kinds = {"cpu": ["cpu"], "gpu": ["cuda"], "auto": ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]}
+    return [settings.queue_for(kind) for kind in kinds[device]]
+
+
+def _gpu_indices(gpus: str) -> list[str]:
+    import torch
+
+    if gpus == "all":
+        return [str(i) for i in range(torch.cuda.device_count())]
+    return [g.strip() for g in gpus.split(",") if g.strip()]
+
+
 @app.command()
-def worker(concurrency: int = typer.Option(None, help="training processes; default OPTIBENCH_WORKER_CONCURRENCY")) -> None:
-    """Run a Celery worker alone (the team deployment: point it at the shared broker and database)."""
-    os.execv(sys.executable, _worker_command(concurrency))
+def worker(
+    concurrency: int = typer.Option(None, help="training processes; default OPTIBENCH_WORKER_CONCURRENCY"),
+    device: str = typer.Option("auto", help="queues to serve: cpu, gpu, or auto (cpu, and gpu where a GPU is seen)"),
+    gpus: str = typer.Option(None, help="'all' or '0,1,...': one GPU worker per GPU, each seeing only its own "
+                             "(CUDA_VISIBLE_DEVICES), serving the gpu queue one run at a time"),
+) -> None:
+    """Run Celery workers alone (the team deployment: point them at the shared broker and database)."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise typer.BadParameter("choose cpu, gpu or auto", param_hint="--device")
+    if gpus is None:
+        os.execv(sys.executable, _worker_command(concurrency, _local_queues(device)))
+    indices = _gpu_indices(gpus)
+    if not indices:
+        typer.echo("no GPU found (torch.cuda.device_count() is 0); run `optibench worker` for CPU runs", err=True)
+        raise typer.Exit(2)
+    queue = get_settings().queue_for("cuda")
+    processes = [subprocess.Popen(_worker_command(1, [queue], name=f"optibench-gpu{i}"),
+                                  env={**os.environ, "CUDA_VISIBLE_DEVICES": i}, start_new_session=True)
+                 for i in indices]
+    log.info("one worker per GPU: %s", ", ".join(f"GPU {i} (pid {p.pid})" for i, p in zip(indices, processes)))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set() and all(p.poll() is None for p in processes):
+        stop.wait(1.0)
+    for process in processes:
+        _stop_worker(process)
+    raise typer.Exit(0 if stop.is_set() else 1)
 
 
 def _recover() -> None:
@@ -83,12 +134,12 @@ def serve(
     if with_worker:
         _recover()
         # its own session: the terminal's Ctrl-C reaches us, and we stop the worker in order
-        worker_process = subprocess.Popen(_worker_command(None), start_new_session=True)
+        worker_process = subprocess.Popen(_worker_command(None, _local_queues("auto")), start_new_session=True)
         threading.Thread(target=_stop_if_worker_dies, args=(worker_process,), daemon=True).start()
     log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
              _redact(settings.database_url), _redact(settings.broker_url))
     try:
-        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+        uvicorn.run("api.main:app", host=host, port=port, log_level="info", workers=settings.api_workers)
     finally:
         if worker_process is not None:
             _stop_worker(worker_process)
@@ -96,6 +147,8 @@ def serve(
 
 def _check_auth(settings, host: str) -> None:
     """Without auth every caller is the local admin: only on a loopback address, for one person."""
+    from api.auth import is_loopback
+
     if settings.auth == "required":
         if settings.secret_key is None:
             log.warning("OPTIBENCH_SECRET_KEY is not set: sessions and share links are signed with %s, "
@@ -138,6 +191,232 @@ def _redact(url: str) -> str:
         return make_url(url.removeprefix("sqla+")).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
+
+
+# --- the API's client: submit, ls, show, export, cancel -----------------------------------------
+# Client commands import only the client and rich, so they answer without loading the server's stack.
+
+URL = typer.Option(None, "--url", help="the server; default $OPTIBENCH_URL, else http://127.0.0.1:8000")
+KEY = typer.Option(None, "--key", help="an API key; default $OPTIBENCH_API_KEY (better: an option shows in `ps`)")
+#: rows of the history `ls` shows by default
+LS_LIMIT = 20
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+class Status(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+def _console(stderr: bool = False) -> Console:
+    # names, labels and errors are the users' text: "[b]" in a name is not rich markup
+    console = Console(stderr=stderr, markup=False)
+    if not console.is_terminal:
+        console.width = 1000  # piped: never wrap a table row, so each row stays one greppable line
+    return console
+
+
+@contextmanager
+def _api(url: str | None, key: str | None) -> Iterator[Client]:
+    """The client; an API error becomes a message and the exit code: 2 for invalid input, else 1."""
+    try:
+        with Client(url, key) as client:
+            yield client
+    except OptibenchError as exc:
+        if exc.fields:
+            typer.echo(f"invalid request (HTTP {exc.status}):", err=True)
+            for path, message in exc.fields:
+                typer.echo(f"  {path}: {message}", err=True)
+            raise typer.Exit(2) from None
+        hint = {None: " (is the server running? set OPTIBENCH_URL or --url)",
+                401: " (set OPTIBENCH_API_KEY or --key to a valid key)"}.get(exc.status, "")
+        typer.echo(f"error: {exc}{hint}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _number(value: float | str | None) -> str:
+    number = as_float(value)
+    return "-" if number is None else f"{number:.4g}"
+
+
+def _interval(mean: float | str | None, low: float | str | None, high: float | str | None) -> str:
+    return _number(mean) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
+
+
+def _when(moment: str | None) -> str:
+    return datetime.fromisoformat(moment).astimezone().strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _progress(comparison: dict) -> str:
+    progress = comparison["progress"]
+    percent = 100 * progress["steps_done"] / progress["steps_total"] if progress["steps_total"] else 100
+    return f"{percent:.0f}% ({progress['runs_done']}/{progress['runs_total']} runs)"
+
+
+def _time_to_target(reach: dict) -> str:
+    if reach["steps"] is None:
+        return f"never (0/{reach['of']})"
+    return f"{_number(reach['steps'])} steps, {_number(reach['seconds'])} s ({reach['reached']}/{reach['of']})"
+
+
+def _leaderboard_tables(summary: dict) -> list[Table]:
+    """The leaderboard and the paired tests against the baseline (docs/statistics.md)."""
+    board = Table(title=f"leaderboard: final loss, target loss {_number(summary['target_loss'])} "
+                        f"({summary['target_loss_source']})")
+    for header in ("rank", "label", "seeds (diverged)", "final loss mean [95% CI]", "best final", "time to target",
+                   "steps/s"):
+        board.add_column(header, justify="left" if header == "label" else "right")
+    for row in summary["rows"]:
+        loss = row["final_loss"]
+        board.add_row(str(row["rank"] or "-"), row["label"], f"{row['n_seeds']} ({row['n_diverged']})",
+                      _interval(loss["mean"], loss["ci_low"], loss["ci_high"]), _number(loss["best"]),
+                      _time_to_target(row["time_to_target"]), _number(row["steps_per_s"]))
+    tables = [board]
+    if summary["paired"]:
+        paired = Table(title=f"paired on seeds, final loss minus {summary['baseline']}'s")
+        for header in ("label", "pairs", "mean difference [95% CI]", "t-test p", "Wilcoxon p"):
+            paired.add_column(header, justify="left" if header == "label" else "right")
+        for pair in summary["paired"]:
+            paired.add_row(pair["label"], str(pair["n_pairs"]), _interval(pair["mean_diff"], pair["ci_low"],
+                                                                         pair["ci_high"]),
+                           _number(pair["t_pvalue"]), _number(pair["wilcoxon_pvalue"]))
+        tables.append(paired)
+    return tables
+
+
+def _load_spec(path: Path) -> dict:
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        typer.echo(f"{path}: not a JSON spec: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(spec, dict):
+        typer.echo(f"{path}: a spec is a JSON object", err=True)
+        raise typer.Exit(2)
+    return spec
+
+
+def _wait_with_progress(client: Client, comparison: dict) -> dict:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TextColumn("{task.fields[runs]}"), TimeElapsedColumn())
+    with Progress(*columns, console=_console(stderr=True)) as bar:
+        task = bar.add_task(comparison["name"], total=comparison["progress"]["steps_total"], runs="")
+
+        def show(current: dict) -> None:
+            progress = current["progress"]
+            bar.update(task, total=progress["steps_total"], completed=progress["steps_done"],
+                       runs=f"{progress['runs_done']}/{progress['runs_total']} runs done, {current['status']}")
+
+        return client.wait(comparison["id"], on_progress=show)
+
+
+@app.command()
+def submit(
+    spec: Path = typer.Argument(..., exists=True, dir_okay=False, help="a comparison spec (JSON)"),
+    wait: bool = typer.Option(False, "--wait", help="show the progress until it finishes, then the leaderboard"),
+    idempotency_key: str = typer.Option(None, help="the same key and spec return the same comparison; "
+                                        "default: a fresh key"),
+    url: str = URL, key: str = KEY,
+) -> None:
+    """Submit a comparison and print its id.
+
+    With --wait: a progress bar, then the leaderboard; exit code 0 if it succeeded, 1 if it failed or
+    was cancelled. Ctrl-C stops waiting and leaves the comparison running."""
+    with _api(url, key) as client:
+        comparison = client.submit(_load_spec(spec), idempotency_key)
+        comparison_id = comparison["id"]
+        typer.echo(comparison_id)
+        if not wait:
+            return
+        try:
+            comparison = _wait_with_progress(client, comparison)
+        except KeyboardInterrupt:
+            typer.echo(f"stopped waiting; comparison {comparison_id} goes on (`optibench show {comparison_id}`, "
+                       f"`optibench cancel {comparison_id}`)", err=True)
+            raise typer.Exit(130) from None
+        _console().print(*_leaderboard_tables(client.summary(comparison_id)))
+    if comparison["status"] != "succeeded":
+        typer.echo(f"comparison {comparison_id} {comparison['status']}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("ls")
+def list_comparisons(
+    status: Status = typer.Option(None, help="only comparisons in this status"),
+    tag: str = typer.Option(None, help="only comparisons with this tag"),
+    optimizer: str = typer.Option(None, help="only comparisons with an entry of this optimizer (registry name)"),
+    model: str = typer.Option(None, help="only comparisons training this model"),
+    dataset: str = typer.Option(None, help="only comparisons on this dataset"),
+    function: str = typer.Option(None, help="only comparisons minimising this test function"),
+    q: str = typer.Option(None, "--name", help="only comparisons whose name contains this, in any case"),
+    limit: int = typer.Option(LS_LIMIT, min=1, help="at most this many"),
+    url: str = URL, key: str = KEY,
+) -> None:
+    """The team's comparisons, newest first; every filter given must hold."""
+    table = Table()
+    for header in ("id", "name", "status", "progress", "created", "submitted by"):
+        table.add_column(header, no_wrap=header == "id")
+    with _api(url, key) as client:
+        found = client.comparisons(limit, page_size=min(limit, 500), status=status and status.value, tag=tag,
+                                   optimizer=optimizer, model=model, dataset=dataset, function=function, q=q)
+        for comparison in found:
+            table.add_row(comparison["id"], comparison["name"], comparison["status"], _progress(comparison),
+                          _when(comparison["created_at"]), comparison["submitted_by"] or "-")
+    _console().print(table)
+
+
+@app.command()
+def show(comparison_id: str, url: str = URL, key: str = KEY) -> None:
+    """A comparison: its header, its runs and, once finished, its leaderboard."""
+    console = _console()
+    with _api(url, key) as client:
+        comparison = client.comparison(comparison_id)
+        header = Table.grid(padding=(0, 2))
+        for name, value in (("name", comparison["name"]), ("id", comparison["id"]), ("status", comparison["status"]),
+                            ("progress", _progress(comparison)), ("created", _when(comparison["created_at"])),
+                            ("finished", _when(comparison["finished_at"])),
+                            ("submitted by", comparison["submitted_by"] or "-"),
+                            ("tags", ", ".join(comparison["tags"]) or "-"), ("note", comparison["note"] or "-")):
+            header.add_row(name, value)
+        runs = Table(title="runs")
+        for column in ("label", "seed", "status", "steps", "final loss", "best loss", "wall time s", "run id"):
+            runs.add_column(column, no_wrap=column == "run id")
+        for run in comparison["runs"]:
+            runs.add_row(run["label"], str(run["seed"]), run["status"] + (f": {run['error']}" if run["error"] else ""),
+                         f"{run['steps_done']}/{run['steps_total']}", _number(run["final_loss"]),
+                         _number(run["best_loss"]), _number(run["wall_time_s"]), run["id"])
+        console.print(header, runs)
+        if comparison["status"] in FINISHED:
+            console.print(*_leaderboard_tables(client.summary(comparison_id)))
+
+
+@app.command()
+def export(
+    comparison_id: str,
+    format: ExportFormat = typer.Option(ExportFormat.csv, "--format", help="csv or parquet"),
+    output: Path = typer.Option(None, "--output", "-o", help="default: comparison-ID.FORMAT"),
+    url: str = URL, key: str = KEY,
+) -> None:
+    """Write every step of every run to a file, streamed (docs/curves.md has the columns)."""
+    output = output or Path(f"comparison-{comparison_id}.{format.value}")
+    with _api(url, key) as client:
+        client.export(comparison_id, format.value, output)
+    typer.echo(f"wrote {output} ({output.stat().st_size} bytes)")
+
+
+@app.command()
+def cancel(comparison_id: str, url: str = URL, key: str = KEY) -> None:
+    """Cancel a comparison's unfinished runs; running ones stop at their next flush."""
+    with _api(url, key) as client:
+        comparison = client.cancel(comparison_id)
+    typer.echo(f"comparison {comparison['id']} {comparison['status']}: {_progress(comparison)}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under data_dir")
     broker_url: str = Field("", description="Celery broker; default: embedded SQLite broker under data_dir")
     idx_root: Path = Field(Path("data"), description="the only directory the 'idx' dataset may read")
-    queue: str = Field("optibench", description="Celery queue the API publishes to and workers consume")
+    queue: str = Field("optibench", description="prefix of the Celery queues: runs go to <queue>.cpu or <queue>.gpu")
+    auto_device: Literal["cpu", "cuda"] | None = Field(
+        None, description="what a spec's device 'auto' means in this deployment; default: 'cuda' where this "
+        "machine has a GPU, else 'cpu' (set 'cuda' on a GPU-less API whose workers have GPUs)")
     host: str = "127.0.0.1"
+    api_workers: int = Field(1, ge=1, description="API processes (uvicorn workers); the team deployment runs one per core")
     port: int = Field(8000, ge=1, le=65535)
     auth: Literal["off", "required"] = Field("off", description="'required' for a team deployment: every "
                                              "request needs an API key; 'off' only on a loopback address")
@@ -65,6 +69,10 @@ class Settings(BaseSettings):
     def longest_run_s(self) -> float:
         """The hard limit of the longest run the limits allow."""
         return self.soft_time_limit_s(self.max_steps_per_run) + HARD_LIMIT_GRACE_S
+
+    def queue_for(self, device_kind: str) -> str:
+        """The Celery queue of runs on a device kind ('cpu' or 'cuda')."""
+        return f"{self.queue}.{'gpu' if device_kind == 'cuda' else 'cpu'}"
 
     @property
     def embedded_broker(self) -> bool:

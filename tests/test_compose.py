@@ -14,8 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-SERVICES = {"postgres", "redis", "migrate", "api", "worker"}
-APP_SERVICES = ("migrate", "api", "worker")
+SERVICES = {"postgres", "redis", "migrate", "api", "worker", "cpu-worker"}
+APP_SERVICES = ("migrate", "api", "worker", "cpu-worker")
 IMAGE = "optibench:latest"
 DATABASE_URL = "postgresql+psycopg://optibench:optibench@postgres:5432/optibench"
 BROKER_URL = "redis://redis:6379/0"
@@ -74,22 +74,29 @@ def _named_volumes(service: dict) -> dict[str, str]:
     return named
 
 
-def test_the_five_services_exist(services):
+def test_the_services_exist(services):
     assert set(services) == SERVICES
 
 
-def test_worker_reserves_a_gpu_and_can_be_scaled(services):
+def test_gpu_worker_reserves_the_gpus_and_runs_one_worker_per_gpu(services):
     worker = services["worker"]
-    assert worker["command"] in (["optibench", "worker"], "optibench worker")
+    assert worker["command"] == ["optibench", "worker", "--gpus", "all"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert any(
-        device.get("driver") == "nvidia" and device.get("count") == 1 and "gpu" in device.get("capabilities", [])
+        device.get("driver") == "nvidia" and device.get("count") == "all" and "gpu" in device.get("capabilities", [])
         for device in devices
     ), devices
-    # `docker compose up --scale worker=N` refuses a fixed container name, and N containers cannot
-    # all publish the same host port
-    assert "container_name" not in worker
-    assert not worker.get("ports")
+    # the API has no GPU: 'auto' runs must be routed to the GPU workers
+    assert _environment(worker).get("OPTIBENCH_AUTO_DEVICE") == "${OPTIBENCH_AUTO_DEVICE:-cuda}"
+
+
+def test_workers_can_be_scaled(services):
+    for name in ("worker", "cpu-worker"):
+        # `docker compose up --scale NAME=N` refuses a fixed container name, and N containers cannot
+        # all publish the same host port
+        assert "container_name" not in services[name], name
+        assert not services[name].get("ports"), name
+    assert services["cpu-worker"]["command"] == ["optibench", "worker", "--device", "cpu"]
 
 
 def test_migrate_is_one_shot_and_the_app_waits_for_it(services):
@@ -97,7 +104,7 @@ def test_migrate_is_one_shot_and_the_app_waits_for_it(services):
     assert migrate["command"] in (["optibench", "db", "upgrade"], "optibench db upgrade")
     assert str(migrate.get("restart")) == "no"
     assert _depends_on(migrate).get("postgres") == "service_healthy"
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "cpu-worker"):
         depends = _depends_on(services[name])
         assert depends.get("migrate") == "service_completed_successfully", name
         assert depends.get("redis") == "service_healthy", name

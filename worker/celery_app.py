@@ -24,7 +24,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue=settings.queue,
+        task_default_queue=settings.queue_for("cpu"),
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

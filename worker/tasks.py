@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
 from db import queries
 from db.models import FAILED
 from db.session import transaction
+from engine import hardware
 from engine.spec import ComparisonSpec
 from engine.sweeps import with_run_params
 from engine.training import train
@@ -45,6 +47,8 @@ def train_run(run_id: str) -> str:
     writer = StepWriter(run_id, claim.attempt, heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
     try:
         spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
+        if claim.device is not None:  # train where the run was routed
+            spec = spec.model_copy(update={"device": claim.device})
         outcome = train(
             spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
             flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
@@ -67,7 +71,7 @@ def train_run(run_id: str) -> str:
 
     _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
             best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
-            device=outcome.device)
+            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)))
     if claim.checkpoint is not None:
         log.info("run %s resumed from its checkpoint", run_id)
     log.info("run %s %s after %d steps", run_id, outcome.status, outcome.steps_done)

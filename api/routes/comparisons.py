@@ -1,14 +1,17 @@
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, comparison_or_404
-from api.schemas import NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonSummary, HTTPError
+from api.schemas import (
+    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, ComparisonSummary, HTTPError,
+)
 from db import queries, teams
 from db.models import QUEUED
 from engine.problem import steps_total
@@ -22,6 +25,31 @@ router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
 RETRY_AFTER_S = 60
 #: where in the body a limit on the comparison's size points
 _LIMIT_LOC = {"max_runs_per_comparison": ("seeds",), "max_steps_per_comparison": ("training",)}
+
+
+Name = Annotated[str | None, Field(min_length=1, max_length=100)]
+
+
+class HistoryQuery(BaseModel):
+    """The history's filters; an empty value (an unset form field) is no filter."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: ComparisonStatus | None = None
+    optimizer: Name = Field(None, description="a registered optimizer name of any entry")
+    model: Name = None
+    dataset: Name = None
+    function: Name = None
+    tag: Name = None
+    q: str | None = Field(None, max_length=200, description="part of the name, any case")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: Any) -> Any:
+        return {k: v for k, v in values.items() if v != ""} if isinstance(values, dict) else values
+
+    def filter(self) -> queries.HistoryFilter:
+        return queries.HistoryFilter(**self.model_dump())
 
 
 def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:
@@ -90,7 +118,7 @@ def submit_comparison(
             response.status_code = 200
             return ComparisonOut.full(earlier)
         raise
-    enqueue_runs({run.id: run.steps_total for run in comparison.runs if run.status == QUEUED})
+    enqueue_runs({run.id: queries.Publish.of(run) for run in comparison.runs if run.status == QUEUED})
     return ComparisonOut.full(comparison)
 
 
@@ -100,10 +128,12 @@ def list_comparisons(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    where: Annotated[HistoryQuery, Query()] = HistoryQuery(),
 ) -> ComparisonPage:
-    """The team's history, newest first; deleted comparisons are left out."""
+    """The team's history, newest first; deleted comparisons are left out. Every filter given must
+    hold; a cursor is only valid with the filters of the page it came from."""
     try:
-        page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor)
+        page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
     progress = queries.progress_of(session, [c.id for c in page])

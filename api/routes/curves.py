@@ -7,18 +7,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
 
 from analysis.downsample import Band, Bucket, Grid, SeedPoint, aggregate_seeds
 from api.deps import PrincipalDep, SessionDep, comparison_or_404
 from api.schemas import NOT_FOUND, json_safe
 from db import curves, queries
 from db.curves import Axis, Metric
-from db.models import Run
+from db.models import Comparison, Run
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
 Points = Annotated[int, Query(ge=2, le=10_000, description="buckets (at most this many points come back)")]
 Bound = Annotated[float | None, Query(allow_inf_nan=False, description="in units of x; default: the run's range")]
+#: seeds are aggregated at equal x: steps or wall time
+SeedAxis = Literal["step", "time"]
 
 
 def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
@@ -54,6 +57,12 @@ def run_curve(run_id: str, session: SessionDep, principal: PrincipalDep, metric:
     run = queries.get_run(session, run_id, principal.team_id)
     if run is None:
         raise HTTPException(404, f"run {run_id!r} not found")
+    return run_curve_of(session, run, metric, x, points, start, end)
+
+
+def run_curve_of(session: Session, run: Run, metric: Metric, x: Axis, points: int, start: float | None,
+                 end: float | None) -> dict:
+    """The body of GET /runs/{id}/curve, for a run the caller may read."""
     _check_axis(metric, x)
     if start is not None and end is not None:
         if start >= end:
@@ -75,10 +84,15 @@ def _seed_groups(runs: list[Run]) -> list[list[Run]]:
 
 @router.get("/comparisons/{comparison_id}/curves", responses=NOT_FOUND)
 def comparison_curves(comparison_id: str, session: SessionDep, principal: PrincipalDep, metric: Metric = "loss",
-                      x: Literal["step", "time"] = "step", points: Points = 1000, band: Band = "ci") -> dict:
+                      x: SeedAxis = "step", points: Points = 1000, band: Band = "ci") -> dict:
     """Per optimizer entry, its runs' curves aggregated over seeds on one grid of ``points``
     equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band."""
-    comparison = comparison_or_404(session, comparison_id, principal)
+    return comparison_curves_of(session, comparison_or_404(session, comparison_id, principal), metric, x, points, band)
+
+
+def comparison_curves_of(session: Session, comparison: Comparison, metric: Metric, x: SeedAxis, points: int,
+                         band: Band) -> dict:
+    """The body of GET /comparisons/{id}/curves, for a comparison the caller may read."""
     _check_axis(metric, x)
     source = {run.id: run.reused_from_id or run.id for run in comparison.runs}
     sources = sorted(set(source.values()))

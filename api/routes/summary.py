@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from analysis.summary import AnalysisInputError, Phase, sensitivity, summarize
 from api.deps import PrincipalDep, SessionDep, comparison_or_404
 from api.schemas import NOT_FOUND, ComparisonStatus, json_safe
+from db.models import Comparison
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
@@ -117,19 +119,22 @@ def _query_error(exc: AnalysisInputError, value: str | None) -> RequestValidatio
                                     "input": value}])
 
 
+PhaseQuery = Annotated[Phase, Query(description="tuning jobs: 'chosen' shows the settings chosen for the "
+                                                "final phase, 'all' every setting")]
+BaselineQuery = Annotated[str | None, Query(max_length=200, description="a label, or an optimizer entry's label; "
+                                                                        "default: the spec's baseline, else the first entry")]
+ParamQuery = Annotated[str, Query(min_length=1, max_length=100, description="a swept hyperparameter")]
+
+
 @router.get("/comparisons/{comparison_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
-def get_summary(
-    comparison_id: str,
-    session: SessionDep,
-    principal: PrincipalDep,
-    phase: Annotated[Phase, Query(description="tuning jobs: 'chosen' shows the settings chosen for the "
-                                              "final phase, 'all' every setting")] = "chosen",
-    baseline: Annotated[str | None, Query(max_length=200, description="a label, or an optimizer entry's label; "
-                                                                      "default: the spec's baseline, else the first entry")] = None,
-) -> Any:
+def get_summary(comparison_id: str, session: SessionDep, principal: PrincipalDep, phase: PhaseQuery = "chosen",
+                baseline: BaselineQuery = None) -> Any:
     """One row per optimizer setting, by rank, and each setting against the baseline on matched seeds.
     Runs still running are left out; a running comparison is summarised as far as it got."""
-    comparison = comparison_or_404(session, comparison_id, principal)
+    return summary_of(session, comparison_or_404(session, comparison_id, principal), phase, baseline)
+
+
+def summary_of(session: Session, comparison: Comparison, phase: Phase, baseline: str | None) -> Any:
     try:
         return json_safe(summarize(session, comparison, phase, baseline))
     except AnalysisInputError as exc:
@@ -137,15 +142,14 @@ def get_summary(
 
 
 @router.get("/comparisons/{comparison_id}/sensitivity", response_model=SensitivityOut, responses=NOT_FOUND)
-def get_sensitivity(
-    comparison_id: str,
-    session: SessionDep,
-    principal: PrincipalDep,
-    param: Annotated[str, Query(min_length=1, max_length=100, description="a swept hyperparameter")] = "lr",
-) -> Any:
+def get_sensitivity(comparison_id: str, session: SessionDep, principal: PrincipalDep,
+                    param: ParamQuery = "lr") -> Any:
     """The final loss against the value of a swept hyperparameter, per optimizer entry (the
     learning-rate sensitivity plot of DeepOBS)."""
-    comparison = comparison_or_404(session, comparison_id, principal)
+    return sensitivity_of(comparison_or_404(session, comparison_id, principal), param)
+
+
+def sensitivity_of(comparison: Comparison, param: str) -> Any:
     try:
         return json_safe(sensitivity(comparison, param))
     except AnalysisInputError as exc:

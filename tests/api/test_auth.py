@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from starlette.routing import Mount
 from sqlalchemy import update
 
 from api import auth
@@ -26,7 +27,7 @@ from tests.api.teams import COMPARISONS, Team, bearer, function_spec, make_team,
 
 __all__ = ["team_client"]
 
-PUBLIC, MEMBER, ADMIN, SHARE_TOKEN = "public", "member", "admin", "share-token"
+PUBLIC, MEMBER, ADMIN, SHARE_TOKEN, PAGE = "public", "member", "admin", "share-token", "page"
 #: (method, path) -> (who may call it, the status for a caller who may, the request's arguments).
 #: Paths are filled with team A's ids; unsafe calls get fresh ones, so no cell depends on another.
 ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
@@ -41,6 +42,21 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("POST", "/login"): (PUBLIC, 403, {"data": {"key": "ob_whatever"}}),
     ("POST", "/logout"): (PUBLIC, 303, {}),
     ("GET", "/api/v1/shared/{token}"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/api/v1/shared/{token}/curves"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/api/v1/shared/{token}/runs/{run_id}/curve"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/api/v1/shared/{token}/summary"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/api/v1/shared/{token}/sensitivity"): (SHARE_TOKEN, 422, {}),
+    ("GET", "/api/v1/shared/{token}/surface"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/api/v1/shared/{token}/step-times"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/shared/{token}"): (SHARE_TOKEN, 200, {}),
+    ("GET", "/static/vendor/plotly.min.js"): (PUBLIC, 200, {}),
+    ("GET", "/static/{file}"): (PUBLIC, 200, {}),
+    # pages: without a valid session or key the browser is sent to /login (303)
+    ("GET", "/"): (PAGE, 200, {}),
+    ("GET", "/comparisons/{comparison_id}"): (PAGE, 200, {}),
+    ("GET", "/compare"): (PAGE, 200, {}),
+    ("GET", "/new"): (PAGE, 200, {}),
+    ("GET", "/catalog"): (PAGE, 200, {}),
     ("GET", "/api/v1/catalog"): (MEMBER, 200, {}),
     ("GET", "/api/v1/me"): (MEMBER, 200, {}),
     ("POST", "/api/v1/comparisons"): (MEMBER, 202, {"json": function_spec(seeds=[7])}),
@@ -54,6 +70,8 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("GET", "/api/v1/comparisons/{comparison_id}/summary"): (MEMBER, 200, {}),
     # nothing was swept in this comparison
     ("GET", "/api/v1/comparisons/{comparison_id}/sensitivity"): (MEMBER, 422, {}),
+    ("GET", "/api/v1/comparisons/{comparison_id}/surface"): (MEMBER, 200, {}),
+    ("GET", "/api/v1/comparisons/{comparison_id}/step-times"): (MEMBER, 200, {}),
     ("POST", "/api/v1/comparisons/{comparison_id}/share"): (MEMBER, 201, {"json": {}}),
     ("GET", "/api/v1/comparisons/{comparison_id}/share"): (MEMBER, 200, {}),
     ("DELETE", "/api/v1/share-links/{link_id}"): (MEMBER, 204, {}),
@@ -74,7 +92,7 @@ def expected_status(access: str, owner_status: int, path: str, caller: str) -> i
     if access in (PUBLIC, SHARE_TOKEN):
         return owner_status
     if caller in ("no key", "wrong key", "revoked key"):
-        return 401
+        return 303 if access == PAGE else 401
     if access == ADMIN and caller in ("member", "other team's member"):
         return 403
     if caller.startswith("other team's") and "{" in path:
@@ -100,9 +118,14 @@ def _targets(client, team_a: Team) -> dict[str, str]:
             "key_id": spare["id"]}
 
 
+def _served_path(route) -> str:
+    """A mounted app (the static files) serves every path below its own."""
+    return route.path + "/{file}" if isinstance(route.original_route, Mount) else route.path
+
+
 def test_every_route_has_an_access_decision(team_client):
-    served = {(method, route.path) for route in iter_route_contexts(team_client.app.routes)
-              for method in route.methods - {"HEAD"}}
+    served = {(method, _served_path(route)) for route in iter_route_contexts(team_client.app.routes)
+              for method in (route.methods or {"GET"}) - {"HEAD"}}
     assert not served - ROUTES.keys(), f"routes without an entry in ROUTES: {sorted(served - ROUTES.keys())}"
     assert not ROUTES.keys() - served, f"entries of ROUTES the app does not serve: {sorted(ROUTES.keys() - served)}"
 
@@ -119,7 +142,8 @@ def test_route_matrix(team_client, caller):
         # a call that is to change something gets its own targets; a refused one must change nothing
         ids = _targets(client, team_a) if method in UNSAFE and want < 400 and "{" in path else shared
         client.cookies.clear()
-        response = client.request(method, path.format(**ids), headers=headers, follow_redirects=False, **kwargs)
+        response = client.request(method, path.format(file="dashboard.css", **ids), headers=headers,
+                                  follow_redirects=False, **kwargs)
         if response.status_code != want:
             wrong.append(f"{method} {path}: {response.status_code}, expected {want}: {response.text[:200]}")
         elif want == 401 and response.headers.get("www-authenticate") != "Bearer":

@@ -43,7 +43,7 @@ def _stored(run_id: str) -> list[Step]:
 def _assert_rollups_describe_the_rows(run_id: str) -> None:
     rows = _stored(run_id)
     expected = rollups.aggregate(run_id, np.array([r.step for r in rows]), np.array([r.loss for r in rows]),
-                                 np.array([r.time_s for r in rows]), np.array([r.epoch for r in rows]))
+                                 np.array([r.time_s for r in rows]), [r.epoch for r in rows])
     with transaction() as session:
         stored = session.scalars(select(StepRollup).where(StepRollup.run_id == run_id)
                                  .order_by(StepRollup.level, StepRollup.block)).all()

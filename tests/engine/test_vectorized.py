@@ -16,6 +16,8 @@ import tests.engine.test_training as training_tests
 from engine.spec import ComparisonSpec
 from engine.training import RunOutcome, train
 from engine.vectorized import (
+    VMAP_SAFE_FUNCTIONS,
+    VMAP_SAFE_MODELS,
     Member,
     can_vectorize,
     group_runs,
@@ -152,6 +154,19 @@ def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[d
     assert {outcome.status for outcome, _ in vectorized} == {"succeeded"}
     first_batches = {tuple(sink.batches[0].loss[:3]) for _, sink in vectorized}
     assert len(first_batches) == len(vectorized)  # every seed and rate has its own trajectory
+
+
+@pytest.mark.parametrize("problem", [
+    *({"function": {"name": name}} for name in sorted(VMAP_SAFE_FUNCTIONS)),
+    {"model": {"name": "cnn", "params": {"channels": [2], "hidden": 4}}, "loss": "cross_entropy",
+     "dataset": {"name": "digits", "params": {"as_images": True}}},
+    {"model": {"name": "linear"}, "loss": "cross_entropy", "dataset": {"name": "iris"}},
+], ids=lambda problem: (problem.get("function") or problem["model"])["name"])
+def test_every_component_declared_vmap_safe_trains_as_it_does_alone(problem: dict) -> None:
+    assert VMAP_SAFE_MODELS == {"cnn", "linear", "mlp"}  # mlp: the tests above
+    spec = make_spec(problem, {"steps": 12, "batch_size": 32}, sweep("adamw", {}, [1e-3, 1e-2]), dtype="float64")
+    sequential, vectorized = run_both(spec, every_run(spec), total_steps=12, flush_every=5)
+    assert_same_runs(sequential, vectorized, "float64")
 
 
 def test_full_batch_regression_with_drop_last_epochs_matches() -> None:

@@ -1,0 +1,196 @@
+"""The dashboards: HTML pages rendered by the server. The history is a server-side table; the
+comparison, compare and share pages draw their figures in the browser from the JSON API (Plotly,
+served from the installed package, never a CDN). Every page is scoped to the team like the API;
+without a session the browser is sent to /login. Documented in docs/dashboards.md."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Annotated, Any
+
+import plotly
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from api import auth
+from api.deps import PageDep, SessionDep, SettingsDep, shared_comparison
+from api.routes.catalog import get_catalog
+from api.routes.comparisons import HistoryQuery
+from api.schemas import ComparisonOut, json_safe
+from db import queries
+from db.models import TERMINAL
+from engine import registry
+
+router = APIRouter(include_in_schema=False)
+#: reachable without a key: the share page (the token is the permission) and the page's script
+public_router = APIRouter(include_in_schema=False)
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+PLOTLY_JS = pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+HISTORY_PAGE = 50
+#: the most runs one compare page overlays
+MAX_COMPARED_RUNS = 50
+
+templates = auth.templates
+# the version in the URL lets the browser cache the file for a year and still see an upgrade
+templates.env.globals["plotly_src"] = f"/static/vendor/plotly.min.js?v={plotly.__version__}"
+# specs keep the order they were written in (name, problem, training, optimizers), not the alphabet's
+templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+
+
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _message(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
+    return _page(request, "message.html", status_code, title=title, message=message)
+
+
+@public_router.get("/static/vendor/plotly.min.js")
+def plotly_js() -> FileResponse:
+    """The plotly.js bundled with the installed ``plotly`` package: charts work on a closed network."""
+    return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def _problem(comparison) -> str:
+    if comparison.function_name:
+        return comparison.function_name
+    return " · ".join(name for name in (comparison.model_name, comparison.dataset_name) if name)
+
+
+@router.get("/", response_class=HTMLResponse)
+def history(request: Request, principal: PageDep, session: SessionDep,
+            where: Annotated[HistoryQuery, Query()],
+            cursor: Annotated[str | None, Query(max_length=512)] = None,
+            limit: Annotated[int, Query(ge=1, le=500)] = HISTORY_PAGE) -> HTMLResponse:
+    """The team's comparisons, newest first, filtered, keyset-paginated (db.queries.list_comparisons)."""
+    try:
+        page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
+    except ValueError:
+        return _message(request, 400, "Bad page link", "The cursor of this link is malformed: start from the first page.")
+    progress = queries.progress_of(session, [c.id for c in page])
+    filters = where.model_dump(exclude_none=True)
+    rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, queries.Progress())} for c in page]
+    return _page(request, "history.html", principal=principal, rows=rows, filters=filters,
+                 next_query={**filters, "cursor": next_cursor} if next_cursor else None, first_page=cursor is not None,
+                 statuses=["queued", "running", "succeeded", "failed", "cancelled"],
+                 choices={kind: registry.names(kind) for kind in ("optimizer", "model", "dataset", "function")})
+
+
+# --- one comparison ----------------------------------------------------------------------------
+
+
+def _comparison_page(request: Request, comparison, *, api: str, run_curve: str, principal=None,
+                     share_token: str | None = None) -> HTMLResponse:
+    data = {"api": api, "run_curve": run_curve, "readonly": share_token is not None,
+            "comparison": json_safe(ComparisonOut.full(comparison).model_dump(mode="json"))}
+    return _page(request, "comparison.html", principal=principal, comparison=comparison, data=data,
+                 running=comparison.status not in TERMINAL, shared=share_token is not None)
+
+
+@router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
+def comparison_page(comparison_id: str, request: Request, principal: PageDep, session: SessionDep) -> HTMLResponse:
+    comparison = queries.get_comparison(session, comparison_id, principal.team_id)
+    if comparison is None:
+        return _message(request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.")
+    return _comparison_page(request, comparison, api=f"/api/v1/comparisons/{comparison.id}",
+                            run_curve="/api/v1/runs/{run_id}/curve", principal=principal)
+
+
+@public_router.get("/shared/{token}", response_class=HTMLResponse)
+def shared_page(token: Annotated[str, Path(max_length=200)], request: Request, session: SessionDep,
+                settings: SettingsDep) -> HTMLResponse:
+    """The comparison page, read-only, for anyone holding a share link: its data comes from the
+    token's own routes (/api/v1/shared/{token}/...)."""
+    try:
+        comparison = shared_comparison(token, session, settings)
+    except HTTPException as exc:
+        return _message(request, exc.status_code, "Link not valid", exc.detail)
+    return _comparison_page(request, comparison, api=f"/api/v1/shared/{token}",
+                            run_curve=f"/api/v1/shared/{token}/runs/{{run_id}}/curve", share_token=token)
+
+
+# --- runs of several comparisons ---------------------------------------------------------------
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, principal: PageDep, session: SessionDep,
+                 runs: Annotated[str, Query(max_length=4000, description="run ids, comma-separated")] = "") -> HTMLResponse:
+    """Loss curves of runs from any of the team's comparisons, overlaid."""
+    ids = list(dict.fromkeys(run_id.strip() for run_id in runs.split(",") if run_id.strip()))
+    if len(ids) > MAX_COMPARED_RUNS:
+        return _message(request, 422, "Too many runs", f"Compare at most {MAX_COMPARED_RUNS} runs at once; "
+                                                       f"this link names {len(ids)}.")
+    found = {run_id: queries.get_run(session, run_id, principal.team_id) for run_id in ids}
+    unknown = [run_id for run_id, run in found.items() if run is None]
+    if unknown:
+        return _page(request, "compare.html", 404, principal=principal, runs=[], ids=ids, unknown=unknown)
+    shown = [{"id": run.id, "label": run.label, "seed": run.seed, "status": run.status,
+              "comparison_id": run.comparison_id, "comparison_name": run.comparison.name} for run in found.values()]
+    return _page(request, "compare.html", principal=principal, runs=shown, ids=ids, unknown=[])
+
+
+# --- submitting --------------------------------------------------------------------------------
+
+
+def _examples() -> dict[str, dict]:
+    """The spec files of examples/, by file name without .json; none where the folder is not shipped."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(EXAMPLES.glob("*.json"))}
+
+
+@router.get("/new", response_class=HTMLResponse)
+def new_page(request: Request, principal: PageDep, session: SessionDep,
+             clone: Annotated[str | None, Query(max_length=64, description="a comparison to start from")] = None,
+             template: Annotated[str | None, Query(max_length=100, description="an example's file name")] = None
+             ) -> HTMLResponse:
+    """A form that submits a spec through POST /api/v1/comparisons; errors show at their field."""
+    starts = {f"example:{name}": {"title": spec["name"], "spec": spec} for name, spec in _examples().items()}
+    chosen = f"example:{template}" if template else next(iter(starts), None)
+    if clone:
+        source = queries.get_comparison(session, clone, principal.team_id)
+        if source is None:
+            return _message(request, 404, "Not found", f"There is no comparison {clone!r} to clone in your team's history.")
+        chosen = f"clone:{source.id}"
+        starts = {chosen: {"title": f"Clone of {source.name}",
+                           "spec": source.spec | {"name": f"{source.name} (copy)"}}} | starts
+    if chosen is not None and chosen not in starts:
+        return _message(request, 404, "No such template", f"There is no example {template!r}; "
+                                                          f"examples: {', '.join(sorted(_examples()))}.")
+    return _page(request, "new.html", principal=principal, starts=starts, chosen=chosen)
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+
+def _range(prop: dict[str, Any]) -> str:
+    bounds = [f"{symbol} {prop[key]}" for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+                                                           ("maximum", "≤"), ("exclusiveMaximum", "<")) if key in prop]
+    if "enum" in prop:
+        bounds.append("one of " + ", ".join(map(json.dumps, prop["enum"])))
+    return ", ".join(bounds)
+
+
+def _type(prop: dict[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " or ".join(_type(option) for option in prop["anyOf"])
+    if prop.get("type") == "array":
+        return f"list of {_type(prop.get('items', {}))}"
+    return prop.get("type") or ("const " + json.dumps(prop["const"]) if "const" in prop else "any")
+
+
+@router.get("/catalog", response_class=HTMLResponse)
+def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
+    """Every registered component and schedule with its parameters: what a spec may name."""
+    sections = {kind: [{**entry, "params": [{"name": p["name"], "type": _type(p), "required": p["required"],
+                                             "default": json.dumps(p["default"]) if "default" in p else "",
+                                             "range": _range(p) or " ".join(filter(None, map(_range, p.get("anyOf", [])))),
+                                             "description": p.get("description", "")}
+                                            for p in entry["params"]]}
+                        for entry in entries]
+                for kind, entries in get_catalog().items()}
+    return _page(request, "catalog.html", principal=principal, sections=sections)
