@@ -76,10 +76,11 @@ class Client:
     """The API at ``url`` (default: $OPTIBENCH_URL, else http://127.0.0.1:8000), as the team of
     ``api_key`` (default: $OPTIBENCH_API_KEY; none is needed with the server's auth off).
 
-    Requests that fail to connect, or are answered 503 (the database is briefly down), are sent
-    again up to ``retries`` times, after the server's Retry-After or a doubling pause. That is safe
-    for every request here: reads and cancels are idempotent, and each submit carries an
-    Idempotency-Key, so a submit whose answer was lost returns the comparison it created."""
+    Requests that get no answer (refused, broken or timed-out connections), or are answered 503
+    (the database is briefly down), are sent again up to ``retries`` times, after the server's
+    Retry-After or a doubling pause. That is safe for every request here: reads and cancels are
+    idempotent, and each submit carries an Idempotency-Key, so a submit whose answer was lost
+    returns the comparison it created."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout_s: float = 30.0,
                  retries: int = 3, transport: httpx.BaseTransport | None = None) -> None:

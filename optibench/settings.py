@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     session_https_only: bool = Field(False, description="send the dashboard session cookie over HTTPS only")
 
     worker_concurrency: int = Field(1, ge=1, description="training processes per worker")
+    vectorize: bool = Field(True, description="train a comparison's small runs that share a problem and an "
+                            "optimizer as one vectorized ensemble where that pays (docs/vectorized.md)")
     torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
     flush_every_steps: int = Field(500, ge=1, description="steps buffered before a write")
     flush_interval_s: float = Field(1.0, gt=0, description="seconds between writes, whichever comes first")

@@ -12,6 +12,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from optibench.settings import Settings, get_settings
 
 TRAIN_TASK = "optibench.train_run"
+ENSEMBLE_TASK = "optibench.train_ensemble"
 
 
 def create_celery(settings: Settings) -> Celery:

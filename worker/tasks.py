@@ -13,9 +13,10 @@ from db.session import transaction
 from engine import hardware
 from engine.spec import ComparisonSpec
 from engine.sweeps import with_run_params
-from engine.training import train
+from engine.training import RunOutcome, train
+from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings
-from worker.celery_app import TRAIN_TASK, celery_app
+from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, celery_app
 from worker.dispatch import enqueue_runs
 from worker.writer import StepWriter
 
@@ -33,46 +34,126 @@ def _finish(claim: queries.Claim, status: str, **outcome) -> None:
         enqueue_runs(pending)
 
 
+def _run_spec(claim: queries.Claim) -> ComparisonSpec:
+    """The spec as this run trains it: its own optimizer params, on the device it was routed to."""
+    spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
+    return spec if claim.device is None else spec.model_copy(update={"device": claim.device})
+
+
+def _writer(claim: queries.Claim) -> StepWriter:
+    settings = get_settings()
+    return StepWriter(claim.run_id, claim.attempt,
+                      heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
+
+
+def _finish_outcome(claim: queries.Claim, outcome: RunOutcome) -> None:
+    _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
+            best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
+            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)))
+    log.info("run %s %s after %d steps", claim.run_id, outcome.status, outcome.steps_done)
+
+
+def _claim(run_id: str) -> queries.Claim | None:
+    with transaction() as session:
+        claim = queries.claim_run(session, run_id, get_settings().lease_timeout_s)
+    if claim is None:
+        log.info("run %s is finished or held by a live worker; nothing to do", run_id)
+    return claim
+
+
 @celery_app.task(name=TRAIN_TASK)
 def train_run(run_id: str) -> str:
     """Train one run with its own params. A second delivery of a run that is finished, or whose
     holder is alive, does nothing."""
-    settings = get_settings()
-    with transaction() as session:
-        claim = queries.claim_run(session, run_id, settings.lease_timeout_s)
-    if claim is None:
-        log.info("run %s is finished or held by a live worker; nothing to do", run_id)
-        return "skipped"
+    claim = _claim(run_id)
+    return "skipped" if claim is None else _train_claimed(claim)
 
-    writer = StepWriter(run_id, claim.attempt, heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
+
+def _train_claimed(claim: queries.Claim) -> str:
+    settings = get_settings()
+    writer = _writer(claim)
     try:
-        spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
-        if claim.device is not None:  # train where the run was routed
-            spec = spec.model_copy(update={"device": claim.device})
         outcome = train(
-            spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
+            _run_spec(claim), claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
             flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
             checkpoint_interval_s=settings.checkpoint_interval_s, resume=claim.checkpoint,
         )
         writer.close()
     except queries.LeaseLost:
-        log.warning("run %s attempt %d lost its lease; another delivery owns it", run_id, claim.attempt)
+        log.warning("run %s attempt %d lost its lease; another delivery owns it", claim.run_id, claim.attempt)
         return "lease lost"
     except SoftTimeLimitExceeded:
         limit = settings.soft_time_limit_s(claim.steps_total)
         _finish(claim, FAILED, error=f"exceeded its time limit of {limit:.0f}s (OPTIBENCH_TIME_LIMIT_*)")
         return FAILED
     except Exception as exc:
-        log.exception("run %s failed", run_id)
+        log.exception("run %s failed", claim.run_id)
         _finish(claim, FAILED, error=f"{type(exc).__name__}: {exc}")
         return FAILED
     finally:
         writer.stop()
-
-    _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
-            best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
-            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)))
     if claim.checkpoint is not None:
-        log.info("run %s resumed from its checkpoint", run_id)
-    log.info("run %s %s after %d steps", run_id, outcome.status, outcome.steps_done)
+        log.info("run %s resumed from its checkpoint", claim.run_id)
+    _finish_outcome(claim, outcome)
     return outcome.status
+
+
+class _LeaseGuard:
+    """An ensemble member's sink: a member whose lease was taken over leaves the ensemble (as if
+    cancelled) instead of stopping the others."""
+
+    def __init__(self, writer: StepWriter) -> None:
+        self.writer, self.lost = writer, False
+
+    def __call__(self, batch) -> bool:
+        try:
+            return self.writer(batch)
+        except queries.LeaseLost:
+            self.lost = True
+            return False
+
+
+@celery_app.task(name=ENSEMBLE_TASK)
+def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
+    """Train runs of one comparison that share the problem, the optimizer and the batch size as one
+    vectorized ensemble (engine.vectorized), each run under its own lease and writer. Runs another
+    delivery holds or finished are left out; a run with a checkpoint to resume from trains alone."""
+    settings = get_settings()
+    claims = [claim for claim in map(_claim, run_ids) if claim is not None]
+    results = {run_id: "skipped" for run_id in run_ids}
+    fresh = [c for c in claims if c.checkpoint is None]
+    for claim in claims:
+        if claim.checkpoint is not None or len(fresh) < 2:
+            results[claim.run_id] = _train_claimed(claim)
+    if len(fresh) < 2:
+        return results
+    guards = [_LeaseGuard(_writer(claim)) for claim in fresh]
+    spec = _run_spec(fresh[0])
+    members = [Member(c.entry_index, c.seed, c.optimizer_params) for c in fresh]
+    try:
+        outcomes = train_ensemble(spec, members, guards, total_steps=fresh[0].steps_total,
+                                  flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s)
+        for guard in guards:
+            try:
+                guard.writer.close()
+            except queries.LeaseLost:
+                guard.lost = True
+    except SoftTimeLimitExceeded:
+        for claim in fresh:
+            _finish(claim, FAILED, error="the ensemble exceeded its time limit (OPTIBENCH_TIME_LIMIT_*)")
+        return results | {claim.run_id: FAILED for claim in fresh}
+    except Exception as exc:
+        log.exception("ensemble of runs %s failed", ", ".join(c.run_id for c in fresh))
+        for claim in fresh:
+            _finish(claim, FAILED, error=f"{type(exc).__name__}: {exc}")
+        return results | {claim.run_id: FAILED for claim in fresh}
+    finally:
+        for guard in guards:
+            guard.writer.stop()
+    for claim, guard, outcome in zip(fresh, guards, outcomes):
+        if guard.lost:
+            results[claim.run_id] = "lease lost"
+            continue
+        _finish_outcome(claim, outcome)
+        results[claim.run_id] = outcome.status
+    return results

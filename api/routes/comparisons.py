@@ -17,7 +17,7 @@ from db.models import QUEUED
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
-from worker.dispatch import enqueue_runs
+from worker.dispatch import enqueue_new_runs
 
 router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
 
@@ -118,7 +118,7 @@ def submit_comparison(
             response.status_code = 200
             return ComparisonOut.full(earlier)
         raise
-    enqueue_runs({run.id: queries.Publish.of(run) for run in comparison.runs if run.status == QUEUED})
+    enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED])
     return ComparisonOut.full(comparison)
 
 

@@ -87,7 +87,8 @@ def test_submit_wait_prints_the_leaderboard(finished):
         assert cells[5].startswith(f"{row['time_to_target']['steps']:.4g} steps")
     # the baseline is the first entry, adam; one seed: one pair, too few for an interval or a test
     assert "paired on seeds, final loss minus adam's" in result.stdout
-    assert _row(result.stdout, "sgd", column=0)[:5] == ["sgd", "1", f"{summary['paired'][0]['mean_diff']:.4g}", "-", "-"]
+    mean_diff = f"{summary['paired'][0]['mean_diff']:.4g}"
+    assert _row(result.stdout, "sgd", column=0)[:5] == ["sgd", "1", mean_diff, "-", "-"]
 
 
 def test_ls_lists_and_filters(service, finished):

@@ -65,10 +65,13 @@ def _train_all(comparison: dict) -> None:
         train_run.apply(args=[run["id"]]).get()
 
 
+Fault = Callable[[httpx.BaseTransport, httpx.Request], httpx.Response]
+
+
 class Faulty(httpx.BaseTransport):
     """The app's transport, with the next requests answered by ``faults`` in turn."""
 
-    def __init__(self, inner: httpx.BaseTransport, *faults: Callable[[httpx.BaseTransport, httpx.Request], httpx.Response]):
+    def __init__(self, inner: httpx.BaseTransport, *faults: Fault) -> None:
         self.inner, self.faults, self.seen = inner, list(faults), 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -89,7 +92,8 @@ def refused(_inner: httpx.BaseTransport, request: httpx.Request) -> httpx.Respon
 
 
 def unavailable(_inner: httpx.BaseTransport, _request: httpx.Request) -> httpx.Response:
-    return httpx.Response(503, headers={"Retry-After": "5"}, json={"detail": "the database is unavailable; retry shortly"})
+    return httpx.Response(503, headers={"Retry-After": "5"},
+                          json={"detail": "the database is unavailable; retry shortly"})
 
 
 @pytest.fixture
@@ -183,7 +187,8 @@ def test_auth_key_from_the_argument_or_the_environment(team_client, monkeypatch)
         assert api.url == "http://testserver"
         assert [c["id"] for c in api.comparisons()] == [mine["id"]]
     for key, detail in ((team.revoked, "this API key was revoked"), ("ob_wrong", "unknown API key")):
-        with Client("http://testserver", api_key=key, transport=transport) as api, pytest.raises(OptibenchError) as raised:
+        with Client("http://testserver", api_key=key, transport=transport) as api, \
+                pytest.raises(OptibenchError) as raised:
             api.comparison(mine["id"])
         assert (raised.value.status, raised.value.detail) == (401, detail)
     other = make_team()

@@ -34,7 +34,8 @@ def browser():
 
 @pytest.fixture(scope="session")
 def web_service(tmp_path_factory):
-    service = start_service("embedded", {}, tmp_path_factory.mktemp("web-serve"))
+    # two training processes: the pages' comparisons are many short runs
+    service = start_service("embedded", {"OPTIBENCH_WORKER_CONCURRENCY": "2"}, tmp_path_factory.mktemp("web-serve"))
     yield service
     if service.process.poll() is None:
         stop_service(service)

@@ -225,12 +225,14 @@ def test_with_authentication_the_browser_logs_in_first(browser, auth_service):
     p.fill("#key", key)
     p.click("button[type=submit]")
     p.wait_for_url(re.compile(r"/new\?template=adam_vs_sgd_quadratic$"))
-    # a submit from the page: the session cookie with the page's CSRF token
+    # a submit and a cancel from the pages: the session cookie with the page's CSRF token
     p.fill("#field-name", "submitted with a session")
     p.click("#submit")
     p.wait_for_url(re.compile(r"/comparisons/[0-9a-f]{32}$"))
     wait_drawn(p, "loss-chart")
     assert p.inner_text("header .muted") == "admin"
+    p.click("#cancel")
+    p.wait_for_function("document.getElementById('status').textContent === 'cancelled'", timeout=60_000)
     p.click("header form button")
     p.wait_for_url(re.compile(r"/login$"))
     p.goto("/")

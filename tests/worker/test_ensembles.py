@@ -1,0 +1,88 @@
+"""Vectorized ensembles through the public surface: a sweep's runs go out as one ensemble task on a
+real broker, the task trains them to the rows one-by-one training gives, and is safe to run twice."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from db import queries
+from db.models import Run, Step
+from db.session import transaction
+from engine.spec import ComparisonSpec
+from optibench.settings import get_settings
+from worker import dispatch
+from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, create_celery
+from worker.tasks import train_ensemble_runs, train_run
+
+SWEEP = {
+    "name": "ensemble sweep", "problem": {"function": {"name": "rosenbrock"}}, "training": {"steps": 150},
+    "optimizers": [{"name": "adam", "sweep": {"lr": [0.001, 0.01, 0.05]}},
+                   {"name": "lbfgs", "params": {"lr": 0.5}}],
+    "seeds": [0, 1], "device": "cpu", "dtype": "float64", "reuse": False,
+}
+
+
+def _create(spec: dict) -> tuple[ComparisonSpec, list[Run]]:
+    validated = ComparisonSpec.model_validate(spec)
+    with transaction() as session:
+        comparison = queries.create_comparison(session, validated.model_dump(mode="json"), 150)
+        session.expunge_all()
+        return validated, comparison.runs
+
+
+def _rows(run_id: str) -> np.ndarray:
+    with transaction() as session:
+        return np.array(session.execute(
+            Step.__table__.select().with_only_columns(Step.step, Step.loss, Step.lr)
+            .where(Step.run_id == run_id).order_by(Step.step)).all(), dtype=float)
+
+
+@pytest.fixture
+def broker(redis_url, use_database, monkeypatch):
+    prefix = f"ensembles-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OPTIBENCH_QUEUE", prefix)
+    monkeypatch.setenv("OPTIBENCH_BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
+    client = redis.Redis.from_url(redis_url)
+    yield client, f"{prefix}.cpu"
+    client.delete(f"{prefix}.cpu")
+    get_settings.cache_clear()
+
+
+def _published(client: redis.Redis, queue: str) -> list[tuple[str, list]]:
+    messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    return [(m["headers"]["task"], json.loads(__import__("base64").b64decode(m["body"]))[0][0]) for m in messages]
+
+
+def test_a_sweep_goes_out_as_one_ensemble_and_the_rest_alone(broker):
+    client, queue = broker
+    spec, runs = _create(SWEEP)
+    assert dispatch.enqueue_new_runs(spec, runs) == 8
+    published = _published(client, queue)
+    adam = {r.id for r in runs if r.optimizer_name == "adam"}
+    assert sorted(task for task, _ in published) == [ENSEMBLE_TASK, TRAIN_TASK, TRAIN_TASK]
+    assert {tuple(sorted(arg)) for task, arg in published if task == ENSEMBLE_TASK} == {tuple(sorted(adam))}
+
+
+def test_the_ensemble_task_trains_what_one_by_one_training_gives(use_database):
+    _, runs = _create(SWEEP)
+    _, reference = _create(SWEEP)
+    adam = [r for r in runs if r.optimizer_name == "adam"]
+    statuses = train_ensemble_runs.apply(args=[[r.id for r in adam]]).get()
+    assert statuses == {r.id: "succeeded" for r in adam}
+    for run, alone in zip(adam, (r for r in reference if r.optimizer_name == "adam")):
+        assert train_run.apply(args=[alone.id]).get() == "succeeded"
+        together, by_itself = _rows(run.id), _rows(alone.id)
+        assert together.shape == by_itself.shape == (150, 3)
+        np.testing.assert_allclose(together, by_itself, rtol=1e-10, atol=0)
+        with transaction() as session:
+            stored, expected = session.get(Run, run.id), session.get(Run, alone.id)
+            assert stored.status == "succeeded" and stored.final_loss == pytest.approx(expected.final_loss, rel=1e-10)
+            assert stored.hardware["torch"]
+    assert train_ensemble_runs.apply(args=[[r.id for r in adam]]).get() == {r.id: "skipped" for r in adam}
