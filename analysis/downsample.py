@@ -47,7 +47,7 @@ def is_raw(rows_in_range: int, points: int) -> bool:
     return rows_in_range <= points
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a long curve builds thousands, and frozen init is slow
 class Bucket:
     #: the bucket's position on the grid (raw curves: the row's step)
     index: int

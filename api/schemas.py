@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from db.models import TERMINAL, ApiKey, Comparison, Run
@@ -186,6 +188,13 @@ class HTTPError(BaseModel):
 
 
 NOT_FOUND = {404: {"model": HTTPError, "description": "no such id"}}
+
+
+def json_body(body: dict) -> Response:
+    """A large body already made ``json_safe``, encoded in one pass: FastAPI's own encoder walks every
+    value first, which costs more than the query behind a long curve. ``allow_nan=False`` guards the
+    promise that NaN never reaches JSON as a bare token."""
+    return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), media_type="application/json")
 
 
 def json_safe(value: Any) -> Any:

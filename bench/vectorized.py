@@ -97,8 +97,9 @@ def small_mlps(device: str, n_lrs: int = 4, n_seeds: int = 4, hidden: list[int] 
     hidden = [64] if hidden is None else hidden
     timing = compare(_mlp_spec(n_lrs, n_seeds, hidden, {"epochs": epochs, "batch_size": batch_size}, device), trials)
     return {"name": f"{n_lrs * n_seeds} MLP{hidden} runs on digits (batch {batch_size}, {device})",
-            "target": MLP_TARGET, "measured": timing["speedup"], "unit": "x faster than sequential",
-            "passed": timing["speedup"] >= MLP_TARGET if device == "cuda" else None, **timing}
+            "target": MLP_TARGET if device == "cuda" else None, "measured": timing["speedup"],
+            "unit": "x faster than sequential", "passed": timing["speedup"] >= MLP_TARGET if device == "cuda" else None,
+            **timing}
 
 
 #: (width, batch size) pairs around the CPU's break-even point
@@ -132,5 +133,5 @@ def run() -> Iterator[Result]:
 
 def _result(measured: dict[str, Any], measure: str) -> Result:
     details = {k: v for k, v in measured.items() if k not in ("name", "target", "measured", "passed")}
-    return Result(measured["name"], measure, f">= {measured['target']:g}x", measured["measured"], measured["passed"],
-                  details)
+    target = f">= {measured['target']:g}x" if measured["target"] is not None else f"none on CPU (GPU: >= {MLP_TARGET:g}x)"
+    return Result(measured["name"], measure, target, measured["measured"], measured["passed"], details)

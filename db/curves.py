@@ -10,6 +10,7 @@ a range are found on the index and a bucket's first and last rows are its lowest
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Literal
 
@@ -67,11 +68,11 @@ def buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis
     curves: dict[str, list[Bucket]] = {}
     scanned = []
     for run_id in run_ids:
-        level = None if raw or metric != "loss" else _rollup_level(session, run_id, axis, grid)
-        if level is None:
+        plan = None if raw or metric != "loss" else _rollup_plan(session, run_id, axis, grid)
+        if plan is None:
             scanned.append(run_id)
         else:
-            curves[run_id] = _rollup_buckets(session, run_id, axis, grid, level)
+            curves[run_id] = _rollup_buckets(session, run_id, axis, grid, plan)
     if scanned:
         curves.update(_scanned_buckets(session, scanned, metric, axis, grid, raw))
     return curves
@@ -93,24 +94,34 @@ _ROLLUP_AXIS = {"step": ("first_step", "last_step"), "time": ("first_time_s", "l
                 "epoch": ("first_epoch", "last_epoch")}
 
 
-def _rollup_level(session: Session, run_id: str, axis: Axis, grid: Grid) -> int | None:
+@dataclass(frozen=True)
+class _RollupPlan:
+    level: int
+    #: the first and last steps of the top-level blocks overlapping the range: rows in the range lie
+    #: between them, so where the blocks read cover them, there are no partial blocks to read at the ends
+    first_step: int
+    last_step: int
+
+
+def _rollup_plan(session: Session, run_id: str, axis: Axis, grid: Grid) -> _RollupPlan | None:
     """The coarsest rollup level with MIN_BLOCKS_PER_BUCKET blocks per bucket, judged from the
     top-level blocks overlapping the range (a few rows); None: read the rows themselves."""
     first, last = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
-    rows = session.scalar(select(func.sum(StepRollup.count)).where(
-        StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1],
-        last >= grid.start, first <= grid.end))
+    rows, first_step, last_step = session.execute(
+        select(func.sum(StepRollup.count), func.min(StepRollup.first_step), func.max(StepRollup.last_step))
+        .where(StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1],
+               last >= grid.start, first <= grid.end)).one()
     for level in reversed(rollups.LEVELS):
         if (rows or 0) >> level >= MIN_BLOCKS_PER_BUCKET * grid.points:
-            return level
+            return _RollupPlan(level, first_step, last_step)
     return None
 
 
-def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, level: int) -> list[Bucket]:
+def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, plan: _RollupPlan) -> list[Bucket]:
     """A run's loss buckets from the blocks lying inside [start, end], each in the bucket of its
     first row, plus the rows of the partial blocks at the range's two ends, read directly."""
     first_x, last_x = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
-    r = StepRollup
+    r, level = StepRollup, plan.level
     index = _grid_index(session, first_x, grid).label("index")
     whole_bucket = {"partition_by": index, "order_by": r.block, "rows": (None, None)}
     blocks = (
@@ -135,15 +146,16 @@ def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, level
     ).all()
     if not rows:
         return _scanned_buckets(session, [run_id], "loss", axis, grid).get(run_id, [])
-    middle = {row.index: Bucket(
-        index=row.index, x_start=row.x_start, x_end=row.x_end, count=row.count, first=row.first, last=row.last,
-        min=row.min, max=row.max, nan=row.nan, pos_inf=row.pos_inf, neg_inf=row.neg_inf,
-        total=row.total if row.count - row.nan - row.pos_inf - row.neg_inf else None) for row in rows}
+    middle = {index: Bucket(index, x_start, x_end, count, first, last, low, high,
+                            total if count - nan - pos_inf - neg_inf else None, nan, pos_inf, neg_inf)
+              for (index, count, nan, pos_inf, neg_inf, total, low, high, _, _, first, last, x_start, x_end)
+              in map(tuple, rows)}
     block = 1 << level
     first_step, last_step = rows[0].first_step, rows[-1].last_step
     before, after = ({b.index: b for b in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span)
-                      .get(run_id, [])}
-                     for span in ((first_step - block, first_step - 1), (last_step + 1, last_step + block)))
+                      .get(run_id, [])} if needed else {}
+                     for span, needed in (((first_step - block, first_step - 1), first_step > plan.first_step),
+                                          ((last_step + 1, last_step + block), last_step < plan.last_step)))
     merged = []
     for index in sorted({*before, *middle, *after}):
         parts = [part[index] for part in (before, middle, after) if index in part]
@@ -204,9 +216,9 @@ def run_curve(session: Session, run_id: str, metric: Metric, axis: Axis, points:
             return Curve(raw=True, buckets=[])
         start, end = (full[0] if start is None else start), (full[1] if end is None else end)
     grid = Grid(start, end, points)
-    level = _rollup_level(session, run_id, axis, grid) if metric == "loss" else None
-    if level is not None:  # thousands of rows per point: not raw, and no need to count them
-        return Curve(raw=False, buckets=_rollup_buckets(session, run_id, axis, grid, level), start=start, end=end)
+    plan = _rollup_plan(session, run_id, axis, grid) if metric == "loss" else None
+    if plan is not None:  # thousands of rows per point: not raw, and no need to count them
+        return Curve(raw=False, buckets=_rollup_buckets(session, run_id, axis, grid, plan), start=start, end=end)
     raw = is_raw(count_rows(session, run_id, metric, axis, start, end, up_to=points), points)
     found = _scanned_buckets(session, [run_id], metric, axis, grid, raw)
     return Curve(raw=raw, buckets=found.get(run_id, []), start=start, end=end)

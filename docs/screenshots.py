@@ -17,16 +17,13 @@ sys.path.insert(0, str(REPO))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.e2e.conftest import Service, start_service, stop_service  # noqa: E402
-from tests.web.browser import IRIS_SWEEP, ROSENBROCK, launch, wait_drawn  # noqa: E402
+from tests.web.browser import IRIS_SWEEP, ROSENBROCK, launch, submit, wait_drawn  # noqa: E402
 
 IMG = REPO / "docs" / "img"
 
 
 def _trained(service: Service, spec: dict) -> str:
-    with service.client as client:
-        response = client.post("/api/v1/comparisons", json=spec)
-    response.raise_for_status()
-    finished = service.wait_for(response.json()["id"], timeout_s=600)
+    finished = service.wait_for(submit(service, spec)["id"], timeout_s=600)
     if finished["status"] != "succeeded":
         raise RuntimeError(f"{spec['name']}: {finished['status']}")
     return finished["id"]

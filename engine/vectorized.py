@@ -39,10 +39,12 @@ VMAP_SAFE_MODELS = frozenset({"linear", "mlp", "cnn"})
 VMAP_SAFE_FUNCTIONS = frozenset({"beale", "booth", "himmelblau", "quadratic", "rastrigin", "rosenbrock", "saddle"})
 #: steps of learning rates moved to the device at once
 RATE_BLOCK_STEPS = 256
-#: "Where it pays" (docs/vectorized.md): on the CPU, members whose step costs more than this many
-#: multiply-adds (parameters × batch rows) gain little, as the per-step Python overhead no longer dominates
-CPU_MAX_WORK_PER_MEMBER = 2_000_000
-#: on CUDA, the stacked parameters and their optimizer state must fit well inside memory
+#: Where it pays on the CPU (measured in docs/vectorized.md): small models on small batches, where the
+#: per-step overhead dominates. Larger ones lose the cache (the stacked state of M members outgrows it,
+#: where one run's fits) or are bound by arithmetic either way.
+CPU_MAX_PARAMS = 20_000
+CPU_MAX_WORK_PER_MEMBER = 4_000_000  # parameters × batch rows
+#: on CUDA nearly always: the stacked parameters, gradients and two moments must fit well inside memory
 CUDA_MAX_STACKED_ELEMENTS = 500_000_000
 
 
@@ -73,6 +75,8 @@ Scalars = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np
 
 
 class Update(NamedTuple):
+    """A rule specialised to its members' shared choices."""
+
     apply: Callable[[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor], int], None]
     scalars: Scalars
 
@@ -119,17 +123,18 @@ def _adam(shared: tuple, decoupled: bool) -> Update:
         out = {"decay": 1 - lr * h["weight_decay"]} if decoupled and "weight_decay" in h else {}
         if not bias_correction:
             return {**out, "step_size": lr}
-        return {**out, "step_size": lr / (1 - h["beta1"] ** step), "bias_correction2_sqrt": (1 - h["beta2"] ** step) ** 0.5}
+        return {**out, "step_size": lr / (1 - h["beta1"] ** step),
+                "bias_correction2_sqrt": (1 - h["beta2"] ** step) ** 0.5}
 
     def apply(param, grad, state, h, step):
         if step == 1:
             state.update(exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
             if amsgrad:
                 state["max_exp_avg_sq"] = torch.zeros_like(param)
-        if "decay" in h:
-            param.mul_(h["decay"])
-        elif not decoupled:
+        if not decoupled:
             grad = _decay(grad, param, h)
+        elif "decay" in h:
+            param.mul_(h["decay"])
         state["exp_avg"].lerp_(grad, h["one_minus_beta1"])
         state["exp_avg_sq"].mul_(h["beta2"]).addcmul_(grad * h["one_minus_beta2"], grad)
         second = state["exp_avg_sq"]
@@ -148,8 +153,9 @@ def _rmsprop(shared: tuple) -> Update:
 
     def apply(param, grad, state, h, step):
         if step == 1:
-            state.update(square_avg=torch.zeros_like(param), grad_avg=torch.zeros_like(param),
-                         momentum_buffer=torch.zeros_like(param))
+            state["square_avg"] = torch.zeros_like(param)
+            state.update({name: torch.zeros_like(param) for name, needed in
+                          (("grad_avg", centered), ("momentum_buffer", has_momentum)) if needed})
         grad = _decay(grad, param, h)
         state["square_avg"].mul_(h["alpha"]).addcmul_(grad * h["one_minus_alpha"], grad)
         if centered:
@@ -266,7 +272,7 @@ def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: to
     plan = BatchPlan.for_training(train_size(spec.problem), spec.training, 0,
                                   spec.optimizers[members[0].entry_index].batch_size)
     rows = plan.batch_size or plan.n
-    return n_params * rows <= CPU_MAX_WORK_PER_MEMBER
+    return n_params <= CPU_MAX_PARAMS and n_params * rows <= CPU_MAX_WORK_PER_MEMBER
 
 
 def parameter_count(spec: ComparisonSpec) -> int:

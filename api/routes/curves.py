@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from analysis.downsample import Band, Bucket, Grid, SeedPoint, aggregate_seeds
 from api.deps import PrincipalDep, SessionDep, comparison_or_404
-from api.schemas import NOT_FOUND, json_safe
+from api.schemas import NOT_FOUND, json_body, json_safe
 from db import curves, queries
 from db.curves import Axis, Metric
 from db.models import Comparison, Run
@@ -70,8 +70,9 @@ def run_curve_of(session: Session, run: Run, metric: Metric, x: Axis, points: in
         if not math.isfinite(end - start):
             raise _invalid("end", f"end - start ({end} - {start}) must be a finite width", end)
     curve = curves.run_curve(session, run.reused_from_id or run.id, metric, x, points, start, end)
-    return {"run_id": run.id, "metric": metric, "x": x, "points": points, "start": curve.start, "end": curve.end,
-            "raw": curve.raw, "rows": curve.rows, "buckets": [_bucket_json(b) for b in curve.buckets]}
+    return json_body({"run_id": run.id, "metric": metric, "x": x, "points": points, "start": curve.start,
+                      "end": curve.end, "raw": curve.raw, "rows": curve.rows,
+                      "buckets": [_bucket_json(b) for b in curve.buckets]})
 
 
 def _seed_groups(runs: list[Run]) -> list[list[Run]]:
@@ -104,5 +105,5 @@ def comparison_curves_of(session: Session, comparison: Comparison, metric: Metri
         "sweep_values": group[0].sweep_values or {}, "run_ids": [run.id for run in group], "seeds": [run.seed for run in group],
         "points": [_seed_point_json(p) for p in aggregate_seeds([by_source.get(source[run.id], []) for run in group], band)],
     } for group in _seed_groups(comparison.runs)]
-    return {"comparison_id": comparison.id, "metric": metric, "x": x, "points": points, "band": band,
-            "x_max": x_max, "groups": groups}
+    return json_body({"comparison_id": comparison.id, "metric": metric, "x": x, "points": points, "band": band,
+                      "x_max": x_max, "groups": groups})

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import plotly
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from api import auth
-from api.deps import PageDep, SessionDep, SettingsDep, shared_comparison
+from api.deps import PageDep, Principal, SessionDep, SettingsDep, shared_comparison
 from api.routes.catalog import get_catalog
 from api.routes.comparisons import HistoryQuery
-from api.schemas import ComparisonOut, json_safe
+from api.schemas import ComparisonOut, ComparisonStatus, json_safe
 from db import queries
-from db.models import TERMINAL
+from db.models import TERMINAL, Comparison
 from engine import registry
 
 router = APIRouter(include_in_schema=False)
@@ -43,8 +43,9 @@ def _page(request: Request, name: str, status_code: int = 200, **context: Any) -
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _message(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
-    return _page(request, "message.html", status_code, title=title, message=message)
+def _message(request: Request, status_code: int, title: str, message: str,
+             principal: Principal | None = None) -> HTMLResponse:
+    return _page(request, "message.html", status_code, title=title, message=message, principal=principal)
 
 
 @public_router.get("/static/vendor/plotly.min.js")
@@ -57,7 +58,7 @@ def plotly_js() -> FileResponse:
 # --- history -----------------------------------------------------------------------------------
 
 
-def _problem(comparison) -> str:
+def _problem(comparison: Comparison) -> str:
     if comparison.function_name:
         return comparison.function_name
     return " · ".join(name for name in (comparison.model_name, comparison.dataset_name) if name)
@@ -72,32 +73,37 @@ def history(request: Request, principal: PageDep, session: SessionDep,
     try:
         page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
     except ValueError:
-        return _message(request, 400, "Bad page link", "The cursor of this link is malformed: start from the first page.")
+        return _message(request, 400, "Bad page link",
+                        "The cursor of this link is malformed: start from the first page.", principal)
     progress = queries.progress_of(session, [c.id for c in page])
     filters = where.model_dump(exclude_none=True)
     rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, queries.Progress())} for c in page]
     return _page(request, "history.html", principal=principal, rows=rows, filters=filters,
                  next_query={**filters, "cursor": next_cursor} if next_cursor else None, first_page=cursor is not None,
-                 statuses=["queued", "running", "succeeded", "failed", "cancelled"],
+                 statuses=get_args(ComparisonStatus),
                  choices={kind: registry.names(kind) for kind in ("optimizer", "model", "dataset", "function")})
 
 
 # --- one comparison ----------------------------------------------------------------------------
 
 
-def _comparison_page(request: Request, comparison, *, api: str, run_curve: str, principal=None,
-                     share_token: str | None = None) -> HTMLResponse:
-    data = {"api": api, "run_curve": run_curve, "readonly": share_token is not None,
+def _comparison_page(request: Request, comparison: Comparison, *, api: str, run_curve: str,
+                     principal: Principal | None = None) -> HTMLResponse:
+    """``api``: where the page's script reads the comparison and its figures; ``run_curve``: one run's
+    curve, with {run_id} in it. Without a principal (a share link) the page is read-only."""
+    shared = principal is None
+    data = {"api": api, "run_curve": run_curve, "readonly": shared,
             "comparison": json_safe(ComparisonOut.full(comparison).model_dump(mode="json"))}
     return _page(request, "comparison.html", principal=principal, comparison=comparison, data=data,
-                 running=comparison.status not in TERMINAL, shared=share_token is not None)
+                 running=comparison.status not in TERMINAL, shared=shared)
 
 
 @router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
 def comparison_page(comparison_id: str, request: Request, principal: PageDep, session: SessionDep) -> HTMLResponse:
     comparison = queries.get_comparison(session, comparison_id, principal.team_id)
     if comparison is None:
-        return _message(request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.")
+        return _message(request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.",
+                        principal)
     return _comparison_page(request, comparison, api=f"/api/v1/comparisons/{comparison.id}",
                             run_curve="/api/v1/runs/{run_id}/curve", principal=principal)
 
@@ -112,7 +118,7 @@ def shared_page(token: Annotated[str, Path(max_length=200)], request: Request, s
     except HTTPException as exc:
         return _message(request, exc.status_code, "Link not valid", exc.detail)
     return _comparison_page(request, comparison, api=f"/api/v1/shared/{token}",
-                            run_curve=f"/api/v1/shared/{token}/runs/{{run_id}}/curve", share_token=token)
+                            run_curve=f"/api/v1/shared/{token}/runs/{{run_id}}/curve")
 
 
 # --- runs of several comparisons ---------------------------------------------------------------
@@ -120,12 +126,13 @@ def shared_page(token: Annotated[str, Path(max_length=200)], request: Request, s
 
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, principal: PageDep, session: SessionDep,
-                 runs: Annotated[str, Query(max_length=4000, description="run ids, comma-separated")] = "") -> HTMLResponse:
+                 runs: Annotated[str, Query(max_length=4000, description="run ids, comma-separated")] = ""
+                 ) -> HTMLResponse:
     """Loss curves of runs from any of the team's comparisons, overlaid."""
     ids = list(dict.fromkeys(run_id.strip() for run_id in runs.split(",") if run_id.strip()))
     if len(ids) > MAX_COMPARED_RUNS:
         return _message(request, 422, "Too many runs", f"Compare at most {MAX_COMPARED_RUNS} runs at once; "
-                                                       f"this link names {len(ids)}.")
+                                                       f"this link names {len(ids)}.", principal)
     found = {run_id: queries.get_run(session, run_id, principal.team_id) for run_id in ids}
     unknown = [run_id for run_id, run in found.items() if run is None]
     if unknown:
@@ -154,13 +161,14 @@ def new_page(request: Request, principal: PageDep, session: SessionDep,
     if clone:
         source = queries.get_comparison(session, clone, principal.team_id)
         if source is None:
-            return _message(request, 404, "Not found", f"There is no comparison {clone!r} to clone in your team's history.")
+            return _message(request, 404, "Not found", f"There is no comparison {clone!r} to clone in your team's "
+                                                       "history.", principal)
         chosen = f"clone:{source.id}"
         starts = {chosen: {"title": f"Clone of {source.name}",
                            "spec": source.spec | {"name": f"{source.name} (copy)"}}} | starts
     if chosen is not None and chosen not in starts:
         return _message(request, 404, "No such template", f"There is no example {template!r}; "
-                                                          f"examples: {', '.join(sorted(_examples()))}.")
+                                                          f"examples: {', '.join(sorted(_examples()))}.", principal)
     return _page(request, "new.html", principal=principal, starts=starts, chosen=chosen)
 
 
@@ -183,14 +191,17 @@ def _type(prop: dict[str, Any]) -> str:
     return prop.get("type") or ("const " + json.dumps(prop["const"]) if "const" in prop else "any")
 
 
+def _param_row(prop: dict[str, Any]) -> dict[str, Any]:
+    """A catalogue parameter (its JSON schema) as the page's table shows it."""
+    return {"name": prop["name"], "type": _type(prop), "required": prop["required"],
+            "default": json.dumps(prop["default"]) if "default" in prop else "",
+            "range": _range(prop) or " ".join(filter(None, map(_range, prop.get("anyOf", [])))),
+            "description": prop.get("description", "")}
+
+
 @router.get("/catalog", response_class=HTMLResponse)
 def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
     """Every registered component and schedule with its parameters: what a spec may name."""
-    sections = {kind: [{**entry, "params": [{"name": p["name"], "type": _type(p), "required": p["required"],
-                                             "default": json.dumps(p["default"]) if "default" in p else "",
-                                             "range": _range(p) or " ".join(filter(None, map(_range, p.get("anyOf", [])))),
-                                             "description": p.get("description", "")}
-                                            for p in entry["params"]]}
-                        for entry in entries]
+    sections = {kind: [{**entry, "params": [_param_row(prop) for prop in entry["params"]]} for entry in entries]
                 for kind, entries in get_catalog().items()}
     return _page(request, "catalog.html", principal=principal, sections=sections)

@@ -88,15 +88,23 @@ class Colors {
   }
 }
 
+// The lowest edge a band may have on a log axis: a decade below the lowest positive mean. A 95% CI
+// of few seeds often reaches below 0, which a log axis cannot show: the band then runs to this floor.
+function logFloor(groups) {
+  const means = groups.flatMap((g) => g.points.map((p) => num(p.mean))).filter((v) => v !== null && v > 0);
+  return means.length ? Math.min(...means) / 10 : null;
+}
+
 // Per group of /curves: the band as two traces (its lower edge, then its upper edge filled down to
-// it) and the mean line over the seeds.
-function seedTraces(groups, colors, bandName = "95% CI") {
+// it) and the mean line over the seeds. ``floor``: the lowest lower edge drawn (for a log axis).
+function seedTraces(groups, colors, floor = null, bandName = "95% CI") {
   const traces = [];
+  const lower = (value) => (value === null || floor === null ? value : Math.max(value, floor));
   for (const group of groups) {
     const color = colors.of(group.label);
     const x = group.points.map((p) => p.x);
     const common = {x, mode: "lines", legendgroup: group.label, hoverinfo: "skip", showlegend: false};
-    traces.push({...common, name: `${plain(group.label)} ${bandName} low`, y: group.points.map((p) => num(p.lo)),
+    traces.push({...common, name: `${plain(group.label)} ${bandName} low`, y: group.points.map((p) => lower(num(p.lo))),
                  line: {width: 0, color}, meta: {kind: "band", label: group.label}});
     traces.push({...common, name: `${plain(group.label)} ${bandName}`, y: group.points.map((p) => num(p.hi)),
                  line: {width: 0, color}, fill: "tonexty", fillcolor: rgba(color, 0.18),

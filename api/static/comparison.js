@@ -47,16 +47,24 @@ function runName(runId) {
 
 async function drawLoss() {
   const curves = await api(`${PAGE.api}/curves?x=${state.x}&band=ci&points=${CURVE_POINTS}`);
-  const traces = seedTraces(curves.groups, state.colors);
+  const runs = [];
   for (const runId of state.shown) {
     const curve = await api(`${PAGE.run_curve.replace("{run_id}", runId)}?x=${state.x}&points=${CURVE_POINTS}`);
     const run = state.comparison.runs.find((r) => r.id === runId);
-    traces.push(runTrace(curve, runName(runId), state.colors.of(run.label)));
+    runs.push(runTrace(curve, runName(runId), state.colors.of(run.label)));
   }
-  if (state.logY === null && traces.some((t) => t.y.some((y) => y !== null))) {
-    state.logY = allPositive(traces.filter((t) => t.meta.kind !== "band"));  // a wide band may dip below 0
+  state.loss = {groups: curves.groups, runs};
+  await renderLoss();
+}
+
+// Log y is the default when every mean and run drawn is positive; a band's edge below 0 is not drawn.
+async function renderLoss() {
+  const {groups, runs} = state.loss;
+  if (state.logY === null && groups.some((g) => g.points.length)) {
+    state.logY = allPositive([...seedTraces(groups, state.colors).filter((t) => t.meta.kind === "mean"), ...runs]);
     document.getElementById("log-y").checked = state.logY;
   }
+  const traces = [...seedTraces(groups, state.colors, state.logY ? logFloor(groups) : null), ...runs];
   await draw("loss-chart", traces, baseLayout(AXIS_TITLE[state.x], "loss", {yaxis: {title: {text: "loss"},
                                                                              type: state.logY ? "log" : "linear"}}));
 }
@@ -248,7 +256,7 @@ function wireControls() {
   }
   document.getElementById("log-y").addEventListener("change", (event) => {
     state.logY = event.target.checked;
-    Plotly.relayout("loss-chart", {"yaxis.type": state.logY ? "log" : "linear"});
+    if (state.loss) renderLoss();
   });
   document.getElementById("eval-metric").addEventListener("change", () => drawEach(ALL[2]));
   document.getElementById("sensitivity-param").addEventListener("change", () => drawEach(ALL[3]));

@@ -9,7 +9,7 @@ const BLANK = {name: "", seeds: [0], tags: [], training: {steps: 200},
                problem: {function: {name: "rosenbrock", params: {}}, x0: [-1.2, 1.0]},
                optimizers: [{name: "adam", params: {lr: 0.01}}, {name: "sgd", params: {lr: 0.001}}]};
 const editor = document.getElementById("spec-editor");
-//: "optimizers.0.params.lr" -> the editor line (from 1) where that value starts
+// "optimizers.0.params.lr" -> the editor line (from 1) where that value starts
 let pathLines = new Map();
 
 // JSON.stringify(value, null, 2), noting the line on which each path starts.

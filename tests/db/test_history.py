@@ -4,18 +4,20 @@ and 10,000 comparisons paged on the index without a sort."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from analysis.summary import summarize
 from db import queries
+from db.migrate import upgrade
 from db.models import CANCELLED, FAILED, SUCCEEDED, Comparison, Team, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -222,3 +224,20 @@ def test_ten_thousand_comparisons_page_fast_the_deepest_page_too():
                   queries.HistoryFilter(q="bulk 10"), queries.HistoryFilter(status="running", optimizer="sgd")):
         took, page, _ = _timed(where, team)
         assert page and took < 0.15, (where, took)
+
+
+def test_migration_0004_fills_the_filter_columns_of_existing_comparisons(tmp_path):
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    upgrade(url, "0003")
+    spec = _spec("old", ("adam", "sgd", "adam"), "dataset")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO comparisons (id, team_id, name, status, spec, tags, created_at) "
+                                "VALUES ('old', 'local', 'old', 'succeeded', :spec, '[]', CURRENT_TIMESTAMP)"),
+                           {"spec": json.dumps(spec)})
+    upgrade(url)
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT model_name, dataset_name, function_name, optimizer_names, winners "
+                                      "FROM comparisons")).one()
+    engine.dispose()
+    assert tuple(row) == ("mlp", "iris", None, '["adam", "sgd"]', None)

@@ -39,7 +39,7 @@ CLASSIFICATION = {
     "validation_fraction": 0.2,
 }
 
-# (optimizer, lrs): each rule with its code paths; the largest sgd rate makes rosenbrock diverge
+# name: (optimizer, params, lrs), each rule with its code paths; the largest sgd rate makes rosenbrock diverge
 RULE_CASES = {
     "sgd": ("sgd", {}, [1e-4, 1e-3, 2e-2]),
     "momentum": ("sgd", {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, [1e-4, 5e-4]),
@@ -62,7 +62,7 @@ def every_run(spec: ComparisonSpec) -> list[Member]:
 
 
 def run_both(spec: ComparisonSpec, members: list[Member], total_steps: int, flush_every: int,
-             stop_at: dict[int, int] | None = None) -> tuple[list[tuple[RunOutcome, Sink]], list[tuple[RunOutcome, Sink]]]:
+             stop_at: dict[int, int] | None = None) -> tuple[list[tuple[RunOutcome, Sink]], ...]:
     """Each member trained alone with ``train``, and all of them as one ensemble; ``stop_at`` maps a member's
     position to the sink call from which it answers False (a cancellation)."""
     stop_at = stop_at or {}
@@ -143,7 +143,8 @@ def test_function_problems_match_sequential_runs(problem: dict, case: str) -> No
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizers", [
     sweep("adam", {}, [1e-3, 3e-2], schedule={"name": "cosine", "min_factor": 0.1}),
-    sweep("sgd", {"momentum": 0.9, "nesterov": True}, [1e-2, 1e-1], schedule={"name": "warmup_cosine", "warmup_steps": 20}),
+    sweep("sgd", {"momentum": 0.9, "nesterov": True}, [1e-2, 1e-1],
+          schedule={"name": "warmup_cosine", "warmup_steps": 20}),
     sweep("rmsprop", {"centered": True}, [1e-3, 1e-2], schedule={"name": "step", "step_size": 50, "gamma": 0.5}),
 ], ids=["adam-cosine", "nesterov-warmup", "rmsprop-step"])
 def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[dict], dtype: str) -> None:
@@ -252,16 +253,27 @@ def test_group_runs_splits_by_optimizer_batch_size_and_code_path() -> None:
     assert [len(c) for c in chunks] == [2, 2, 1]
 
 
-def test_should_vectorize_follows_the_measured_rule() -> None:
-    sweep_spec = make_spec(ROSENBROCK, {"steps": 10}, sweep("adam", {}, [1e-3, 1e-2]))
-    members = every_run(sweep_spec)
-    assert should_vectorize(sweep_spec, members, "cpu") and should_vectorize(sweep_spec, members, "cuda")
-    assert not should_vectorize(sweep_spec, members[:1], "cpu")
-    big = dict(CLASSIFICATION, model={"name": "mlp", "params": {"hidden": [1024, 1024]}})
-    big_spec = make_spec(big, {"steps": 10, "batch_size": 48}, sweep("adam", {}, [1e-3, 1e-2]))
-    assert parameter_count(big_spec) == 5 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 3 + 3
-    assert not should_vectorize(big_spec, every_run(big_spec), "cpu")
-    assert should_vectorize(big_spec, every_run(big_spec), "cuda")
+@pytest.mark.parametrize("hidden, batch_size, on_cpu", [
+    ([16], "full", True),  # 131 parameters × 48 rows
+    ([64, 64], 32, True),  # 4,739 × 32
+    ([200, 200], 8, False),  # 42,003 parameters: the stacked state outgrows the cache
+    ([1024, 1024], 48, False),
+])
+def test_should_vectorize_follows_the_measured_rule(hidden: list[int], batch_size: int | str, on_cpu: bool) -> None:
+    spec = make_spec(dict(CLASSIFICATION, model={"name": "mlp", "params": {"hidden": hidden}}),
+                     {"steps": 10, "batch_size": batch_size}, sweep("adam", {}, [1e-3, 1e-2]))
+    members = every_run(spec)
+    widths = [5, *hidden, 3]
+    assert parameter_count(spec) == sum(a * b + b for a, b in zip(widths, widths[1:]))
+    assert should_vectorize(spec, members, "cpu") is on_cpu
+    assert should_vectorize(spec, members, torch.device("cuda"))  # a decision only: no GPU needed
+    assert not should_vectorize(spec, members[:1], "cuda")
+
+
+def test_function_sweeps_are_always_worth_vectorizing() -> None:
+    spec = make_spec(ROSENBROCK, {"steps": 10}, sweep("adam", {}, [1e-3, 1e-2]) + [{"name": "lbfgs"}])
+    assert should_vectorize(spec, [Member(0, 0), Member(1, 0)], "cpu")
+    assert not should_vectorize(spec, [Member(0, 0), Member(2, 0)], "cpu")  # lbfgs cannot join
 
 
 # ================================================================ no per-step host copies
@@ -274,8 +286,8 @@ def test_host_copies_scale_with_flushes_not_steps(host_copies, monkeypatch: pyte
     monkeypatch.setattr(training_tests, "RECORDING_FILES", ("recorder.py", "vectorized.py"))
     config = training_tests.COPY_SPECS[case]
     entry = config["optimizers"][0]
-    spec = make_spec(config["problem"], config["training"],
-                     sweep(entry["name"], {}, [1e-4, 1e-3], **{k: v for k, v in entry.items() if k not in ("name", "params")}))
+    rest = {k: v for k, v in entry.items() if k not in ("name", "params")}
+    spec = make_spec(config["problem"], config["training"], sweep(entry["name"], {}, [1e-4, 1e-3], **rest))
 
     def copies(steps: int, flush_every: int) -> tuple[int, int]:
         host_copies.clear()

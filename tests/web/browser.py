@@ -1,13 +1,15 @@
 """Driving the dashboards in Debian's Chromium with Playwright (no browser download), shared by the
-web tests and docs/screenshots.py: launching, watching a page for console errors and requests that
-leave the server, waiting for a chart to be drawn, and reading its traces."""
+web tests and docs/screenshots.py: the comparisons they show, launching, watching a page for console
+errors and requests that leave the server, waiting for a chart to be drawn, and reading its traces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright
+
+from tests.e2e.conftest import Service
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +19,7 @@ SCREENSHOTS = REPO / "artifacts" / "screenshots"
 ROSENBROCK = {
     "name": "Adam vs SGD with momentum on Rosenbrock",
     "problem": {"function": {"name": "rosenbrock"}, "x0": [-1.2, 1.0]},
-    "training": {"steps": 400},
+    "training": {"steps": 1500},
     "optimizers": [{"name": "adam", "params": {"lr": 0.05}},
                    {"name": "sgd", "params": {"lr": 0.0005, "momentum": 0.9}, "label": "sgd momentum"}],
     "seeds": [0, 1],
@@ -28,12 +30,19 @@ IRIS_SWEEP = {
     "name": "MLP on iris: an Adam learning-rate sweep against SGD",
     "problem": {"model": {"name": "mlp", "params": {"hidden": [16]}}, "dataset": {"name": "iris"},
                 "loss": "cross_entropy", "validation_fraction": 0.2},
-    "training": {"epochs": 20, "batch_size": 24, "eval_every": 10},
+    "training": {"epochs": 150, "batch_size": "full", "eval_every": 10},
     "optimizers": [{"name": "adam", "sweep": {"lr": [0.003, 0.03]}},
-                   {"name": "sgd", "params": {"lr": 0.05, "momentum": 0.9}}],
-    "seeds": [0, 1],
+                   {"name": "sgd", "params": {"lr": 0.1, "momentum": 0.9}}],
+    "seeds": [0, 1, 2],
     "tags": ["web", "sweep"],
 }
+
+
+def submit(service: Service, spec: dict) -> dict:
+    with service.client as client:
+        response = client.post("/api/v1/comparisons", json=spec)
+    assert response.status_code == 202, response.text
+    return response.json()
 
 
 def launch(playwright: Playwright) -> Browser:
@@ -76,7 +85,7 @@ def traces(page: Page, element_id: str) -> list[dict]:
         run_id: (t.meta || {}).run_id, points: (t.x || []).length}))""", element_id)
 
 
-def screenshot(page: Page, name: str, **options) -> Path:
+def screenshot(page: Page | Locator, name: str, **options) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), **options)

@@ -15,10 +15,7 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import EXAMPLES, REPO, Service, start_service, stop_service
-from tests.web.browser import CHROMIUM, IRIS_SWEEP, ROSENBROCK, Watched, launch, screenshot, watch
-
-pytestmark = pytest.mark.e2e
-
+from tests.web.browser import CHROMIUM, IRIS_SWEEP, ROSENBROCK, Watched, launch, screenshot, submit, watch
 
 @pytest.fixture(scope="session")
 def browser():
@@ -39,13 +36,6 @@ def web_service(tmp_path_factory):
     yield service
     if service.process.poll() is None:
         stop_service(service)
-
-
-def submit(service: Service, spec: dict) -> dict:
-    with service.client as client:
-        response = client.post("/api/v1/comparisons", json=spec)
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from tests.web.browser import IRIS_SWEEP, ROSENBROCK, screenshot, traces, wait_drawn, watch
-from tests.web.conftest import submit
+from tests.web.browser import ROSENBROCK, screenshot, submit, traces, wait_drawn, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -71,9 +70,10 @@ def test_a_function_comparison_draws_every_figure(page, finished):
     # log y, and wall time on x
     log_y = p.is_checked("#log-y")
     p.click("#log-y")
+    wait_drawn(p, "loss-chart", drawn + 3)
     assert p.evaluate("document.getElementById('loss-chart').layout.yaxis.type") == ("linear" if log_y else "log")
     p.check('input[name="x-axis"][value="time"]')
-    wait_drawn(p, "loss-chart", drawn + 3)
+    wait_drawn(p, "loss-chart", drawn + 4)
     assert p.evaluate("document.getElementById('loss-chart').layout.xaxis.title.text") == "wall time (s)"
     screenshot(p.locator("#trajectory-chart"), "trajectory_rosenbrock")
     assert page.problems() == []
@@ -157,6 +157,7 @@ def test_the_form_shows_each_error_at_its_field(page):
     line = int(error.get_attribute("data-line"))
     assert p.input_value("#spec-editor").splitlines()[line - 1].strip() == '"lr": -1'
     assert p.evaluate("document.activeElement.id") == "spec-editor"  # the bad line is selected
+    screenshot(p, "form_errors", full_page=True)
     assert p.url.endswith("/new?template=adam_vs_sgd_quadratic")
     # the 422 itself is the only thing the console reports
     assert page.problems(allowed=("status of 422",)) == []
@@ -180,6 +181,7 @@ def test_a_running_comparison_updates_in_place(page, web_service):
                         "&& document.getElementById('status').textContent === 'running'", arg=before, timeout=120_000)
     wait_drawn(p, "loss-chart", 2, timeout_ms=60_000)
     progressed = p.inner_text("#progress-text")
+    screenshot(p, "running_comparison")
     p.wait_for_function("(seen) => document.getElementById('progress-text').textContent !== seen",
                         arg=progressed, timeout=60_000)
     assert not p.locator("#cancel").is_hidden()
