@@ -24,30 +24,17 @@ def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run]) -> int:
     settings = get_settings()
     members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
     run_of = {id(member): run for member, run in zip(members, runs)}  # params are dicts: members don't hash
-    singles: dict[str, queries.Publish] = {}
-    sent = 0
+    tasks: list[tuple[str, list[str], float, str]] = []
     for group in group_runs(spec, members) if settings.vectorize else [[m] for m in members]:
-        group_of_runs = [run_of[id(m)] for m in group]
-        device = group_of_runs[0].device or device_kind("auto", settings.auto_device)
+        grouped = [run_of[id(m)] for m in group]
+        device = grouped[0].device or device_kind("auto", settings.auto_device)
         if len(group) > 1 and should_vectorize(spec, group, "cuda" if device == "cuda" else "cpu"):
-            sent += _publish_ensemble(settings, [r.id for r in group_of_runs], group_of_runs[0].steps_total, device)
+            # an ensemble step costs more than one run's: allow what the runs would have had one by one
+            soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(group)
+            tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device))
         else:
-            singles.update({r.id: queries.Publish.of(r) for r in group_of_runs})
-    return sent + enqueue_runs(singles)
-
-
-def _publish_ensemble(settings, run_ids: list[str], steps: int, device: str) -> int:
-    # an ensemble step costs more than one run's: allow what the runs would have had one by one
-    soft = settings.time_limit_base_s + steps * settings.time_limit_per_step_s * len(run_ids)
-    try:
-        celery_app.send_task(ENSEMBLE_TASK, args=[run_ids], queue=settings.queue_for(device), soft_time_limit=soft,
-                             time_limit=soft + HARD_LIMIT_GRACE_S)
-    except Exception as exc:
-        log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, len(run_ids))
-        return 0
-    with transaction() as session:
-        queries.mark_enqueued(session, run_ids)
-    return len(run_ids)
+            tasks += [(TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device) for r in grouped]
+    return _publish(tasks)
 
 
 def enqueue_runs(runs: Mapping[str, queries.Publish]) -> int:
@@ -55,17 +42,25 @@ def enqueue_runs(runs: Mapping[str, queries.Publish]) -> int:
     broker outage leaves the runs in the outbox (queued, never published), from where the sweeper
     publishes them later; it never fails a submit. Publishing twice is harmless: runs are leased."""
     settings = get_settings()
+    return _publish([(TRAIN_TASK, [run_id], settings.soft_time_limit_s(run.steps_total),
+                      run.device or device_kind("auto", settings.auto_device)) for run_id, run in runs.items()])
+
+
+def _publish(tasks: Sequence[tuple[str, list[str], float, str]]) -> int:
+    """Send (task name, run ids, soft time limit, device kind) tasks until the broker refuses one, then
+    mark what was sent published, in one write."""
+    settings = get_settings()
     sent: list[str] = []
-    for run_id, run in runs.items():
-        soft = settings.soft_time_limit_s(run.steps_total)
-        queue = settings.queue_for(run.device or device_kind("auto", settings.auto_device))
+    for name, run_ids, soft, device in tasks:
+        args = [run_ids] if name == ENSEMBLE_TASK else run_ids
         try:
-            celery_app.send_task(TRAIN_TASK, args=[run_id], queue=queue, soft_time_limit=soft,
+            celery_app.send_task(name, args=args, queue=settings.queue_for(device), soft_time_limit=soft,
                                  time_limit=soft + HARD_LIMIT_GRACE_S)
         except Exception as exc:
-            log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, len(runs) - len(sent))
+            unsent = sum(len(task[1]) for task in tasks) - len(sent)
+            log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, unsent)
             break
-        sent.append(run_id)
+        sent += run_ids
     if sent:
         with transaction() as session:
             queries.mark_enqueued(session, sent)

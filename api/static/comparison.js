@@ -28,7 +28,8 @@ function renderRuns(comparison) {
   const rows = comparison.runs.map((run) => el("tr", {"data-run": run.id},
     el("td", {}, el("input", {type: "checkbox", "aria-label": `show ${run.label} seed ${run.seed}`,
                               checked: state.shown.has(run.id), onchange: (event) => toggleRun(run.id, event.target.checked)})),
-    el("td", {}, run.label, run.reused_from_id ? el("span", {class: "muted small", title: "reused an identical run"}, " (reused)") : null),
+    el("td", {}, run.label,
+       run.reused_from_id ? el("span", {class: "muted small", title: "reused an identical run"}, " (reused)") : null),
     el("td", {class: "num"}, String(run.seed)),
     el("td", {}, statusBadge(run.status), run.error ? el("div", {class: "error small"}, run.error) : null),
     el("td", {}, progressBar(run.steps_done, run.steps_total), ` ${run.steps_done}/${run.steps_total}`),
@@ -95,19 +96,21 @@ async function drawLeaderboard() {
   const head = (...names) => el("thead", {}, el("tr", {}, names.map(([name, cls]) => el("th", {class: cls}, name))));
   const target = summary.target_loss === null ? "" : ` (loss ≤ ${fmt(summary.target_loss)}, ${summary.target_loss_source})`;
   const board = el("table", {id: "leaderboard-table"},
-    head(["Rank", "num"], ["Label"], ["Runs"], ["Final loss: mean [95% CI]", "num"], ["Median", "num"], ["Best", "num"],
+    head(["Rank", "num"], ["Label"], ["Finished"], ["Final loss: mean [95% CI]", "num"], ["Median", "num"], ["Best", "num"],
          ["Val loss", "num"], ["Val accuracy", "num"], [`Time to target${target}`, "num"], ["Steps/s", "num"]),
     el("tbody", {}, summary.rows.map((row) => el("tr", {},
       el("td", {class: "num"}, row.rank === null ? "—" : String(row.rank)),
       el("td", {}, row.label),
-      el("td", {}, `${row.n_finished}/${row.n_seeds} finished`, row.n_diverged ? el("span", {class: "error"}, `, ${row.n_diverged} diverged`) : null),
+      el("td", {}, `${row.n_finished}/${row.n_seeds}`,
+         row.n_diverged ? el("span", {class: "error"}, `, ${row.n_diverged} diverged`) : null),
       el("td", {class: "num"}, interval(row.final_loss)),
       el("td", {class: "num"}, fmt(row.final_loss.median)),
       el("td", {class: "num"}, fmt(row.final_loss.best)),
       el("td", {class: "num"}, fmt(row.val_loss)),
       el("td", {class: "num"}, fmt(row.val_accuracy)),
       el("td", {class: "num"}, row.time_to_target.reached
-        ? `${fmt(row.time_to_target.steps)} steps, ${fmt(row.time_to_target.seconds, 3)} s (${row.time_to_target.reached}/${row.time_to_target.of})`
+        ? `${fmt(row.time_to_target.steps)} steps, ${fmt(row.time_to_target.seconds, 3)} s `
+          + `(${row.time_to_target.reached}/${row.time_to_target.of})`
         : `not reached (0/${row.time_to_target.of})`),
       el("td", {class: "num"}, fmt(row.steps_per_s, 3))))));
   const parts = [board];
@@ -143,10 +146,13 @@ async function drawSensitivity() {
     const points = series.points.filter((p) => typeof p.value === "number");
     const mean = points.map((p) => num(p.final_loss.mean));
     const fixed = Object.entries(series.fixed).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
-    return {x: points.map((p) => p.value), y: mean, mode: "lines+markers", name: plain(fixed ? `${series.label} (${fixed})` : series.label),
+    // error bars: the CI's distance from the mean, where there is a CI
+    const above = points.map((p, i) => (num(p.final_loss.ci_high) === null ? null : p.final_loss.ci_high - mean[i]));
+    const below = points.map((p, i) => (num(p.final_loss.ci_low) === null ? null : mean[i] - p.final_loss.ci_low));
+    return {x: points.map((p) => p.value), y: mean, mode: "lines+markers",
+            name: plain(fixed ? `${series.label} (${fixed})` : series.label),
             line: {color: state.colors.of(series.label)}, meta: {kind: "series", label: series.label},
-            error_y: {type: "data", symmetric: false, array: points.map((p, i) => num(p.final_loss.ci_high) === null ? null : p.final_loss.ci_high - mean[i]),
-                      arrayminus: points.map((p, i) => num(p.final_loss.ci_low) === null ? null : mean[i] - p.final_loss.ci_low)}};
+            error_y: {type: "data", symmetric: false, array: above, arrayminus: below}};
   });
   const values = traces.flatMap((t) => t.x);
   const logX = values.length && values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) >= 10;
@@ -213,7 +219,8 @@ async function drawStepTimes() {
 
 // Each figure draws on its own: one that fails says so in its place and leaves the others drawn.
 async function drawEach(...figures) {
-  await Promise.all(figures.map(([id, drawing]) => drawing().catch((error) => showProblem(id, `Could not draw this: ${error.message}`))));
+  await Promise.all(figures.map(([id, drawing]) => drawing()
+    .catch((error) => showProblem(id, `Could not draw this: ${error.message}`))));
 }
 
 const ALL = [["loss-chart", drawLoss], ["leaderboard", drawLeaderboard], ["val-chart", drawEvaluations],
