@@ -89,3 +89,17 @@ def use_database(database_url, monkeypatch):
     yield database_url
     for cached in (get_settings, get_engine, _factory):
         cached.cache_clear()
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set OPTIBENCH_* variables for one test; the settings are re-read, and restored afterwards."""
+    from optibench.settings import get_settings
+
+    def setenv(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield setenv
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -49,20 +49,6 @@ def lenient_client(client):
     return TestClient(client.app, raise_server_exceptions=False)
 
 
-@pytest.fixture
-def settings_env(monkeypatch):
-    """Set OPTIBENCH_* variables for one test; the settings are re-read, and restored afterwards."""
-    from optibench.settings import get_settings
-
-    def setenv(name: str, value: str) -> None:
-        monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield setenv
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 def function_spec(**overrides) -> dict:
     spec = {
         "name": "api quadratic",

@@ -171,18 +171,6 @@ def test_concurrent_identical_submits_create_one_comparison(team_client):
 # --- limits ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def settings_env(monkeypatch):
-    from optibench.settings import get_settings
-
-    def setenv(name: str, value: str) -> None:
-        monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield setenv
-    get_settings.cache_clear()
-
-
 def _error(response) -> tuple[list, str]:
     detail = response.json()["detail"]
     return detail[0]["loc"], detail[0]["msg"]

@@ -31,11 +31,17 @@ def client(use_database):
 
 @pytest.fixture
 def published(monkeypatch) -> list[str]:
-    """The run ids of every task published to the broker (instead of publishing them)."""
+    """The run ids of every task published to the broker (instead of publishing them): one per
+    training task, every member's for an ensemble task."""
+    from worker.celery_app import ENSEMBLE_TASK
     from worker.dispatch import celery_app
 
     sent: list[str] = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, args, **kwargs: sent.append(args[0]))
+
+    def send_task(name, args, **kwargs):
+        sent.extend(args[0] if name == ENSEMBLE_TASK else args)
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
     return sent
 
 

@@ -3,20 +3,18 @@ real broker, the task trains them to the rows one-by-one training gives, and is 
 
 from __future__ import annotations
 
+import base64
 import json
-import uuid
 
 import numpy as np
 import pytest
-import redis
 
 from db import queries
 from db.models import Run, Step
 from db.session import transaction
 from engine.spec import ComparisonSpec
-from optibench.settings import get_settings
 from worker import dispatch
-from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, create_celery
+from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK
 from worker.tasks import train_ensemble_runs, train_run
 
 SWEEP = {
@@ -42,26 +40,14 @@ def _rows(run_id: str) -> np.ndarray:
             .where(Step.run_id == run_id).order_by(Step.step)).all(), dtype=float)
 
 
-@pytest.fixture
-def broker(redis_url, use_database, monkeypatch):
-    prefix = f"ensembles-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("OPTIBENCH_QUEUE", prefix)
-    monkeypatch.setenv("OPTIBENCH_BROKER_URL", redis_url)
-    get_settings.cache_clear()
-    monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
-    client = redis.Redis.from_url(redis_url)
-    yield client, f"{prefix}.cpu"
-    client.delete(f"{prefix}.cpu")
-    get_settings.cache_clear()
-
-
-def _published(client: redis.Redis, queue: str) -> list[tuple[str, list]]:
+def _published(client, queue: str) -> list[tuple[str, list]]:
+    """(task name, first argument) of each message waiting in a Redis queue."""
     messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
-    return [(m["headers"]["task"], json.loads(__import__("base64").b64decode(m["body"]))[0][0]) for m in messages]
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0][0]) for m in messages]
 
 
-def test_a_sweep_goes_out_as_one_ensemble_and_the_rest_alone(broker):
-    client, queue = broker
+def test_a_sweep_goes_out_as_one_ensemble_and_the_rest_alone(redis_dispatch):
+    client, queue = redis_dispatch.client, f"{redis_dispatch.prefix}.cpu"
     spec, runs = _create(SWEEP)
     assert dispatch.enqueue_new_runs(spec, runs) == 8
     published = _published(client, queue)

@@ -3,10 +3,7 @@ trains each run on the kind it was routed to, and the hardware it ran on is stor
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 
 from db import queries
 from db.models import Run
@@ -14,7 +11,6 @@ from db.session import transaction
 from engine.spec import ComparisonSpec
 from optibench.settings import Settings, get_settings
 from worker import dispatch
-from worker.celery_app import create_celery
 
 
 def _spec(device: str) -> dict:
@@ -31,22 +27,8 @@ def _create(spec: dict) -> list[Run]:
         return comparison.runs
 
 
-@pytest.fixture
-def redis_dispatch(redis_url, use_database, monkeypatch):
-    """Publishing goes to the machine's Redis, under a queue prefix of this test's own."""
-    prefix = f"routing-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("OPTIBENCH_QUEUE", prefix)
-    monkeypatch.setenv("OPTIBENCH_BROKER_URL", redis_url)
-    get_settings.cache_clear()
-    monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
-    client = redis.Redis.from_url(redis_url)
-    yield prefix, client
-    client.delete(f"{prefix}.cpu", f"{prefix}.gpu")
-    get_settings.cache_clear()
-
-
 def test_each_device_kind_has_its_queue(redis_dispatch):
-    prefix, broker = redis_dispatch
+    prefix, broker = redis_dispatch.prefix, redis_dispatch.client
     cpu_runs, cuda_runs = _create(_spec("cpu")), _create(_spec("cuda"))
     assert {r.device for r in cpu_runs} == {"cpu"} and {r.device for r in cuda_runs} == {"cuda"}
     assert dispatch.enqueue_runs({r.id: queries.Publish.of(r) for r in cpu_runs + cuda_runs}) == 4
@@ -56,7 +38,7 @@ def test_each_device_kind_has_its_queue(redis_dispatch):
 
 @pytest.mark.parametrize("auto_device, queue", [("cuda", "gpu"), ("cpu", "cpu")])
 def test_auto_means_what_the_deployment_says(redis_dispatch, monkeypatch, auto_device, queue):
-    prefix, broker = redis_dispatch
+    prefix, broker = redis_dispatch.prefix, redis_dispatch.client
     monkeypatch.setenv("OPTIBENCH_AUTO_DEVICE", auto_device)
     get_settings.cache_clear()
     runs = _create(_spec("auto"))
