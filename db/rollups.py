@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Step, StepRollup
 
-#: block sizes 16, 64, ... 65536 steps: a curve reads between 2 and 8 blocks per point
-LEVELS = (4, 6, 8, 10, 12, 14, 16)
+#: block sizes 64, 256, ... 65536 steps: a curve reads between 2 and 8 blocks per point. No finer level:
+#: each one costs a merged row per 2^level steps at every flush, and finer ones cost ingest more than they save
+LEVELS = (6, 8, 10, 12, 14, 16)
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 

@@ -70,17 +70,18 @@ def test_rows_read_back_exactly_with_nan_and_infinity(run_id):
 
 
 def test_block_aggregates_by_hand(run_id):
-    loss = [3.0, float("nan"), 1.0, float("-inf")] + [2.0] * 12 + [5.0, 4.0]
+    loss = [3.0, float("nan"), 1.0, float("-inf")] + [2.0] * 60 + [5.0, 4.0]
     n = len(loss)
     with transaction() as session:
         ingest_steps(session, run_id, {"step": list(range(n)), "loss": loss, "time_s": [float(i) for i in range(n)],
                                        "step_time_ms": [1.0] * n, "lr": [0.1] * n})
     with transaction() as session:
-        first, second = session.scalars(select(StepRollup).where(StepRollup.run_id == run_id, StepRollup.level == 4)
+        first, second = session.scalars(select(StepRollup).where(StepRollup.run_id == run_id, StepRollup.level == 6)
                                         .order_by(StepRollup.block)).all()
-    assert (first.count, first.nan_count, first.pos_inf_count, first.neg_inf_count) == (16, 1, 0, 1)
-    assert (first.min, first.max, first.finite_sum, first.first, first.last) == (-math.inf, 3.0, 28.0, 3.0, 2.0)
-    assert (second.first_step, second.last_step, second.first, second.last, second.min, second.max) == (16, 17, 5.0, 4.0, 4.0, 5.0)
+    assert (first.count, first.nan_count, first.pos_inf_count, first.neg_inf_count) == (64, 1, 0, 1)
+    assert (first.min, first.max, first.finite_sum, first.first, first.last) == (-math.inf, 3.0, 124.0, 3.0, 2.0)
+    assert (second.first_step, second.last_step, second.first, second.last, second.min, second.max) == (
+        64, 65, 5.0, 4.0, 4.0, 5.0)
 
 
 def test_function_problem_coordinates_and_extras(run_id):
