@@ -6,8 +6,8 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from db import queries
-from db.session import transaction
 from db.models import Run
+from db.session import transaction
 from engine.identity import device_kind
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member, group_runs, should_vectorize
