@@ -3,7 +3,8 @@
 The worker side is the real Celery task (``worker.tasks.train_run``) called in-process against the
 embedded SQLite database: claim, training with the recorder, the background writer, finish. The
 bare side builds the same problem, optimizer and batch order and runs the same updates, recording
-nothing. Both include building the problem. Trials alternate, and the median of each is compared.
+nothing. Both include building the problem. Trials alternate, and the fastest of each is compared (as
+timeit does: on a shared machine, slower trials measure the neighbours, not the code).
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ def measure(name: str, spec: ComparisonSpec) -> Result:
     for _ in range(TRIALS):
         bare.append(bare_loop(spec))
         worker.append(through_worker(spec))
-    ratio = statistics.median(bare) / statistics.median(worker)
+    ratio = min(bare) / min(worker)
     return Result(f"recording overhead: {name}", "steps/s through a worker ÷ bare loop", ">= 0.95", ratio,
-                  ratio >= 0.95, {"steps": steps, "bare_steps_per_s": steps / statistics.median(bare),
-                                  "worker_steps_per_s": steps / statistics.median(worker)})
+                  ratio >= 0.95, {"steps": steps, "bare_steps_per_s": steps / min(bare),
+                                  "worker_steps_per_s": steps / min(worker),
+                                  "median_ratio": statistics.median(bare) / statistics.median(worker)})
 
 
 def run() -> list[Result]:
