@@ -147,16 +147,16 @@ def train(
 
     steps_done = recorder.next_step if status != "diverged" else diverged_step + 1
     if status == "diverged":
-        return RunOutcome(status, steps_done, None, _finite_or_none(best), recorder.elapsed_s, diverged_step, device.type)
+        return RunOutcome(status, steps_done, None, finite_or_none(best), recorder.elapsed_s, diverged_step, device.type)
     with torch.no_grad():
         final = float(problem.full_loss(module))
     if math.isfinite(final):
         best = min(best, final)
     elif status == "succeeded":
         status, diverged_step = "diverged", steps_done - 1
-    return RunOutcome(status, steps_done, final if math.isfinite(final) else None, _finite_or_none(best),
+    return RunOutcome(status, steps_done, final if math.isfinite(final) else None, finite_or_none(best),
                       recorder.elapsed_s, diverged_step, device.type)
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None

@@ -17,6 +17,7 @@ to resume from trains alone. See docs/vectorized.md for where vectorizing pays.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ from engine.optimizers import OptimizerParams
 from engine.problem import BatchPlan, BuiltProblem, build_problem, epoch_order, resolve_device, train_size
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
-from engine.spec import ComparisonSpec
-from engine.training import DTYPES, FlushSink, RunOutcome, Status
+from engine.spec import ComparisonSpec, Problem
+from engine.training import DTYPES, FlushSink, RunOutcome, Status, finite_or_none
 
 #: components whose maths is known to run under vmap; plug-ins may read tensors back or hold buffers
 VMAP_SAFE_MODELS = frozenset({"linear", "mlp", "cnn"})
@@ -279,7 +280,13 @@ def parameter_count(spec: ComparisonSpec) -> int:
     """Trainable numbers per run: the model's parameters, or a function problem's coordinates."""
     if spec.problem.is_function:
         return len(spec.problem.x0)
-    problem = build_problem(spec.problem, torch.device("cpu"), torch.float32)
+    return _model_parameter_count(spec.problem.model_dump_json())
+
+
+@functools.lru_cache(maxsize=256)
+def _model_parameter_count(problem_json: str) -> int:
+    # the API asks at every submit, for each group of runs: build a problem's data and model once
+    problem = build_problem(Problem.model_validate_json(problem_json), torch.device("cpu"), torch.float32)
     return sum(p.numel() for p in problem.make_module(0).parameters())
 
 
@@ -462,7 +469,7 @@ def train_ensemble(
         elif status == "succeeded":
             status, diverged_step = "diverged", steps_done - 1
         track.outcome = RunOutcome(status, steps_done, final if math.isfinite(final) else None,
-                                   _finite_or_none(track.best), recorder.elapsed_s, diverged_step, device.type)
+                                   finite_or_none(track.best), recorder.elapsed_s, diverged_step, device.type)
 
     def hand_over(track: _Track, rows: StepBatch) -> bool:
         """``train``'s flush for one member: False once it has stopped, diverged or cancelled."""
@@ -475,7 +482,7 @@ def train_ensemble(
         keep_going = track.sink(rows)
         if bad is not None:
             diverged_step = int(rows.step[-1])
-            track.outcome = RunOutcome("diverged", diverged_step + 1, None, _finite_or_none(track.best),
+            track.outcome = RunOutcome("diverged", diverged_step + 1, None, finite_or_none(track.best),
                                        recorder.elapsed_s, diverged_step, device.type)
             return False
         if not keep_going:
@@ -535,6 +542,3 @@ def train_ensemble(
         flush(last=True)
     return [track.outcome for track in tracks]
 
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
