@@ -152,7 +152,7 @@ def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, plan:
               in map(tuple, rows)}
     block = 1 << level
     first_step, last_step = rows[0].first_step, rows[-1].last_step
-    before, after = ({b.index: b for b in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span)
+    before, after = ({edge.index: edge for edge in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span)
                       .get(run_id, [])} if needed else {}
                      for span, needed in (((first_step - block, first_step - 1), first_step > plan.first_step),
                                           ((last_step + 1, last_step + block), last_step < plan.last_step)))

@@ -66,12 +66,12 @@ def train_run(run_id: str) -> str:
     """Train one run with its own params. A second delivery of a run that is finished, or whose
     holder is alive, does nothing."""
     claim = _claim(run_id)
-    return "skipped" if claim is None else _train_claimed(claim)
+    return "skipped" if claim is None else _train_claimed(claim, _writer(claim))
 
 
-def _train_claimed(claim: queries.Claim) -> str:
+def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
+    """Train a claimed run alone; ``writer``, started when the run was claimed, has kept its lease alive."""
     settings = get_settings()
-    writer = _writer(claim)
     try:
         outcome = train(
             _run_spec(claim), claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
@@ -120,14 +120,16 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
     delivery holds or finished are left out; a run with a checkpoint to resume from trains alone."""
     settings = get_settings()
     claims = [claim for claim in map(_claim, run_ids) if claim is not None]
+    # every claimed run beats its heart from now on, so none goes stale while others train first
+    writers = {claim.run_id: _writer(claim) for claim in claims}
     results = {run_id: "skipped" for run_id in run_ids}
     fresh = [c for c in claims if c.checkpoint is None]
     for claim in claims:
         if claim.checkpoint is not None or len(fresh) < 2:
-            results[claim.run_id] = _train_claimed(claim)
+            results[claim.run_id] = _train_claimed(claim, writers[claim.run_id])
     if len(fresh) < 2:
         return results
-    guards = [_LeaseGuard(_writer(claim)) for claim in fresh]
+    guards = [_LeaseGuard(writers[claim.run_id]) for claim in fresh]
     spec = _run_spec(fresh[0])
     members = [Member(c.entry_index, c.seed, c.optimizer_params) for c in fresh]
     try:
