@@ -1,59 +1,93 @@
 """Loss rollups: min/max/sum/count per block of 2**level steps, written with every flush.
 
-A flush adds its rows' aggregates to the blocks it touches (an upsert that merges). Whenever step
-rows are removed or rewritten (a resumed run truncates its tail; a retried flush finds its rows
-already there), the affected blocks are rebuilt from the step rows instead, so rollups always
-describe exactly the rows that exist.
+A flush's steps come after every stored step, so the blocks that start inside it are new and are
+inserted; only the first block of each level may already hold earlier steps, and gets the flush's
+aggregates merged into it (an upsert). Whenever step rows are removed or rewritten (a resumed run
+truncates its tail; a retried flush finds its rows already there), the affected blocks are rebuilt
+from the step rows instead, so rollups always describe exactly the rows that exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from functools import cache
 
 import numpy as np
 from sqlalchemy import and_, case, delete, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db import columnar
 from db.models import Step, StepRollup
 
 #: block sizes 64, 256, ... 65536 steps: a curve reads between 2 and 8 blocks per point. No finer level:
-#: each one costs a merged row per 2^level steps at every flush, and finer ones cost ingest more than they save
+#: each one costs a row per 2^level steps at every flush, and finer ones cost ingest more than they save
 LEVELS = (6, 8, 10, 12, 14, 16)
+#: each column's kind (see ``db.columnar.KINDS``)
+KINDS = {"level": "int4", "block": "int4", "count": "int4", "nan_count": "int4", "pos_inf_count": "int4",
+         "neg_inf_count": "int4", "finite_sum": "float8", "min": "float8", "max": "float8", "first": "faithful",
+         "last": "faithful", "first_step": "int4", "last_step": "int4", "first_time_s": "float8",
+         "last_time_s": "float8", "first_epoch": "int4", "last_epoch": "int4"}
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
+#: a rollup row per block, as columns (KINDS's keys): arrays, None for epochs when steps have none
+Blocks = dict[str, np.ndarray | None]
 
-def aggregate(run_id: str, step: np.ndarray, loss: np.ndarray, time_s: np.ndarray,
-              epoch: Sequence[int | None] | None = None) -> list[dict]:
-    """The rollup rows of consecutive steps (sorted by step), for every level."""
-    if len(step) == 0:
-        return []
+
+def aggregate(step: np.ndarray, loss: np.ndarray, time_s: np.ndarray, epoch: np.ndarray | None = None) -> Blocks:
+    """The blocks of consecutive steps (at least one, sorted by step), level after level. min and
+    max are masked (NULL) in blocks whose every loss is NaN; ``epoch`` may be a masked array, whose
+    masked entries (steps without an epoch) stay NULL."""
+    step, loss = np.asarray(step, dtype=np.int64), np.asarray(loss, dtype=np.float64)
+    time_s = np.asarray(time_s, dtype=np.float64)
+    if epoch is not None and not np.ma.isMaskedArray(epoch):
+        epoch = np.asarray(epoch, dtype=np.int64)
     nan = np.isnan(loss)
     low, high = np.where(nan, np.inf, loss), np.where(nan, -np.inf, loss)
     finite_values = np.where(np.isfinite(loss), loss, 0.0)
     flags = np.stack([nan, loss == np.inf, loss == -np.inf]).astype(np.int64)
-    epochs = [None] * len(step) if epoch is None else list(epoch)
-    rows = []
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
     for level in LEVELS:
         blocks = step >> level
         starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
-        ends = np.r_[starts[1:], len(step)] - 1
-        counts = (ends - starts + 1).tolist()
-        nans, pos_infs, neg_infs = np.add.reduceat(flags, starts, axis=1).tolist()
-        mins, maxs = np.minimum.reduceat(low, starts).tolist(), np.maximum.reduceat(high, starts).tolist()
-        sums = np.add.reduceat(finite_values, starts).tolist()
-        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-            only_nan = nans[i] == counts[i]
-            rows.append({
-                "run_id": run_id, "level": level, "block": int(blocks[start]), "count": counts[i],
-                "nan_count": nans[i], "pos_inf_count": pos_infs[i], "neg_inf_count": neg_infs[i],
-                "finite_sum": sums[i], "min": None if only_nan else mins[i], "max": None if only_nan else maxs[i],
-                "first": float(loss[start]), "last": float(loss[end]),
-                "first_step": int(step[start]), "last_step": int(step[end]),
-                "first_time_s": float(time_s[start]), "last_time_s": float(time_s[end]),
-                "first_epoch": epochs[start], "last_epoch": epochs[end],
-            })
-    return rows
+        parts["level"].append(np.full(len(starts), level))
+        parts["block"].append(blocks[starts])
+        parts["start"].append(starts)
+        parts["end"].append(np.r_[starts[1:], len(step)] - 1)
+        parts["flags"].append(np.add.reduceat(flags, starts, axis=1))
+        parts["finite_sum"].append(np.add.reduceat(finite_values, starts))
+        parts["min"].append(np.minimum.reduceat(low, starts))
+        parts["max"].append(np.maximum.reduceat(high, starts))
+    columns = {name: np.concatenate(values, axis=-1) for name, values in parts.items()}
+    starts, ends = columns.pop("start"), columns.pop("end")
+    columns["count"] = ends - starts + 1
+    columns["nan_count"], columns["pos_inf_count"], columns["neg_inf_count"] = columns.pop("flags")
+    only_nan = columns["nan_count"] == columns["count"]
+    columns["min"] = np.ma.array(columns["min"], mask=only_nan)
+    columns["max"] = np.ma.array(columns["max"], mask=only_nan)
+    for edge, rows in (("first", starts), ("last", ends)):
+        columns[edge] = loss[rows]
+        columns[f"{edge}_step"] = step[rows]
+        columns[f"{edge}_time_s"] = time_s[rows]
+        columns[f"{edge}_epoch"] = None if epoch is None else epoch[rows]
+    return {name: columns[name] for name in KINDS}
+
+
+def _select(blocks: Blocks, which: np.ndarray) -> Blocks:
+    return {name: None if values is None else values[which] for name, values in blocks.items()}
+
+
+def extend(session: Session, run_id: str, blocks: Blocks) -> None:
+    """Store the blocks of a flush whose steps come after every stored step."""
+    started_before = (blocks["block"] << blocks["level"]) < blocks["first_step"].min()
+    _insert(session, run_id, _select(blocks, ~started_before))
+    _merge(session, run_id, _select(blocks, started_before))
+
+
+def _insert(session: Session, run_id: str, blocks: Blocks) -> None:
+    rows = len(blocks["block"])
+    if rows:
+        columnar.insert(session, "step_rollups", {"run_id": "text", **KINDS}, {"run_id": run_id, **blocks}, rows)
 
 
 def _extreme(existing, incoming, pick_incoming):
@@ -61,23 +95,27 @@ def _extreme(existing, incoming, pick_incoming):
                 (pick_incoming, incoming), else_=existing)
 
 
-def merge(session: Session, rows: Sequence[dict]) -> None:
-    """Add a flush's aggregates (steps after every step already rolled up) to the stored blocks."""
-    if not rows:
-        return
-    statement = _INSERT[session.get_bind().dialect.name](StepRollup)
-    new, old = statement.excluded, StepRollup
-    statement = statement.on_conflict_do_update(
+def _merge(session: Session, run_id: str, blocks: Blocks) -> None:
+    """Add the aggregates of a flush's first blocks (at most one a level) to the stored ones."""
+    values = [[None] * len(blocks["block"]) if v is None else v.tolist() for v in blocks.values()]
+    rows = [{"run_id": run_id, **dict(zip(blocks, row))} for row in zip(*values)]
+    if rows:
+        session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+@cache
+def _upsert(dialect: str):
+    statement = _INSERT[dialect](StepRollup.__table__)
+    new, old = statement.excluded, StepRollup.__table__.c
+    return statement.on_conflict_do_update(
         index_elements=["run_id", "level", "block"],
         set_={
-            **{c: getattr(old, c) + getattr(new, c)
-               for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")},
-            "min": _extreme(old.min, new.min, new.min < old.min),
-            "max": _extreme(old.max, new.max, new.max > old.max),
-            **{c: getattr(new, c) for c in ("last", "last_step", "last_time_s", "last_epoch")},
+            **{c: old[c] + new[c] for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")},
+            "min": _extreme(old["min"], new["min"], new["min"] < old["min"]),
+            "max": _extreme(old["max"], new["max"], new["max"] > old["max"]),
+            **{c: new[c] for c in ("last", "last_step", "last_time_s", "last_epoch")},
         },
     )
-    session.execute(statement, list(rows))
 
 
 def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None = None) -> None:
@@ -96,8 +134,11 @@ def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None =
     if not found:
         return
     step, loss, time_s, epoch = zip(*found)
+    unknown = [e is None for e in epoch]
+    epoch = None if all(unknown) else np.ma.array([e or 0 for e in epoch], mask=unknown, dtype=np.int64)
     # the rows read cover whole top-level blocks; keep the blocks of each level that were deleted
-    rebuilt = [r for r in aggregate(run_id, np.array(step, dtype=np.int64), np.array(loss, dtype=np.float64),
-                                    np.array(time_s, dtype=np.float64), epoch)
-               if r["block"] >= (from_step >> r["level"]) and (to_step is None or r["block"] <= (to_step >> r["level"]))]
-    session.execute(_INSERT[session.get_bind().dialect.name](StepRollup), rebuilt)
+    blocks = aggregate(np.array(step), np.array(loss, dtype=np.float64), np.array(time_s, dtype=np.float64), epoch)
+    deleted = blocks["block"] >= (from_step >> blocks["level"])
+    if to_step is not None:
+        deleted &= blocks["block"] <= (to_step >> blocks["level"])
+    _insert(session, run_id, _select(blocks, deleted))

@@ -1,0 +1,141 @@
+"""Rows held as columns, inserted without building a Python object per row: on PostgreSQL a binary
+COPY whose payload numpy lays out in one pass, on SQLite one executemany over tuples zipped from
+the columns.
+
+A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a list of
+strings for a text column, or one ``str`` that every row shares. ``insert`` also takes None: a
+column left out, NULL in every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from itertools import repeat
+
+import numpy as np
+from psycopg.copy import LibpqWriter
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+#: a column's kind: its PostgreSQL binary wire type; 'faithful' is a float8 (``db.models.FaithfulFloat``)
+#: whose NaN SQLite would turn into NULL, so there it is written as the text 'NaN'
+KINDS = {"int4": ">i4", "float8": ">f8", "faithful": ">f8", "text": None}
+_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, header extension length
+_TRAILER = b"\xff\xff"
+
+
+def insert(session: Session, table: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int,
+           *, skip_existing: bool = False) -> None:
+    """Insert ``rows`` rows given as ``columns`` (name: values, see the module's doc) whose kinds
+    ``kinds`` gives. ``skip_existing``: rows whose key is taken are left out instead of failing."""
+    with inserting(session, table, kinds, columns, rows, skip_existing=skip_existing):
+        pass
+
+
+@contextmanager
+def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int,
+              *, skip_existing: bool = False) -> Iterator[None]:
+    """``insert``, whose body runs while PostgreSQL inserts the rows (their data sent, the COPY not
+    yet ended), so the client's next work overlaps the server's."""
+    names = [name for name, values in columns.items() if values is not None]  # the others default to NULL
+    if session.get_bind().dialect.name != "postgresql":
+        values = [_sqlite_values(kinds[name], columns[name], rows) for name in names]
+        statement = (f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({_names(names)}) "
+                     f"VALUES ({', '.join('?' * len(names))})")
+        session.connection().exec_driver_sql(statement, list(zip(*values)))
+        yield
+        return
+    payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
+    target = f"incoming_{table}" if skip_existing else table
+    if skip_existing:  # COPY cannot skip conflicts: stage the rows, then insert those that are new
+        session.execute(text(f"CREATE TEMPORARY TABLE {target} (LIKE {table})"))
+    with session.connection().connection.driver_connection.cursor() as cursor:
+        # flush_threshold=0: every slice goes out at once, none waits in the client's buffer for the COPY's end
+        with cursor.copy(f"COPY {target} ({_names(names)}) FROM STDIN (FORMAT BINARY)",
+                         writer=LibpqWriter(cursor, flush_threshold=0)) as copy:
+            copy.write(memoryview(payload))  # psycopg sends a large buffer in slices: views, not copies
+            yield
+    if skip_existing:
+        session.execute(text(f"INSERT INTO {table} ({_names(names)}) SELECT {_names(names)} FROM {target} "
+                             "ON CONFLICT DO NOTHING"))
+        session.execute(text(f"DROP TABLE {target}"))
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
+    """The payload (bytes) of ``COPY ... FROM STDIN (FORMAT BINARY)`` for ``rows`` rows of ``fields``
+    (kind, values). Each row is laid out at its widest in one structured array; when some value is
+    NULL or a text is shorter than the longest, one mask drops the unused bytes."""
+    fields = [(kind, _Text(values) if kind == "text" and isinstance(values, list) else values)
+              for kind, values in fields]
+    layout: list[tuple] = [("count", ">i2")]
+    for i, (kind, values) in enumerate(fields):
+        layout.append((f"length{i}", ">i4"))
+        if isinstance(values, str):
+            layout.append((f"value{i}", f"S{len(values.encode())}"))
+        elif isinstance(values, _Text):
+            layout.append((f"value{i}", "u1", (int(values.lengths.max(initial=0)),)))
+        else:
+            layout.append((f"value{i}", KINDS[kind]))
+    layout = np.dtype(layout)
+    payload = _payload(rows * layout.itemsize)  # one buffer: no copy of the rows to add the header
+    table = payload[len(_HEADER):-len(_TRAILER)].view(layout)
+    table["count"] = len(fields)
+    used: np.ndarray | None = None  # per row and byte: part of the payload
+    for i, (_, values) in enumerate(fields):
+        length, value = table[f"length{i}"], table[f"value{i}"]
+        width, offset = table.dtype.fields[f"value{i}"][0].itemsize, table.dtype.fields[f"value{i}"][1]
+        if isinstance(values, _Text):
+            keep = np.arange(width) < values.lengths[:, None]
+            value[keep] = values.data
+            length[...] = values.lengths
+        else:
+            value[...] = values.encode() if isinstance(values, str) else np.ma.getdata(values)
+            length[...] = width
+            null = np.ma.getmaskarray(values) if np.ma.isMaskedArray(values) else None
+            if null is None or not null.any():
+                continue
+            length[null] = -1
+            keep = ~null[:, None]
+        if used is None:
+            used = np.ones((rows, table.dtype.itemsize), dtype=bool)
+        used[:, offset:offset + width] = keep
+    if used is None:
+        return payload
+    kept = _payload(int(used.sum()))
+    np.compress(used.ravel(), table.view(np.uint8), out=kept[len(_HEADER):-len(_TRAILER)])
+    return kept
+
+
+def _payload(size: int) -> np.ndarray:
+    """A COPY payload's bytes with its header and trailer written, ``size`` bytes of rows left between."""
+    payload = np.empty(len(_HEADER) + size + len(_TRAILER), dtype=np.uint8)
+    payload[:len(_HEADER)] = np.frombuffer(_HEADER, dtype=np.uint8)
+    payload[len(payload) - len(_TRAILER):] = np.frombuffer(_TRAILER, dtype=np.uint8)
+    return payload
+
+
+class _Text:
+    """Every row's UTF-8 bytes back to back, and each row's byte length."""
+
+    def __init__(self, strings: Sequence[str]) -> None:
+        encoded = [s.encode() for s in strings]
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self.lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+
+
+def _sqlite_values(kind: str, values, rows: int):
+    if isinstance(values, str):
+        return repeat(values, rows)
+    if kind == "text":
+        return values
+    if kind == "faithful":
+        nan = np.isnan(np.ma.getdata(values))
+        if nan.any():
+            values = values.astype(object)
+            values[nan] = "NaN"
+    return values.tolist()  # masked entries become None
