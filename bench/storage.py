@@ -17,13 +17,13 @@ FLUSH_ROWS = 10_000
 TARGETS = {"postgresql": 500_000, "sqlite": 200_000}
 
 
-def synthetic_columns(n: int, start: int = 0, seed: int = 0) -> dict[str, list]:
+def synthetic_columns(n: int, start: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
+    """A flush's columns as the worker hands them over (``StepBatch.columns``: arrays)."""
     rng = np.random.default_rng(seed)
     steps = np.arange(start, start + n)
     loss = np.exp(-steps / 2e5) + 0.05 * rng.random(n)
-    return {"step": steps.tolist(), "epoch": (steps // 1000).tolist(), "loss": loss.tolist(),
-            "time_s": (steps * 2e-4).tolist(), "step_time_ms": (0.2 + 0.01 * rng.random(n)).tolist(),
-            "lr": [1e-3] * n}
+    return {"step": steps, "epoch": steps // 1000, "loss": loss, "time_s": steps * 2e-4,
+            "step_time_ms": 0.2 + 0.01 * rng.random(n), "lr": np.full(n, 1e-3)}
 
 
 def write(url: str, rows: int = ROWS) -> tuple[str, float]:

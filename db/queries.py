@@ -8,9 +8,10 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, case, cast, delete, exists, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, case, cast, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -331,17 +332,27 @@ def _holding(run_id: str, attempt: int):
     return and_(Run.id == run_id, Run.attempt == attempt, Run.status == RUNNING)
 
 
+@lru_cache
+def _heartbeat(flushed: bool):
+    """append_steps' lease check and heartbeat, built once: it runs at every flush."""
+    values = {"heartbeat_at": bindparam("now", type_=Run.heartbeat_at.type)}
+    if flushed:
+        values.update(steps_done=bindparam("steps_done", type_=Run.steps_done.type),
+                      best_loss=bindparam("best_loss", type_=Run.best_loss.type))
+    return update(Run.__table__).where(_holding(bindparam("holder"), bindparam("holder_attempt"))).values(values)
+
+
 def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str, Sequence | None] | None,
                  best_loss: float | None, evals: Sequence[dict[str, Any]] = (),
                  checkpoint: tuple[int, bytes] | None = None) -> str:
     """Write a flush (step rows as columns, see ``StepBatch.columns``; evaluations; the checkpoint
     taken right after it) and beat the heart, only while this attempt holds the lease. Returns the
     run's status as others left it: 'cancelled' stops the trainer."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
-    if steps and steps["step"]:
-        values["steps_done"] = steps["step"][-1] + 1
-        values["best_loss"] = best_loss
-    held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
+    values: dict[str, Any] = {"holder": run_id, "holder_attempt": attempt, "now": utcnow()}
+    flushed = bool(steps and len(steps["step"]))
+    if flushed:
+        values.update(steps_done=int(steps["step"][-1]) + 1, best_loss=best_loss)
+    held = session.connection().execute(_heartbeat(flushed), values).rowcount
     if not held:
         status = session.scalar(select(Run.status).where(Run.id == run_id))
         if status == CANCELLED:

@@ -56,23 +56,18 @@ class StepBatch:
             evals=[e for e in self.evals if e["step"] <= updates],
         )
 
-    def columns(self) -> dict[str, list | None]:
-        """Plain Python lists per column, the shape the database layer bulk-inserts; None: all NULL."""
+    def columns(self) -> dict[str, np.ndarray | None]:
+        """The arrays per column, as the database layer bulk-inserts them (``db.bulk.ingest_steps``); None: all NULL."""
         return {
-            "step": self.step.tolist(),
-            "epoch": self.epoch.tolist() if self.epoch is not None else None,
-            "loss": self.loss.tolist(),
-            "time_s": self.time_s.tolist(),
-            "step_time_ms": self.step_time_ms.tolist(),
-            "lr": self.lr.tolist(),
-            "x": self.x.tolist() if self.x is not None else None,
-            **{name: self.extras[name].tolist() if name in self.extras else None for name in EXTRAS},
+            "step": self.step, "epoch": self.epoch, "loss": self.loss, "time_s": self.time_s,
+            "step_time_ms": self.step_time_ms, "lr": self.lr, "x": self.x,
+            **{name: self.extras.get(name) for name in EXTRAS},
         }
 
     def rows(self) -> list[dict]:
-        """One dict per step."""
+        """One dict of Python values per step."""
         absent = [None] * len(self)
-        columns = {name: values if values is not None else absent for name, values in self.columns().items()}
+        columns = {name: absent if values is None else values.tolist() for name, values in self.columns().items()}
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
