@@ -319,9 +319,10 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     if claimed is None:
         return None
     attempt, comparison_id, entry_index, seed, steps_total, optimizer_params, device = claimed
-    session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
-    rollups.rebuild(session, run_id, resume_step)
-    session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
+    if attempt > 1:  # only an earlier attempt can have left rows
+        session.execute(delete(Step).where(Step.run_id == run_id, Step.step >= resume_step))
+        rollups.rebuild(session, run_id, resume_step)
+        session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
     return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec, optimizer_params, device,

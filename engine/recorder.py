@@ -82,7 +82,6 @@ class StepRecorder:
         self._reset()
 
     def _reset(self) -> None:
-        self._steps: list[int] = []
         self._epochs: list[int | None] = []
         self._losses: list[torch.Tensor] = []
         self._lrs: list[float] = []
@@ -115,31 +114,30 @@ class StepRecorder:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             self._marks.append(event)
+            now = time.perf_counter()
         else:
-            self._marks.append(time.perf_counter())
-        self._steps.append(self.next_step)
+            now = time.perf_counter()
+            self._marks.append(now)
         self.next_step += 1
         self._epochs.append(epoch)
         self._losses.append(loss.detach())
         self._lrs.append(lr)
         if point is not None:
             self._points.append(point)
-        for name, value in (extras or {}).items():
-            self._extras.setdefault(name, []).append(value.detach())
-        return (
-            len(self._steps) >= self.flush_every
-            or time.perf_counter() - self._last_flush >= self.flush_interval_s
-        )
+        if extras:
+            for name, value in extras.items():
+                self._extras.setdefault(name, []).append(value.detach())
+        return len(self._marks) >= self.flush_every or now - self._last_flush >= self.flush_interval_s
 
     def drain(self) -> StepBatch | None:
         """Everything recorded since the last drain, moved to the host in one transfer."""
-        if not self._steps and not self._evals:
+        if not self._marks and not self._evals:
             return None
         evals = [
             {"step": step, "epoch": epoch, **dict(zip(metrics, torch.stack(list(metrics.values())).double().cpu().tolist()))}
             for step, epoch, metrics in self._evals
         ]
-        if not self._steps:
+        if not self._marks:
             self._evals = []
             return StepBatch.empty(evals)
         if self.cuda:
@@ -152,7 +150,7 @@ class StepRecorder:
         points = torch.stack(self._points).to("cpu", torch.float64).numpy() if self._points else None
         starts = np.concatenate(([self._prev_end_s], ends[:-1]))
         batch = StepBatch(
-            step=np.array(self._steps, dtype=np.int64),
+            step=np.arange(self.next_step - len(self._marks), self.next_step, dtype=np.int64),
             epoch=None if self._epochs[0] is None else np.array(self._epochs, dtype=np.int64),
             loss=losses,
             time_s=ends,

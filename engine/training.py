@@ -55,7 +55,7 @@ def train(
     sink: FlushSink,
     *,
     total_steps: int,
-    flush_every: int = 500,
+    flush_every: int = 10_000,
     flush_interval_s: float = 1.0,
     checkpoint_interval_s: float | None = None,
     resume: bytes | None = None,
@@ -116,13 +116,18 @@ def train(
     epoch = 0
     if start == 0:
         evaluate(0, 0)
+    # decided once: the loop below runs per step, and its own cost is what recording adds to training
+    scheduled = schedule.name != "constant"
+    want_grad_norm, want_update_norm = "grad_norm" in training.extras, "update_norm" in training.extras
+    eval_every, is_function = training.eval_every, problem.is_function
+    first_group = optimizer.param_groups[0]
     for step in range(start, total_steps):
         epoch, indices = next(batches)
-        if schedule.name != "constant":
+        if scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = hyper.lr * schedule.factor(step, total_steps)
         point = problem.point(module)
-        before = [p.detach().clone() for p in params] if "update_norm" in training.extras else None
+        before = [p.detach().clone() for p in params] if want_update_norm else None
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -131,13 +136,15 @@ def train(
             return loss
 
         loss = optimizer.step(closure)
-        extras = {}
-        if "grad_norm" in training.extras:
-            extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
-        if before is not None:
-            extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
-        due = recorder.record(loss, None if problem.is_function else epoch, optimizer.param_groups[0]["lr"], point, extras)
-        if training.eval_every is not None and (step + 1) % training.eval_every == 0 and step + 1 < total_steps:
+        extras = None
+        if want_grad_norm or want_update_norm:
+            extras = {}
+            if want_grad_norm:
+                extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
+            if want_update_norm:
+                extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
+        due = recorder.record(loss, None if is_function else epoch, first_group["lr"], point, extras)
+        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < total_steps:
             evaluate(step + 1, epoch)
         if due and not flush():
             break

@@ -423,7 +423,7 @@ def train_ensemble(
     sinks: Sequence[FlushSink],
     *,
     total_steps: int,
-    flush_every: int = 500,
+    flush_every: int = 10_000,
     flush_interval_s: float = 1.0,
 ) -> list[RunOutcome]:
     """Train ``members`` (one group of ``group_runs``) together, handing each member's flushes to its sink

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     vectorize: bool = Field(True, description="train a comparison's small runs that share a problem and an "
                             "optimizer as one vectorized ensemble where that pays (docs/vectorized.md)")
     torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
-    flush_every_steps: int = Field(500, ge=1, description="steps buffered before a write")
+    flush_every_steps: int = Field(10_000, ge=1, description="steps buffered before a write, at most")
     flush_interval_s: float = Field(1.0, gt=0, description="seconds between writes, whichever comes first")
     lease_timeout_s: float = Field(60.0, gt=0, description="a run whose heartbeat is older lost its worker")
     max_attempts: int = Field(3, ge=1, description="deliveries of a run before the watchdog fails it")
