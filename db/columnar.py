@@ -39,11 +39,11 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
     """``insert``, whose body runs while PostgreSQL inserts the rows (their data sent, the COPY not
     yet ended), so the client's next work overlaps the server's."""
     names = [name for name, values in columns.items() if values is not None]  # the others default to NULL
-    if session.get_bind().dialect.name != "postgresql":
-        values = [_sqlite_values(kinds[name], columns[name], rows) for name in names]
-        statement = (f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({_names(names)}) "
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        statement = (f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({column_list(names)}) "
                      f"VALUES ({', '.join('?' * len(names))})")
-        session.connection().exec_driver_sql(statement, list(zip(*values)))
+        session.connection().exec_driver_sql(statement, parameters(dialect, kinds, {n: columns[n] for n in names}, rows))
         yield
         return
     payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
@@ -52,17 +52,18 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
         session.execute(text(f"CREATE TEMPORARY TABLE {target} (LIKE {table})"))
     with session.connection().connection.driver_connection.cursor() as cursor:
         # flush_threshold=0: every slice goes out at once, none waits in the client's buffer for the COPY's end
-        with cursor.copy(f"COPY {target} ({_names(names)}) FROM STDIN (FORMAT BINARY)",
+        with cursor.copy(f"COPY {target} ({column_list(names)}) FROM STDIN (FORMAT BINARY)",
                          writer=LibpqWriter(cursor, flush_threshold=0)) as copy:
             copy.write(memoryview(payload))  # psycopg sends a large buffer in slices: views, not copies
             yield
     if skip_existing:
-        session.execute(text(f"INSERT INTO {table} ({_names(names)}) SELECT {_names(names)} FROM {target} "
+        session.execute(text(f"INSERT INTO {table} ({column_list(names)}) SELECT {column_list(names)} FROM {target} "
                              "ON CONFLICT DO NOTHING"))
         session.execute(text(f"DROP TABLE {target}"))
 
 
-def _names(names: Sequence[str]) -> str:
+def column_list(names: Sequence[str]) -> str:
+    """Quoted, comma-separated."""
     return ", ".join(f'"{name}"' for name in names)
 
 
@@ -128,12 +129,18 @@ class _Text:
         self.lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
 
 
-def _sqlite_values(kind: str, values, rows: int):
-    if isinstance(values, str):
+def parameters(dialect: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int) -> list[tuple]:
+    """The rows as the database driver's parameters: a tuple of Python values per row, in the order
+    of ``columns`` (None: NULL in every row)."""
+    return list(zip(*(_driver_values(dialect, kinds[name], values, rows) for name, values in columns.items())))
+
+
+def _driver_values(dialect: str, kind: str, values, rows: int):
+    if values is None or isinstance(values, str):
         return repeat(values, rows)
     if kind == "text":
         return values
-    if kind == "faithful":
+    if kind == "faithful" and dialect == "sqlite":
         nan = np.isnan(np.ma.getdata(values))
         if nan.any():
             values = values.astype(object)

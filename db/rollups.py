@@ -13,8 +13,7 @@ from collections import defaultdict
 from functools import cache
 
 import numpy as np
-from sqlalchemy import and_, case, delete, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, delete, or_, select, true
 from sqlalchemy.orm import Session
 
 from db import columnar
@@ -28,7 +27,6 @@ KINDS = {"level": "int4", "block": "int4", "count": "int4", "nan_count": "int4",
          "neg_inf_count": "int4", "finite_sum": "float8", "min": "float8", "max": "float8", "first": "faithful",
          "last": "faithful", "first_step": "int4", "last_step": "int4", "first_time_s": "float8",
          "last_time_s": "float8", "first_epoch": "int4", "last_epoch": "int4"}
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 #: a rollup row per block, as columns (KINDS's keys): arrays, None for epochs when steps have none
 Blocks = dict[str, np.ndarray | None]
@@ -90,32 +88,29 @@ def _insert(session: Session, run_id: str, blocks: Blocks) -> None:
         columnar.insert(session, "step_rollups", {"run_id": "text", **KINDS}, {"run_id": run_id, **blocks}, rows)
 
 
-def _extreme(existing, incoming, pick_incoming):
-    return case((existing.is_(None), incoming), (incoming.is_(None), existing),
-                (pick_incoming, incoming), else_=existing)
-
-
 def _merge(session: Session, run_id: str, blocks: Blocks) -> None:
     """Add the aggregates of a flush's first blocks (at most one a level) to the stored ones."""
-    values = [[None] * len(blocks["block"]) if v is None else v.tolist() for v in blocks.values()]
-    rows = [{"run_id": run_id, **dict(zip(blocks, row))} for row in zip(*values)]
+    rows = len(blocks["block"])
     if rows:
-        session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+        dialect = session.get_bind().dialect.name
+        parameters = columnar.parameters(dialect, {"run_id": "text", **KINDS}, {"run_id": run_id, **blocks}, rows)
+        session.connection().exec_driver_sql(_upsert("%s" if dialect == "postgresql" else "?"), parameters)
 
 
 @cache
-def _upsert(dialect: str):
-    statement = _INSERT[dialect](StepRollup.__table__)
-    new, old = statement.excluded, StepRollup.__table__.c
-    return statement.on_conflict_do_update(
-        index_elements=["run_id", "level", "block"],
-        set_={
-            **{c: old[c] + new[c] for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")},
-            "min": _extreme(old["min"], new["min"], new["min"] < old["min"]),
-            "max": _extreme(old["max"], new["max"], new["max"] > old["max"]),
-            **{c: new[c] for c in ("last", "last_step", "last_time_s", "last_epoch")},
-        },
-    )
+def _upsert(placeholder: str) -> str:
+    """The merge of blocks into the stored ones, in the driver's SQL (it runs at every flush)."""
+    def extreme(column: str, beats: str) -> str:  # min and max are NULL in a block of NaN only
+        return (f'"{column}" = CASE WHEN step_rollups."{column}" IS NULL OR excluded."{column}" {beats} '
+                f'step_rollups."{column}" THEN excluded."{column}" ELSE step_rollups."{column}" END')
+    names = ("run_id", *KINDS)
+    merged = [f'"{c}" = step_rollups."{c}" + excluded."{c}"'
+              for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")]
+    merged += [extreme("min", "<"), extreme("max", ">")]
+    merged += [f'"{c}" = excluded."{c}"' for c in ("last", "last_step", "last_time_s", "last_epoch")]
+    return (f"INSERT INTO step_rollups ({columnar.column_list(names)}) "
+            f"VALUES ({', '.join([placeholder] * len(names))}) "
+            f"ON CONFLICT (run_id, level, block) DO UPDATE SET {', '.join(merged)}")
 
 
 def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None = None) -> None:
