@@ -7,7 +7,6 @@ not fail or duplicate, so a flush that finds some of its steps already there ins
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,8 +19,6 @@ from db import columnar, rollups
 KINDS = {"step": "int4", "epoch": "int4", "loss": "faithful", "time_s": "float8", "step_time_ms": "float8",
          "lr": "float8", "x": "text", "grad_norm": "faithful", "update_norm": "faithful"}
 COLUMNS = tuple(KINDS)
-#: json.dumps' tokens for non-finite floats, and the strings db.models.FloatList stores instead
-_NON_FINITE_JSON = (("-Infinity", '"-inf"'), ("Infinity", '"inf"'), ("NaN", '"nan"'))
 _LATER_STEP = text("SELECT 1 FROM steps WHERE run_id = :run_id AND step >= :step LIMIT 1")
 
 
@@ -49,7 +46,7 @@ def ingest_steps(session: Session, run_id: str, columns: Mapping[str, Sequence |
         rollups.rebuild(session, run_id, first, last)
 
 
-def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.ndarray | list[str] | None:
+def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.ndarray | columnar.Text | None:
     if values is None:
         return None
     if not isinstance(values, np.ndarray):
@@ -65,11 +62,19 @@ def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.nd
     return x_json(array) if name == "x" else array
 
 
-def x_json(points: np.ndarray) -> list[str]:
-    """Each row of ``points`` as the JSON text ``db.models.FloatList`` stores (non-finite values as
-    the strings 'nan', 'inf', '-inf'), from one json.dumps of the whole flush instead of one per row."""
-    document = json.dumps(points.tolist())
-    if not np.isfinite(points).all():
-        for token, stored in _NON_FINITE_JSON:
-            document = document.replace(token, stored)
-    return [f"[{row}]" for row in document[2:-2].split("], [")]
+def x_json(points: np.ndarray) -> columnar.Text:
+    """Each row of ``points`` as the JSON text ``db.models.FloatList`` stores (floats as repr writes
+    them, non-finite ones as the strings 'nan', 'inf', '-inf'). All values are joined in one string,
+    whose every dim-th separator ', ' then becomes '][' so that the rows lie back to back: no Python
+    object per row."""
+    rows, dim = points.shape
+    if dim == 0:
+        return columnar.Text(np.frombuffer(b"[]" * rows, dtype=np.uint8), np.full(rows, 2))
+    values = points.ravel()
+    texts = list(map(float.__repr__, values.tolist()))
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        texts[i] = f'"{texts[i]}"'
+    data = np.frombuffer(bytearray(f"[{', '.join(texts)}]".encode()), dtype=np.uint8)
+    ends = np.flatnonzero(data == ord(","))[dim - 1::dim]  # commas only separate values
+    data[ends], data[ends + 1] = ord("]"), ord("[")
+    return columnar.Text(data, np.diff(np.r_[-1, ends, len(data) - 1]))

@@ -2,8 +2,8 @@
 COPY whose payload numpy lays out in one pass, on SQLite one executemany over tuples zipped from
 the columns.
 
-A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a list of
-strings for a text column, or one ``str`` that every row shares. ``insert`` also takes None: a
+A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a ``Text``
+or a list of strings for a text column, or one ``str`` that every row shares. ``insert`` also takes None: a
 column left out, NULL in every row.
 """
 
@@ -71,14 +71,14 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
     """The payload (bytes) of ``COPY ... FROM STDIN (FORMAT BINARY)`` for ``rows`` rows of ``fields``
     (kind, values). Each row is laid out at its widest in one structured array; when some value is
     NULL or a text is shorter than the longest, one mask drops the unused bytes."""
-    fields = [(kind, _Text(values) if kind == "text" and isinstance(values, list) else values)
+    fields = [(kind, Text.of(values) if kind == "text" and isinstance(values, list) else values)
               for kind, values in fields]
     layout: list[tuple] = [("count", ">i2")]
     for i, (kind, values) in enumerate(fields):
         layout.append((f"length{i}", ">i4"))
         if isinstance(values, str):
             layout.append((f"value{i}", f"S{len(values.encode())}"))
-        elif isinstance(values, _Text):
+        elif isinstance(values, Text):
             layout.append((f"value{i}", "u1", (int(values.lengths.max(initial=0)),)))
         else:
             layout.append((f"value{i}", KINDS[kind]))
@@ -90,7 +90,7 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
     for i, (_, values) in enumerate(fields):
         length, value = table[f"length{i}"], table[f"value{i}"]
         width, offset = table.dtype.fields[f"value{i}"][0].itemsize, table.dtype.fields[f"value{i}"][1]
-        if isinstance(values, _Text):
+        if isinstance(values, Text):
             keep = np.arange(width) < values.lengths[:, None]
             value[keep] = values.data
             length[...] = values.lengths
@@ -107,8 +107,8 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
         used[:, offset:offset + width] = keep
     if used is None:
         return payload
-    kept = _payload(int(used.sum()))
-    np.compress(used.ravel(), table.view(np.uint8), out=kept[len(_HEADER):-len(_TRAILER)])
+    kept = _payload(np.count_nonzero(used))
+    kept[len(_HEADER):-len(_TRAILER)] = table.view(np.uint8)[used.ravel()]
     return kept
 
 
@@ -120,13 +120,21 @@ def _payload(size: int) -> np.ndarray:
     return payload
 
 
-class _Text:
-    """Every row's UTF-8 bytes back to back, and each row's byte length."""
+class Text:
+    """A text column: every row's UTF-8 bytes back to back (a uint8 array), and each row's byte length."""
 
-    def __init__(self, strings: Sequence[str]) -> None:
+    def __init__(self, data: np.ndarray, lengths: np.ndarray) -> None:
+        self.data, self.lengths = data, lengths
+
+    @classmethod
+    def of(cls, strings: Sequence[str]) -> Text:
         encoded = [s.encode() for s in strings]
-        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        self.lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                   np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+
+    def strings(self) -> list[str]:
+        data, ends = self.data.tobytes(), np.cumsum(self.lengths).tolist()
+        return [data[start:end].decode() for start, end in zip([0, *ends[:-1]], ends)]
 
 
 def parameters(dialect: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int) -> list[tuple]:
@@ -139,7 +147,7 @@ def _driver_values(dialect: str, kind: str, values, rows: int):
     if values is None or isinstance(values, str):
         return repeat(values, rows)
     if kind == "text":
-        return values
+        return values.strings() if isinstance(values, Text) else values
     if kind == "faithful" and dialect == "sqlite":
         nan = np.isnan(np.ma.getdata(values))
         if nan.any():

@@ -235,8 +235,10 @@ def test_x_json_matches_float_list_row_by_row():
     points = rng.normal(scale=10.0 ** rng.integers(-30, 30, size=(200, 1)), size=(200, 4))
     points[rng.integers(0, 200, 30), rng.integers(0, 4, 30)] = rng.choice([np.nan, np.inf, -np.inf], 30)
     encode = FloatList().process_bind_param
-    assert x_json(points) == [encode(p, None) for p in points.tolist()]
-    assert x_json(np.zeros((2, 0))) == ["[]", "[]"]
+    for dim in (4, 1):
+        assert x_json(points[:, :dim]).strings() == [encode(p, None) for p in points[:, :dim].tolist()]
+    assert x_json(points[:1]).strings() == [encode(points[0].tolist(), None)]
+    assert x_json(np.zeros((2, 0))).strings() == ["[]", "[]"]
 
 
 @pytest.mark.parametrize("column, values, problem", [
