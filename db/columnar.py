@@ -43,7 +43,9 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
     if dialect != "postgresql":
         statement = (f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({column_list(names)}) "
                      f"VALUES ({', '.join('?' * len(names))})")
-        session.connection().exec_driver_sql(statement, parameters(dialect, kinds, {n: columns[n] for n in names}, rows))
+        values = [_driver_values(dialect, kinds[name], columns[name], rows) for name in names]
+        # sqlite3 takes the rows one by one from zip, which reuses one tuple: no list of tuples is built
+        session.connection().connection.driver_connection.executemany(statement, zip(*values))
         yield
         return
     payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
