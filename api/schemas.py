@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from db.models import TERMINAL, ApiKey, Comparison, Run
-from db.queries import Progress
+from db.queries import SUMMARY_COLUMNS, Progress
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
 ComparisonStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -107,6 +108,15 @@ class ComparisonOut(ComparisonSummary):
 class ComparisonPage(BaseModel):
     items: list[ComparisonSummary]
     next_cursor: str | None
+
+
+def page_body(rows: list[tuple], next_cursor: str | None) -> Response:
+    """The ComparisonPage of db.queries.history_page rows, encoded as pydantic encodes the model (the
+    same serializer) without building and validating a model per row first."""
+    n = len(SUMMARY_COLUMNS)
+    items = [dict(zip(SUMMARY_COLUMNS, row[:n]), progress=dict(zip(ProgressOut.model_fields, row[n:])))
+             for row in rows]
+    return Response(to_json({"items": items, "next_cursor": next_cursor}), media_type="application/json")
 
 
 class ComparisonPatch(BaseModel):

@@ -6,12 +6,12 @@ import base64
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, cast, delete, exists, func, or_, select, update
+from sqlalchemy import Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,7 +19,7 @@ from analysis import summary
 from db import bulk, rollups
 from db.models import (
     CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Checkpoint, Comparison, Eval, Run, Step,
-    utcnow,
+    UTCDateTime, utcnow,
 )
 from engine.identity import device_kind, run_hasher
 from optibench.settings import get_settings
@@ -148,45 +148,108 @@ class HistoryFilter:
     tag: str | None = None
     q: str | None = None
 
+    def params(self) -> dict[str, str]:
+        """The filters given, by name: the values of their conditions' bound parameters."""
+        given = {name: value for name, value in asdict(self).items() if value is not None}
+        if given.get("q") == "":
+            del given["q"]
+        if "q" in given:  # LIKE's wildcards are searched as themselves
+            given["q"] = given["q"].replace("/", "//").replace("%", "/%").replace("_", "/_")
+        return given
+
     def conditions(self, dialect: str) -> list:
-        equal = ((Comparison.status, self.status), (Comparison.model_name, self.model),
-                 (Comparison.dataset_name, self.dataset), (Comparison.function_name, self.function))
-        found = [column == value for column, value in equal if value is not None]
-        if self.optimizer is not None:
-            found.append(_json_list_contains(Comparison.optimizer_names, self.optimizer, dialect))
-        if self.tag is not None:
-            found.append(_json_list_contains(Comparison.tags, self.tag, dialect))
-        if self.q:
-            found.append(Comparison.name.icontains(self.q, autoescape=True))
-        return found
+        params = self.params()
+        return _filter_conditions(dialect, tuple(params), params)
 
 
-def _json_list_contains(column, value: str, dialect: str):
+#: the history's filters on plain columns, by name
+_EQUAL = {"status": Comparison.status, "model": Comparison.model_name, "dataset": Comparison.dataset_name,
+          "function": Comparison.function_name}
+#: and on JSON lists of names
+_LISTED = {"optimizer": Comparison.optimizer_names, "tag": Comparison.tags}
+
+
+def _filter_conditions(dialect: str, given: tuple[str, ...], values: Mapping[str, str] | None = None) -> list:
+    """The conditions of these filters, on bound parameters named after them: bound to ``values`` (from
+    HistoryFilter.params), else to be given at execution."""
+
+    def param(name: str):
+        return bindparam(name, values[name], type_=String) if values else bindparam(name, type_=String)
+
+    found = [_EQUAL[name] == param(name) for name in given if name in _EQUAL]
+    found += [_json_list_contains(_LISTED[name], param(name), dialect) for name in given if name in _LISTED]
+    if "q" in given:
+        found.append(Comparison.name.icontains(param("q"), escape="/"))
+    return found
+
+
+def _json_list_contains(column, value, dialect: str):
     """Whether the JSON list of strings in ``column`` holds ``value``, exactly."""
     if dialect == "postgresql":
-        return cast(column, postgresql.JSONB).contains([value])
+        return cast(column, postgresql.JSONB).contains(func.jsonb_build_array(value))
     element = func.json_each(column).table_valued("value")
     return exists(select(1).select_from(element).where(element.c.value == value))
 
 
+#: what a history page of the API shows of each comparison
+SUMMARY_COLUMNS = ("id", "name", "status", "created_at", "finished_at", "tags", "note", "submitted_by")
+
+
+@lru_cache(maxsize=1024)  # at most 2 shapes x 2 dialects x 2^7 filter sets x 2
+def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], paged: bool) -> Select:
+    """The history query of one shape, built once: building and hashing a statement costs more than
+    running it. Comparisons (or, with ``summaries``, the SUMMARY_COLUMNS and the runs' progress) of
+    team ``team_id``, newest first, at most ``limit`` of them, keyset-paginated on (created_at, id)
+    after (``after_created_at``, ``after_id``) when ``paged``, so deep pages stay as fast as the first:
+    it walks the (team_id[, status], created_at, id) index in order and stops after ``limit``
+    matches, whatever the filters."""
+    columns = [getattr(Comparison, name) for name in SUMMARY_COLUMNS] if summaries else [Comparison]
+    query = (select(*columns)
+             .where(Comparison.team_id == bindparam("team_id"), Comparison.deleted_at.is_(None),
+                    *_filter_conditions(dialect, filters))
+             .order_by(Comparison.created_at.desc(), Comparison.id.desc())
+             .limit(bindparam("limit", type_=Integer)))
+    if paged:
+        created_at, comparison_id = bindparam("after_created_at", type_=UTCDateTime()), bindparam("after_id")
+        query = query.where(or_(Comparison.created_at < created_at,
+                                and_(Comparison.created_at == created_at, Comparison.id < comparison_id)))
+    if not summaries:
+        return query
+    # the page first, then its runs' progress: grouping the join would aggregate the whole history
+    page = query.cte("page")
+    done = func.sum(case((Run.status.in_(TERMINAL), 1), else_=0))
+    progress = (select(Run.comparison_id, func.count().label("runs"), done.label("done"),
+                       func.sum(Run.steps_total).label("steps"), func.sum(Run.steps_done).label("steps_done"))
+                .where(Run.comparison_id.in_(select(page.c.id))).group_by(Run.comparison_id).subquery())
+    return (select(*page.c, *(func.coalesce(column, 0) for column in list(progress.c)[1:]))
+            .outerjoin(progress, progress.c.comparison_id == page.c.id)
+            .order_by(page.c.created_at.desc(), page.c.id.desc()))
+
+
+def _history(session: Session, summaries: bool, team_id: str, limit: int, cursor: str | None,
+             where: HistoryFilter) -> tuple[list, str | None]:
+    filters = where.params()
+    params = {"team_id": team_id, "limit": limit + 1, **filters}
+    if cursor:
+        params["after_created_at"], params["after_id"] = decode_cursor(cursor)
+    statement = _history_statement(summaries, session.get_bind().dialect.name, tuple(filters), bool(cursor))
+    rows = (session.execute if summaries else session.scalars)(statement, params).all()
+    page = list(rows[:limit])
+    return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
+
+
 def list_comparisons(session: Session, team_id: str, limit: int, cursor: str | None = None,
                      where: HistoryFilter = HistoryFilter()) -> tuple[list[Comparison], str | None]:
-    """The team's history, newest first, keyset-paginated on (created_at, id) so deep pages stay as
-    fast as the first: the query walks the (team_id[, status], created_at, id) index in order and
-    stops after ``limit`` + 1 matches, whatever the filters."""
-    query: Select = (select(Comparison)
-                     .where(Comparison.team_id == team_id, Comparison.deleted_at.is_(None),
-                            *where.conditions(session.get_bind().dialect.name))
-                     .order_by(Comparison.created_at.desc(), Comparison.id.desc()))
-    if cursor:
-        created_at, comparison_id = decode_cursor(cursor)
-        query = query.where(or_(
-            Comparison.created_at < created_at,
-            and_(Comparison.created_at == created_at, Comparison.id < comparison_id),
-        ))
-    rows = list(session.scalars(query.limit(limit + 1)))
-    page = rows[:limit]
-    return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
+    """The team's history, newest first, and the cursor of the next page (None on the last)."""
+    return _history(session, False, team_id, limit, cursor, where)
+
+
+def history_page(session: Session, team_id: str, limit: int, cursor: str | None = None,
+                 where: HistoryFilter = HistoryFilter()) -> tuple[list[tuple], str | None]:
+    """list_comparisons' page as plain rows, in one query: the SUMMARY_COLUMNS, then the runs'
+    progress (runs_total, runs_done, steps_total, steps_done). No ORM objects, and no column the page
+    does not show (the spec is most of a row)."""
+    return _history(session, True, team_id, limit, cursor, where)
 
 
 @dataclass(frozen=True)

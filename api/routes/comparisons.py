@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, comparison_or_404
 from api.schemas import (
-    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, ComparisonSummary, HTTPError,
+    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, HTTPError, page_body,
 )
 from db import queries, teams
 from db.models import QUEUED
@@ -129,16 +129,14 @@ def list_comparisons(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
     where: Annotated[HistoryQuery, Query()] = HistoryQuery(),
-) -> ComparisonPage:
+) -> Response:
     """The team's history, newest first; deleted comparisons are left out. Every filter given must
     hold; a cursor is only valid with the filters of the page it came from."""
     try:
-        page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
+        rows, next_cursor = queries.history_page(session, principal.team_id, limit, cursor, where.filter())
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
-    progress = queries.progress_of(session, [c.id for c in page])
-    items = [ComparisonSummary.of(c, progress.get(c.id, queries.Progress())) for c in page]
-    return ComparisonPage(items=items, next_cursor=next_cursor)
+    return page_body(rows, next_cursor)
 
 
 @router.get("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)

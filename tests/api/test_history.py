@@ -7,9 +7,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from db.models import Comparison, Run, Step
+from api.schemas import ComparisonPage, ComparisonSummary
+from db import queries
+from db.models import Comparison, Run, Step, utcnow
 from db.session import transaction
 from tests.api.teams import COMPARISONS, bearer, function_spec, make_team, record_steps, submit, team_client
 
@@ -23,6 +25,34 @@ def _listed(client, key: str) -> dict[str, dict]:
 
 
 # --- who and when; tags and note --------------------------------------------------------------
+
+
+def test_the_list_is_what_the_page_model_encodes(team_client):
+    """The list is encoded from its rows without a model per item: byte for byte what ComparisonPage
+    gives, a comparison with progress, a note, a finish time and non-ASCII text included."""
+    client, team = team_client, make_team()
+    first = submit(client, team.member, name="naïve Adam — ünïcode", tags=["a", "b"])
+    second = submit(client, team.member, seeds=[0])
+    client.patch(f"{COMPARISONS}/{first['id']}", json={"note": "lr ≈ 0.1"}, headers=bearer(team.member))
+    record_steps(second["runs"][0]["id"], [3.0, 2.0, 1.0])
+    with transaction() as session:
+        session.execute(update(Comparison).where(Comparison.id == first["id"]).values(finished_at=utcnow()))
+    cursor, pages = None, 0
+    while True:
+        response = client.get(COMPARISONS, params={"limit": 1, **({"cursor": cursor} if cursor else {})},
+                              headers=bearer(team.member))
+        with transaction() as session:
+            page, cursor = queries.list_comparisons(session, team.id, 1, cursor)
+            progress = queries.progress_of(session, [c.id for c in page])
+            expected = ComparisonPage(items=[ComparisonSummary.of(c, progress[c.id]) for c in page], next_cursor=cursor)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert response.content == expected.model_dump_json().encode()
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 2
+
+
 
 
 def test_history_records_the_submitter_and_shows_the_note(team_client):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import math
 import struct
+import uuid
+from dataclasses import astuple
 from datetime import timedelta
 
 import pytest
@@ -386,6 +388,31 @@ def test_progress_of_sums_runs_and_steps(use_database):
         assert queries.progress_of(session, []) == {}
     assert progress[comparison_id] == queries.Progress(runs_total=4, runs_done=1, steps_total=80, steps_done=27)
     assert progress[other_id] == queries.Progress(runs_total=4, runs_done=0, steps_total=80, steps_done=0)
+
+
+def test_history_page_rows_are_the_listed_comparisons_with_their_progress(use_database):
+    name = f"history page {uuid.uuid4().hex}"
+    created = [_create(name)[0] for _ in range(3)]
+    _, run_ids = _create(name)
+    claim = _claim(run_ids[1])
+    _append(run_ids[1], claim.attempt, [_row(i) for i in range(20)])
+    _finish(run_ids[1], claim.attempt, "succeeded", steps_done=20)
+    where, cursor, pages = queries.HistoryFilter(q=name), None, []
+    with transaction() as session:
+        while True:
+            rows, next_cursor = queries.history_page(session, LOCAL_TEAM_ID, 3, cursor, where)
+            objects, expected_cursor = queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor, where)
+            progress = queries.progress_of(session, [c.id for c in objects])
+            assert next_cursor == expected_cursor
+            assert [tuple(row) for row in rows] == [
+                (*(getattr(c, column) for column in queries.SUMMARY_COLUMNS), *astuple(progress[c.id])) for c in objects]
+            pages.append(rows)
+            if next_cursor is None:
+                break
+            cursor = next_cursor
+    assert [len(rows) for rows in pages] == [3, 1]
+    assert {row.id for row in pages[1]} == {created[0]}
+    assert tuple(pages[0][0])[len(queries.SUMMARY_COLUMNS):] == (4, 1, 80, 20)
 
 
 # --- orphans -------------------------------------------------------------------------------------
