@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, select, text
 
-from db import queries, rollups
+from db import bulk, queries, rollups
 from db.bulk import ingest_steps, x_json
 from db.models import FloatList, Step, StepRollup
 from db.session import transaction
+from engine.recorder import StepBatch
 from engine.spec import ComparisonSpec
 
 
@@ -255,3 +256,16 @@ def test_malformed_columns_are_refused_naming_the_column(run_id, column, values,
     with pytest.raises(ValueError, match=f"'{column}'.*{re.escape(problem)}"), transaction() as session:
         ingest_steps(session, run_id, columns | {column: values})
     assert _stored(run_id) == []
+
+
+def test_a_recorder_batch_reads_back_as_its_rows(run_id):
+    rng = np.random.default_rng(8)
+    steps = np.arange(300, 1300)
+    batch = StepBatch(step=steps, epoch=None, loss=rng.lognormal(size=1000), time_s=steps * 0.01,
+                      step_time_ms=rng.random(1000), lr=np.full(1000, 0.1), x=rng.normal(size=(1000, 2)),
+                      extras={"grad_norm": rng.random(1000)})
+    with transaction() as session:
+        ingest_steps(session, run_id, batch.columns())
+    stored = [{c: getattr(r, c) for c in bulk.COLUMNS} for r in _stored(run_id)]
+    assert stored == batch.rows()
+    _assert_rollups_describe_the_rows(run_id)
