@@ -92,7 +92,8 @@ def submit_comparison(
         "the same key with another body 409"))] = None,
 ) -> ComparisonOut:
     """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
-    request_hash = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    body = spec.model_dump(mode="json")
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
         response.status_code = 200
         return ComparisonOut.full(earlier)
@@ -101,16 +102,17 @@ def submit_comparison(
         raise _limit_error(("training",), f"{max(totals)} steps per run exceed the limit of "
                            f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
     # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
-    run_steps = [steps for steps, n in zip(totals, runs_per_entry(spec.model_dump(mode="json"))) for _ in range(n)]
+    run_steps = [steps for steps, n in zip(totals, runs_per_entry(body)) for _ in range(n)]
     try:
-        teams.check_submit_limits(session, principal.team_id, settings, run_steps)
-    except teams.LimitExceeded as exc:
-        raise _over_limit(exc, run_steps) from None
-    comparison = queries.create_comparison(session, spec.model_dump(mode="json"), totals,
-                                           team_id=principal.team_id, submitted_by=principal.name, reuse=spec.reuse)
-    comparison.idempotency_key, comparison.request_hash = idempotency_key, request_hash
-    try:
+        comparison = queries.create_comparison(session, body, totals, team_id=principal.team_id,
+                                               submitted_by=principal.name, reuse=spec.reuse,
+                                               idempotency_key=idempotency_key, request_hash=request_hash)
+        # the limits lock the team's row until the commit: taken last, the lock is held the shortest
+        teams.check_submit_limits(session, principal.team_id, settings, run_steps, submitted=comparison.id)
         session.commit()
+    except teams.LimitExceeded as exc:
+        session.rollback()
+        raise _over_limit(exc, run_steps) from None
     except IntegrityError:
         # a concurrent request with the same Idempotency-Key committed first
         session.rollback()

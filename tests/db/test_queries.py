@@ -11,7 +11,7 @@ from dataclasses import astuple
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 
 from db import queries
 from db.models import LOCAL_TEAM_ID, Comparison, Run, utcnow
@@ -413,6 +413,40 @@ def test_history_page_rows_are_the_listed_comparisons_with_their_progress(use_da
     assert [len(rows) for rows in pages] == [3, 1]
     assert {row.id for row in pages[1]} == {created[0]}
     assert tuple(pages[0][0])[len(queries.SUMMARY_COLUMNS):] == (4, 1, 80, 20)
+
+
+def test_created_objects_are_what_a_read_gives_and_need_no_query(use_database):
+    with transaction() as session:
+        comparison = queries.create_comparison(session, _spec(), 20, idempotency_key="retry-1", request_hash="ab" * 32)
+        statements = []
+
+        def record(_connection, _cursor, statement, *_) -> None:
+            statements.append(statement)
+
+        event.listen(session.get_bind(), "before_cursor_execute", record)
+        try:
+            created = _columns(comparison), [_columns(run) for run in comparison.runs]
+        finally:
+            event.remove(session.get_bind(), "before_cursor_execute", record)
+    assert statements == []
+    with transaction() as session:
+        stored = session.get(Comparison, comparison.id)
+        assert (_columns(stored), [_columns(run) for run in stored.runs]) == created
+        assert stored.idempotency_key == "retry-1" and stored.request_hash == "ab" * 32
+        # what was not set is SQL NULL, not JSON's null
+        assert session.execute(text("SELECT count(*) FROM runs WHERE comparison_id = :c AND hardware IS NULL"),
+                               {"c": comparison.id}).scalar_one() == 4
+        assert session.execute(text("SELECT count(*) FROM comparisons WHERE id = :c AND winners IS NULL"),
+                               {"c": comparison.id}).scalar_one() == 1
+    # and they stay usable objects of the session: an edit is written at the commit
+    with transaction() as session:
+        comparison = queries.create_comparison(session, _spec(), 20)
+        comparison.runs[0].status = "cancelled"
+    assert _run(comparison.runs[0].id).status == "cancelled"
+
+
+def _columns(instance) -> dict:
+    return {column: getattr(instance, column) for column in type(instance).__table__.columns.keys()}
 
 
 # --- orphans -------------------------------------------------------------------------------------
