@@ -47,20 +47,21 @@ def enqueue_runs(runs: Mapping[str, queries.Publish]) -> int:
 
 
 def _publish(tasks: Sequence[tuple[str, list[str], float, str]]) -> int:
-    """Send (task name, run ids, soft time limit, device kind) tasks until the broker refuses one, then
-    mark what was sent published, in one write."""
+    """Send (task name, run ids, soft time limit, device kind) tasks, then mark their runs published, in
+    one write. On Redis the messages go out together in one pipeline, one round trip: all of them or,
+    if the broker refuses, none (some may have arrived: a duplicate is harmless)."""
     settings = get_settings()
-    sent: list[str] = []
-    for name, run_ids, soft, device in tasks:
-        args = [run_ids] if name == ENSEMBLE_TASK else run_ids
-        try:
-            celery_app.send_task(name, args=args, queue=settings.queue_for(device), soft_time_limit=soft,
-                                 time_limit=soft + HARD_LIMIT_GRACE_S)
-        except Exception as exc:
-            unsent = sum(len(task[1]) for task in tasks) - len(sent)
-            log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, unsent)
-            break
-        sent += run_ids
+    try:
+        with celery_app.producer_or_acquire() as producer, producer.batch():
+            for name, run_ids, soft, device in tasks:
+                celery_app.send_task(name, args=[run_ids] if name == ENSEMBLE_TASK else run_ids, producer=producer,
+                                     queue=settings.queue_for(device), soft_time_limit=soft,
+                                     time_limit=soft + HARD_LIMIT_GRACE_S)
+    except Exception as exc:
+        log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__,
+                    sum(len(run_ids) for _, run_ids, _, _ in tasks))
+        return 0
+    sent = [run_id for _, run_ids, _, _ in tasks for run_id in run_ids]
     if sent:
         with transaction() as session:
             queries.mark_enqueued(session, sent)
