@@ -1,8 +1,9 @@
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -17,13 +18,29 @@ __all__ = ["AdminDep", "PageDep", "Principal", "PrincipalDep", "SessionDep", "Se
            "comparison_or_404"]
 
 
-def _session() -> Iterator[Session]:
-    with new_session() as session:
+# Sync dependencies cost a worker-thread hop each per request, and under load every hop queues for
+# the GIL behind the threads running endpoints: what needs no I/O runs on the event loop.
+
+
+async def _session() -> AsyncIterator[Session]:
+    """The request's session. Opening one does no I/O; closing one that still holds a connection does
+    (its rollback), so that happens in a worker thread."""
+    session = new_session()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+async def _settings() -> Settings:
+    return get_settings()
 
 
 SessionDep = Annotated[Session, Depends(_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 async def _submitted_csrf_token(request: Request) -> str | None:
@@ -43,12 +60,17 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: `optibench admin
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
-                      submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+async def current_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
+                            submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
     """The one authentication of the API: a Bearer key, else the dashboard session (whose unsafe
     requests need the CSRF token). 401 without either, with a wrong or with a revoked key."""
     if settings.auth == "off":
         return auth.LOCAL_PRINCIPAL
+    return await run_in_threadpool(_authenticate, request, session, bearer, submitted_csrf)
+
+
+def _authenticate(request: Request, session: Session, bearer: HTTPAuthorizationCredentials | None,
+                  submitted_csrf: str | None) -> Principal:
     if bearer is not None:
         key = auth.live_key(teams.key_by_hash(session, auth.hash_key(bearer.credentials)))
     elif "authorization" in request.headers:
@@ -69,7 +91,7 @@ def current_principal(request: Request, session: SessionDep, settings: SettingsD
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if principal.role != ADMIN:
         raise HTTPException(403, "this needs an admin key of the team")
     return principal
@@ -78,11 +100,11 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def page_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
-                   submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+async def page_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
+                         submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
     """For HTML pages: like the API, but without a valid session the browser goes to the login page."""
     try:
-        return current_principal(request, session, settings, bearer, submitted_csrf)
+        return await current_principal(request, session, settings, bearer, submitted_csrf)
     except HTTPException as exc:
         if exc.status_code != 401:
             raise

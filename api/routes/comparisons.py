@@ -138,6 +138,7 @@ def list_comparisons(
         rows, next_cursor = queries.history_page(session, principal.team_id, limit, cursor, where.filter())
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
+    session.close()  # ends the read in this thread; the session dependency would need another thread for it
     return page_body(rows, next_cursor)
 
 
