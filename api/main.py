@@ -5,6 +5,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -36,6 +37,7 @@ AUTH_ERRORS = {401: {"model": HTTPError, "description": "no API key, a wrong or 
 async def _lifespan(_app: FastAPI):
     from worker.sweeper import start_sweeper
 
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     stop = threading.Event()
     start_sweeper(stop)
     yield

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
         "machine has a GPU, else 'cpu' (set 'cuda' on a GPU-less API whose workers have GPUs)")
     host: str = "127.0.0.1"
     api_workers: int = Field(1, ge=1, description="API processes (uvicorn workers); the team deployment runs one per core")
+    api_threads: int = Field(4, ge=1, description="threads per API process that run requests' database work; more "
+                             "only queue for Python's lock, and a request holding a row lock waits behind them")
     port: int = Field(8000, ge=1, le=65535)
     auth: Literal["off", "required"] = Field("off", description="'required' for a team deployment: every "
                                              "request needs an API key; 'off' only on a loopback address")
