@@ -2,9 +2,9 @@
 COPY whose payload numpy lays out in one pass, on SQLite one executemany over tuples zipped from
 the columns.
 
-A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a ``Text``
-or a list of strings for a text column, or one ``str`` that every row shares. ``insert`` also takes None: a
-column left out, NULL in every row.
+A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a ``Text`` or
+a list of strings for a text column, or one ``str`` that every row shares. ``insert`` also takes
+None: a column left out, NULL in every row.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
             copy.write(memoryview(payload))  # psycopg sends a large buffer in slices: views, not copies
             yield
     if skip_existing:
-        session.execute(text(f"INSERT INTO {table} ({column_list(names)}) SELECT {column_list(names)} FROM {target} "
-                             "ON CONFLICT DO NOTHING"))
+        session.execute(text(f"INSERT INTO {table} ({column_list(names)}) "
+                             f"SELECT {column_list(names)} FROM {target} ON CONFLICT DO NOTHING"))
         session.execute(text(f"DROP TABLE {target}"))
 
 

@@ -213,7 +213,8 @@ def test_arrays_and_lists_write_the_same_rows(run_id):
         ingest_steps(session, run_id, lists)
     rows = _stored(run_id)
     columns = [c for c in arrays if c != "step"]
-    assert [[getattr(r, c) for c in columns] for r in rows[:500]] == [[getattr(r, c) for c in columns] for r in rows[500:]]
+    values = [[getattr(r, c) for c in columns] for r in rows]
+    assert values[:500] == values[500:]
     assert rows[0].x == arrays["x"][0].tolist() and rows[0].update_norm is None and rows[0].epoch == 0
     _assert_rollups_describe_the_rows(run_id)
 
