@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, update,
+    Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
@@ -259,13 +259,21 @@ def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], 
     if not summaries:
         return query
     # the page first, then its runs' progress: grouping the join would aggregate the whole history
-    page = query.cte("page")
-    done = func.sum(case((Run.status.in_(TERMINAL), 1), else_=0))
-    progress = (select(Run.comparison_id, func.count().label("runs"), done.label("done"),
-                       func.sum(Run.steps_total).label("steps"), func.sum(Run.steps_done).label("steps_done"))
-                .where(Run.comparison_id.in_(select(page.c.id))).group_by(Run.comparison_id).subquery())
-    return (select(*page.c, *(func.coalesce(column, 0) for column in list(progress.c)[1:]))
-            .outerjoin(progress, progress.c.comparison_id == page.c.id)
+    aggregates = (func.count().label("runs"), func.sum(case((Run.status.in_(TERMINAL), 1), else_=0)).label("done"),
+                  func.sum(Run.steps_total).label("steps"), func.sum(Run.steps_done).label("steps_done"))
+    if dialect == "postgresql":
+        # each comparison's runs through the comparison_id index: a third of the planning and running
+        # time of grouping them all
+        page = query.subquery("page")
+        progress = select(*aggregates).where(Run.comparison_id == page.c.id).lateral("progress")
+        joined = true()
+    else:  # SQLite has no LATERAL
+        page = query.cte("page")
+        progress = (select(Run.comparison_id, *aggregates).where(Run.comparison_id.in_(select(page.c.id)))
+                    .group_by(Run.comparison_id).subquery("progress"))
+        joined = progress.c.comparison_id == page.c.id
+    return (select(*page.c, *(func.coalesce(progress.c[column.name], 0) for column in aggregates))
+            .outerjoin(progress, joined)
             .order_by(page.c.created_at.desc(), page.c.id.desc()))
 
 
