@@ -1,6 +1,6 @@
 """Rows held as columns, inserted without building a Python object per row: on PostgreSQL a binary
-COPY whose payload numpy lays out in one pass, on SQLite one executemany over tuples zipped from
-the columns.
+COPY whose payload numpy lays out in one pass, on SQLite multi-row INSERTs whose parameters are
+chained from the columns.
 
 A column's values are an array (entries masked out of a ``numpy.ma`` array are NULL), a ``Text`` or
 a list of strings for a text column, or one ``str`` that every row shares. ``insert`` also takes
@@ -9,9 +9,10 @@ None: a column left out, NULL in every row.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import repeat
+from itertools import chain, islice, repeat
 
 import numpy as np
 from psycopg.copy import LibpqWriter
@@ -23,6 +24,8 @@ from sqlalchemy.orm import Session
 KINDS = {"int4": ">i4", "float8": ">f8", "faithful": ">f8", "text": None}
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, header extension length
 _TRAILER = b"\xff\xff"
+#: parameters per SQLite statement, at most: larger statements take longer to compile than they save
+_SQLITE_PARAMETERS = 32_766
 
 
 def insert(session: Session, table: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int,
@@ -41,11 +44,8 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
     names = [name for name, values in columns.items() if values is not None]  # the others default to NULL
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
-        statement = (f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({column_list(names)}) "
-                     f"VALUES ({', '.join('?' * len(names))})")
-        values = [_driver_values(dialect, kinds[name], columns[name], rows) for name in names]
-        # sqlite3 takes the rows one by one from zip, which reuses one tuple: no list of tuples is built
-        session.connection().connection.driver_connection.executemany(statement, zip(*values))
+        _sqlite_insert(session.connection().connection.driver_connection, table, names, rows, skip_existing,
+                       [_driver_values(dialect, kinds[name], columns[name], rows) for name in names])
         yield
         return
     payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
@@ -62,6 +62,19 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
         session.execute(text(f"INSERT INTO {table} ({column_list(names)}) "
                              f"SELECT {column_list(names)} FROM {target} ON CONFLICT DO NOTHING"))
         session.execute(text(f"DROP TABLE {target}"))
+
+
+def _sqlite_insert(connection, table: str, names: Sequence[str], rows: int, skip_existing: bool, values) -> None:
+    """Many rows per INSERT: sqlite3's executemany steps a statement per row, each step releasing and
+    retaking the GIL, which the training thread beside the writer then waits for."""
+    allowed = min(_SQLITE_PARAMETERS, connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per_statement = max(1, allowed // len(names))
+    row = f"({', '.join('?' * len(names))})"
+    head = f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table} ({column_list(names)}) VALUES "
+    pending = zip(*values)
+    for start in range(0, rows, per_statement):
+        chunk = min(per_statement, rows - start)
+        connection.execute(head + ", ".join([row] * chunk), list(chain.from_iterable(islice(pending, chunk))))
 
 
 def column_list(names: Sequence[str]) -> str:

@@ -63,7 +63,7 @@ def _assert_rollups_describe_the_rows(run_id: str) -> None:
 
 def test_rows_read_back_exactly_with_nan_and_infinity(run_id):
     rng = np.random.default_rng(0)
-    columns = _columns(range(0, 3000), rng)
+    columns = _columns(range(0, 10_000), rng)  # on SQLite, more rows than one INSERT takes
     with transaction() as session:
         ingest_steps(session, run_id, columns)
     rows = _stored(run_id)
