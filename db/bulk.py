@@ -1,4 +1,4 @@
-"""Bulk writes of step rows: binary COPY on PostgreSQL, one prepared executemany on SQLite.
+"""Bulk writes of step rows: binary COPY on PostgreSQL, multi-row INSERTs on SQLite.
 
 Rows arrive as columns (arrays, see ``StepBatch.columns``), so no per-row dict or ORM object is ever
 built. Steps are keyed by (run_id, step): a write retried after a commit whose answer was lost must
