@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -520,8 +521,9 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
     return ids
 
 
-def mark_enqueued(session: Session, run_ids: Sequence[str]) -> None:
-    session.execute(update(Run).where(Run.id.in_(run_ids), Run.status == QUEUED).values(enqueued_at=utcnow()))
+def mark_enqueued(connection: Session | Connection, run_ids: Sequence[str]) -> None:
+    connection.execute(update(Run.__table__).where(Run.id.in_(run_ids), Run.status == QUEUED)
+                       .values(enqueued_at=utcnow()))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from db import queries
 from db.models import Run
-from db.session import transaction
+from db.session import new_session
 from engine.identity import device_kind
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member, group_runs, should_vectorize
@@ -63,6 +63,6 @@ def _publish(tasks: Sequence[tuple[str, list[str], float, str]]) -> int:
         return 0
     sent = [run_id for _, run_ids, _, _ in tasks for run_id in run_ids]
     if sent:
-        with transaction() as session:
-            queries.mark_enqueued(session, sent)
+        with new_session() as session:  # one statement: no transaction to open and commit around it
+            queries.mark_enqueued(session.connection(execution_options={"isolation_level": "AUTOCOMMIT"}), sent)
     return len(sent)
