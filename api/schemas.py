@@ -110,6 +110,12 @@ class ComparisonPage(BaseModel):
     next_cursor: str | None
 
 
+def model_body(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as FastAPI sends a route's response_model, without validating it once more in a
+    worker thread: its constructor validated it."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
 def page_body(rows: list[tuple], next_cursor: str | None) -> Response:
     """The ComparisonPage of db.queries.history_page rows, encoded as pydantic encodes the model (the
     same serializer) without building and validating a model per row first."""

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, comparison_or_404
 from api.schemas import (
-    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, HTTPError, page_body,
+    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, HTTPError, model_body, page_body,
 )
 from db import queries, teams
 from db.models import QUEUED
@@ -86,17 +86,16 @@ def _earlier_submit(session: Session, principal: Principal, idempotency_key: str
                                              "comparisons queued or running; see Retry-After"},
 })
 def submit_comparison(
-    spec: ComparisonSpec, response: Response, session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
+    spec: ComparisonSpec, session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, description=(
         "makes the submit safe to retry: the same key and body answer the same comparison (200), "
         "the same key with another body 409"))] = None,
-) -> ComparisonOut:
+) -> Response:
     """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
     body = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
-        response.status_code = 200
-        return ComparisonOut.full(earlier)
+        return model_body(ComparisonOut.full(earlier))
     totals = [steps_total(spec, i) for i in range(len(spec.optimizers))]
     if max(totals) > settings.max_steps_per_run:
         raise _limit_error(("training",), f"{max(totals)} steps per run exceed the limit of "
@@ -117,11 +116,10 @@ def submit_comparison(
         # a concurrent request with the same Idempotency-Key committed first
         session.rollback()
         if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
-            response.status_code = 200
-            return ComparisonOut.full(earlier)
+            return model_body(ComparisonOut.full(earlier))
         raise
     enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED])
-    return ComparisonOut.full(comparison)
+    return model_body(ComparisonOut.full(comparison), 202)
 
 
 @router.get("", response_model=ComparisonPage, responses={400: {"model": HTTPError, "description": "bad cursor"}})

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select, update
 
-from api.schemas import ComparisonPage, ComparisonSummary
+from api.schemas import ComparisonOut, ComparisonPage, ComparisonSummary
 from db import queries
 from db.models import Comparison, Run, Step, utcnow
 from db.session import transaction
@@ -25,6 +25,15 @@ def _listed(client, key: str) -> dict[str, dict]:
 
 
 # --- who and when; tags and note --------------------------------------------------------------
+
+
+def test_a_submit_answers_what_the_stored_comparison_encodes(team_client):
+    team = make_team()
+    response = team_client.post(COMPARISONS, json=function_spec(tags=["é"]), headers=bearer(team.member))
+    with transaction() as session:
+        expected = ComparisonOut.full(queries.get_comparison(session, response.json()["id"], team.id))
+    assert response.status_code == 202 and response.headers["content-type"] == "application/json"
+    assert response.content == expected.model_dump_json().encode()
 
 
 def test_the_list_is_what_the_page_model_encodes(team_client):
