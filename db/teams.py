@@ -116,15 +116,18 @@ def limits_of(team: Team, settings: Settings) -> dict[str, Limit]:
             for name in LIMITS}
 
 
+#: the first key of the advisory locks that serialise a team's submits (the second: the team's id, hashed)
+SUBMIT_LOCK = 0x6F62
+
+
 def check_submit_limits(session: Session, team_id: str, settings: Settings, run_steps: list[int],
                         submitted: str | None = None) -> None:
     """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
-    team. Locks the team's row until the transaction ends, so concurrent submits of one team
-    count each other's comparisons (PostgreSQL; SQLite serialises writers anyway). ``submitted``: the
-    comparison's id when this transaction has inserted it already, which is then not counted;
-    inserting first keeps the lock short, from here to the commit. The lock is FOR NO KEY UPDATE: an
-    inserted comparison holds FOR KEY SHARE on its team's row, which FOR UPDATE would deadlock with."""
-    team = session.scalar(select(Team).where(Team.id == team_id).with_for_update(key_share=True))
+    team. From the count on, the team's other submits wait until this transaction ends, so that
+    concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
+    transaction has inserted it already, which is then not counted; inserting first keeps the wait
+    short, from the count to the commit."""
+    team = session.scalar(select(Team).where(Team.id == team_id))
     limits = limits_of(team, settings)
 
     runs, steps = limits["max_runs_per_comparison"], limits["max_steps_per_comparison"]
@@ -135,6 +138,7 @@ def check_submit_limits(session: Session, team_id: str, settings: Settings, run_
         raise LimitExceeded(steps, f"{sum(run_steps)} steps over all runs exceed the limit of {steps.value} "
                                    f"steps per comparison ({steps.how_to_change(team.name)})")
     running = limits["max_running_comparisons"]
+    _serialise_submits(session, team_id)
     others = [Comparison.id != submitted] if submitted else []
     active = session.scalar(select(func.count()).select_from(Comparison).where(
         Comparison.team_id == team_id, Comparison.status.in_((QUEUED, RUNNING)), Comparison.deleted_at.is_(None),
@@ -143,6 +147,14 @@ def check_submit_limits(session: Session, team_id: str, settings: Settings, run_
         raise LimitExceeded(running, f"the team has {active} comparisons queued or running, the most it may have "
                                      f"at once is {running.value}: wait for one to finish or cancel one "
                                      f"({running.how_to_change(team.name)})")
+
+
+def _serialise_submits(session: Session, team_id: str) -> None:
+    """A lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not
+    the team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that
+    to a row lock costs the server a multixact per submit. SQLite serialises writers anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK, func.hashtext(team_id))))
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -253,9 +253,10 @@ def test_running_comparisons_over_the_limit_is_429_until_one_ends(team_client):
     assert client.post(COMPARISONS, json=function_spec(seeds=[2]), headers=bearer(team.member)).status_code == 202
 
 
-def test_concurrent_submits_never_pass_the_running_limit(team_client):
-    team = make_team(max_running_comparisons=3)
-    n = 8
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_concurrent_submits_never_pass_the_running_limit(team_client, limit):
+    team = make_team(max_running_comparisons=limit)
+    n = 16
     start = threading.Barrier(n)
 
     def post(seed: int):
@@ -264,9 +265,10 @@ def test_concurrent_submits_never_pass_the_running_limit(team_client):
 
     with ThreadPoolExecutor(n) as pool:
         codes = sorted(answer.status_code for answer in pool.map(post, range(n)))
-    assert codes == [202] * 3 + [429] * (n - 3)
+    assert codes == [202] * limit + [429] * (n - limit)
     with transaction() as session:
-        assert session.scalar(select(func.count()).select_from(Comparison).where(Comparison.team_id == team.id)) == 3
+        assert session.scalar(select(func.count()).select_from(Comparison).where(Comparison.team_id == team.id)) \
+            == limit
 
 
 def test_a_retry_answers_even_at_the_limit(team_client):
