@@ -201,10 +201,6 @@ class HistoryFilter:
             given["q"] = given["q"].replace("/", "//").replace("%", "/%").replace("_", "/_")
         return given
 
-    def conditions(self, dialect: str) -> list:
-        params = self.params()
-        return _filter_conditions(dialect, tuple(params), params)
-
 
 #: the history's filters on plain columns, by name
 _EQUAL = {"status": Comparison.status, "model": Comparison.model_name, "dataset": Comparison.dataset_name,
@@ -213,17 +209,13 @@ _EQUAL = {"status": Comparison.status, "model": Comparison.model_name, "dataset"
 _LISTED = {"optimizer": Comparison.optimizer_names, "tag": Comparison.tags}
 
 
-def _filter_conditions(dialect: str, given: tuple[str, ...], values: Mapping[str, str] | None = None) -> list:
-    """The conditions of these filters, on bound parameters named after them: bound to ``values`` (from
-    HistoryFilter.params), else to be given at execution."""
-
-    def param(name: str):
-        return bindparam(name, values[name], type_=String) if values else bindparam(name, type_=String)
-
-    found = [_EQUAL[name] == param(name) for name in given if name in _EQUAL]
-    found += [_json_list_contains(_LISTED[name], param(name), dialect) for name in given if name in _LISTED]
+def _filter_conditions(dialect: str, given: tuple[str, ...]) -> list:
+    """The conditions of these filters, on bound parameters named after them (HistoryFilter.params)."""
+    found = [_EQUAL[name] == bindparam(name, type_=String) for name in given if name in _EQUAL]
+    found += [_json_list_contains(_LISTED[name], bindparam(name, type_=String), dialect)
+              for name in given if name in _LISTED]
     if "q" in given:
-        found.append(Comparison.name.icontains(param("q"), escape="/"))
+        found.append(Comparison.name.icontains(bindparam("q", type_=String), escape="/"))
     return found
 
 
