@@ -110,13 +110,12 @@ class StepRecorder:
     def record(self, loss: torch.Tensor, epoch: int | None, lr: float, point: torch.Tensor | None,
                extras: dict[str, torch.Tensor] | None = None) -> bool:
         """Note one finished step; True when a flush is due."""
+        now = time.perf_counter()
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             self._marks.append(event)
-            now = time.perf_counter()
         else:
-            now = time.perf_counter()
             self._marks.append(now)
         self.next_step += 1
         self._epochs.append(epoch)

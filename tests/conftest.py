@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 
 # Before any project import: the Celery app and settings read the environment once.
 _SESSION_DIR = tempfile.mkdtemp(prefix="optibench-tests-")
@@ -28,27 +30,34 @@ def require(service: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"optibench_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def empty_postgres_database(prefix: str = "optibench_test") -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         require("PostgreSQL", exc)
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    from db.migrate import upgrade
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
-    upgrade(url)
-    yield url
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh, migrated database on the machine's PostgreSQL, dropped afterwards."""
+    from db.migrate import upgrade
     from db.session import get_engine
 
-    get_engine.cache_clear()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_postgres_database() as url:
+        upgrade(url)
+        yield url
+        get_engine.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,5 @@
 """Alembic owns the schema: the migrations must build exactly what the models declare, and go down again."""
 
-import uuid
-
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -11,7 +9,7 @@ from sqlalchemy.dialects import postgresql
 
 from db.migrate import alembic_config, upgrade
 from db.models import LOCAL_TEAM_ID, Base
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import empty_postgres_database
 
 
 def test_migrations_match_the_models(database_url):
@@ -56,15 +54,9 @@ def test_postgresql_columns_have_the_collations_the_models_declare(postgres_url)
 
 
 @pytest.fixture
-def empty_postgres_url(postgres_url):
-    name = f"optibench_migrations_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def empty_postgres_url():
+    with empty_postgres_database("optibench_migrations") as url:
+        yield url
 
 
 def test_run_keys_turn_bytewise_on_postgresql_and_back_keeping_the_rows(empty_postgres_url):
