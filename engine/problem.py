@@ -107,7 +107,7 @@ class BuiltProblem:
         return {"train_loss": self.full_loss(module)}
 
     def point(self, module: nn.Module) -> torch.Tensor | None:
-        """For function problems, the current x; None otherwise."""
+        """For function problems, x: the live tensor, which every update changes in place; None otherwise."""
         return None
 
 
@@ -136,7 +136,7 @@ class FunctionProblem(BuiltProblem):
         return self.function.value(module.x, self.params)
 
     def point(self, module: nn.Module) -> torch.Tensor:
-        return module.x.detach().clone()
+        return module.x.detach()
 
 
 class DatasetProblem(BuiltProblem):

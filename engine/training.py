@@ -121,12 +121,14 @@ def train(
     want_grad_norm, want_update_norm = "grad_norm" in training.extras, "update_norm" in training.extras
     eval_every, is_function = training.eval_every, problem.is_function
     first_group = optimizer.param_groups[0]
+    point = problem.point(module)  # a function problem's x, which every update changes in place
     for step in range(start, total_steps):
         epoch, indices = next(batches)
         if scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = hyper.lr * schedule.factor(step, total_steps)
-        point = problem.point(module)
+        if point is not None:
+            recorder.record_point(point)
         before = [p.detach().clone() for p in params] if want_update_norm else None
 
         def closure() -> torch.Tensor:
@@ -143,7 +145,7 @@ def train(
                 extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
             if want_update_norm:
                 extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
-        due = recorder.record(loss, None if is_function else epoch, first_group["lr"], point, extras)
+        due = recorder.record(loss, None if is_function else epoch, first_group["lr"], extras)
         if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < total_steps:
             evaluate(step + 1, epoch)
         if due and not flush():

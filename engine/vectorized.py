@@ -518,7 +518,8 @@ def train_ensemble(
     for step in range(total_steps):
         epoch, indices = next(batches)
         rates, step_scalars = scalars.at(step)
-        point = ensemble.flat.detach().clone() if problem.is_function else None
+        if problem.is_function:
+            recorder.record_point(ensemble.flat)
         losses = ensemble.losses(indices)
         grad = ensemble.gradient(losses)
         extras = {}
@@ -530,7 +531,7 @@ def train_ensemble(
             if before is not None:
                 extras["update_norm"] = torch.linalg.vector_norm(ensemble.flat - before, dim=1)
         # the recorder is indifferent to shapes: with [M] losses and rates it records M runs at once
-        due = recorder.record(losses.detach(), None if problem.is_function else epoch, rates, point, extras)
+        due = recorder.record(losses.detach(), None if problem.is_function else epoch, rates, extras)
         if training.eval_every is not None and (step + 1) % training.eval_every == 0 and step + 1 < total_steps:
             evaluate(step + 1, epoch)
         if due:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import engine.recorder as recorder_module
 import engine.training as training_module
 from engine import registry
 from engine.problem import (
@@ -634,8 +635,11 @@ def _to_cpu(args: tuple, kwargs: dict) -> bool:
 @pytest.fixture
 def host_copies(monkeypatch: pytest.MonkeyPatch) -> collections.Counter:
     """Counts calls, made from engine/recorder.py or engine/training.py, of the tensor methods that copy to
-    the host: item, cpu, tolist, numpy, float(), int(), bool(), and .to(<cpu>)."""
+    the host: item, cpu, tolist, numpy, float(), int(), bool(), and .to(<cpu>). On the CPU the recorder
+    reads values straight into host arrays, which copies nothing there; here it keeps them in device
+    blocks, as on a GPU, so that the count is the GPU's."""
     counts: collections.Counter = collections.Counter()
+    monkeypatch.setattr(recorder_module, "_HostColumn", recorder_module._DeviceColumn)
 
     def caller_is_recording() -> bool:
         return sys._getframe(2).f_code.co_filename.endswith(RECORDING_FILES)
@@ -683,6 +687,24 @@ COPY_SPECS = {
         optimizers=[{"name": "sgd", "params": {"lr": 1e-4}}],
     ),
 }
+
+
+@pytest.mark.parametrize("case", sorted(COPY_SPECS))
+def test_device_columns_record_what_host_columns_record(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """The GPU's way of keeping per-step values (device blocks, one transfer per drain) and the CPU's
+    (host arrays) give the same rows, over several blocks and flushes."""
+    spec = make_spec(**COPY_SPECS[case])
+    steps = recorder_module.BLOCK_ROWS * 2 + 5
+    _, host = run(spec, total_steps=steps, flush_every=1500)
+    monkeypatch.setattr(recorder_module, "_HostColumn", recorder_module._DeviceColumn)
+    _, device = run(spec, total_steps=steps, flush_every=1500)
+    assert len(host.batches) == len(device.batches) == 2
+    for name in ("step", "loss", "lr", "x"):
+        if host.batches[0].x is not None or name != "x":
+            np.testing.assert_array_equal(host.column(name), device.column(name))
+    for extra in spec.training.extras:
+        np.testing.assert_array_equal(np.concatenate([b.extras[extra] for b in host.batches]),
+                                      np.concatenate([b.extras[extra] for b in device.batches]))
 
 
 @pytest.mark.parametrize("case", sorted(COPY_SPECS))
