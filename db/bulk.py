@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import columnar, rollups
+from db.models import encode_float
 
 #: each column's kind (see ``db.columnar.KINDS``); FaithfulFloat columns keep NaN apart from NULL
 KINDS = {"step": "int4", "epoch": "int4", "loss": "faithful", "time_s": "float8", "step_time_ms": "float8",
@@ -64,18 +66,19 @@ def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.nd
 
 
 def x_json(points: np.ndarray) -> columnar.Text:
-    """Each row of ``points`` as the JSON text ``db.models.FloatList`` stores (floats as repr writes
-    them, non-finite ones as the strings 'nan', 'inf', '-inf'). All values are joined in one string,
-    whose every dim-th separator ', ' then becomes '][' so that the rows lie back to back: no Python
-    object per row."""
+    """Each row of ``points`` as the JSON text ``db.models.FloatList`` stores (non-finite values as the
+    strings 'nan', 'inf', '-inf'), from one ``orjson`` call whose rows then lie back to back: no Python
+    object per value unless some value is not finite."""
     rows, dim = points.shape
     if dim == 0:
         return columnar.Text(np.frombuffer(b"[]" * rows, dtype=np.uint8), np.full(rows, 2))
-    values = points.ravel()
-    texts = list(map(float.__repr__, values.tolist()))
-    for i in np.flatnonzero(~np.isfinite(values)).tolist():
-        texts[i] = f'"{texts[i]}"'
-    data = np.frombuffer(bytearray(f"[{', '.join(texts)}]".encode()), dtype=np.uint8)
-    ends = np.flatnonzero(data == ord(","))[dim - 1::dim]  # commas only separate values
-    data[ends], data[ends + 1] = ord("]"), ord("[")
-    return columnar.Text(data, np.diff(np.r_[-1, ends, len(data) - 1]))
+    if np.isfinite(points).all():
+        encoded = orjson.dumps(np.ascontiguousarray(points, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        encoded = orjson.dumps([list(map(encode_float, row)) for row in points.tolist()])
+    data = np.frombuffer(encoded, dtype=np.uint8)[1:-1]  # [[..],[..]] less its outer brackets
+    ends = np.flatnonzero(data == ord("]"))
+    starts = np.r_[0, ends[:-1] + 2]  # each row's '[' comes after the previous row's "],"
+    separators = np.ones(len(data), dtype=bool)
+    separators[ends[:-1] + 1] = False
+    return columnar.Text(data[separators], ends - starts + 1)

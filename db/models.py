@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -64,7 +64,7 @@ class FaithfulFloat(TypeDecorator):
         return float(value) if isinstance(value, str) else value
 
 
-def _encode_float(v: float) -> float | str:
+def encode_float(v: float) -> float | str:
     return v if math.isfinite(v) else repr(v)  # 'nan', 'inf', '-inf'
 
 
@@ -75,10 +75,10 @@ class FloatList(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: list[float] | None, dialect) -> str | None:
-        return None if value is None else json.dumps([_encode_float(v) for v in value], allow_nan=False)
+        return None if value is None else orjson.dumps([encode_float(v) for v in value]).decode()
 
     def process_result_value(self, value: str | None, dialect) -> list[float] | None:
-        return None if value is None else [float(v) for v in json.loads(value)]
+        return None if value is None else [float(v) for v in orjson.loads(value)]
 
 
 class Base(DeclarativeBase):
