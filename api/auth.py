@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeSerializer
 from jinja2 import pass_context
 from markupsafe import Markup, escape
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -64,7 +65,7 @@ def issue_key(session: Session, team_id: str, name: str, role: str) -> tuple[Api
     return teams.add_key(session, team_id, name, role, hash_key(secret), secret[:DISPLAY_CHARS]), secret
 
 
-def live_key(key: ApiKey | None) -> ApiKey:
+def live_key(key: ApiKey | Row | None) -> ApiKey | Row:
     if key is None:
         raise unauthenticated("unknown API key")
     if key.revoked_at is not None:
@@ -72,7 +73,7 @@ def live_key(key: ApiKey | None) -> ApiKey:
     return key
 
 
-def principal_of(session: Session, key: ApiKey) -> Principal:
+def principal_of(session: Session, key: ApiKey | Row) -> Principal:
     if teams.touch_key(session, key):
         session.commit()
     return Principal(team_id=key.team_id, role=key.role, name=key.name, key_id=key.id)
@@ -94,7 +95,7 @@ def check_csrf(request: Request, submitted: str | None) -> None:
                                  f"{CSRF_HEADER} header of this session")
 
 
-def log_in(request: Request, key: ApiKey) -> None:
+def log_in(request: Request, key: ApiKey | Row) -> None:
     """A fresh session: nothing from before the login survives, the CSRF token included."""
     request.session.clear()
     request.session.update({"key_id": key.id, CSRF_FIELD: secrets.token_urlsafe(32)})

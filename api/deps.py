@@ -22,14 +22,16 @@ __all__ = ["AdminDep", "PageDep", "Principal", "PrincipalDep", "SessionDep", "Se
 # the GIL behind the threads running endpoints: what needs no I/O runs on the event loop.
 
 
-async def _session() -> AsyncIterator[Session]:
-    """The request's session. Opening one does no I/O; closing one that still holds a connection does
-    (its rollback), so that happens in a worker thread."""
-    session = new_session()
+async def _session(request: Request) -> AsyncIterator[Session]:
+    """The request's session, in autocommit for safe methods (see ``new_session``). Opening one does no
+    I/O, nor does closing one in autocommit, which has nothing to roll back; closing any other that
+    still holds a connection does (its rollback), so that happens in a worker thread."""
+    autocommit = request.method in auth.SAFE_METHODS
+    session = new_session(autocommit=autocommit)
     try:
         yield session
     finally:
-        if session.in_transaction():
+        if session.in_transaction() and not autocommit:
             await run_in_threadpool(session.close)
         else:
             session.close()

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -46,13 +45,20 @@ _NO_COMPARISON, _NO_RUN = (dict.fromkeys(model.__table__.columns.keys()) for mod
 
 def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int],
                       team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None, *, reuse: bool = False,
-                      idempotency_key: str | None = None, request_hash: str | None = None) -> Comparison:
+                      idempotency_key: str | None = None, request_hash: str | None = None,
+                      publishing: bool = False) -> Comparison:
     """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
     only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
 
     With ``reuse`` (the submit route passes the spec's), a run identical to a succeeded run of the team
     (engine.identity) is created succeeded instead, pointing at it, and is never queued; a comparison
     made only of such runs has succeeded already. Without it, as for direct callers, every run trains.
+
+    ``publishing``: the caller publishes the queued runs right after the commit, so they are stored as
+    published (enqueued_at set) instead of in the outbox, which spares every submit a second write;
+    a publish that fails puts them back (``worker.dispatch.enqueue_new_runs(marked=True)``). Should the
+    process die between the commit and the publish, the sweeper republishes them after
+    OPTIBENCH_REPUBLISH_AFTER_S, as for a message the broker lost.
 
     The rows go in as two plain INSERTs, the runs' one executemany: the ORM's unit of work cost more
     than the rest of a submit. The objects returned are in the session as if read back."""
@@ -62,6 +68,10 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
            "spec": spec, "tags": spec.get("tags", []), "submitted_by": submitted_by, "created_at": utcnow(),
            "idempotency_key": idempotency_key, "request_hash": request_hash, **_history_columns(spec)}
     runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0)
+    if publishing:
+        for run in runs:
+            if run["status"] == QUEUED:
+                run["enqueued_at"] = row["created_at"]
     _insert(session, Comparison, [row])
     _insert(session, Run, runs)
     comparison = _persistent(session, Comparison(**row))
@@ -277,7 +287,8 @@ def _history(session: Session, summaries: bool, team_id: str, limit: int, cursor
     if cursor:
         params["after_created_at"], params["after_id"] = decode_cursor(cursor)
     statement = _history_statement(summaries, session.get_bind().dialect.name, tuple(filters), bool(cursor))
-    rows = (session.execute if summaries else session.scalars)(statement, params).all()
+    # the summaries' plain columns need none of the ORM's handling of a statement
+    rows = (session.connection().execute if summaries else session.scalars)(statement, params).all()
     page = list(rows[:limit])
     return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
 
@@ -513,9 +524,14 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
     return ids
 
 
-def mark_enqueued(connection: Session | Connection, run_ids: Sequence[str]) -> None:
-    connection.execute(update(Run.__table__).where(Run.id.in_(run_ids), Run.status == QUEUED)
-                       .values(enqueued_at=utcnow()))
+_MARK_ENQUEUED = (update(Run.__table__)
+                  .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == QUEUED)
+                  .values(enqueued_at=bindparam("at", type_=Run.enqueued_at.type)))
+
+
+def mark_enqueued(session: Session, run_ids: Sequence[str], published: bool = True) -> None:
+    """Mark queued runs published (now), or not (back in the outbox)."""
+    session.connection().execute(_MARK_ENQUEUED, {"ids": list(run_ids), "at": utcnow() if published else None})
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +26,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # orjson parses the JSON columns several times faster than json; PostgreSQL has validated them as JSON
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=orjson.loads)
 
 
 @lru_cache
@@ -37,12 +39,17 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 @lru_cache
-def _factory(url: str | None) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def _factory(url: str | None, autocommit: bool) -> sessionmaker[Session]:
+    engine = get_engine(url)
+    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine,
+                        expire_on_commit=False)
 
 
-def new_session(url: str | None = None) -> Session:
-    return _factory(url)()
+def new_session(url: str | None = None, *, autocommit: bool = False) -> Session:
+    """``autocommit``: each statement commits on its own, with no BEGIN and ROLLBACK around a request's
+    reads (two round trips saved). It suits requests that only read, whose statements each see their
+    own snapshot under READ COMMITTED anyway, or write a single statement."""
+    return _factory(url, autocommit)()
 
 
 @contextmanager

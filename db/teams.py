@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from db import queries
@@ -53,8 +53,15 @@ def add_key(session: Session, team_id: str, name: str, role: str, key_hash: str,
     return key
 
 
-def key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+#: what authenticating a request reads of its key, as a plain row from a statement built once: every
+#: request with a key runs it, and building an ORM query and object cost more than the query
+_KEY_BY_HASH = (select(ApiKey.id, ApiKey.team_id, ApiKey.role, ApiKey.name, ApiKey.revoked_at, ApiKey.last_used_at)
+                .where(ApiKey.key_hash == bindparam("key_hash")))
+
+
+def key_by_hash(session: Session, key_hash: str) -> Row | None:
+    """The key's id, team_id, role, name, revoked_at and last_used_at."""
+    return session.connection().execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
 
 
 def key_by_id(session: Session, key_id: str, team_id: str | None = None) -> ApiKey | None:
@@ -75,7 +82,7 @@ def revoke_key(key: ApiKey) -> None:
         key.revoked_at = utcnow()
 
 
-def touch_key(session: Session, key: ApiKey) -> bool:
+def touch_key(session: Session, key: ApiKey | Row) -> bool:
     """Record the key's use unless that was done less than LAST_USED_RESOLUTION ago; the condition
     is in the UPDATE too, so concurrent requests write once. Returns whether anything is to commit."""
     now = utcnow()
@@ -111,23 +118,30 @@ class LimitExceeded(Exception):
         self.limit = limit
 
 
-def limits_of(team: Team, settings: Settings) -> dict[str, Limit]:
+def limits_of(team: Team | Row, settings: Settings) -> dict[str, Limit]:
     return {name: Limit(name, getattr(team, name) or getattr(settings, name), getattr(team, name) is not None)
             for name in LIMITS}
 
 
-#: the first key of the advisory locks that serialise a team's submits (the second: the team's id, hashed)
-SUBMIT_LOCK = 0x6F62
+#: what the limits read of a team: its name and its own limits
+_TEAM_LIMITS = select(Team.name, *(getattr(Team, name) for name in LIMITS)).where(Team.id == bindparam("team_id"))
+#: the team's comparisons queued or running, but the one this transaction submits
+_ACTIVE = (select(func.count()).select_from(Comparison)
+           .where(Comparison.team_id == bindparam("team_id"), Comparison.status.in_((QUEUED, RUNNING)),
+                  Comparison.deleted_at.is_(None), Comparison.id != bindparam("submitted")))
+#: the advisory lock that serialises a team's submits: keys 0x6F62 ("ob") and the team's id, hashed
+_SUBMIT_LOCK = select(func.pg_advisory_xact_lock(0x6F62, func.hashtext(bindparam("team_id"))))
 
 
 def check_submit_limits(session: Session, team_id: str, settings: Settings, run_steps: list[int],
-                        submitted: str | None = None) -> None:
+                        submitted: str = "") -> None:
     """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
     team. From the count on, the team's other submits wait until this transaction ends, so that
     concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
     transaction has inserted it already, which is then not counted; inserting first keeps the wait
-    short, from the count to the commit."""
-    team = session.scalar(select(Team).where(Team.id == team_id))
+    short, from the count to the commit. Every statement is built once: a submit runs them all."""
+    connection = session.connection()
+    team = connection.execute(_TEAM_LIMITS, {"team_id": team_id}).one()
     limits = limits_of(team, settings)
 
     runs, steps = limits["max_runs_per_comparison"], limits["max_steps_per_comparison"]
@@ -138,23 +152,16 @@ def check_submit_limits(session: Session, team_id: str, settings: Settings, run_
         raise LimitExceeded(steps, f"{sum(run_steps)} steps over all runs exceed the limit of {steps.value} "
                                    f"steps per comparison ({steps.how_to_change(team.name)})")
     running = limits["max_running_comparisons"]
-    _serialise_submits(session, team_id)
-    others = [Comparison.id != submitted] if submitted else []
-    active = session.scalar(select(func.count()).select_from(Comparison).where(
-        Comparison.team_id == team_id, Comparison.status.in_((QUEUED, RUNNING)), Comparison.deleted_at.is_(None),
-        *others))
+    # a lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not the
+    # team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that to a
+    # row lock costs the server a multixact per submit. SQLite serialises writers anyway.
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SUBMIT_LOCK, {"team_id": team_id})
+    active = connection.execute(_ACTIVE, {"team_id": team_id, "submitted": submitted}).scalar_one()
     if active >= running.value:
         raise LimitExceeded(running, f"the team has {active} comparisons queued or running, the most it may have "
                                      f"at once is {running.value}: wait for one to finish or cancel one "
                                      f"({running.how_to_change(team.name)})")
-
-
-def _serialise_submits(session: Session, team_id: str) -> None:
-    """A lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not
-    the team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that
-    to a row lock costs the server a multixact per submit. SQLite serialises writers anyway."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK, func.hashtext(team_id))))
 
 
 # --- history -----------------------------------------------------------------------------------

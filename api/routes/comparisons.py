@@ -105,8 +105,9 @@ def submit_comparison(
     try:
         comparison = queries.create_comparison(session, body, totals, team_id=principal.team_id,
                                                submitted_by=principal.name, reuse=spec.reuse,
-                                               idempotency_key=idempotency_key, request_hash=request_hash)
-        # the limits lock the team's row until the commit: taken last, the lock is held the shortest
+                                               idempotency_key=idempotency_key, request_hash=request_hash,
+                                               publishing=True)
+        # the limits lock the team's submits until the commit: taken last, the lock is held the shortest
         teams.check_submit_limits(session, principal.team_id, settings, run_steps, submitted=comparison.id)
         session.commit()
     except teams.LimitExceeded as exc:
@@ -118,7 +119,7 @@ def submit_comparison(
         if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
             return model_body(ComparisonOut.full(earlier))
         raise
-    enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED])
+    enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED], marked=True)
     return model_body(ComparisonOut.full(comparison), 202)
 
 
@@ -136,7 +137,6 @@ def list_comparisons(
         rows, next_cursor = queries.history_page(session, principal.team_id, limit, cursor, where.filter())
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
-    session.close()  # ends the read in this thread; the session dependency would need another thread for it
     return page_body(rows, next_cursor)
 
 

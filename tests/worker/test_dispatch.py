@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 
+import pytest
 import redis
 from sqlalchemy import select
 
@@ -24,10 +25,10 @@ SPEC = {
 }
 
 
-def _create() -> tuple[ComparisonSpec, list[Run]]:
+def _create(publishing: bool = False) -> tuple[ComparisonSpec, list[Run]]:
     spec = ComparisonSpec.model_validate(SPEC)
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec.model_dump(mode="json"), 50)
+        comparison = queries.create_comparison(session, spec.model_dump(mode="json"), 50, publishing=publishing)
         session.expunge_all()
         return spec, comparison.runs
 
@@ -57,7 +58,19 @@ def test_a_comparisons_tasks_go_out_in_one_round_trip(redis_dispatch, monkeypatc
     assert all(_enqueued_at(runs))
 
 
-def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(use_database, monkeypatch):
+def test_runs_stored_as_published_are_not_written_again(redis_dispatch, monkeypatch):
+    """The submit's way: the INSERT marks the runs published, and a publish that succeeds writes nothing."""
+    spec, runs = _create(publishing=True)
+    marked = _enqueued_at(runs)
+    assert all(marked)
+    monkeypatch.setattr(queries, "mark_enqueued", lambda *args: pytest.fail("a successful publish wrote"))
+    assert dispatch.enqueue_new_runs(spec, runs, marked=True) == len(runs)
+    assert redis_dispatch.client.llen(f"{redis_dispatch.prefix}.cpu") > 0
+    assert _enqueued_at(runs) == marked
+
+
+@pytest.mark.parametrize("stored_as_published", [False, True])
+def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(use_database, monkeypatch, stored_as_published):
     from optibench.settings import get_settings
     from worker.celery_app import create_celery
 
@@ -67,9 +80,33 @@ def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(use_database, monk
     monkeypatch.setenv("OPTIBENCH_BROKER_URL", f"redis://127.0.0.1:{port}/0")
     get_settings.cache_clear()
     monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
-    spec, runs = _create()
-    assert dispatch.enqueue_new_runs(spec, runs) == 0
+    spec, runs = _create(publishing=stored_as_published)
+    assert dispatch.enqueue_new_runs(spec, runs, marked=stored_as_published) == 0
     assert _enqueued_at(runs) == [None] * len(runs)
     with transaction() as session:
         assert {r.id for r in runs} <= set(queries.unpublished_runs(session, limit=10_000))
+    get_settings.cache_clear()
+
+
+def test_a_refused_publish_with_the_database_gone_too_still_answers(use_database, monkeypatch, caplog):
+    """The submit is committed when its publish fails: if putting the runs back in the outbox fails as
+    well, the runs wait for the republish instead of the submit failing."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from optibench.settings import get_settings
+    from worker.celery_app import create_celery
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    spec, runs = _create(publishing=True)
+    monkeypatch.setenv("OPTIBENCH_BROKER_URL", f"redis://127.0.0.1:{port}/0")
+    get_settings.cache_clear()
+    monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
+    gone = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/gone")
+    monkeypatch.setattr(dispatch, "new_session", lambda autocommit: Session(gone))
+    assert dispatch.enqueue_new_runs(spec, runs, marked=True) == 0
+    assert "wait OPTIBENCH_REPUBLISH_AFTER_S" in caplog.text
+    assert all(_enqueued_at(runs))  # still marked: the sweeper republishes them after the interval
     get_settings.cache_clear()
