@@ -123,7 +123,7 @@ def serve(
     with_worker: bool = typer.Option(True, "--with-worker/--no-worker", help="also run a Celery worker"),
 ) -> None:
     """Run the API and one Celery worker together; Ctrl-C stops both."""
-    import uvicorn
+    from optibench.serving import run_api
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -139,7 +139,7 @@ def serve(
     log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
              _redact(settings.database_url), _redact(settings.broker_url))
     try:
-        uvicorn.run("api.main:app", host=host, port=port, log_level="info", workers=settings.api_workers)
+        run_api(host, port, settings.api_workers)
     finally:
         if worker_process is not None:
             _stop_worker(worker_process)
