@@ -106,12 +106,15 @@ def _api_key(url: str) -> str:
     return secret
 
 
-def _analyze(url: str) -> None:
-    """Table statistics, as autovacuum keeps them on a live database: without them a freshly loaded
-    table gets sequential scans."""
+def _settle(url: str) -> None:
+    """Leave the seeded database as a live one is in steady state: vacuumed, with statistics (without
+    them a freshly loaded table gets sequential scans), and checkpointed, so that the seed's own
+    aftermath (a million fresh rows to vacuum and to write out) cannot land in the measurement."""
     engine = make_engine(url)
     with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql("VACUUM (ANALYZE)")
+        connection.exec_driver_sql("CHECKPOINT")
     engine.dispose()
 
 
@@ -218,7 +221,7 @@ def run() -> list[Result]:
         _seed_history(url, HISTORY)
         key = _api_key(url)
         run_id = _long_run(url, CURVE_STEPS)
-        _analyze(url)
+        _settle(url)
         with _server(url) as api:
             # every process imports its components and prepares its statements before anything is timed
             _load(api, key, "GET", COMPARISONS, None, WARM_S, 200)
