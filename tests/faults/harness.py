@@ -143,10 +143,13 @@ class _Registry:
             self.items.remove(item)
 
     def log_tails(self, chars: int = LOG_TAIL_CHARS) -> str:
+        """Newest process first: where a long report is cut short, what is cut is the oldest."""
         parts = []
-        for item in self.items:
+        for item in reversed(self.items):
             state = "alive" if item.alive else "down"
             parts.append(f"----- {item.describe()} ({state}) log {item.log_path}:\n{_tail(item.log_path, chars)}")
+            if item.alive and hasattr(item, "sessions"):
+                parts.append(f"----- {item.describe()} sessions in a transaction or a wait:\n{item.sessions()}")
         return "\n".join(parts) or "(no processes started)"
 
     def close_all(self) -> None:
@@ -492,6 +495,21 @@ class PostgresCluster:
 
         return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=database or self.database,
                                autocommit=autocommit, connect_timeout=3)
+
+    def sessions(self) -> str:
+        """Every client session in a transaction or waiting, with what blocks it: a stalled job's
+        locks show here."""
+        try:
+            with self.connect("postgres") as connection:
+                rows = connection.execute(
+                    "SELECT pid, datname, state, wait_event_type, wait_event, pg_blocking_pids(pid), "
+                    "round(extract(epoch FROM now() - xact_start)::numeric, 1), left(query, 160) "
+                    "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                    "AND (xact_start IS NOT NULL OR wait_event_type = 'Lock') ORDER BY xact_start").fetchall()
+        except Exception as exc:  # noqa: BLE001 - a report must not fail on a server that is down
+            return f"(unreadable: {type(exc).__name__}: {exc})"
+        header = "pid db state wait_type wait blocked_by xact_s query"
+        return "\n".join([header, *(" | ".join(map(str, row)) for row in rows)]) if rows else "(none)"
 
     def create_database(self, name: str | None = None) -> str:
         name = name or self.database

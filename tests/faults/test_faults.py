@@ -11,7 +11,7 @@ import torch
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.training import train
-from tests.faults.harness import injected, step_problems, verified, wait_until
+from tests.faults.harness import GiveUp, injected, step_problems, verified, wait_until
 
 # Long enough to be killed mid-run five times; deterministic on the CPU.
 MLP_SPEC = {
@@ -54,16 +54,24 @@ def _check_rows(fault_env, body: dict, reference: dict[str, list[float]] | None 
 @pytest.mark.fault_env(lease_timeout_s=3, sweep_interval_s=0.5, max_attempts=20, **WORKER_SETTINGS)
 def test_worker_sigkill_five_times(fault_env):
     spec = copy.deepcopy(MLP_SPEC)
+    # A worker trains on for a flush and a poll after it has made the progress awaited: up to ~1,000
+    # steps a kill on a fast machine. Three times 40 epochs keeps the five kills well inside the job.
+    spec["training"]["epochs"] = 120
     reference = _uninterrupted_losses(spec)
     fault_env.start_api()
     comparison_id = fault_env.submit(spec)
     total = sum(r["steps_total"] for r in fault_env.comparison(comparison_id)["runs"])
 
+    def progressed(since: int) -> bool:
+        done = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
+        if done > total - 150:
+            raise GiveUp(f"{done}/{total} steps done: too few left to kill the worker mid-run; make the job longer")
+        return done >= since + 150
+
     for kill in range(1, 6):
         worker = fault_env.start_worker()
         before = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
-        wait_until(lambda: sum(r["steps_done"] for r in fault_env.run_rows(comparison_id)) >= before + 150,
-                   120, f"progress before kill {kill}")
+        wait_until(lambda: progressed(before), 120, f"progress before kill {kill}", interval=0.05)
         done = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
         worker.sigkill()
         injected(f"kill {kill}/5: SIGKILL to the worker mid-run at {done}/{total} steps")
