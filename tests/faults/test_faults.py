@@ -62,17 +62,20 @@ def test_worker_sigkill_five_times(fault_env):
     comparison_id = fault_env.submit(spec)
     total = sum(r["steps_total"] for r in fault_env.comparison(comparison_id)["runs"])
 
+    def steps_done() -> int:
+        return sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
+
     def progressed(since: int) -> bool:
-        done = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
+        done = steps_done()
         if done > total - 150:
             raise GiveUp(f"{done}/{total} steps done: too few left to kill the worker mid-run; make the job longer")
         return done >= since + 150
 
     for kill in range(1, 6):
         worker = fault_env.start_worker()
-        before = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
+        before = steps_done()
         wait_until(lambda: progressed(before), 120, f"progress before kill {kill}", interval=0.05)
-        done = sum(r["steps_done"] for r in fault_env.run_rows(comparison_id))
+        done = steps_done()
         worker.sigkill()
         injected(f"kill {kill}/5: SIGKILL to the worker mid-run at {done}/{total} steps")
         assert done < total, "the job finished before the kill; make it longer"

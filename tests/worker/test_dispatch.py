@@ -69,44 +69,40 @@ def test_runs_stored_as_published_are_not_written_again(redis_dispatch, monkeypa
     assert _enqueued_at(runs) == marked
 
 
-@pytest.mark.parametrize("stored_as_published", [False, True])
-def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(use_database, monkeypatch, stored_as_published):
-    from optibench.settings import get_settings
-    from worker.celery_app import create_celery
-
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("OPTIBENCH_BROKER_URL", f"redis://127.0.0.1:{port}/0")
-    get_settings.cache_clear()
-    monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
-    spec, runs = _create(publishing=stored_as_published)
-    assert dispatch.enqueue_new_runs(spec, runs, marked=stored_as_published) == 0
-    assert _enqueued_at(runs) == [None] * len(runs)
-    with transaction() as session:
-        assert {r.id for r in runs} <= set(queries.unpublished_runs(session, limit=10_000))
-    get_settings.cache_clear()
-
-
-def test_a_refused_publish_with_the_database_gone_too_still_answers(use_database, monkeypatch, caplog):
-    """The submit is committed when its publish fails: if putting the runs back in the outbox fails as
-    well, the runs wait for the republish instead of the submit failing."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
-
+@pytest.fixture
+def refusing_broker(use_database, monkeypatch):
+    """Dispatch publishes to a Redis URL on a port nothing listens on; yields that port."""
     from optibench.settings import get_settings
     from worker.celery_app import create_celery
 
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    spec, runs = _create(publishing=True)
     monkeypatch.setenv("OPTIBENCH_BROKER_URL", f"redis://127.0.0.1:{port}/0")
     get_settings.cache_clear()
     monkeypatch.setattr(dispatch, "celery_app", create_celery(get_settings()))
-    gone = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/gone")
+    yield port
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("stored_as_published", [False, True])
+def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(refusing_broker, stored_as_published):
+    spec, runs = _create(publishing=stored_as_published)
+    assert dispatch.enqueue_new_runs(spec, runs, marked=stored_as_published) == 0
+    assert _enqueued_at(runs) == [None] * len(runs)
+    with transaction() as session:
+        assert {r.id for r in runs} <= set(queries.unpublished_runs(session, limit=10_000))
+
+
+def test_a_refused_publish_with_the_database_gone_too_still_answers(refusing_broker, monkeypatch, caplog):
+    """The submit is committed when its publish fails: if putting the runs back in the outbox fails as
+    well, the runs wait for the republish instead of the submit failing."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    spec, runs = _create(publishing=True)
+    gone = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{refusing_broker}/gone")
     monkeypatch.setattr(dispatch, "new_session", lambda autocommit: Session(gone))
     assert dispatch.enqueue_new_runs(spec, runs, marked=True) == 0
     assert "wait OPTIBENCH_REPUBLISH_AFTER_S" in caplog.text
     assert all(_enqueued_at(runs))  # still marked: the sweeper republishes them after the interval
-    get_settings.cache_clear()
