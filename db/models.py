@@ -286,3 +286,29 @@ class Eval(Base):
     train_accuracy: Mapped[float | None] = mapped_column(FaithfulFloat)
     val_loss: Mapped[float | None] = mapped_column(FaithfulFloat)
     val_accuracy: Mapped[float | None] = mapped_column(FaithfulFloat)
+
+
+class DashboardSession(Base):
+    """A dashboard login. The signed cookie names this row; logging out revokes it here, so a saved
+    copy of the cookie stops working at once rather than when it expires."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    """A live Celery worker and the queues it consumes, refreshed by its sweeper: what /readyz and a
+    run waiting for a GPU read. A row whose last_seen is older than a lease is a worker that is gone."""
+
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list[str]]
+    pid: Mapped[int | None]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(index=True)
