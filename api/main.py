@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import auth
 from api.deps import current_principal
 from api.routes import admin, catalog, comparisons, curves, export, figures, health, login, pages, runs, share, summary
-from api.schemas import HTTPError, json_safe
+from api.schemas import HTTPError, printable_json
+from api.text_guard import UnsafeTextGuard
 from optibench import __version__
 from optibench.settings import get_settings
 
@@ -70,6 +71,8 @@ def create_app() -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     auth.install(app, get_settings())
+    # outermost: bad text is refused before sessions, routes and the database see it
+    app.add_middleware(UnsafeTextGuard, router=app.router, max_body_bytes=get_settings().max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
@@ -94,8 +97,8 @@ async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONRespo
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    # the rejected input goes back in the error, and it may be NaN or infinity
-    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+    # the rejected input goes back in the error, and it may be NaN, infinity or text no encoder takes
+    return JSONResponse(status_code=422, content={"detail": printable_json(jsonable_encoder(exc.errors()))})
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

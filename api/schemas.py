@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
+from sqlalchemy.orm import object_session
 
+from db import workers
 from db.models import TERMINAL, ApiKey, Comparison, Run
 from db.queries import SUMMARY_COLUMNS, Progress
+from engine.identity import device_kind
+from optibench.settings import get_settings
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
 ComparisonStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -49,9 +54,15 @@ class RunOut(BaseModel):
     reused_from_id: str | None = Field(description="set when this run reused an identical succeeded run instead of "
                                        "training; its steps and evaluations are that run's")
     config_hash: str | None = Field(description="hash of everything that determines the result (docs/sweeps.md)")
+    waiting: str | None = Field(None, description="set while the run is queued on a queue no live worker consumes "
+                                "(e.g. a 'cuda' run without a GPU worker): which queue, and how to serve it")
 
     @classmethod
-    def of(cls, run: Run) -> RunOut:
+    def of(cls, run: Run, served: Counter[str] | None = None) -> RunOut:
+        """``served``: how many live workers consume each queue (db.workers.live_queues), read here if
+        the run is queued and it is not given."""
+        if run.status == "queued" and served is None:
+            served = _served(run)
         return cls(
             id=run.id, comparison_id=run.comparison_id, label=run.label,
             optimizer=OptimizerOut(name=run.optimizer_name, params=run.optimizer_params), seed=run.seed,
@@ -59,8 +70,25 @@ class RunOut(BaseModel):
             best_loss=run.best_loss, wall_time_s=run.wall_time_s, diverged_step=run.diverged_step, error=run.error,
             device=run.device, attempt=run.attempt, started_at=run.started_at, finished_at=run.finished_at,
             phase=run.phase, sweep_values=run.sweep_values or {}, reused_from_id=run.reused_from_id,
-            config_hash=run.config_hash,
+            config_hash=run.config_hash, waiting=_waiting(run, served),
         )
+
+
+def _served(instance: Run | Comparison) -> Counter[str] | None:
+    session = object_session(instance)
+    return None if session is None else workers.live_queues(session, get_settings())
+
+
+def _waiting(run: Run, served: Counter[str] | None) -> str | None:
+    if run.status != "queued" or served is None:
+        return None
+    settings = get_settings()
+    kind = run.device or device_kind("auto", settings.auto_device)
+    queue = settings.queue_for(kind)
+    if served[queue]:
+        return None
+    start = "optibench worker --gpus all" if kind == "cuda" else "optibench worker"
+    return f"waiting for a worker on queue {queue}: no live worker consumes it (start one with `{start}`)"
 
 
 class ProgressOut(BaseModel):
@@ -94,6 +122,8 @@ class ComparisonSummary(BaseModel):
 class ComparisonOut(ComparisonSummary):
     spec: dict[str, Any]
     runs: list[RunOut]
+    waiting: str | None = Field(None, description="set while some of its queued runs sit on a queue no live "
+                                "worker consumes: which queue, and how to serve it (the runs say which)")
 
     @classmethod
     def full(cls, comparison: Comparison) -> ComparisonOut:
@@ -102,7 +132,10 @@ class ComparisonOut(ComparisonSummary):
             runs_total=len(runs), runs_done=sum(r.status in TERMINAL for r in runs),
             steps_total=sum(r.steps_total for r in runs), steps_done=sum(r.steps_done for r in runs),
         )
-        return cls.of(comparison, progress, spec=comparison.spec, runs=[RunOut.of(r) for r in runs])
+        served = _served(comparison) if any(r.status == "queued" for r in runs) else None
+        outs = [RunOut.of(r, served) for r in runs]
+        waiting = "; ".join(dict.fromkeys(out.waiting for out in outs if out.waiting)) or None
+        return cls.of(comparison, progress, spec=comparison.spec, runs=outs, waiting=waiting)
 
 
 class ComparisonPage(BaseModel):
@@ -211,6 +244,25 @@ def json_body(body: dict) -> Response:
     value first, which costs more than the query behind a long curve. ``allow_nan=False`` guards the
     promise that NaN never reaches JSON as a bare token."""
     return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), media_type="application/json")
+
+
+def printable(text: str) -> str:
+    """``text`` with NUL and lone surrogates written as their escapes (``\\u0000``, ``\\ud800``), so
+    that every encoder and backend takes it: for error messages that quote what was refused."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_json(value: Any) -> Any:
+    """``json_safe``, and every string ``printable``: what an error body may quote of any input."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k) if isinstance(k, str) else k: printable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_json(v) for v in value]
+    return json_safe(value)
 
 
 def json_safe(value: Any) -> Any:
