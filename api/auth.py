@@ -1,6 +1,7 @@
-"""Who is calling. The API takes ``Authorization: Bearer <key>``; the dashboards keep the key's id in
-a signed session cookie (HttpOnly, SameSite=Lax) whose unsafe requests must carry the session's CSRF
-token; share links carry a signed token naming a ShareLink row. Keys are stored as SHA-256 only."""
+"""Who is calling. The API takes ``Authorization: Bearer <key>``; a dashboard login is a row of
+``dashboard_sessions`` whose secret travels in a signed session cookie (HttpOnly, SameSite=Lax), and
+whose unsafe requests must carry the session's CSRF token; logging out revokes the row. Share links
+carry a signed token naming a ShareLink row. Keys and session secrets are stored as SHA-256 only."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import hashlib
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.templating import Jinja2Templates
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 
 from db import teams
-from db.models import ADMIN, LOCAL_TEAM_ID, ApiKey
+from db.models import ADMIN, LOCAL_TEAM_ID, ApiKey, utcnow
 from optibench.settings import Settings
 
 KEY_PREFIX = "ob_"
@@ -29,6 +31,8 @@ KEY_PREFIX = "ob_"
 DISPLAY_CHARS = 11
 SESSION_COOKIE = "optibench_session"
 SESSION_MAX_AGE_S = 7 * 24 * 3600
+#: the cookie's field holding the secret of the session's dashboard_sessions row
+SESSION_FIELD = "session"
 CSRF_FIELD, CSRF_HEADER = "csrf_token", "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -95,17 +99,45 @@ def check_csrf(request: Request, submitted: str | None) -> None:
                                  f"{CSRF_HEADER} header of this session")
 
 
-def log_in(request: Request, key: ApiKey | Row) -> None:
-    """A fresh session: nothing from before the login survives, the CSRF token included."""
+def log_in(request: Request, session: Session, key: ApiKey | Row) -> None:
+    """A fresh session: a new row, and nothing from before the login survives in the cookie, the CSRF
+    token included. The caller commits."""
+    secret = secrets.token_urlsafe(32)
+    teams.add_dashboard_session(session, hash_key(secret), key.id, utcnow() + timedelta(seconds=SESSION_MAX_AGE_S))
     request.session.clear()
-    request.session.update({"key_id": key.id, CSRF_FIELD: secrets.token_urlsafe(32)})
+    request.session.update({SESSION_FIELD: secret, CSRF_FIELD: secrets.token_urlsafe(32)})
+
+
+def session_key(session: Session, secret: str) -> Row:
+    """The key of a live dashboard session; 401 when the session was logged out, has expired, or its
+    key was revoked."""
+    found = teams.key_by_session(session, hash_key(secret)) if isinstance(secret, str) else None
+    if found is None or found.session_revoked_at is not None or found.expires_at <= utcnow():
+        raise unauthenticated("this session has ended: log in again at /login")
+    return live_key(found)
+
+
+def log_out(request: Request, session: Session) -> None:
+    """Revoke the session's row, so that a saved copy of the cookie stops working, and empty the cookie.
+    The caller commits."""
+    if isinstance(secret := request.session.get(SESSION_FIELD), str):
+        teams.end_dashboard_session(session, hash_key(secret))
+    request.session.clear()
 
 
 def local_path(target: str | None) -> str:
-    """Where to go after logging in: a path on this site only, never another site."""
-    parts = urlsplit(target or "/")
-    if parts.scheme or parts.netloc or not parts.path.startswith("/") or "\\" in target:
+    """Where to go after logging in: a path on this site only, never another site, else "/". Browsers
+    read a backslash as a slash and drop tabs and newlines, so "/\\evil", "/\t/evil" and "///evil" all
+    lead to another host; the percent-decoded form is held to the same rules ("/%2F%2Fevil")."""
+    if not target:
         return "/"
+    for form in (target, unquote(target)):
+        if (not form.startswith("/") or form.startswith("//") or "\\" in form
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in form)):
+            return "/"
+        parts = urlsplit(form)
+        if parts.scheme or parts.netloc:
+            return "/"
     return target
 
 

@@ -77,9 +77,9 @@ def _authenticate(request: Request, session: Session, bearer: HTTPAuthorizationC
         key = auth.live_key(teams.key_by_hash(session, auth.hash_key(bearer.credentials)))
     elif "authorization" in request.headers:
         raise auth.unauthenticated("the Authorization header must be 'Bearer <API key>'")
-    elif key_id := request.session.get("key_id"):
+    elif secret := request.session.get(auth.SESSION_FIELD):
         try:
-            key = auth.live_key(teams.key_by_id(session, key_id))
+            key = auth.session_key(session, secret)
         except HTTPException:
             request.session.clear()
             raise

@@ -9,7 +9,8 @@ from sqlalchemy import Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from db import queries
-from db.models import QUEUED, RUNNING, ApiKey, Comparison, Eval, Run, ShareLink, Step, StepRollup, Team, utcnow
+from db.models import (QUEUED, RUNNING, ApiKey, Comparison, DashboardSession, Eval, Run, ShareLink, Step, StepRollup,
+                       Team, utcnow)
 from optibench.settings import Settings
 
 #: last_used_at is a hint for admins, not an audit log: at most one write per key per interval
@@ -71,6 +72,32 @@ def key_by_id(session: Session, key_id: str, team_id: str | None = None) -> ApiK
 
 def keys_by_id_or_prefix(session: Session, id_or_prefix: str) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))))
+
+
+# --- dashboard sessions ------------------------------------------------------------------------
+
+
+def add_dashboard_session(session: Session, session_id: str, key_id: str, expires_at: datetime) -> None:
+    session.add(DashboardSession(id=session_id, key_id=key_id, expires_at=expires_at))
+
+
+#: what authenticating a dashboard request reads: its key's columns (as _KEY_BY_HASH) and the
+#: session's, through the primary key, built once like the key lookup
+_KEY_BY_SESSION = (select(ApiKey.id, ApiKey.team_id, ApiKey.role, ApiKey.name, ApiKey.revoked_at, ApiKey.last_used_at,
+                          DashboardSession.expires_at, DashboardSession.revoked_at.label("session_revoked_at"))
+                   .join(ApiKey, ApiKey.id == DashboardSession.key_id)
+                   .where(DashboardSession.id == bindparam("session_id")))
+
+
+def key_by_session(session: Session, session_id: str) -> Row | None:
+    """The session's key (the columns of ``key_by_hash``), its ``expires_at`` and ``session_revoked_at``."""
+    return session.connection().execute(_KEY_BY_SESSION, {"session_id": session_id}).first()
+
+
+def end_dashboard_session(session: Session, session_id: str) -> None:
+    session.execute(update(DashboardSession)
+                    .where(DashboardSession.id == session_id, DashboardSession.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
 
 
 def list_keys(session: Session, team_id: str) -> list[ApiKey]:

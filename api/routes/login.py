@@ -1,5 +1,6 @@
 """The dashboards' login: paste an API key once, then a signed session cookie (HttpOnly, SameSite=Lax)
-holding the key's id stands for it. The forms carry the session's CSRF token."""
+holding the secret of a dashboard_sessions row stands for it, until logout revokes the row. The forms
+carry the session's CSRF token."""
 
 from typing import Annotated
 
@@ -34,15 +35,17 @@ def log_in(request: Request, session: SessionDep, settings: SettingsDep,
     found = teams.key_by_hash(session, auth.hash_key(key.strip())) if key.strip() else None
     if found is None or found.revoked_at is not None:
         return _form(request, next_path, "This key is unknown or was revoked.", status_code=401)
-    auth.log_in(request, found)
-    if teams.touch_key(session, found):
-        session.commit()
+    auth.log_in(request, session, found)
+    teams.touch_key(session, found)
+    session.commit()
     return RedirectResponse(next_path, status_code=303)
 
 
 @router.post("/logout")
-def log_out(request: Request, csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
-    if request.session.get("key_id"):
+def log_out(request: Request, session: SessionDep,
+            csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+    if request.session.get(auth.SESSION_FIELD):
         auth.check_csrf(request, request.headers.get(auth.CSRF_HEADER) or csrf_token)
-    request.session.clear()
+    auth.log_out(request, session)
+    session.commit()
     return RedirectResponse("/login", status_code=303)

@@ -7,6 +7,8 @@ The exact status is asserted for each. Then: dashboard sessions, CSRF, and keys 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 from datetime import timedelta
@@ -16,11 +18,11 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api import auth
 from api.deps import PageDep
-from db.models import ApiKey, utcnow
+from db.models import ApiKey, DashboardSession, utcnow
 from db.session import transaction
 from optibench.settings import get_settings
 from tests.api.teams import COMPARISONS, Team, bearer, function_spec, make_team, record_steps, submit, team_client
@@ -245,9 +247,15 @@ def test_login_with_a_wrong_or_revoked_key_shows_the_form_again(team_client):
 
 def test_login_goes_back_to_a_local_path_only(team_client):
     team = make_team()
-    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"):
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
+                   "///evil.example/x", "////evil.example", "/%2F%2Fevil.example", "/%5Cevil.example", "https:evil.example",
+                   "/\t/evil.example", "/\n/evil.example", "/%09/evil.example", "evil.example", ""):
         response = _log_in(team_client, team.member, target)
         assert response.status_code == 303 and response.headers["location"] == "/", target
+        # where the browser lands: this site's dashboard
+        assert team_client.get(response.headers["location"], follow_redirects=False).url.host == "testserver"
+    for target in ("/comparisons/abc?x=1#runs", "/?tag=a%2Bb"):
+        assert _log_in(team_client, team.member, target).headers["location"] == target
 
 
 def test_unsafe_session_requests_need_the_csrf_token(team_client):
@@ -275,6 +283,56 @@ def test_logout_needs_the_token_and_ends_the_session(team_client):
     response = client.post("/logout", data={"csrf_token": token}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/login"
     assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_saved_cookie_stops_working_after_logout(team_client):
+    """Logout revokes the session on the server: replaying the cookie saved before it is 401 on reads,
+    on share links and on the pages."""
+    client = team_client
+    team = make_team()
+    _log_in(client, team.member)
+    saved = client.cookies.get(auth.SESSION_COOKIE)
+    token = _csrf_of(client.get("/login").text)
+    comparison_id = submit(client, team.member)["id"]
+    assert client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+
+    client.cookies.clear()
+    replayed = {"cookie": f"{auth.SESSION_COOKIE}={saved}", "X-CSRF-Token": token}
+    response = client.get("/api/v1/me", headers=replayed)
+    assert response.status_code == 401 and "log in again" in response.json()["detail"]
+    assert client.post(f"{COMPARISONS}/{comparison_id}/share", json={}, headers=replayed).status_code == 401
+    assert client.get("/", headers=replayed, follow_redirects=False).status_code == 303
+    # a new login is a new session, and works
+    _log_in(client, team.member)
+    assert client.get("/api/v1/me").status_code == 200
+
+
+def test_a_session_ends_when_it_expires_on_the_server(team_client):
+    client = team_client
+    _log_in(client, make_team().member)
+    assert client.get("/api/v1/me").status_code == 200
+    secret_hash = auth.hash_key(_session_secret(client))
+    with transaction() as session:
+        session.execute(update(DashboardSession).where(DashboardSession.id == secret_hash)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_the_cookie_holds_a_secret_stored_only_as_its_hash(team_client):
+    client = team_client
+    team = make_team()
+    _log_in(client, team.member)
+    secret = _session_secret(client)
+    with transaction() as session:
+        rows = session.scalars(select(DashboardSession).join(ApiKey).where(ApiKey.team_id == team.id)).all()
+    assert [row.id for row in rows] == [auth.hash_key(secret)] and len(secret) >= 43
+    assert rows[0].expires_at - rows[0].created_at == timedelta(seconds=auth.SESSION_MAX_AGE_S)
+
+
+def _session_secret(client) -> str:
+    """The secret inside the signed cookie (its payload is base64 JSON, readable, not forgeable)."""
+    payload = client.cookies.get(auth.SESSION_COOKIE).split(".")[0]
+    return json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))[auth.SESSION_FIELD]
 
 
 def test_a_session_ends_when_its_key_is_revoked(team_client):
