@@ -145,13 +145,17 @@ class DatasetProblem(BuiltProblem):
     def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
         data = problem.dataset.component.load(problem.dataset.typed_params)
         train, val = split_indices(len(data), problem.validation_fraction, problem.split_seed)
-        x = data.x.to(torch.float64)
-        if problem.standardize:
+        x = data.x
+        if problem.standardize:  # in float64, in place: engine.sizing counts one float64 copy
+            x = x.to(torch.float64, copy=True)
             mean, std = x[train].mean(dim=0), x[train].std(dim=0, correction=0)
-            x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+            x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))
         x = x.to(device=device, dtype=dtype)
         y = data.y.to(device=device, dtype=dtype) if data.task == "regression" else data.y.to(device)
-        self.x, self.y = x[train.to(device)], y[train.to(device)]
+        if len(val):
+            self.x, self.y = x[train.to(device)], y[train.to(device)]
+        else:  # every sample trains, in order: no copy
+            self.x, self.y = x, y
         self.x_val, self.y_val = x[val.to(device)], y[val.to(device)]
         self.classification = data.task == "classification"
         self.n_train = len(train)

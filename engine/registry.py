@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import types
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,79 @@ _PACKAGES = {
 }
 
 
+def _admitted(annotation: Any) -> tuple[set[type], set[Any]]:
+    """The scalar types an annotation admits anywhere inside it (union arms, list and tuple items),
+    and its literal values. ``object`` stands for anything: Any, a nested model, a dict."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _admitted(get_args(annotation)[0])
+    if origin is Literal:
+        return set(), set(get_args(annotation))
+    if origin in (Union, types.UnionType, list, tuple, set, frozenset):
+        kinds: set[type] = set()
+        literals: set[Any] = set()
+        for arg in get_args(annotation):
+            if arg is not Ellipsis:
+                arg_kinds, arg_literals = _admitted(arg)
+                kinds |= arg_kinds
+                literals |= arg_literals
+        return kinds, literals
+    if annotation in (int, float, bool, str, type(None)):
+        return {annotation}, set()
+    return {object}, set()
+
+
+def _lax(value: Any, kinds: set[type], literals: set[Any]) -> str | None:
+    """What a JSON value is that the field would only take by coercion, or None if it is fine."""
+    if object in kinds or (isinstance(value, (str, bool)) and value in literals):
+        return None
+    if isinstance(value, bool):
+        return None if bool in kinds else "a boolean"
+    if isinstance(value, str):  # a pure Literal's own error lists the choices
+        return "a string" if str not in kinds and kinds & {int, float, bool} else None
+    if isinstance(value, (int, float)):
+        return "a number" if bool in kinds and not kinds & {int, float} else None
+    if isinstance(value, (list, tuple)):
+        return next((found for item in value if (found := _lax(item, kinds, literals))), None)
+    return None
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def reject_lax_scalars(model: type[BaseModel], data: Any) -> Any:
+    """A model validator (mode 'before') that takes JSON input strictly: a boolean is not a number, a
+    string is neither a number nor a boolean, a number is not a boolean; an integer is still a float.
+    It refuses only what lax validation would coerce, so stored specs validate again as they did."""
+    if not isinstance(data, dict):
+        return data
+    errors: list[InitErrorDetails] = []
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            continue
+        kinds, literals = _admitted(field.annotation)
+        found = _lax(value, kinds, literals)
+        if found is not None:
+            expected = " or ".join(sorted({_KIND_NAMES.get(kind, "null") for kind in kinds} | set(map(repr, literals))))
+            errors.append({"type": PydanticCustomError("strict_type", "{found} is not taken here: give {expected}",
+                                                       {"found": found, "expected": expected}),
+                           "loc": (name,), "input": value})
+    if errors:
+        raise ValidationError.from_exception_data(model.__name__, errors)
+    return data
+
+
 class Params(BaseModel):
-    """Typed, validated hyperparameters of a component. Unknown names are rejected."""
+    """Typed, validated hyperparameters of a component. Unknown names are rejected, and so are values
+    that only lax coercion would take (``"0.1"`` for a number, ``true`` for an integer)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: Any) -> Any:
+        return reject_lax_scalars(cls, data)
 
 
 class Component:

@@ -36,6 +36,11 @@ MAX_LABEL = 100
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: Any) -> Any:
+        return registry.reject_lax_scalars(cls, data)
+
 
 def spec_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
     """A ValidationError at ``loc``; raised inside a validator, pydantic prefixes the parent's path."""
@@ -243,10 +248,20 @@ class Problem(_Strict):
                 raise spec_error((required,), f"a dataset problem needs '{required}' "
                                  "(or give 'function' for a function problem)", None)
         try:
-            self.dataset.component.size(self.dataset.typed_params)
+            shape = self.dataset.component.shape(self.dataset.typed_params)
         except (OSError, ValueError) as exc:
             raise spec_error(("dataset", "params"), f"dataset '{self.dataset.name}' cannot be read: {exc}",
                              self.dataset.params) from None
+        model = self.model.component
+        if model.input_ranks is not None and len(shape.sample_shape) not in model.input_ranks:
+            ranks = " or ".join(map(str, sorted(model.input_ranks)))
+            raise spec_error(("model", "name"), f"model '{self.model.name}' takes samples of rank {ranks}, but "
+                             f"dataset '{self.dataset.name}' has samples of shape {shape.sample_shape}", self.model.name)
+        try:  # arithmetic (or a build on the meta device): a model that cannot take this data says so here
+            model.parameter_count(self.model.typed_params, shape.sample_shape, shape.n_outputs)
+        except ValueError as exc:
+            raise spec_error(("model",), f"model '{self.model.name}' cannot take dataset '{self.dataset.name}': "
+                             f"{exc}", self.model.name) from None
         if self.standardize is None:
             self.standardize = self.dataset.component.standardize_by_default
         dataset_task = self.dataset.component.task

@@ -17,7 +17,6 @@ to resume from trains alone. See docs/vectorized.md for where vectorizing pays.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from engine.optimizers import OptimizerParams
 from engine.problem import BatchPlan, BuiltProblem, build_problem, epoch_order, resolve_device, train_size
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
-from engine.spec import ComparisonSpec, Problem
+from engine import sizing
+from engine.spec import ComparisonSpec
 from engine.training import DTYPES, FlushSink, RunOutcome, Status, finite_or_none
 
 #: components whose maths is known to run under vmap; plug-ins may read tensors back or hold buffers
@@ -277,17 +277,9 @@ def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: to
 
 
 def parameter_count(spec: ComparisonSpec) -> int:
-    """Trainable numbers per run: the model's parameters, or a function problem's coordinates."""
-    if spec.problem.is_function:
-        return len(spec.problem.x0)
-    return _model_parameter_count(spec.problem.model_dump_json())
-
-
-@functools.lru_cache(maxsize=256)
-def _model_parameter_count(problem_json: str) -> int:
-    # the API asks at every submit, for each group of runs: build a problem's data and model once
-    problem = build_problem(Problem.model_validate_json(problem_json), torch.device("cpu"), torch.float32)
-    return sum(p.numel() for p in problem.make_module(0).parameters())
+    """Trainable numbers per run, by arithmetic from the spec (engine.sizing): the API asks at every
+    submit, and must build neither the data nor the model."""
+    return sizing.parameter_count(spec)
 
 
 def _to_device(tensor: Tensor, device: torch.device) -> Tensor:

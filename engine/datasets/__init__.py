@@ -24,11 +24,22 @@ class Data:
         return len(self.x)
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """A dataset's sizes, known from its params alone: what the API sizes a run with."""
+
+    n_samples: int
+    sample_shape: tuple[int, ...]
+    n_outputs: int  # regression targets, or classes (an upper bound where only the data would tell)
+
+
 class Dataset(Component):
     kind = "dataset"
     task: ClassVar[Task]
     #: real data comes in its own units; synthetic data is already standard normal
     standardize_by_default: ClassVar[bool] = True
+    #: the parameter a refusal for memory names (the one that sets the size); None names the dataset
+    size_param: ClassVar[str | None] = None
 
     @classmethod
     def load(cls, params: Params) -> Data:
@@ -36,9 +47,17 @@ class Dataset(Component):
         raise NotImplementedError
 
     @classmethod
+    def shape(cls, params: Params) -> DataShape:
+        """Sizes from ``params`` alone, at submit time, without loading the data. Built-in datasets
+        answer by arithmetic or from a file header; this default, for a plug-in that does not say,
+        has to load the data once."""
+        data = cls.load(params)
+        return DataShape(len(data), tuple(data.x.shape[1:]), data.n_outputs)
+
+    @classmethod
     def size(cls, params: Params) -> int:
         """Number of samples, cheaply, for planning step counts at submit time."""
-        return len(cls.load(params))
+        return cls.shape(params).n_samples
 
 
 class SklearnTable(Dataset):
@@ -48,6 +67,7 @@ class SklearnTable(Dataset):
     task = "classification"
     loader: ClassVar[Callable[[], Any]]
     n_samples: ClassVar[int]
+    n_features: ClassVar[int]
     n_classes: ClassVar[int]
 
     @classmethod
@@ -57,5 +77,5 @@ class SklearnTable(Dataset):
         return Data(x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=cls.n_classes)
 
     @classmethod
-    def size(cls, params: Params) -> int:
-        return cls.n_samples
+    def shape(cls, params: Params) -> DataShape:
+        return DataShape(cls.n_samples, (cls.n_features,), cls.n_classes)

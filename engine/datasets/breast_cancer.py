@@ -8,4 +8,5 @@ class BreastCancer(SklearnTable):
     description = "Wisconsin breast cancer: 569 tumours, 30 features, malignant or benign (ships with scikit-learn)."
     loader = staticmethod(load_breast_cancer)
     n_samples = 569
+    n_features = 30
     n_classes = 2

@@ -2,7 +2,7 @@ import torch
 from pydantic import Field
 from sklearn.datasets import load_digits
 
-from engine.datasets import Data, Dataset
+from engine.datasets import Data, DataShape, Dataset
 from engine.registry import Params
 
 
@@ -26,5 +26,5 @@ class Digits(Dataset):
         return Data(x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=10)
 
     @classmethod
-    def size(cls, params: DigitsParams) -> int:
-        return 1797
+    def shape(cls, params: DigitsParams) -> DataShape:
+        return DataShape(1797, (1, 8, 8) if params.as_images else (64,), 10)

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from engine.datasets import Data, Dataset
+from engine.datasets import Data, DataShape, Dataset
 from engine.registry import Params
 from optibench.settings import Settings
 
 ROOT_ENV = "OPTIBENCH_IDX_ROOT"
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: n x rows x cols
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: n
+#: labels are bytes: at most 256 classes, the bound sizing assumes without reading the labels
+MAX_CLASSES = 256
 
 
 def idx_root() -> Path:
@@ -61,6 +63,7 @@ class Idx(Dataset):
     task = "classification"
     standardize_by_default = False  # pixels are already in [0, 1]; per-pixel z-scores blow up rare pixels
     Params = IdxParams
+    size_param = "limit"
 
     @classmethod
     def load(cls, params: IdxParams) -> Data:
@@ -74,9 +77,12 @@ class Idx(Dataset):
         return Data(x=x.reshape(n, 1, *images_dims[1:]), y=y, task="classification", n_outputs=int(y.max()) + 1)
 
     @classmethod
-    def size(cls, params: IdxParams) -> int:
+    def shape(cls, params: IdxParams) -> DataShape:
+        """From the two headers alone."""
         images_path, labels_path = _files(params)
-        return _count(_header(images_path, IMAGES_MAGIC), _header(labels_path, LABELS_MAGIC), params.limit)
+        images_dims = _header(images_path, IMAGES_MAGIC)
+        n = _count(images_dims, _header(labels_path, LABELS_MAGIC), params.limit)
+        return DataShape(n, (1, *images_dims[1:]), MAX_CLASSES)
 
 
 def _files(params: IdxParams) -> tuple[Path, Path]:

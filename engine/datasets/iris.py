@@ -8,4 +8,5 @@ class Iris(SklearnTable):
     description = "Fisher's iris: 150 flowers, 4 measurements, 3 species (ships with scikit-learn)."
     loader = staticmethod(load_iris)
     n_samples = 150
+    n_features = 4
     n_classes = 3

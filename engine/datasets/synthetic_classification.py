@@ -3,7 +3,7 @@ import math
 import torch
 from pydantic import Field
 
-from engine.datasets import Data, Dataset
+from engine.datasets import Data, DataShape, Dataset
 from engine.registry import Params
 
 
@@ -23,6 +23,7 @@ class SyntheticClassification(Dataset):
     task = "classification"
     standardize_by_default = False  # the noise is already N(0, 1), the unit class_sep is measured in
     Params = SyntheticClassificationParams
+    size_param = "n_samples"
 
     @classmethod
     def load(cls, params: SyntheticClassificationParams) -> Data:
@@ -36,5 +37,5 @@ class SyntheticClassification(Dataset):
         return Data(x=x, y=y, task="classification", n_outputs=params.n_classes)
 
     @classmethod
-    def size(cls, params: SyntheticClassificationParams) -> int:
-        return params.n_samples
+    def shape(cls, params: SyntheticClassificationParams) -> DataShape:
+        return DataShape(params.n_samples, (params.n_features,), params.n_classes)

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.datasets import Data, Dataset
+from engine.datasets import Data, DataShape, Dataset
 from engine.registry import Params
 
 
@@ -18,6 +18,7 @@ class SyntheticRegression(Dataset):
     task = "regression"
     standardize_by_default = False
     Params = SyntheticRegressionParams
+    size_param = "n_samples"
 
     @classmethod
     def load(cls, params: SyntheticRegressionParams) -> Data:
@@ -27,5 +28,5 @@ class SyntheticRegression(Dataset):
         return Data(x=x, y=y, task="regression", n_outputs=params.n_targets)
 
     @classmethod
-    def size(cls, params: SyntheticRegressionParams) -> int:
-        return params.n_samples
+    def shape(cls, params: SyntheticRegressionParams) -> DataShape:
+        return DataShape(params.n_samples, (params.n_features,), params.n_targets)

@@ -8,4 +8,5 @@ class Wine(SklearnTable):
     description = "UCI wine: 178 wines, 13 chemical measurements, 3 cultivars (ships with scikit-learn)."
     loader = staticmethod(load_wine)
     n_samples = 178
+    n_features = 13
     n_classes = 3

@@ -22,6 +22,7 @@ class MLP(Model):
     name = "mlp"
     description = "Fully connected network: Linear layers with an activation between them."
     Params = MLPParams
+    size_param = "hidden"
 
     @classmethod
     def build(cls, params: MLPParams, input_shape, n_outputs) -> nn.Module:
@@ -32,3 +33,12 @@ class MLP(Model):
                 layers.append(_ACTIVATIONS[params.activation]())
             layers.append(nn.Linear(fan_in, fan_out, bias=params.bias))
         return nn.Sequential(*layers)
+
+    @classmethod
+    def parameter_count(cls, params: MLPParams, input_shape, n_outputs) -> int:
+        widths = [math.prod(input_shape), *params.hidden, n_outputs]
+        return sum(fan_in * fan_out + (fan_out if params.bias else 0) for fan_in, fan_out in zip(widths, widths[1:]))
+
+    @classmethod
+    def activation_count(cls, params: MLPParams, input_shape, n_outputs) -> int:
+        return 2 * sum(params.hidden) + n_outputs  # each hidden Linear's output and its activation's

@@ -22,6 +22,14 @@ class Optimizer(Component):
     Params: ClassVar[type[OptimizerParams]] = OptimizerParams
     #: closure-based optimizers (L-BFGS) re-evaluate the loss, which is only sound on the full batch
     full_batch_only: ClassVar[bool] = False
+    #: the parameter a refusal for memory names when the optimizer's state is the largest part; None names it
+    size_param: ClassVar[str | None] = None
+
+    @classmethod
+    def state_multiple(cls, params: OptimizerParams) -> float:
+        """The optimizer's state as a multiple of the parameters (momentum 1, Adam's two moments 2),
+        for sizing a run before it trains. The default assumes two, as Adam; a plug-in may say."""
+        return 2.0
 
     @classmethod
     def build(cls, parameters: list[torch.Tensor], params: OptimizerParams) -> torch.optim.Optimizer:

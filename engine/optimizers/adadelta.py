@@ -19,3 +19,7 @@ class Adadelta(Optimizer):
     @classmethod
     def build(cls, parameters, params: AdadeltaParams) -> torch.optim.Optimizer:
         return torch.optim.Adadelta(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: AdadeltaParams) -> float:
+        return 2.0  # running averages of squared gradients and updates

@@ -20,3 +20,7 @@ class Adagrad(Optimizer):
     @classmethod
     def build(cls, parameters, params: AdagradParams) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: AdagradParams) -> float:
+        return 1.0  # the summed squares

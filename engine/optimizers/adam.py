@@ -25,3 +25,7 @@ class Adam(Optimizer):
         b1, b2 = params.betas
         rule = adam(b1, b2, params.eps, params.weight_decay, params.amsgrad, bias_correction=False)
         return TransformOptimizer(parameters, rule, lr=params.lr)
+
+    @classmethod
+    def state_multiple(cls, params: AdamParams) -> float:
+        return 3.0 if params.amsgrad else 2.0  # the two moments, and their running maximum

@@ -19,3 +19,7 @@ class AdamW(Optimizer):
     @classmethod
     def build(cls, parameters, params: AdamWParams) -> torch.optim.Optimizer:
         return torch.optim.AdamW(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: AdamWParams) -> float:
+        return 3.0 if params.amsgrad else 2.0  # the two moments, and their running maximum

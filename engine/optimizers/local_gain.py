@@ -18,3 +18,7 @@ class LocalGain(Optimizer):
     @classmethod
     def build(cls, parameters, params: LocalGainParams) -> torch.optim.Optimizer:
         return TransformOptimizer(parameters, local_gain(params.beta), lr=params.lr)
+
+    @classmethod
+    def state_multiple(cls, params: LocalGainParams) -> float:
+        return 2.0  # the gains and the previous gradient

@@ -20,3 +20,7 @@ class NAdam(Optimizer):
     @classmethod
     def build(cls, parameters, params: NAdamParams) -> torch.optim.Optimizer:
         return torch.optim.NAdam(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: NAdamParams) -> float:
+        return 2.0  # the two moments

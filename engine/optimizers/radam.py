@@ -18,3 +18,7 @@ class RAdam(Optimizer):
     @classmethod
     def build(cls, parameters, params: RAdamParams) -> torch.optim.Optimizer:
         return torch.optim.RAdam(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: RAdamParams) -> float:
+        return 2.0  # the two moments

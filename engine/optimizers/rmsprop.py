@@ -21,3 +21,7 @@ class RMSprop(Optimizer):
     @classmethod
     def build(cls, parameters, params: RMSpropParams) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: RMSpropParams) -> float:
+        return 1.0 + bool(params.momentum) + params.centered  # square average, momentum, mean gradient

@@ -30,3 +30,7 @@ class Rprop(Optimizer):
     @classmethod
     def build(cls, parameters, params: RpropParams) -> torch.optim.Optimizer:
         return torch.optim.Rprop(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: RpropParams) -> float:
+        return 2.0  # the previous gradient and the step sizes

@@ -26,3 +26,7 @@ class SGD(Optimizer):
     @classmethod
     def build(cls, parameters, params: SGDParams) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, **params.model_dump())
+
+    @classmethod
+    def state_multiple(cls, params: SGDParams) -> float:
+        return 1.0 if params.momentum else 0.0  # the momentum buffer

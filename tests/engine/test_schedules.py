@@ -144,7 +144,7 @@ def test_the_discriminated_union_picks_each_schedule() -> None:
         ({"name": "cosine", "min_factor": -0.1}, ("cosine", "min_factor"), "greater_than_equal"),
         ({"name": "cosine", "min_factor": 1.5}, ("cosine", "min_factor"), "less_than_equal"),
         ({"name": "cosine", "min_factor": float("nan")}, ("cosine", "min_factor"), "finite_number"),
-        ({"name": "cosine", "min_factor": "half"}, ("cosine", "min_factor"), "float_parsing"),
+        ({"name": "cosine", "min_factor": "half"}, ("cosine", "min_factor"), "strict_type"),  # a string is never a number
         ({"name": "step"}, ("step", "step_size"), "missing"),
         ({"name": "step", "step_size": 0}, ("step", "step_size"), "greater_than_equal"),
         ({"name": "step", "step_size": 2.5}, ("step", "step_size"), "int_from_float"),
