@@ -223,7 +223,8 @@ class ShareLinkCreate(BaseModel):
 class ShareLinkOut(BaseModel):
     id: str
     comparison_id: str
-    #: the public read of the comparison; anyone holding it can read the comparison until it expires
+    #: the public read of the comparison; anyone holding it can read the comparison until it expires.
+    #: Absolute under OPTIBENCH_PUBLIC_URL; without it, a path when auth is required
     url: str
     token: str
     created_by: str | None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -141,7 +142,7 @@ def _server(database_url: str):
            "OPTIBENCH_PORT": str(port), "OPTIBENCH_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
            "OPTIBENCH_DATA_DIR": tempfile.mkdtemp(prefix="optibench-bench-api-"),
            "OPTIBENCH_MAX_RUNNING_COMPARISONS": "1000000", "OPTIBENCH_API_WORKERS": str(API_WORKERS),
-           "OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": uuid.uuid4().hex}
+           "OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": secrets.token_urlsafe(48)}
     log = open(os.path.join(env["OPTIBENCH_DATA_DIR"], "serve.log"), "w")
     process = subprocess.Popen([sys.executable, "-m", "optibench.cli", "serve", "--no-worker"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)

@@ -5,16 +5,21 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 HARD_LIMIT_GRACE_S = 60.0
+#: OPTIBENCH_SECRET_KEY with OPTIBENCH_AUTH=required: at least this long, with this many distinct characters
+MIN_SECRET_KEY_CHARS, MIN_SECRET_KEY_DISTINCT_CHARS = 32, 10
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPTIBENCH_", env_file=".env", extra="ignore")
+    # errors never quote the input: it holds the secret key and the database password
+    model_config = SettingsConfigDict(env_prefix="OPTIBENCH_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     data_dir: Path = Path(".optibench")
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under data_dir")
@@ -36,6 +41,9 @@ class Settings(BaseSettings):
     session_https_only: bool = Field(False, description="send the dashboard session cookie over HTTPS only")
 
     worker_concurrency: int = Field(1, ge=1, description="training processes per worker")
+    worker_memory_bytes: int = Field(4 * 1024**3, ge=64 * 1024**2, description="memory one run (or one "
+                                     "vectorized ensemble) may use: a submit whose estimate exceeds it gets 422, "
+                                     "and a worker fails a run over it with 'out of memory budget'")
     vectorize: bool = Field(True, description="train a comparison's small runs that share a problem and an "
                             "optimizer as one vectorized ensemble where that pays (docs/vectorized.md)")
     torch_threads: int = Field(0, ge=0, description="threads per training process; 0 = cores / concurrency")
@@ -55,6 +63,9 @@ class Settings(BaseSettings):
     max_steps_per_comparison: int = Field(100_000_000, ge=1, description="total steps over all runs")
     max_running_comparisons: int = Field(100, ge=1, description="queued or running comparisons per team")
     max_steps_per_run: int = Field(10_000_000, ge=1)
+    public_url: str | None = Field(None, description="the address users reach the server at, e.g. "
+                                   "https://optibench.example.com: share links and every absolute URL the server "
+                                   "builds use it, never a request's Host header")
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> "Settings":
@@ -64,6 +75,10 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
         if self.secret_key is not None and not self.secret_key.get_secret_value():
             self.secret_key = None  # an empty variable, e.g. compose's ${OPTIBENCH_SECRET_KEY:-}
+        if self.auth == "required" and self.secret_key is not None:
+            _refuse_a_weak_secret_key(self.secret_key.get_secret_value())
+        if self.public_url is not None:
+            self.public_url = _checked_public_url(self.public_url)
         return self
 
     def soft_time_limit_s(self, steps: int) -> float:
@@ -92,6 +107,27 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value()
         self.ensure_data_dir()
         return _persisted_secret(self.data_dir / "secret_key")
+
+
+def _refuse_a_weak_secret_key(key: str) -> None:
+    """Whoever guesses the key forges sessions and share links: a team deployment needs a long one
+    that is not one character repeated (the generated key has 64 characters of 64 kinds)."""
+    distinct = len(set(key))
+    if len(key) < MIN_SECRET_KEY_CHARS or distinct < MIN_SECRET_KEY_DISTINCT_CHARS:
+        raise ValueError(
+            f"OPTIBENCH_SECRET_KEY is too weak for OPTIBENCH_AUTH=required ({len(key)} characters, {distinct} "
+            f"distinct): anyone who guesses it can forge sessions and share links. Use at least "
+            f"{MIN_SECRET_KEY_CHARS} characters with at least {MIN_SECRET_KEY_DISTINCT_CHARS} distinct ones, e.g. "
+            f"from python -c 'import secrets; print(secrets.token_urlsafe(48))', or unset it to use the key "
+            f"generated into OPTIBENCH_DATA_DIR/secret_key")
+
+
+def _checked_public_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"OPTIBENCH_PUBLIC_URL must be an http(s) address such as https://optibench.example.com "
+                         f"(optionally with a path prefix), not {url!r}")
+    return url.strip().rstrip("/")
 
 
 def _persisted_secret(path: Path) -> str:

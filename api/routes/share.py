@@ -17,10 +17,22 @@ router = APIRouter(prefix="/api/v1", tags=["share links"])
 public_router = APIRouter(prefix="/api/v1", tags=["share links"])
 
 
+def share_url(request: Request, settings: Settings, token: str) -> str:
+    """OPTIBENCH_PUBLIC_URL and the link's path, never the request's Host header, which the client
+    chooses. Unset: with auth off (one person on a loopback address) the address the request came to;
+    with auth required the path alone, relative to wherever the team reaches the server."""
+    path = request.app.url_path_for("read_shared_comparison", token=token)
+    if settings.public_url:
+        return settings.public_url + path
+    if settings.auth == "off":
+        return str(request.url_for("read_shared_comparison", token=token))
+    return str(path)
+
+
 def _out(link: ShareLink, request: Request, settings: Settings) -> ShareLinkOut:
     token = auth.share_token(settings, link.id)
     return ShareLinkOut(id=link.id, comparison_id=link.comparison_id, token=token,
-                        url=str(request.url_for("read_shared_comparison", token=token)),
+                        url=share_url(request, settings, token),
                         created_by=link.created_by, created_at=link.created_at, expires_at=link.expires_at,
                         revoked_at=link.revoked_at)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from itsdangerous import URLSafeSerializer
 from sqlalchemy import update
 
@@ -12,7 +13,7 @@ from api import auth
 from db.models import ShareLink
 from db.session import transaction
 from optibench.settings import get_settings
-from tests.api.teams import SECRET_KEY, COMPARISONS, bearer, make_team, submit, team_client
+from tests.api.teams import SECRET_KEY, COMPARISONS, bearer, function_spec, make_team, submit, team_client
 
 __all__ = ["team_client"]
 
@@ -30,7 +31,8 @@ def test_a_share_link_shows_one_comparison_to_anyone(team_client):
     link = _share(client, team.member, created["id"])
     expires_at = datetime.fromisoformat(link["expires_at"])
     assert abs(expires_at - (datetime.now(UTC) + timedelta(hours=168))) < timedelta(minutes=1)
-    assert link["url"] == f"http://testserver/api/v1/shared/{link['token']}"
+    # no OPTIBENCH_PUBLIC_URL with auth required: the path, never an address taken from the request
+    assert link["url"] == f"/api/v1/shared/{link['token']}"
     assert link["created_by"] == f"member of {team.name}" and link["revoked_at"] is None
 
     client.cookies.clear()
@@ -122,3 +124,38 @@ def test_the_longest_expiry_is_a_year(team_client):
     link = _share(team_client, team.member, submit(team_client, team.member)["id"], expires_in_hours=8760)
     expires_at = datetime.fromisoformat(link["expires_at"])
     assert abs(expires_at - (datetime.now(UTC) + timedelta(days=365))) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("public_url", [None, "https://optibench.example.com", "https://example.org/optibench/"])
+def test_share_urls_never_come_from_the_host_header(team_client, settings_env, public_url):
+    if public_url:
+        settings_env("OPTIBENCH_PUBLIC_URL", public_url)
+    team = make_team()
+    comparison_id = submit(team_client, team.member)["id"]
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", **bearer(team.member)}
+    created = team_client.post(f"{COMPARISONS}/{comparison_id}/share", json={}, headers=forged)
+    listed = team_client.get(f"{COMPARISONS}/{comparison_id}/share", headers=forged)
+    assert created.status_code == 201 and listed.status_code == 200
+    link = created.json()
+    expected = (public_url or "").rstrip("/") + f"/api/v1/shared/{link['token']}"
+    assert link["url"] == expected and listed.json()[0]["url"] == expected
+    assert "evil" not in created.text + listed.text
+
+
+def test_with_auth_off_share_urls_fall_back_to_the_address_of_the_request(use_database, settings_env):
+    from api.main import create_app
+
+    settings_env("OPTIBENCH_AUTH", "off")
+    client = TestClient(create_app(), base_url="http://127.0.0.1:8000")
+    comparison_id = client.post(COMPARISONS, json=function_spec()).json()["id"]
+    link = client.post(f"{COMPARISONS}/{comparison_id}/share", json={}).json()
+    assert link["url"] == f"http://127.0.0.1:8000/api/v1/shared/{link['token']}"
+    assert client.get(link["url"]).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["optibench.example.com", "ftp://x.example", "https://x.example/?a=1", "https://"])
+def test_a_public_url_that_is_no_http_address_is_refused(value):
+    from optibench.settings import Settings
+
+    with pytest.raises(ValueError, match="OPTIBENCH_PUBLIC_URL must be an http"):
+        Settings(public_url=value)

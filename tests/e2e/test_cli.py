@@ -201,7 +201,7 @@ def test_unreachable_server():
 def secured(tmp_path_factory):
     """The embedded deployment with OPTIBENCH_AUTH=required, and a team made by `optibench admin`."""
     data_dir = tmp_path_factory.mktemp("serve-auth")
-    overrides = {"OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": "cli-test-secret"}
+    overrides = {"OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": "cli-test-secret-of-the-e2e-suite-0123456789"}
     service = start_service("embedded", overrides, data_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("OPTIBENCH_DATABASE_URL", "OPTIBENCH_BROKER_URL")}
     created = subprocess.run([OPTIBENCH, "admin", "create-team", "cli-team"], capture_output=True, text=True,

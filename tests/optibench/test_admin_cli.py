@@ -200,7 +200,8 @@ def test_serve_warns_when_auth_is_off(sqlite_url, tmp_path):
 def test_a_served_api_logs_no_key(use_database, tmp_path):
     _, key = _new_team()
     log = tmp_path / "serve.log"
-    process, url = _serve(use_database, log, OPTIBENCH_AUTH="required", OPTIBENCH_SECRET_KEY="served-secret")
+    process, url = _serve(use_database, log, OPTIBENCH_AUTH="required",
+                          OPTIBENCH_SECRET_KEY="served-secret-for-the-admin-cli-test-0123456789")
     try:
         with httpx.Client(base_url=url) as client:
             created = client.post("/api/v1/admin/keys", json={"name": "second"}, headers=bearer(key)).json()
