@@ -33,6 +33,16 @@ _STEP_COLUMNS = (Step.step, Step.epoch, Step.loss, Step.time_s, Step.step_time_m
 _STEP_FIELDS = [("step", pa.int64()), ("epoch", pa.int64())] + [(c.key, pa.float64()) for c in _STEP_COLUMNS[2:]]
 
 
+#: a CSV cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value):
+    """A text cell as a spreadsheet shows it, never runs it: a leading quote before a formula's first
+    character, as OWASP recommends. Numbers are typed columns and stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _schema(dim: int) -> pa.Schema:
     """Function problems add the point before the update as x0..x{dim-1}."""
     return pa.schema(_RUN_FIELDS + _STEP_FIELDS + [(f"x{i}", pa.float64()) for i in range(dim)])
@@ -94,6 +104,8 @@ def export_comparison(comparison_id: str, session: SessionDep, principal: Princi
     x0 = comparison.spec["problem"].get("x0")
     runs = [((comparison.id, run.id, run.label, run.optimizer_name, json.dumps(run.optimizer_params, sort_keys=True),
               run.seed, run.phase, run.status), run.reused_from_id or run.id) for run in comparison.runs]
+    if format == "csv":  # the run's text columns, once per run: Parquet is typed and keeps them as they are
+        runs = [(tuple(csv_text(value) for value in columns), source) for columns, source in runs]
     return StreamingResponse(
         _stream(runs, len(x0) if x0 else 0, format), media_type=_MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="comparison-{comparison.id}.{format}"'},

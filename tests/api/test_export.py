@@ -151,3 +151,21 @@ def test_memory_stays_bounded_by_the_chunk_not_the_comparison(use_database, monk
     assert size > 1_000_000
     print(f"peak traced memory: {streamed} B streaming {size} B of CSV, {all_rows} B holding all rows")
     assert streamed < all_rows / 5, (streamed, all_rows)
+
+
+FORMULAS = ("=1+2", "@SUM(A1)", "-cmd", "+1", "\tx", "\rx")
+
+
+def test_csv_text_cells_that_a_spreadsheet_would_run_are_escaped_and_numbers_stay_numbers(client):
+    made = make_comparison(labels=(*FORMULAS, "plain=label"))
+    for run_id, _, _ in made.runs:
+        store_steps(run_id, [-1.5, 2.0], x=[[-3.0], [1.0]])
+    text = client.get(f"/api/v1/comparisons/{made.id}/export").text
+    header, *rows = csv.reader(io.StringIO(text))
+    labels = [row[header.index("label")] for row in rows[::2]]
+    assert labels == ["'" + label for label in FORMULAS] + ["plain=label"]
+    assert {row[header.index("loss")] for row in rows[::2]} == {"-1.5"}
+    assert {row[header.index("x0")] for row in rows[::2]} == {"-3"}
+    # Parquet is typed, read by programs: the labels as they were given
+    table = pq.read_table(io.BytesIO(client.get(f"/api/v1/comparisons/{made.id}/export?format=parquet").content))
+    assert table.column("label").to_pylist()[::2] == [*FORMULAS, "plain=label"]
