@@ -15,7 +15,7 @@ from sqlalchemy import (
     Integer, Select, String, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from analysis import summary
@@ -540,10 +540,12 @@ class Publish:
 
     steps_total: int
     device: str | None
+    #: its priority follows from its comparison's place in the team's backlog (backlog_ahead)
+    comparison_id: str | None = None
 
     @classmethod
     def of(cls, run: Run) -> Publish:
-        return cls(run.steps_total, run.device)
+        return cls(run.steps_total, run.device, run.comparison_id)
 
 
 def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500,
@@ -554,11 +556,32 @@ def unpublished_runs(session: Session, republish_before: datetime | None = None,
     unpublished = Run.enqueued_at.is_(None)
     if republish_before is not None:
         unpublished = or_(unpublished, Run.enqueued_at < republish_before)
-    query = select(Run.id, Run.steps_total, Run.device).where(Run.status == QUEUED, unpublished)
+    query = select(Run.id, Run.steps_total, Run.device, Run.comparison_id).where(Run.status == QUEUED, unpublished)
     if comparison_id is not None:
         query = query.where(Run.comparison_id == comparison_id)
     rows = session.execute(query.order_by(Run.comparison_id, Run.position).limit(limit))
-    return {run_id: Publish(steps_total, device) for run_id, steps_total, device in rows}
+    return {run_id: Publish(steps_total, device, cid) for run_id, steps_total, device, cid in rows}
+
+
+def published_runs(session: Session, published_before: datetime, limit: int = 50_000) -> dict[str, Publish]:
+    """Queued runs published before ``published_before`` and not taken since: their message should be
+    in the broker (worker.sweeper.republish_lost checks that it is). Served by the index on enqueued_at."""
+    rows = session.execute(select(Run.id, Run.steps_total, Run.device, Run.comparison_id)
+                           .where(Run.enqueued_at < published_before, Run.status == QUEUED).limit(limit))
+    return {run_id: Publish(steps_total, device, cid) for run_id, steps_total, device, cid in rows}
+
+
+def backlog_ahead(session: Session, comparison_ids: Sequence[str]) -> dict[str, int]:
+    """For each comparison, how many of its team's comparisons created before it are queued or running:
+    the more a team has waiting, the later its next work is served (worker.dispatch's priorities)."""
+    earlier = aliased(Comparison)
+    rows = session.execute(
+        select(Comparison.id, func.count(earlier.id))
+        .outerjoin(earlier, and_(earlier.team_id == Comparison.team_id, earlier.status.in_((QUEUED, RUNNING)),
+                                 earlier.created_at < Comparison.created_at))
+        .where(Comparison.id.in_(list(set(comparison_ids)))).group_by(Comparison.id)
+    )
+    return dict(rows.all())
 
 
 def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int) -> tuple[list[str], list[str]]:

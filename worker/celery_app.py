@@ -13,6 +13,8 @@ from optibench.settings import Settings, get_settings
 
 TRAIN_TASK = "optibench.train_run"
 ENSEMBLE_TASK = "optibench.train_ensemble"
+#: the lowest message priority (Redis serves 0 first)
+MAX_PRIORITY = 9
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -36,7 +38,11 @@ def create_celery(settings: Settings) -> Celery:
         # Redis re-delivers an unacknowledged task after this, so it must outlast the longest run;
         # a run whose worker died is requeued much sooner by the watchdog (worker/sweeper.py).
         # (The SQLAlchemy transport hands its options to create_engine, so it gets none.)
-        app.conf.broker_transport_options = {"visibility_timeout": settings.longest_run_s}
+        # Priorities keep one team's backlog from starving another's (worker.dispatch: a run's priority
+        # is its team's backlog ahead of it); on Redis, 0 is served first, FIFO within a priority.
+        app.conf.broker_transport_options = {"visibility_timeout": settings.longest_run_s,
+                                             "queue_order_strategy": "priority",
+                                             "priority_steps": list(range(MAX_PRIORITY + 1))}
     return app
 
 
@@ -56,12 +62,18 @@ _sweeper_stop = threading.Event()
 
 
 @worker_ready.connect
-def _start_sweeper(**_) -> None:
-    from worker.sweeper import start_sweeper
+def _start_sweeper(sender=None, **_) -> None:
+    from worker.sweeper import register_worker, start_sweeper
 
+    if sender is not None:
+        # the queues this worker really consumes (-Q, or the default one), for /readyz and waiting runs
+        register_worker(sender.hostname, [queue.name for queue in sender.task_consumer.queues])
     start_sweeper(_sweeper_stop)
 
 
 @worker_shutdown.connect
 def _stop_sweeper(**_) -> None:
+    from worker.sweeper import unregister_worker
+
     _sweeper_stop.set()
+    unregister_worker()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import queries
@@ -14,9 +19,12 @@ from engine.identity import device_kind
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member, group_runs, should_vectorize
 from optibench.settings import HARD_LIMIT_GRACE_S, get_settings
-from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, celery_app
+from worker.celery_app import ENSEMBLE_TASK, MAX_PRIORITY, TRAIN_TASK, celery_app
 
 log = logging.getLogger(__name__)
+
+#: (task name, run ids, soft time limit, device kind, comparison id)
+Task = tuple[str, list[str], float, str, str | None]
 
 
 def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool = False) -> int:
@@ -27,16 +35,17 @@ def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool 
     settings = get_settings()
     members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
     run_of = {id(member): run for member, run in zip(members, runs)}  # params are dicts: members don't hash
-    tasks: list[tuple[str, list[str], float, str]] = []
+    tasks: list[Task] = []
     for group in group_runs(spec, members) if settings.vectorize else [[m] for m in members]:
         grouped = [run_of[id(m)] for m in group]
         device = grouped[0].device or device_kind("auto", settings.auto_device)
         if len(group) > 1 and should_vectorize(spec, group, "cuda" if device == "cuda" else "cpu"):
             # an ensemble step costs more than one run's: allow what the runs would have had one by one
             soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(group)
-            tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device))
+            tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device, grouped[0].comparison_id))
         else:
-            tasks += [(TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device) for r in grouped]
+            tasks += [(TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device, r.comparison_id)
+                      for r in grouped]
     return _publish(tasks, marked)
 
 
@@ -46,22 +55,41 @@ def enqueue_runs(runs: Mapping[str, queries.Publish]) -> int:
     publishes them later; it never fails a submit. Publishing twice is harmless: runs are leased."""
     settings = get_settings()
     return _publish([(TRAIN_TASK, [run_id], settings.soft_time_limit_s(run.steps_total),
-                      run.device or device_kind("auto", settings.auto_device)) for run_id, run in runs.items()])
+                      run.device or device_kind("auto", settings.auto_device), run.comparison_id)
+                     for run_id, run in runs.items()])
 
 
-def _publish(tasks: Sequence[tuple[str, list[str], float, str]], marked: bool = False) -> int:
-    """Send (task name, run ids, soft time limit, device kind) tasks, then mark their runs published, in
-    one write (unless ``marked``: then only a refused publish writes, putting them back in the outbox).
-    On Redis the messages go out together in one pipeline, one round trip: all of them or, if the broker
-    refuses, none (some may have arrived: a duplicate is harmless)."""
+def _priorities(tasks: Sequence[Task]) -> dict[str | None, int]:
+    """Each comparison's message priority: its team's queued or running comparisons created before it
+    (0 is served first, MAX_PRIORITY last), so that a team's backlog cannot starve another team's job.
+    Every publish takes this path: a submit, an ensemble, a tuning job's final phase, a republish."""
+    comparison_ids = [cid for *_, cid in tasks if cid is not None]
+    if not comparison_ids:
+        return {}
+    try:
+        with new_session(autocommit=True) as session:
+            ahead = queries.backlog_ahead(session, comparison_ids)
+    except SQLAlchemyError as exc:  # the runs are committed: publish them, unordered, rather than not at all
+        log.warning("database unreachable (%s): publishing without team priorities", type(exc).__name__)
+        return {}
+    return {cid: min(MAX_PRIORITY, n) for cid, n in ahead.items()}
+
+
+def _publish(tasks: Sequence[Task], marked: bool = False) -> int:
+    """Send tasks, then mark their runs published, in one write (unless ``marked``: then only a refused
+    publish writes, putting them back in the outbox). On Redis the messages go out together in one
+    pipeline, one round trip: all of them or, if the broker refuses, none (some may have arrived: a
+    duplicate is harmless); a second round trip records which runs were sent (missing_from_broker)."""
     settings = get_settings()
-    sent = [run_id for _, run_ids, _, _ in tasks for run_id in run_ids]
+    sent = [run_id for _, run_ids, *_ in tasks for run_id in run_ids]
+    priorities = _priorities(tasks)
     try:
         with celery_app.producer_or_acquire() as producer, producer.batch():
-            for name, run_ids, soft, device in tasks:
+            for name, run_ids, soft, device, comparison_id in tasks:
                 celery_app.send_task(name, args=[run_ids] if name == ENSEMBLE_TASK else run_ids, producer=producer,
                                      queue=settings.queue_for(device), soft_time_limit=soft,
-                                     time_limit=soft + HARD_LIMIT_GRACE_S)
+                                     time_limit=soft + HARD_LIMIT_GRACE_S, priority=priorities.get(comparison_id, 0))
+        _record_sent(sent)
     except Exception as exc:
         log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, len(sent))
         if marked:
@@ -80,3 +108,72 @@ def _mark(run_ids: list[str], published: bool) -> None:
     if run_ids:
         with new_session(autocommit=True) as session:  # one statement: no transaction to open and commit around it
             queries.mark_enqueued(session, run_ids, published)
+
+
+# --- which published runs the broker still holds -----------------------------------------------------
+
+#: a run id (engine ids are 32 hex digits) in a message's headers or body
+_RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+
+
+def _sent_key(run_id: str) -> str:
+    return f"{get_settings().queue}.sent.{run_id}"
+
+
+@lru_cache
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def _record_sent(run_ids: Sequence[str]) -> None:
+    """On Redis, one key per run sent, in one round trip: a Redis that restarts empty loses them with its
+    messages, and a run whose key never came (its process died between commit and publish) has none. They
+    expire after OPTIBENCH_REPUBLISH_AFTER_S, when the blanket republish takes over, twice over."""
+    settings = get_settings()
+    if settings.embedded_broker or not run_ids:
+        return
+    try:
+        with _redis(settings.broker_url).pipeline(transaction=False) as pipeline:
+            for run_id in run_ids:
+                pipeline.set(_sent_key(run_id), 1, ex=max(1, int(2 * settings.republish_after_s)))
+            pipeline.execute()
+    except Exception as exc:  # the messages went out: at worst they are published again after a lease
+        log.warning("could not record %d runs as sent: %s: %s", len(run_ids), type(exc).__name__, exc)
+
+
+def missing_from_broker(run_ids: Sequence[str]) -> set[str]:
+    """Those of ``run_ids`` (queued runs published a while ago) whose message the broker does not hold:
+    on Redis the runs without their sent key (one MGET); on the embedded SQLAlchemy broker the runs no
+    stored message names. A broker that cannot be asked answers none, and the sweep tries again."""
+    settings = get_settings()
+    try:
+        if settings.embedded_broker:
+            named = _named_in_sqlalchemy_broker(settings.broker_url.removeprefix("sqla+"))
+            return {run_id for run_id in run_ids if run_id not in named}
+        values = _redis(settings.broker_url).mget([_sent_key(run_id) for run_id in run_ids])
+        return {run_id for run_id, value in zip(run_ids, values) if value is None}
+    except Exception as exc:
+        log.warning("could not ask the broker which runs it holds: %s: %s", type(exc).__name__, exc)
+        return set()
+
+
+@lru_cache
+def _broker_engine(url: str):
+    return create_engine(url)
+
+
+def _named_in_sqlalchemy_broker(url: str) -> set[str]:
+    """Every run id in a message the embedded broker holds, delivered or not (kombu_message)."""
+    named: set[str] = set()
+    with _broker_engine(url).connect() as connection:
+        if not inspect(connection).has_table("kombu_message"):  # nothing was ever published
+            return named
+        for (payload,) in connection.execute(text("SELECT payload FROM kombu_message")):
+            message = json.loads(payload)
+            body = message.get("body", "")
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body).decode("utf-8", "replace")
+            named.update(_RUN_ID.findall(f"{body} {json.dumps(message.get('headers', {}))}"))
+    return named

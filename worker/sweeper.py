@@ -6,22 +6,52 @@ Both are idempotent, so several processes sweeping at once is harmless.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import timedelta
 
-from db import queries
+from db import queries, workers
 from db.models import utcnow
 from db.session import transaction
 from optibench.settings import get_settings
-from worker.dispatch import enqueue_runs
+from worker.dispatch import enqueue_runs, missing_from_broker
 
 log = logging.getLogger(__name__)
 
+#: (hostname, queues) of the Celery worker whose main process this is; None in an API process
+_worker: tuple[str, list[str]] | None = None
+
+
+def register_worker(hostname: str, queues: list[str]) -> None:
+    """Called once the worker consumes: its row says which queues a live worker serves."""
+    global _worker
+    _worker = (hostname, list(queues))
+    try:
+        with transaction() as session:
+            workers.beat(session, hostname, queues, os.getpid())
+    except Exception as exc:  # the next sweep writes it
+        log.warning("could not record this worker: %s: %s", type(exc).__name__, exc)
+
+
+def unregister_worker() -> None:
+    """A clean shutdown: the worker's queues lose it now rather than a lease later."""
+    if _worker is None:
+        return
+    try:
+        with transaction() as session:
+            workers.forget(session, _worker[0])
+    except Exception as exc:
+        log.warning("could not remove this worker's row: %s: %s", type(exc).__name__, exc)
+
 
 def sweep(reap: bool = True) -> None:
-    """Reap runs that lost their worker (unless told not to), then publish the outbox."""
+    """Refresh this worker's row; reap runs that lost their worker (unless told not to); publish the
+    outbox; then publish again the queued runs whose message the broker no longer has."""
     settings = get_settings()
+    if _worker is not None:
+        with transaction() as session:
+            workers.beat(session, *_worker, os.getpid())
     requeued, failed = [], []
     if reap:
         with transaction() as session:
@@ -35,6 +65,23 @@ def sweep(reap: bool = True) -> None:
         pending = queries.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:
         log.info("published %d of %d runs from the outbox", enqueue_runs(pending), len(pending))
+    republish_lost()
+
+
+def republish_lost() -> int:
+    """Queued runs published more than a lease ago whose message the broker no longer holds (a Redis
+    restarted without persistence, an API process that died between its commit and its publish) are
+    published again now, not OPTIBENCH_REPUBLISH_AFTER_S later; runs whose message is still there,
+    such as a long legitimate backlog, are left alone. Returns the runs published."""
+    settings = get_settings()
+    with transaction() as session:
+        waiting = queries.published_runs(session, utcnow() - timedelta(seconds=settings.lease_timeout_s))
+    lost = missing_from_broker(list(waiting)) if waiting else set()
+    if not lost:
+        return 0
+    published = enqueue_runs({run_id: publish for run_id, publish in waiting.items() if run_id in lost})
+    log.warning("published again %d of %d queued runs whose message the broker had lost", published, len(lost))
+    return published
 
 
 def start_sweeper(stop: threading.Event) -> threading.Thread:

@@ -50,7 +50,7 @@ def test_a_comparisons_tasks_go_out_in_one_round_trip(redis_dispatch, monkeypatc
     monkeypatch.setattr(redis.client.Pipeline, "execute", counted)
     spec, runs = _create()
     assert dispatch.enqueue_new_runs(spec, runs) == len(runs) == 8
-    messages = [json.loads(m) for m in redis_dispatch.client.lrange(f"{redis_dispatch.prefix}.cpu", 0, -1)]
+    messages = [json.loads(m) for m in redis_dispatch.messages("cpu")]
     published = [json.loads(base64.b64decode(m["body"]))[0] for m in messages]
     assert sorted(run_id for args in published for run_id in (args[0] if isinstance(args[0], list) else args)) \
         == sorted(r.id for r in runs)
@@ -65,7 +65,7 @@ def test_runs_stored_as_published_are_not_written_again(redis_dispatch, monkeypa
     assert all(marked)
     monkeypatch.setattr(queries, "mark_enqueued", lambda *args: pytest.fail("a successful publish wrote"))
     assert dispatch.enqueue_new_runs(spec, runs, marked=True) == len(runs)
-    assert redis_dispatch.client.llen(f"{redis_dispatch.prefix}.cpu") > 0
+    assert redis_dispatch.length("cpu") > 0
     assert _enqueued_at(runs) == marked
 
 

@@ -28,24 +28,22 @@ def _create(spec: dict) -> list[Run]:
 
 
 def test_each_device_kind_has_its_queue(redis_dispatch):
-    prefix, broker = redis_dispatch.prefix, redis_dispatch.client
     cpu_runs, cuda_runs = _create(_spec("cpu")), _create(_spec("cuda"))
     assert {r.device for r in cpu_runs} == {"cpu"} and {r.device for r in cuda_runs} == {"cuda"}
     assert dispatch.enqueue_runs({r.id: queries.Publish.of(r) for r in cpu_runs + cuda_runs}) == 4
-    assert broker.llen(f"{prefix}.cpu") == 2
-    assert broker.llen(f"{prefix}.gpu") == 2
+    assert redis_dispatch.length("cpu") == 2
+    assert redis_dispatch.length("gpu") == 2
 
 
 @pytest.mark.parametrize("auto_device, queue", [("cuda", "gpu"), ("cpu", "cpu")])
 def test_auto_means_what_the_deployment_says(redis_dispatch, monkeypatch, auto_device, queue):
-    prefix, broker = redis_dispatch.prefix, redis_dispatch.client
     monkeypatch.setenv("OPTIBENCH_AUTO_DEVICE", auto_device)
     get_settings.cache_clear()
     runs = _create(_spec("auto"))
     assert {r.device for r in runs} == {auto_device}
     with transaction() as session:
         assert dispatch.enqueue_runs(queries.unpublished_runs(session, comparison_id=runs[0].comparison_id)) == 2
-    assert broker.llen(f"{prefix}.{queue}") == 2
+    assert redis_dispatch.length(queue) == 2
 
 
 def test_the_device_kind_is_part_of_the_run_identity(use_database, monkeypatch):
