@@ -524,6 +524,18 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
     return ids
 
 
+def fail_unfinished(session: Session, comparison_id: str, error: str) -> list[str]:
+    """Fail every unfinished run of a comparison with ``error`` (a submit that broke after storing
+    it), so that nothing stays queued with no one to train it."""
+    ids = list(session.scalars(select(Run.id).where(Run.comparison_id == comparison_id,
+                                                    Run.status.not_in(TERMINAL))))
+    if ids:
+        session.execute(update(Run).where(Run.id.in_(ids), Run.status.not_in(TERMINAL))
+                        .values(status=FAILED, error=error, finished_at=utcnow()))
+        refresh_comparison(session, comparison_id)
+    return ids
+
+
 _MARK_ENQUEUED = (update(Run.__table__)
                   .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == QUEUED)
                   .values(enqueued_at=bindparam("at", type_=Run.enqueued_at.type)))

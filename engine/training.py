@@ -59,9 +59,12 @@ def train(
     flush_interval_s: float = 1.0,
     checkpoint_interval_s: float | None = None,
     resume: bytes | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> RunOutcome:
     """Train one run, handing every flush to ``sink``. With ``checkpoint_interval_s``, a flush at
-    least that long after the previous checkpoint carries a new one; ``resume`` continues from one."""
+    least that long after the previous checkpoint carries a new one; ``resume`` continues from one.
+    ``stop_requested`` is asked once the data and the model are built, before the first step: a run
+    cancelled while it was being built ends there, as cancelled."""
     device = resolve_device(spec.device)
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
@@ -79,6 +82,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start, elapsed_s, best = state["step"], state["elapsed_s"], state["best"]
+    if stop_requested is not None and stop_requested():
+        return RunOutcome("cancelled", start, None, finite_or_none(best), elapsed_s, device=device.type)
     recorder = StepRecorder(device, flush_every, flush_interval_s, first_step=start, time_offset_s=elapsed_s)
     status: Status = "succeeded"
     diverged_step = None

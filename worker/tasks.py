@@ -6,17 +6,19 @@ import logging
 
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 
 from db import queries
-from db.models import FAILED
+from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
-from engine import hardware
+from engine import hardware, sizing
 from engine.spec import ComparisonSpec
 from engine.sweeps import with_run_params
 from engine.training import RunOutcome, train
 from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings
 from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, celery_app
+from worker import memory
 from worker.dispatch import enqueue_runs
 from worker.writer import StepWriter
 
@@ -69,15 +71,35 @@ def train_run(run_id: str) -> str:
     return "skipped" if claim is None else _train_claimed(claim, _writer(claim))
 
 
+def _cancelled(run_id: str) -> bool:
+    with transaction() as session:
+        return session.scalar(select(Run.status).where(Run.id == run_id)) == CANCELLED
+
+
+def _capped_device(spec: ComparisonSpec) -> bool:
+    """Whether the run trains on the CPU, where the data-segment cap measures its memory (CUDA's own
+    mappings would count against it, and GPU memory would not)."""
+    return spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
+
+
 def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
-    """Train a claimed run alone; ``writer``, started when the run was claimed, has kept its lease alive."""
+    """Train a claimed run alone; ``writer``, started when the run was claimed, has kept its lease alive.
+    The memory budget is checked on the estimate before anything is built, and caps the training."""
     settings = get_settings()
+    budget = settings.worker_memory_bytes
     try:
-        outcome = train(
-            _run_spec(claim), claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
-            flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
-            checkpoint_interval_s=settings.checkpoint_interval_s, resume=claim.checkpoint,
-        )
+        spec = _run_spec(claim)
+        refusal = memory.over_budget(sizing.estimate(spec, claim.entry_index), budget)
+        if refusal is not None:
+            _finish(claim, FAILED, error=refusal)
+            return FAILED
+        with memory.data_limit(budget if _capped_device(spec) else None):
+            outcome = train(
+                spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
+                flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
+                checkpoint_interval_s=settings.checkpoint_interval_s, resume=claim.checkpoint,
+                stop_requested=lambda: _cancelled(claim.run_id),
+            )
         writer.close()
     except queries.LeaseLost:
         log.warning("run %s attempt %d lost its lease; another delivery owns it", claim.run_id, claim.attempt)
@@ -88,7 +110,7 @@ def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
         return FAILED
     except Exception as exc:
         log.exception("run %s failed", claim.run_id)
-        _finish(claim, FAILED, error=f"{type(exc).__name__}: {exc}")
+        _finish(claim, FAILED, error=memory.allocation_failure(exc, budget) or f"{type(exc).__name__}: {exc}")
         return FAILED
     finally:
         writer.stop()
@@ -96,6 +118,14 @@ def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
         log.info("run %s resumed from its checkpoint", claim.run_id)
     _finish_outcome(claim, outcome)
     return outcome.status
+
+
+def _ensemble_over_budget(claims: list[queries.Claim], budget: int) -> bool:
+    try:
+        estimate = sizing.estimate(_run_spec(claims[0]), claims[0].entry_index, members=len(claims))
+    except Exception:  # the runs alone will fail with the reason
+        return True
+    return estimate.total > budget
 
 
 class _LeaseGuard:
@@ -124,6 +154,8 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
     writers = {claim.run_id: _writer(claim) for claim in claims}
     results = {run_id: "skipped" for run_id in run_ids}
     fresh = [c for c in claims if c.checkpoint is None]
+    if len(fresh) >= 2 and _ensemble_over_budget(fresh, settings.worker_memory_bytes):
+        fresh = []  # stacked they would not fit: one by one, each under the budget on its own
     for claim in claims:
         if claim.checkpoint is not None or len(fresh) < 2:
             results[claim.run_id] = _train_claimed(claim, writers[claim.run_id])
@@ -146,8 +178,9 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
         return results | {claim.run_id: FAILED for claim in fresh}
     except Exception as exc:
         log.exception("ensemble of runs %s failed", ", ".join(c.run_id for c in fresh))
+        error = memory.allocation_failure(exc, settings.worker_memory_bytes) or f"{type(exc).__name__}: {exc}"
         for claim in fresh:
-            _finish(claim, FAILED, error=f"{type(exc).__name__}: {exc}")
+            _finish(claim, FAILED, error=error)
         return results | {claim.run_id: FAILED for claim in fresh}
     finally:
         for guard in guards:

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
@@ -14,10 +15,13 @@ from api.schemas import (
 )
 from db import queries, teams
 from db.models import QUEUED
+from engine import sizing
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
 from worker.dispatch import enqueue_new_runs
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
 
@@ -63,6 +67,34 @@ def _over_limit(exc: teams.LimitExceeded, run_steps: list[int]) -> Exception:
     return _limit_error(_LIMIT_LOC[exc.limit.name], str(exc), value)
 
 
+def _check_memory(spec: ComparisonSpec, budget: int) -> None:
+    """Refuse a spec whose largest run would not fit a worker's memory budget, from arithmetic on the
+    spec alone: nothing is loaded or built, so a memory bomb costs the API nothing."""
+    run = sizing.largest_run(spec)
+    if run.total > budget:
+        raise RequestValidationError([{
+            "type": "memory_budget", "loc": ("body", *run.loc), "input": run.total,
+            "msg": f"a run of this comparison needs {run.describe()} of memory, over the worker memory budget of "
+                   f"{sizing.human_bytes(budget)} (OPTIBENCH_WORKER_MEMORY_BYTES); make this field smaller",
+        }])
+
+
+def _enqueue_or_fail(session: Session, spec: ComparisonSpec, comparison) -> None:
+    """Publish the stored comparison's runs. A failure here (a broker outage is not one: its runs wait
+    in the outbox) fails the comparison with the reason in its runs' error, then answers 500: nothing
+    is left queued with no one to train it."""
+    try:
+        enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED], marked=True)
+    except Exception as exc:
+        log.exception("comparison %s was stored but could not be queued", comparison.id)
+        reason = f"the submit failed after the comparison was stored: {type(exc).__name__}: {exc}"
+        session.rollback()
+        queries.fail_unfinished(session, comparison.id, reason[:2000])
+        session.commit()
+        raise HTTPException(500, f"comparison {comparison.id} was stored but could not be queued, and is "
+                                 f"marked failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _earlier_submit(session: Session, principal: Principal, idempotency_key: str, request_hash: str):
     """The comparison an earlier request with this Idempotency-Key created, if any; 409 if that
     request's body was a different one, or its comparison was deleted since."""
@@ -100,6 +132,7 @@ def submit_comparison(
     if max(totals) > settings.max_steps_per_run:
         raise _limit_error(("training",), f"{max(totals)} steps per run exceed the limit of "
                            f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
+    _check_memory(spec, settings.worker_memory_bytes)
     # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
     run_steps = [steps for steps, n in zip(totals, runs_per_entry(body)) for _ in range(n)]
     try:
@@ -119,7 +152,7 @@ def submit_comparison(
         if idempotency_key and (earlier := _earlier_submit(session, principal, idempotency_key, request_hash)):
             return model_body(ComparisonOut.full(earlier))
         raise
-    enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED], marked=True)
+    _enqueue_or_fail(session, spec, comparison)
     return model_body(ComparisonOut.full(comparison), 202)
 
 
