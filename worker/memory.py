@@ -2,7 +2,7 @@
 
 Two guards: the estimate from the spec (engine.sizing), checked before anything is built, and on the
 CPU a cap on the process's data segment (RLIMIT_DATA) around the training, so that real allocations
-past the budget fail that run with a clear error instead of taking the machine down. The cap is the
+well past the budget fail that run with a clear error instead of taking the machine down. The cap is the
 process's data size when the run starts plus the budget, and it is lifted when the run ends: a worker
 that trains in its main process (a solo or threads pool) goes on as before.
 """
@@ -22,6 +22,8 @@ from engine.sizing import MemoryEstimate, human_bytes
 #: what every refusal says, so users and tests can tell it from other failures
 OUT_OF_BUDGET = "out of memory budget"
 _SETTING = "OPTIBENCH_WORKER_MEMORY_BYTES"
+#: above the budget, for the runtime's own reservations that count as data (thread stacks, allocator arenas)
+RUNTIME_HEADROOM_BYTES = 256 * 1024**2
 #: one capped run per process: a second run that trains meanwhile (a threads pool) goes uncapped
 _capping = threading.Lock()
 
@@ -51,14 +53,14 @@ def _data_bytes() -> int:
 
 @contextmanager
 def data_limit(budget: int | None) -> Iterator[None]:
-    """Cap this process's data segment at its current size plus ``budget`` while the block runs; the
-    previous limit comes back after. None, or another capped run in this process: no cap."""
+    """Cap this process's data segment at its current size plus ``budget`` (and the runtime's headroom)
+    while the block runs; the previous limit comes back after. None, or another capped run in this process: no cap."""
     if budget is None or not _capping.acquire(blocking=False):
         yield
         return
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-        limit = _data_bytes() + budget
+        limit = _data_bytes() + budget + RUNTIME_HEADROOM_BYTES
         for existing in (soft, hard):  # never loosen a limit the operator set
             if existing != resource.RLIM_INFINITY:
                 limit = min(limit, existing)
