@@ -52,18 +52,21 @@ def _admitted(annotation: Any) -> tuple[set[type], set[Any]]:
     return {object}, set()
 
 
-def _lax(value: Any, kinds: set[type], literals: set[Any]) -> str | None:
-    """What a JSON value is that the field would only take by coercion, or None if it is fine."""
+def _lax(value: Any, kinds: set[type], literals: set[Any]) -> tuple[str, tuple[int, ...]] | None:
+    """What a JSON value is that the field would only take by coercion, and where in it (list
+    indices); None if it is fine."""
     if object in kinds or (isinstance(value, (str, bool)) and value in literals):
         return None
     if isinstance(value, bool):
-        return None if bool in kinds else "a boolean"
+        return None if bool in kinds else ("a boolean", ())
     if isinstance(value, str):  # a pure Literal's own error lists the choices
-        return "a string" if str not in kinds and kinds & {int, float, bool} else None
+        return ("a string", ()) if str not in kinds and kinds & {int, float, bool} else None
     if isinstance(value, (int, float)):
-        return "a number" if bool in kinds and not kinds & {int, float} else None
+        return ("a number", ()) if bool in kinds and not kinds & {int, float} else None
     if isinstance(value, (list, tuple)):
-        return next((found for item in value if (found := _lax(item, kinds, literals))), None)
+        for index, item in enumerate(value):
+            if (found := _lax(item, kinds, literals)) is not None:
+                return found[0], (index, *found[1])
     return None
 
 
@@ -82,12 +85,13 @@ def reject_lax_scalars(model: type[BaseModel], data: Any) -> Any:
         if field is None:
             continue
         kinds, literals = _admitted(field.annotation)
-        found = _lax(value, kinds, literals)
-        if found is not None:
+        lax = _lax(value, kinds, literals)
+        if lax is not None:
+            found, where = lax
             expected = " or ".join(sorted({_KIND_NAMES.get(kind, "null") for kind in kinds} | set(map(repr, literals))))
             errors.append({"type": PydanticCustomError("strict_type", "{found} is not taken here: give {expected}",
                                                        {"found": found, "expected": expected}),
-                           "loc": (name,), "input": value})
+                           "loc": (name, *where), "input": value})
     if errors:
         raise ValidationError.from_exception_data(model.__name__, errors)
     return data

@@ -197,7 +197,8 @@ def _with(spec: dict, path: tuple, value) -> dict:
 ])
 def test_lax_json_types_are_refused_at_their_field(client, path, value):
     [error] = refused(client, _with(SMALL, path, value))
-    assert error["loc"] == ["body", *path] and error["type"] == "strict_type", error
+    index = [i for i, item in enumerate(value) if isinstance(item, (str, bool))] if isinstance(value, list) else []
+    assert error["loc"] == ["body", *path, *index] and error["type"] == "strict_type", error
 
 
 def test_strict_types_still_take_an_integer_for_a_float_and_a_steps_budget(client):
