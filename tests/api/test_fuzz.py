@@ -1,5 +1,7 @@
-"""Schemathesis fuzzing of the HTTP API, in-process over ASGI, on the embedded default (SQLite file under
-OPTIBENCH_DATA_DIR, SQLite broker; published tasks land in the broker and nothing consumes them).
+"""Schemathesis fuzzing of the HTTP API, in-process over ASGI, on both databases: the embedded default's
+SQLite file under OPTIBENCH_DATA_DIR, and the machine's PostgreSQL (the SQLite broker for both; published
+tasks land in it and nothing consumes them). Generated strings include NUL characters, and every string
+position of every operation is also sent a NUL and a lone surrogate, which must be a 422 naming it.
 
 Every operation of ``/openapi.json`` gets schema-valid (positive) and, where the schema allows any,
 schema-invalid (negative) requests. Each response must not be a server error and must conform to the
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -26,10 +29,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api.schemas import printable
+
 BASE = "/api/v1/comparisons"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: generated requests per operation and generation mode (operations without inputs have one possible request)
-MAX_EXAMPLES = 130
+MAX_EXAMPLES = 15
 MIN_TOTAL_REQUESTS = 1000
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
@@ -71,23 +76,28 @@ def _clear_caches() -> None:
         cached.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def app():
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def app(request):
     # other modules' fixtures may have left the cached engine pointing elsewhere: start clean
     assert "OPTIBENCH_DATABASE_URL" not in os.environ
+    environment = pytest.MonkeyPatch()
+    if request.param == "postgres":
+        environment.setenv("OPTIBENCH_DATABASE_URL", request.getfixturevalue("postgres_url"))
     _clear_caches()
     from api.main import create_app
     from db.migrate import upgrade
     from optibench.settings import get_settings
 
     settings_ = get_settings()
-    assert settings_.database_url.startswith("sqlite:///") and settings_.embedded_broker
+    assert settings_.database_url.startswith("sqlite:///" if request.param == "sqlite" else "postgresql")
+    assert settings_.embedded_broker
     upgrade(settings_.database_url)
     yield create_app()
     # schemathesis keeps the application's lifespan (and so its sweeper thread) running until exit
     from schemathesis.python import asgi
 
     asgi.shutdown_lifespans()
+    environment.undo()
     _clear_caches()
 
 
@@ -157,6 +167,7 @@ def _seed(schema) -> tuple[tuple[int, str | None], dict[str, str]]:
 def test_fuzz_every_operation_conforms_to_the_schema(app):
     counter = CountingApp(app)
     schema = schemathesis.openapi.from_asgi("/openapi.json", counter)
+    schema.config.generation.update(allow_x00=True)  # NUL characters in generated strings
     counter.requests = 0  # the schema download is no generated request
 
     started = time.perf_counter()
@@ -216,3 +227,75 @@ def test_malformed_json_is_422(client, raw):
     response = client.post(BASE, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, (response.status_code, response.text[:300])
     assert any(error["type"] == "json_invalid" for error in response.json()["detail"])
+
+
+# --- NUL and lone surrogates in every string position ----------------------------------------------
+
+#: a valid body of each operation that takes one: each of its strings and keys in turn is made bad
+BODIES = {
+    ("POST", BASE): VALID_SPEC,
+    ("PATCH", BASE + "/{comparison_id}"): {"tags": ["a"], "note": "n"},
+    ("POST", BASE + "/{comparison_id}/share"): {"expires_in_hours": 1},
+    ("POST", "/api/v1/admin/keys"): {"name": "k", "role": "member"},
+}
+#: as JSON escapes in bodies (json.dumps writes them so), percent-encoded in paths and query strings
+BAD_TEXT = {"NUL": ("a\x00b", "a%00b"), "lone surrogate": ("\ud800", "%ED%A0%80")}
+
+
+def _poisoned(document, bad: str):
+    """Every copy of ``document`` with one of its strings, or one of its keys, replaced by ``bad``, and
+    the loc that names it."""
+    if isinstance(document, str):
+        yield bad, []
+    elif isinstance(document, dict):
+        for key, item in document.items():
+            yield {**{k: v for k, v in document.items() if k != key}, bad: item}, [printable(bad)]
+            for poisoned, loc in _poisoned(item, bad):
+                yield {**document, key: poisoned}, [key, *loc]
+    elif isinstance(document, list):
+        for index, item in enumerate(document):
+            for poisoned, loc in _poisoned(item, bad):
+                yield [*document[:index], poisoned, *document[index + 1:]], [index, *loc]
+
+
+def _comparisons_stored() -> int:
+    from sqlalchemy import func, select
+
+    from db.models import Comparison
+    from db.session import transaction
+
+    with transaction() as session:
+        return session.scalar(select(func.count()).select_from(Comparison))
+
+
+@pytest.mark.parametrize("kind", BAD_TEXT)
+def test_bad_text_in_every_string_position_of_every_operation_is_422_naming_it(client, kind):
+    text, percent = BAD_TEXT[kind]
+    stored = _comparisons_stored()
+    wrong, sent = [], 0
+    for path, methods in client.app.openapi()["paths"].items():
+        for method, operation in methods.items():
+            method = method.upper()
+            names = re.findall(r"{(\w+)}", path)
+            parameters = operation.get("parameters", [])
+            requests = [(path.format(**{n: percent if n == name else "x" for n in names}), {}, ["path", name])
+                        for name in names]
+            requests += [(path.format(**dict.fromkeys(names, "x")) + f"?{p['name']}={percent}", {}, ["query", p["name"]])
+                         for p in parameters if p["in"] == "query"]
+            requests += [(path.format(**dict.fromkeys(names, "x")), {"headers": {p["name"]: "a\x00b"}},
+                          ["header", p["name"].lower()]) for p in parameters if p["in"] == "header"]
+            if "requestBody" in operation:
+                assert (method, path) in BODIES, f"{method} {path} takes a body: add a valid one to BODIES"
+                requests += [(path.format(**dict.fromkeys(names, "x")),
+                              {"content": json.dumps(body), "headers": {"content-type": "application/json"}},
+                              ["body", *loc]) for body, loc in _poisoned(BODIES[method, path], text)]
+            for url, kwargs, loc in requests:
+                response = client.request(method, url, **kwargs)
+                sent += 1
+                detail = response.json().get("detail") if response.status_code == 422 else None
+                if not detail or loc not in [error["loc"] for error in detail] \
+                        or any(error["type"] != "invalid_text" for error in detail):
+                    wrong.append(f"{method} {url} {kwargs}: {response.status_code} {response.text[:200]}, "
+                                 f"expected a 422 at {loc}")
+    assert sent > 50 and not wrong, f"{len(wrong)} of {sent}:\n" + "\n".join(wrong)
+    assert _comparisons_stored() == stored
