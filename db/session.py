@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -10,8 +11,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from optibench.settings import get_settings
 
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
 
 def make_engine(url: str) -> Engine:
+    engine = _make_engine(url)
+    _ENGINES.add(engine)
+    return engine
+
+
+def forget_inherited_connections() -> None:
+    """In a process just forked (a Celery pool process): give every engine a fresh, empty pool. The
+    parent's pooled connections are its sockets; used here as well, two processes would speak on one
+    PostgreSQL connection (DuplicatePreparedStatement, EMPTY_QUERY, "server closed the connection").
+    ``close=False`` leaves them open for the parent (SQLAlchemy's documented pattern for forks)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 

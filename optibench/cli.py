@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -31,6 +33,10 @@ app.add_typer(admin_app, name="admin")
 
 log = logging.getLogger("optibench")
 SHUTDOWN_GRACE_S = 10.0
+# `optibench serve` restarts a worker that crashed after 1, 2, 4, 8 s; a fifth crash within the window
+# means it cannot run (a broken install, a database it cannot reach): the server stops, exit status 1
+WORKER_CRASHES_TO_GIVE_UP = 5
+WORKER_CRASH_WINDOW_S = 60.0
 
 
 @db_app.command("upgrade")
@@ -101,19 +107,125 @@ def worker(
 
 
 def _recover() -> None:
-    """The embedded server owns the only worker, so at start every 'running' run is an orphan of the
-    last shutdown: back to the outbox, which is then published (runs are leased, so a duplicate
-    message is harmless)."""
+    """The embedded server owns the only worker, so at start, and whenever its worker died, every
+    'running' run is an orphan: back to the outbox, which is then published (runs are leased, so a
+    duplicate message is harmless). On the embedded broker the messages the dead worker had taken
+    but not acknowledged are made visible again, as a live worker's shutdown would have done."""
     from db import queries
     from db.models import utcnow
     from db.session import transaction
     from worker.sweeper import sweep
 
+    settings = get_settings()
+    if settings.embedded_broker:
+        restored = _restore_unacknowledged_messages(settings.broker_url)
+        if restored:
+            log.info("put back %d messages the last worker had taken but not acknowledged", restored)
     with transaction() as session:
         orphans = queries.requeue_orphans(session, older_than=utcnow())
     if orphans:
-        log.info("requeued %d runs interrupted by the last shutdown", len(orphans))
+        log.info("requeued %d runs interrupted by the last worker's end", len(orphans))
     sweep()
+
+
+def _restore_unacknowledged_messages(broker_url: str) -> int:
+    """kombu's SQLAlchemy transport keeps a delivered message with ``visible = false`` until it is
+    acknowledged, and restores it only when its consumer shuts down cleanly; a consumer that was
+    killed leaves it hidden for good. Call only when no worker consumes the broker."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(broker_url.removeprefix("sqla+"), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            if not inspect(connection).has_table("kombu_message"):
+                return 0
+            return connection.execute(text("UPDATE kombu_message SET visible = :yes WHERE visible = :no"),
+                                      {"yes": True, "no": False}).rowcount
+    finally:
+        engine.dispose()
+
+
+def _die_with_parent():
+    """A preexec_fn by which the kernel SIGKILLs the child when the thread that started it ends, the
+    whole process included, even by SIGKILL (Linux PR_SET_PDEATHSIG); None elsewhere. Looked up here,
+    in the parent: nothing may be imported between fork and exec."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)
+
+
+class WorkerSupervisor:
+    """`optibench serve`'s Celery worker, kept running by a thread of the server, which started it
+    and outlives it: the worker dies with the server, by whatever signal (PR_SET_PDEATHSIG). A worker
+    that lost a pool process (POOL_PROCESS_LOST) is replaced at once; one that crashed, after a
+    backoff of 1, 2, 4, 8 s; the fifth crash within WORKER_CRASH_WINDOW_S stops the server
+    (``gave_up``). Before a new worker starts, ``_recover`` hands back what the dead one held."""
+
+    def __init__(self, command: list[str], recover) -> None:
+        self.command, self.recover = command, recover
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.gave_up = False
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="optibench-worker-supervisor", daemon=True)
+
+    def start(self) -> WorkerSupervisor:
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> subprocess.Popen | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            # its own session: the terminal's Ctrl-C reaches us, and we stop the worker in order
+            self.process = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent())
+            return self.process
+
+    def _supervise(self) -> None:
+        from worker.celery_app import POOL_PROCESS_LOST
+
+        crashes: deque[float] = deque()
+        while (process := self._spawn()) is not None:
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            if code == POOL_PROCESS_LOST:
+                delay = 0.0
+                log.warning("the Celery worker lost a pool process; starting a fresh worker")
+            else:
+                now = time.monotonic()
+                crashes.append(now)
+                while now - crashes[0] > WORKER_CRASH_WINDOW_S:
+                    crashes.popleft()
+                if len(crashes) >= WORKER_CRASHES_TO_GIVE_UP:
+                    log.error("the Celery worker exited with %s, crashing %d times in %.0f s; stopping the server",
+                              code, len(crashes), WORKER_CRASH_WINDOW_S)
+                    self.gave_up = True
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                delay = 2.0 ** (len(crashes) - 1)
+                log.error("the Celery worker exited with %s; starting a new one in %.0f s", code, delay)
+            if self._stopping.wait(delay):
+                return
+            try:
+                self.recover()
+            except Exception as exc:  # the watchdog requeues its runs within a lease anyway
+                log.warning("recovering the dead worker's runs failed: %s: %s", type(exc).__name__, exc)
+            self.restarts += 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is not None:
+            _stop_worker(process)
+        self._thread.join(SHUTDOWN_GRACE_S)
 
 
 @app.command()
@@ -130,19 +242,28 @@ def serve(
     host, port = host or settings.host, port or settings.port
     _check_auth(settings, host)
     settings.ensure_data_dir()
-    worker_process = None
-    if with_worker:
-        _recover()
-        # its own session: the terminal's Ctrl-C reaches us, and we stop the worker in order
-        worker_process = subprocess.Popen(_worker_command(None, _local_queues("auto")), start_new_session=True)
-        threading.Thread(target=_stop_if_worker_dies, args=(worker_process,), daemon=True).start()
-    log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
-             _redact(settings.database_url), _redact(settings.broker_url))
+    # what docker, systemd and every process manager send to stop a service: a Ctrl-C, so that the
+    # worker is stopped below (uvicorn re-raises the signal it caught; by default SIGTERM would end
+    # the process on the spot, leaving the worker behind)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    supervisor = None
     try:
+        if with_worker:
+            _recover()
+            # on the embedded broker the server owns the only worker, so a dead worker's runs are its
+            # orphans; elsewhere other workers may hold runs, which the watchdog reaps if they die
+            supervisor = WorkerSupervisor(_worker_command(None, _local_queues("auto")),
+                                          _recover if settings.embedded_broker else lambda: None).start()
+        log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
+                 _redact(settings.database_url), _redact(settings.broker_url))
         run_api(host, port, settings.api_workers)
+    except KeyboardInterrupt:
+        pass
     finally:
-        if worker_process is not None:
-            _stop_worker(worker_process)
+        if supervisor is not None:
+            supervisor.stop()
+    if supervisor is not None and supervisor.gave_up:
+        raise typer.Exit(1)
 
 
 def _check_auth(settings, host: str) -> None:
@@ -161,13 +282,6 @@ def _check_auth(settings, host: str) -> None:
         raise typer.Exit(2)
     log.warning("authentication is off (OPTIBENCH_AUTH=off): every request on %s acts as the local admin; "
                 "set OPTIBENCH_AUTH=required for a team", host)
-
-
-def _stop_if_worker_dies(process: subprocess.Popen) -> None:
-    code = process.wait()
-    if code not in (0, -signal.SIGTERM, -signal.SIGQUIT):
-        log.error("the Celery worker exited with %s; stopping the server", code)
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_worker(process: subprocess.Popen) -> None:
