@@ -8,12 +8,16 @@ import json
 
 import pytest
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import func, select
+from fastapi.testclient import TestClient
+from sqlalchemy import JSON, column, func, select, table, update
 
 from api.main import _validation_error
+from db.migrate import upgrade
 from db.models import Comparison
 from db.session import transaction
 from tests.api.teams import COMPARISONS, bearer, function_spec, make_team, submit, team_client
+from tests.api.test_curves import make_comparison
+from tests.conftest import empty_postgres_database
 
 __all__ = ["team_client"]
 
@@ -128,3 +132,49 @@ def test_the_validation_handler_writes_any_input_it_quotes():
     body = json.loads(response.body.decode("utf-8"))
     assert body["detail"][0]["loc"] == ["body", "name\\ud800"]
     assert body["detail"][0]["input"] == {"a\\u0000": ["\\udfff", "NaN"]}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_before_the_guard(request, tmp_path, monkeypatch):
+    """A database at revision 0006, that the app and the test's sessions use."""
+    from db.session import _factory, get_engine
+    from optibench.settings import get_settings
+
+    def use(url: str):
+        upgrade(url, "0006")
+        monkeypatch.setenv("OPTIBENCH_DATABASE_URL", url)
+        for cached in (get_settings, get_engine, _factory):
+            cached.cache_clear()
+        return url
+
+    if request.param == "sqlite":
+        yield use(f"sqlite:///{tmp_path / 'before.db'}")
+    else:
+        with empty_postgres_database("optibench_unsafe_text") as url:
+            yield use(url)
+            get_engine().dispose()
+    for cached in (get_settings, get_engine, _factory):
+        cached.cache_clear()
+
+
+def test_text_stored_before_the_guard_is_replaced_by_the_migration_and_history_reads(database_before_the_guard):
+    """A NUL tag written before the guard made every ?tag= filter of its team fail on PostgreSQL;
+    migration 0007 replaces it (and any lone surrogate) by U+FFFD."""
+    from api.main import create_app
+
+    made = make_comparison()
+    stored_spec = {"name": "before", "tags": ["ok", "bad\x00tag"], "note": "x\ud800"}
+    comparisons = table("comparisons", column("id"), column("tags", JSON), column("spec", JSON))
+    with transaction() as session:
+        session.execute(update(comparisons).where(comparisons.c.id == made.id)
+                        .values(tags=["ok", "bad\x00tag"], spec=stored_spec))
+    upgrade(database_before_the_guard)
+
+    client = TestClient(create_app())
+    for params in ({}, {"tag": "ok"}, {"tag": "bad\ufffdtag"}):
+        listed = client.get(COMPARISONS, params=params)
+        assert listed.status_code == 200 and [item["id"] for item in listed.json()["items"]] == [made.id], params
+    assert listed.json()["items"][0]["tags"] == ["ok", "bad\ufffdtag"]
+    read = client.get(f"{COMPARISONS}/{made.id}").json()
+    assert read["spec"]["tags"] == ["ok", "bad\ufffdtag"] and read["spec"]["note"] == "x\ufffd"
+    assert _locs(client.get(f"{COMPARISONS}?tag=bad%00tag")) == [["query", "tag"]]
