@@ -77,8 +77,7 @@ class Settings(BaseSettings):
             self.secret_key = None  # an empty variable, e.g. compose's ${OPTIBENCH_SECRET_KEY:-}
         if self.auth == "required" and self.secret_key is not None:
             _refuse_a_weak_secret_key(self.secret_key.get_secret_value())
-        if self.public_url is not None:
-            self.public_url = _checked_public_url(self.public_url)
+        self.public_url = _checked_public_url(self.public_url) if self.public_url else None
         return self
 
     def soft_time_limit_s(self, steps: int) -> float:

@@ -159,3 +159,4 @@ def test_a_public_url_that_is_no_http_address_is_refused(value):
 
     with pytest.raises(ValueError, match="OPTIBENCH_PUBLIC_URL must be an http"):
         Settings(public_url=value)
+    assert Settings(public_url="").public_url is None  # an empty variable, e.g. compose's ${VAR:-}
