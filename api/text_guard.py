@@ -67,9 +67,9 @@ def _decoded_name(raw: bytes) -> str:
 
 def _pairs_errors(raw: bytes, where: str) -> list[dict]:
     """A query string or a form body: ``name=value`` pairs joined by ``&``."""
-    if _plain(raw):
+    if _plain(raw) or _bytes_problem(unquote_to_bytes(raw)) is None:
         return []
-    errors = []
+    errors = []  # then each pair, to name the bad one
     for pair in raw.split(b"&"):
         name, _, value = pair.partition(b"=")
         problem = _bytes_problem(unquote_to_bytes(name.replace(b"+", b" ")))
