@@ -108,10 +108,33 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def children(pid: int) -> list[int]:
+    """Every child of ``pid``, whichever of its threads started it (`optibench serve` starts its
+    worker from a supervising thread, billiard's pool replaces processes from one)."""
+    found = []
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for task in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def forks(pid: int) -> list[int]:
+    """The children of ``pid`` that run its own executable (a Celery worker's pool processes), not a
+    command it runs for a moment (``uname``, ``ldconfig``)."""
+
+    def executable(process: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/{process}/exe")
+        except OSError:
+            return None
+
+    own = executable(pid)
+    return [child for child in children(pid) if own is not None and executable(child) == own]
 
 
 def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
@@ -741,7 +764,7 @@ class WorkerProcess(_GroupProcess):
         wait_until(ready, timeout, f"{self.describe()} to be ready", interval=0.1)
 
     def pool_pids(self) -> list[int]:
-        return children(self.pid) if self.alive else []
+        return forks(self.pid) if self.alive else []
 
     def kill_pool(self) -> list[int]:
         """SIGKILL only the prefork children (the training processes); the main process lives on."""
@@ -803,6 +826,24 @@ class ApiProcess(_GroupProcess):
         response = self.get(f"/api/v1/comparisons/{comparison_id}")
         response.raise_for_status()
         return response.json()
+
+
+class ServeProcess(ApiProcess):
+    """``python -m optibench.cli serve`` with its own worker, as a user runs the embedded default:
+    the server (the group leader), the Celery worker it supervises, and that worker's pool processes."""
+
+    def start(self, timeout: float = 60, wait: bool = True) -> ServeProcess:
+        self.name = f"serve :{self.port}"
+        self._spawn([sys.executable, "-m", "optibench.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)])
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        return children(self.pid) if self.alive else []
+
+    def pool_pids(self) -> list[int]:
+        return [child for worker in self.worker_pids() for child in forks(worker)]
 
 
 # --------------------------------------------------------------------------------------------- SQL, read directly
