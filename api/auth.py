@@ -103,7 +103,7 @@ def log_in(request: Request, session: Session, key: ApiKey | Row) -> None:
     """A fresh session: a new row, and nothing from before the login survives in the cookie, the CSRF
     token included. The caller commits."""
     secret = secrets.token_urlsafe(32)
-    teams.add_dashboard_session(session, hash_key(secret), key.id, utcnow() + timedelta(seconds=SESSION_MAX_AGE_S))
+    teams.add_dashboard_session(session, hash_key(secret), key.id, timedelta(seconds=SESSION_MAX_AGE_S))
     request.session.clear()
     request.session.update({SESSION_FIELD: secret, CSRF_FIELD: secrets.token_urlsafe(32)})
 

@@ -77,8 +77,9 @@ def keys_by_id_or_prefix(session: Session, id_or_prefix: str) -> list[ApiKey]:
 # --- dashboard sessions ------------------------------------------------------------------------
 
 
-def add_dashboard_session(session: Session, session_id: str, key_id: str, expires_at: datetime) -> None:
-    session.add(DashboardSession(id=session_id, key_id=key_id, expires_at=expires_at))
+def add_dashboard_session(session: Session, session_id: str, key_id: str, lifetime: timedelta) -> None:
+    now = utcnow()
+    session.add(DashboardSession(id=session_id, key_id=key_id, created_at=now, expires_at=now + lifetime))
 
 
 #: what authenticating a dashboard request reads: its key's columns (as _KEY_BY_HASH) and the
