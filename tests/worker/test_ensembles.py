@@ -40,17 +40,16 @@ def _rows(run_id: str) -> np.ndarray:
             .where(Step.run_id == run_id).order_by(Step.step)).all(), dtype=float)
 
 
-def _published(client, queue: str) -> list[tuple[str, list]]:
-    """(task name, first argument) of each message waiting in a Redis queue."""
-    messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+def _published(broker) -> list[tuple[str, list]]:
+    """(task name, first argument) of each message waiting on the cpu queue, whatever its priority."""
+    messages = [json.loads(m) for m in broker.messages("cpu")]
     return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0][0]) for m in messages]
 
 
 def test_a_sweep_goes_out_as_one_ensemble_and_the_rest_alone(redis_dispatch):
-    client, queue = redis_dispatch.client, f"{redis_dispatch.prefix}.cpu"
     spec, runs = _create(SWEEP)
     assert dispatch.enqueue_new_runs(spec, runs) == 8
-    published = _published(client, queue)
+    published = _published(redis_dispatch)
     adam = {r.id for r in runs if r.optimizer_name == "adam"}
     assert sorted(task for task, _ in published) == [ENSEMBLE_TASK, TRAIN_TASK, TRAIN_TASK]
     assert {tuple(sorted(arg)) for task, arg in published if task == ENSEMBLE_TASK} == {tuple(sorted(adam))}
