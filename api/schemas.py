@@ -15,12 +15,11 @@ from sqlalchemy.orm import object_session
 
 from db import workers
 from db.models import TERMINAL, ApiKey, Comparison, Run
+from optibench.status import ComparisonStatus, RunStatus
 from db.queries import SUMMARY_COLUMNS, Progress
 from engine.identity import device_kind
 from optibench.settings import get_settings
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
-ComparisonStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class OptimizerOut(BaseModel):

@@ -9,8 +9,9 @@ import orjson
 from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = "queued", "running", "succeeded", "failed", "diverged", "cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, DIVERGED, CANCELLED})
+from optibench.status import TERMINAL_RUN as TERMINAL, RunStatus
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = RunStatus
 MEMBER, ADMIN = "member", "admin"
 #: the team of the embedded single-user deployment (auth off); created by the migrations
 LOCAL_TEAM_ID = "local"

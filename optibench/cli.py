@@ -25,6 +25,7 @@ from rich.table import Table
 from optibench.admin import admin_app
 from optibench.client import FINISHED, Client, OptibenchError, as_float
 from optibench.settings import get_settings
+from optibench.status import ComparisonStatus
 
 app = typer.Typer(help="optibench: paired optimizer comparisons as a service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -321,14 +322,6 @@ class ExportFormat(str, Enum):
     parquet = "parquet"
 
 
-class Status(str, Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
 def _console(stderr: bool = False) -> Console:
     # names, labels and errors are the users' text: "[b]" in a name is not rich markup
     console = Console(stderr=stderr, markup=False)
@@ -463,7 +456,7 @@ def submit(
 
 @app.command("ls")
 def list_comparisons(
-    status: Status = typer.Option(None, help="only comparisons in this status"),
+    status: ComparisonStatus = typer.Option(None, help="only comparisons in this status"),
     tag: str = typer.Option(None, help="only comparisons with this tag"),
     optimizer: str = typer.Option(None, help="only comparisons with an entry of this optimizer (registry name)"),
     model: str = typer.Option(None, help="only comparisons training this model"),

@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 import httpx
 
+from optibench.status import TERMINAL_COMPARISON
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: a comparison in one of these will not change any more
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED = TERMINAL_COMPARISON
 #: the longest Retry-After the client honours; a longer one is waited this long
 MAX_RETRY_WAIT_S = 30.0
 

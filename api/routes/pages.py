@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import plotly
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -80,7 +80,7 @@ def history(request: Request, principal: PageDep, session: SessionDep,
     rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, queries.Progress())} for c in page]
     return _page(request, "history.html", principal=principal, rows=rows, filters=filters,
                  next_query={**filters, "cursor": next_cursor} if next_cursor else None, first_page=cursor is not None,
-                 statuses=get_args(ComparisonStatus),
+                 statuses=list(ComparisonStatus),
                  choices={kind: registry.names(kind) for kind in ("optimizer", "model", "dataset", "function")})
 
 
