@@ -8,7 +8,7 @@ function of seed and epoch, so a resumed run can rebuild it without saved genera
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,11 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory, so the copy never waits for the device."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -59,17 +64,23 @@ class BatchPlan:
             return 1
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
-    def batches(self, device: torch.device, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor | None]]:
-        """(epoch, sample indices) for every step from ``start_step`` on, forever; None is the full batch."""
+    def batches(self, device: torch.device, start_step: int = 0,
+                seeds: Sequence[int] | None = None) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """(epoch, sample indices) for every step from ``start_step`` on, forever; None is the full batch.
+        With ``seeds``, the batches of several runs at once: [len(seeds), B], each row its seed's order."""
         per_epoch = self.batches_per_epoch
         epoch, skip = divmod(start_step, per_epoch)
         while True:
             if self.batch_size is None:
                 yield epoch, None
             else:
-                order = epoch_order(self.n, self.seed, epoch, self.shuffle).to(device)
+                if seeds is None:
+                    order = epoch_order(self.n, self.seed, epoch, self.shuffle)
+                else:
+                    order = torch.stack([epoch_order(self.n, seed, epoch, self.shuffle) for seed in seeds])
+                order = to_device(order, device)
                 for b in range(skip, per_epoch):
-                    yield epoch, order[b * self.batch_size : (b + 1) * self.batch_size]
+                    yield epoch, order[..., b * self.batch_size : (b + 1) * self.batch_size]
             epoch, skip = epoch + 1, 0
 
 

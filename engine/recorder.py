@@ -32,6 +32,7 @@ class StepBatch:
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step: grad_norm, update_norm
     evals: list[dict] = field(default_factory=list)  # whole-set evaluations made since the last flush
     checkpoint: tuple[int, bytes] | None = None  # (updates applied, state) taken right after these rows
+    best_loss: float | None = None  # the run's lowest finite loss so far, these rows included (the loop's)
 
     def __len__(self) -> int:
         return len(self.step)

@@ -1,20 +1,27 @@
-"""The training loop of one run: one optimizer entry, one seed."""
+"""The training core: one loop for one run, or for an ensemble of runs trained as one (engine.vectorized).
+
+The loop owns what every run shares: the batches, the steps, the evaluation schedule, the flushes, the
+divergence cut, cancellation, the best loss so far and the final status. What one update is lives in a
+``Stepper``: one module and its torch optimizer here (``ModuleStepper``), or the stacked members of an
+ensemble (``engine.vectorized``). A single run is an ensemble of one that checkpoints and resumes.
+"""
 
 from __future__ import annotations
 
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from engine.problem import BatchPlan, build_problem, resolve_device
+from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device
 from engine.recorder import StepBatch, StepRecorder
-from engine.spec import ComparisonSpec
+from engine.spec import ComparisonSpec, Training
 
 #: receives each flush; returning False asks the run to stop (it was cancelled)
 FlushSink = Callable[[StepBatch], bool]
@@ -34,8 +41,181 @@ class RunOutcome:
     device: str = "cpu"
 
 
-def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+@dataclass
+class Track:
+    """One run in the loop: where its flushes go, its module (whose weights the stepper updates), its
+    seed (its batch order) and its best loss so far."""
+
+    sink: FlushSink
+    module: torch.nn.Module
+    seed: int
+    best: float = math.inf
+    outcome: RunOutcome | None = None
+
+
+class Stepper:
+    """One update of every member still training."""
+
+    #: whether batches come for all members at once, [M, B] (else one run's [B])
+    stacked = False
+    #: a function problem's x before the update (live: every update changes it in place); None for datasets
+    point: Tensor | None = None
+
+    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float | np.ndarray, dict[str, Tensor] | None]:
+        """Apply update number ``step`` (from 0) on the batch ``indices``: (the loss before it, the rate used,
+        the extras asked for)."""
+        raise NotImplementedError
+
+    def evaluate(self, problem: BuiltProblem, modules: Sequence[torch.nn.Module]) -> dict[str, Tensor]:
+        """Whole-set metrics of the members still training."""
+        return problem.evaluate(modules[0])
+
+    def member_rows(self, batch: StepBatch, row: int) -> StepBatch:
+        """One member's share of a flush."""
+        return batch
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Go on with these members only (positions among those still training)."""
+        raise NotImplementedError(f"{type(self).__name__} trains one member")
+
+
+def _global_norm(tensors: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+class ModuleStepper(Stepper):
+    """One module and its torch optimizer, the rate set from the schedule at every step."""
+
+    def __init__(self, problem: BuiltProblem, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 lr: float, schedule, total_steps: int, extras: Sequence[str]) -> None:
+        self.problem, self.module, self.optimizer = problem, module, optimizer
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
+        # decided once: the step runs per step, and its own cost is what recording adds to training
+        self.scheduled = schedule.name != "constant"
+        self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
+        self.first_group = optimizer.param_groups[0]
+        self.point = problem.point(module)
+
+    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float, dict[str, Tensor] | None]:
+        optimizer, params = self.optimizer, self.params
+        if self.scheduled:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr * self.schedule.factor(step, self.total_steps)
+        before = [p.detach().clone() for p in params] if self.update_norm else None
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.problem.batch_loss(self.module, indices)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        extras = None
+        if self.grad_norm or self.update_norm:
+            extras = {}
+            if self.grad_norm:
+                extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
+            if before is not None:
+                extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
+        return loss, self.first_group["lr"], extras
+
+
+def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], plan: BatchPlan,
+             training: Training, recorder: StepRecorder, device: torch.device, *, total_steps: int, start: int = 0,
+             checkpoint: Callable[[Track], bytes] | None = None,
+             checkpoint_interval_s: float | None = None) -> list[RunOutcome]:
+    """Train ``tracks`` (the runs) from update ``start`` to ``total_steps``, handing each its flushes; one outcome
+    per member, in order. A member whose loss turns non-finite (diverged) or whose sink returns False
+    (cancelled) leaves at that flush; the others go on. ``checkpoint``: a flush at least
+    ``checkpoint_interval_s`` after the previous checkpoint carries a new one (one member only)."""
+    active = list(range(len(tracks)))  # the members still training, in the stepper's row order
+    is_function, eval_every = problem.is_function, training.eval_every
+    last_checkpoint = time.monotonic()
+
+    def batches_from(step: int):
+        if stepper.stacked:
+            return plan.batches(device, step, seeds=[tracks[m].seed for m in active])
+        return plan.batches(device, step)
+
+    def finish(member: Track, status: Status) -> None:
+        """The whole-set loss of the final weights decides the rest."""
+        steps_done, diverged_step = recorder.next_step, None
+        with torch.no_grad():
+            final = float(problem.full_loss(member.module))
+        if math.isfinite(final):
+            member.best = min(member.best, final)
+        elif status == "succeeded":
+            status, diverged_step = "diverged", steps_done - 1
+        member.outcome = RunOutcome(status, steps_done, final if math.isfinite(final) else None,
+                                    finite_or_none(member.best), recorder.elapsed_s, diverged_step, device.type)
+
+    def hand_over(member: Track, rows: StepBatch) -> bool:
+        """One member's flush: False once it has stopped, diverged or cancelled."""
+        nonlocal last_checkpoint
+        bad = rows.first_non_finite()
+        if bad is not None:
+            rows = rows.head(bad + 1)
+        finite = rows.loss[np.isfinite(rows.loss)]
+        if len(finite):
+            member.best = min(member.best, float(finite.min()))
+        rows.best_loss = finite_or_none(member.best)
+        if (bad is None and checkpoint is not None and checkpoint_interval_s is not None and len(rows)
+                and time.monotonic() - last_checkpoint >= checkpoint_interval_s):
+            rows.checkpoint = (recorder.next_step, checkpoint(member))
+            last_checkpoint = time.monotonic()
+        keep_going = member.sink(rows)
+        if bad is not None:
+            diverged_step = int(rows.step[-1])
+            member.outcome = RunOutcome("diverged", diverged_step + 1, None, finite_or_none(member.best),
+                                        recorder.elapsed_s, diverged_step, device.type)
+            return False
+        if not keep_going:
+            finish(member, "cancelled")
+        return keep_going
+
+    def flush(last: bool) -> None:
+        nonlocal active, batches
+        batch = recorder.drain()
+        staying = [row for row, m in enumerate(active)
+                   if batch is None or hand_over(tracks[m], stepper.member_rows(batch, row))]
+        if last:
+            for row in staying:
+                finish(tracks[active[row]], "succeeded")
+        elif staying and len(staying) < len(active):
+            stepper.keep(staying)
+            active = [active[row] for row in staying]
+            batches = batches_from(recorder.next_step)
+        else:
+            active = [active[row] for row in staying]
+
+    def evaluate(updates: int, epoch: int | None) -> None:
+        if eval_every is not None:
+            recorder.record_eval(updates, None if is_function else epoch,
+                                 stepper.evaluate(problem, [tracks[m].module for m in active]))
+
+    recorder.start()
+    batches = batches_from(start)
+    epoch = 0
+    if start == 0:
+        evaluate(0, 0)
+    for step in range(start, total_steps):
+        epoch, indices = next(batches)
+        point = stepper.point
+        if point is not None:
+            recorder.record_point(point)
+        loss, lr, extras = stepper.step(step, indices)
+        due = recorder.record(loss, None if is_function else epoch, lr, extras)
+        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < total_steps:
+            evaluate(step + 1, epoch)
+        if due:
+            flush(last=False)
+            if not active:
+                break
+    else:
+        evaluate(total_steps, epoch)
+        flush(last=True)
+    return [track.outcome for track in tracks]
 
 
 def _snapshot(module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float,
@@ -62,19 +242,17 @@ def train(
     stop_requested: Callable[[], bool] | None = None,
 ) -> RunOutcome:
     """Train one run, handing every flush to ``sink``. With ``checkpoint_interval_s``, a flush at
-    least that long after the previous checkpoint carries a new one; ``resume`` continues from one.
-    ``stop_requested`` is asked once the data and the model are built, before the first step: a run
-    cancelled while it was being built ends there, as cancelled."""
+    least that long after the previous checkpoint carries a new one; ``resume`` continues from one
+    (with its best loss so far, which every flush carries). ``stop_requested`` is asked once the data
+    and the model are built, before the first step: a run cancelled while it was being built ends
+    there, as cancelled."""
     device = resolve_device(spec.device)
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
     module = problem.make_module(seed)
-    params = [p for p in module.parameters() if p.requires_grad]
     hyper = entry.typed_params
-    optimizer = entry.component.build(params, hyper)
-    schedule = entry.schedule
-    training = spec.training
-    plan = BatchPlan.for_training(problem.n_train, training, seed, entry.batch_size)
+    optimizer = entry.component.build([p for p in module.parameters() if p.requires_grad], hyper)
+    plan = BatchPlan.for_training(problem.n_train, spec.training, seed, entry.batch_size)
     start, elapsed_s, best = 0, 0.0, math.inf
     if resume is not None:
         state = torch.load(io.BytesIO(resume), map_location=device, weights_only=True)
@@ -85,91 +263,15 @@ def train(
     if stop_requested is not None and stop_requested():
         return RunOutcome("cancelled", start, None, finite_or_none(best), elapsed_s, device=device.type)
     recorder = StepRecorder(device, flush_every, flush_interval_s, first_step=start, time_offset_s=elapsed_s)
-    status: Status = "succeeded"
-    diverged_step = None
-    last_checkpoint = time.monotonic()
+    stepper = ModuleStepper(problem, module, optimizer, hyper.lr, entry.schedule, total_steps, spec.training.extras)
+    track = Track(sink, module, seed, best)
 
-    def flush() -> bool:
-        nonlocal best, status, diverged_step, last_checkpoint
-        batch = recorder.drain()
-        if batch is None:
-            return True
-        bad = batch.first_non_finite()
-        if bad is not None:
-            batch = batch.head(bad + 1)
-            status, diverged_step = "diverged", int(batch.step[-1])
-        finite = batch.loss[np.isfinite(batch.loss)]
-        if len(finite):
-            best = min(best, float(finite.min()))
-        if (status != "diverged" and checkpoint_interval_s is not None and len(batch)
-                and time.monotonic() - last_checkpoint >= checkpoint_interval_s):
-            batch.checkpoint = (recorder.next_step, _snapshot(module, optimizer, recorder.next_step, recorder.elapsed_s, best))
-            last_checkpoint = time.monotonic()
-        keep_going = sink(batch)
-        if status == "diverged":
-            return False
-        if not keep_going:
-            status = "cancelled"
-        return keep_going
+    def checkpoint(track: Track) -> bytes:
+        return _snapshot(module, optimizer, recorder.next_step, recorder.elapsed_s, track.best)
 
-    def evaluate(updates: int, epoch: int | None) -> None:
-        if training.eval_every is not None:
-            recorder.record_eval(updates, None if problem.is_function else epoch, problem.evaluate(module))
-
-    recorder.start()
-    batches = plan.batches(device, start_step=start)
-    epoch = 0
-    if start == 0:
-        evaluate(0, 0)
-    # decided once: the loop below runs per step, and its own cost is what recording adds to training
-    scheduled = schedule.name != "constant"
-    want_grad_norm, want_update_norm = "grad_norm" in training.extras, "update_norm" in training.extras
-    eval_every, is_function = training.eval_every, problem.is_function
-    first_group = optimizer.param_groups[0]
-    point = problem.point(module)  # a function problem's x, which every update changes in place
-    for step in range(start, total_steps):
-        epoch, indices = next(batches)
-        if scheduled:
-            for group in optimizer.param_groups:
-                group["lr"] = hyper.lr * schedule.factor(step, total_steps)
-        if point is not None:
-            recorder.record_point(point)
-        before = [p.detach().clone() for p in params] if want_update_norm else None
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            loss = problem.batch_loss(module, indices)
-            loss.backward()
-            return loss
-
-        loss = optimizer.step(closure)
-        extras = None
-        if want_grad_norm or want_update_norm:
-            extras = {}
-            if want_grad_norm:
-                extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
-            if want_update_norm:
-                extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
-        due = recorder.record(loss, None if is_function else epoch, first_group["lr"], extras)
-        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < total_steps:
-            evaluate(step + 1, epoch)
-        if due and not flush():
-            break
-    else:
-        evaluate(total_steps, epoch)
-        flush()
-
-    steps_done = recorder.next_step if status != "diverged" else diverged_step + 1
-    if status == "diverged":
-        return RunOutcome(status, steps_done, None, finite_or_none(best), recorder.elapsed_s, diverged_step, device.type)
-    with torch.no_grad():
-        final = float(problem.full_loss(module))
-    if math.isfinite(final):
-        best = min(best, final)
-    elif status == "succeeded":
-        status, diverged_step = "diverged", steps_done - 1
-    return RunOutcome(status, steps_done, final if math.isfinite(final) else None, finite_or_none(best),
-                      recorder.elapsed_s, diverged_step, device.type)
+    [outcome] = run_loop(problem, stepper, [track], plan, spec.training, recorder, device, total_steps=total_steps,
+                         start=start, checkpoint=checkpoint, checkpoint_interval_s=checkpoint_interval_s)
+    return outcome
 
 
 def finite_or_none(value: float) -> float | None:

@@ -18,7 +18,7 @@ to resume from trains alone. See docs/vectorized.md for where vectorizing pays.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,12 +28,12 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from engine.optimizers import OptimizerParams
-from engine.problem import BatchPlan, BuiltProblem, build_problem, epoch_order, resolve_device, train_size
+from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device, to_device, train_size
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
 from engine import sizing
 from engine.spec import ComparisonSpec
-from engine.training import DTYPES, FlushSink, RunOutcome, Status, finite_or_none
+from engine.training import DTYPES, FlushSink, RunOutcome, Stepper, Track, run_loop
 
 #: components whose maths is known to run under vmap; plug-ins may read tensors back or hold buffers
 VMAP_SAFE_MODELS = frozenset({"linear", "mlp", "cnn"})
@@ -282,26 +282,6 @@ def parameter_count(spec: ComparisonSpec) -> int:
     return sizing.parameter_count(spec)
 
 
-def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """A host tensor on ``device``; to a GPU through pinned memory, so the copy never waits for the device."""
-    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
-
-
-def _stacked_batches(plan: BatchPlan, seeds: Sequence[int], device: torch.device,
-                     start_step: int) -> Iterator[tuple[int, Tensor | None]]:
-    """``BatchPlan.batches`` for several seeds at once: (epoch, [M, B] sample indices), None the full batch."""
-    per_epoch = plan.batches_per_epoch
-    epoch, skip = divmod(start_step, per_epoch)
-    while True:
-        if plan.batch_size is None:
-            yield epoch, None
-        else:
-            orders = _to_device(torch.stack([epoch_order(plan.n, seed, epoch, plan.shuffle) for seed in seeds]), device)
-            for b in range(skip, per_epoch):
-                yield epoch, orders[:, b * plan.batch_size : (b + 1) * plan.batch_size]
-        epoch, skip = epoch + 1, 0
-
-
 class _StepScalars:
     """Each member's per-step scalars: its rate (its lr times its schedule's factor, as ``train`` computes
     it) and the rule's own, computed on the host and moved to the device a block of steps at a time."""
@@ -330,31 +310,9 @@ class _StepScalars:
             table = self.scalars(self.rates, numbers, self.hyper)
             self.names = list(table)
             stacked = np.stack([np.broadcast_to(table[name], self.rates.shape) for name in self.names], axis=1)
-            self.table = _to_device(torch.from_numpy(stacked).to(self.dtype)[..., None], self.device)  # [S, K, M, 1]
+            self.table = to_device(torch.from_numpy(stacked).to(self.dtype)[..., None], self.device)  # [S, K, M, 1]
         i = step - self.start
         return self.rates[i], dict(zip(self.names, self.table[i].unbind(0)))
-
-
-@dataclass
-class _Track:
-    """One member's bookkeeping: what ``train`` keeps in its locals."""
-
-    sink: FlushSink
-    module: torch.nn.Module  # its parameters are views into the ensemble's stacked tensor
-    best: float = math.inf
-    outcome: RunOutcome | None = None
-
-
-def _member_batch(batch: StepBatch, column: int) -> StepBatch:
-    """One member's share of an ensemble flush, whose per-run columns are [steps, M] (evaluations: [M])."""
-    evals = [{k: v if k in ("step", "epoch") else v[column] for k, v in e.items()} for e in batch.evals]
-    if not len(batch):
-        return StepBatch.empty(evals)
-    return StepBatch(
-        step=batch.step, epoch=batch.epoch, loss=batch.loss[:, column], time_s=batch.time_s,
-        step_time_ms=batch.step_time_ms, lr=batch.lr[:, column], x=None if batch.x is None else batch.x[:, column],
-        extras={k: v[:, column] for k, v in batch.extras.items()}, evals=evals,
-    )
 
 
 @dataclass
@@ -409,6 +367,58 @@ class _Ensemble:
         return torch.cat([g.flatten(1) for g in grads], dim=1) if len(grads) > 1 else grads[0].flatten(1)
 
 
+class _EnsembleStepper(Stepper):
+    """The members' update as one: a vmapped forward pass on their stacked batches, one rule over the
+    stacked state."""
+
+    stacked = True
+
+    def __init__(self, ensemble: _Ensemble, update: Update, scalars: _StepScalars, extras: Sequence[str],
+                 modules: list[torch.nn.Module]) -> None:
+        self.ensemble, self.update, self.scalars, self.modules = ensemble, update, scalars, modules
+        self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
+        self.point = ensemble.flat if ensemble.problem.is_function else None
+
+    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, np.ndarray, dict[str, Tensor]]:
+        ensemble = self.ensemble
+        rates, step_scalars = self.scalars.at(step)
+        losses = ensemble.losses(indices)
+        grad = ensemble.gradient(losses)
+        extras = {}
+        if self.grad_norm:
+            extras["grad_norm"] = torch.linalg.vector_norm(grad, dim=1)
+        with torch.no_grad():
+            before = ensemble.flat.clone() if self.update_norm else None
+            self.update.apply(ensemble.flat, grad, ensemble.state, {**ensemble.hyper, **step_scalars}, step + 1)
+            if before is not None:
+                extras["update_norm"] = torch.linalg.vector_norm(ensemble.flat - before, dim=1)
+        # the recorder is indifferent to shapes: with [M] losses and rates it records M runs at once
+        return losses.detach(), rates, extras
+
+    def evaluate(self, problem: BuiltProblem, modules: Sequence[torch.nn.Module]) -> dict[str, Tensor]:
+        metrics = [problem.evaluate(module) for module in modules]
+        return {k: torch.stack([m[k] for m in metrics]) for k in metrics[0]}
+
+    def member_rows(self, batch: StepBatch, row: int) -> StepBatch:
+        """One member's share of an ensemble flush, whose per-run columns are [steps, M] (evaluations: [M])."""
+        evals = [{k: v if k in ("step", "epoch") else v[row] for k, v in e.items()} for e in batch.evals]
+        if not len(batch):
+            return StepBatch.empty(evals)
+        return StepBatch(
+            step=batch.step, epoch=batch.epoch, loss=batch.loss[:, row], time_s=batch.time_s,
+            step_time_ms=batch.step_time_ms, lr=batch.lr[:, row], x=None if batch.x is None else batch.x[:, row],
+            extras={k: v[:, row] for k, v in batch.extras.items()}, evals=evals,
+        )
+
+    def keep(self, rows: Sequence[int]) -> None:
+        self.ensemble.keep(torch.tensor(rows, device=self.ensemble.flat.device))
+        self.scalars.keep(np.array(rows))
+        self.modules = [self.modules[row] for row in rows]
+        self.ensemble.bind(self.modules)
+        if self.point is not None:
+            self.point = self.ensemble.flat
+
+
 def train_ensemble(
     spec: ComparisonSpec,
     members: Sequence[Member],
@@ -425,7 +435,6 @@ def train_ensemble(
         raise ValueError(f"{len(members)} members need as many sinks, got {len(sinks)}")
     device, dtype = resolve_device(spec.device), DTYPES[spec.dtype]
     problem = build_problem(spec.problem, device, dtype)
-    training = spec.training
     entries = [spec.optimizers[m.entry_index] for m in members]
     hypers = [_hyperparams(spec, m) for m in members]
     rule = RULES[entries[0].name]
@@ -442,96 +451,10 @@ def train_ensemble(
     ensemble = _Ensemble(problem, modules[0], layout, flat,
                          {k: torch.tensor(v, dtype=dtype, device=device)[:, None] for k, v in hyper.items()})
     ensemble.bind(modules)
-    tracks = [_Track(sink, module) for sink, module in zip(sinks, modules)]
-    active = list(range(len(members)))  # the members still training, in ensemble row order
     scalars = _StepScalars(np.array([h.lr for h in hypers]), [e.schedule for e in entries], hyper, update.scalars,
                            total_steps, device, dtype)
-    plan = BatchPlan.for_training(problem.n_train, training, 0, entries[0].batch_size)
-    seeds = [m.seed for m in members]
-    batches = _stacked_batches(plan, seeds, device, 0)
+    stepper = _EnsembleStepper(ensemble, update, scalars, spec.training.extras, modules)
+    tracks = [Track(sink, module, m.seed) for sink, module, m in zip(sinks, modules, members)]
+    plan = BatchPlan.for_training(problem.n_train, spec.training, 0, entries[0].batch_size)
     recorder = StepRecorder(device, flush_every, flush_interval_s)
-
-    def finish(track: _Track, status: Status) -> None:
-        """What ``train`` does after its loop: the whole-set loss of the final weights decides the rest."""
-        steps_done, diverged_step = recorder.next_step, None
-        with torch.no_grad():
-            final = float(problem.full_loss(track.module))
-        if math.isfinite(final):
-            track.best = min(track.best, final)
-        elif status == "succeeded":
-            status, diverged_step = "diverged", steps_done - 1
-        track.outcome = RunOutcome(status, steps_done, final if math.isfinite(final) else None,
-                                   finite_or_none(track.best), recorder.elapsed_s, diverged_step, device.type)
-
-    def hand_over(track: _Track, rows: StepBatch) -> bool:
-        """``train``'s flush for one member: False once it has stopped, diverged or cancelled."""
-        bad = rows.first_non_finite()
-        if bad is not None:
-            rows = rows.head(bad + 1)
-        finite = rows.loss[np.isfinite(rows.loss)]
-        if len(finite):
-            track.best = min(track.best, float(finite.min()))
-        keep_going = track.sink(rows)
-        if bad is not None:
-            diverged_step = int(rows.step[-1])
-            track.outcome = RunOutcome("diverged", diverged_step + 1, None, finite_or_none(track.best),
-                                       recorder.elapsed_s, diverged_step, device.type)
-            return False
-        if not keep_going:
-            finish(track, "cancelled")
-        return keep_going
-
-    def flush(last: bool) -> None:
-        nonlocal active, batches
-        batch = recorder.drain()
-        staying = [row for row, member in enumerate(active)
-                   if batch is None or hand_over(tracks[member], _member_batch(batch, row))]
-        if last:
-            for row in staying:
-                finish(tracks[active[row]], "succeeded")
-        elif len(staying) < len(active) and staying:
-            ensemble.keep(torch.tensor(staying, device=device))
-            scalars.keep(np.array(staying))
-            active = [active[row] for row in staying]
-            ensemble.bind([tracks[m].module for m in active])
-            batches = _stacked_batches(plan, [seeds[m] for m in active], device, recorder.next_step)
-        else:
-            active = [active[row] for row in staying]
-
-    def evaluate(updates: int, epoch: int | None) -> None:
-        if training.eval_every is not None:
-            metrics = [problem.evaluate(tracks[m].module) for m in active]
-            recorder.record_eval(updates, None if problem.is_function else epoch,
-                                 {k: torch.stack([m[k] for m in metrics]) for k in metrics[0]})
-
-    recorder.start()
-    epoch = 0
-    evaluate(0, 0)
-    for step in range(total_steps):
-        epoch, indices = next(batches)
-        rates, step_scalars = scalars.at(step)
-        if problem.is_function:
-            recorder.record_point(ensemble.flat)
-        losses = ensemble.losses(indices)
-        grad = ensemble.gradient(losses)
-        extras = {}
-        if "grad_norm" in training.extras:
-            extras["grad_norm"] = torch.linalg.vector_norm(grad, dim=1)
-        with torch.no_grad():
-            before = ensemble.flat.clone() if "update_norm" in training.extras else None
-            update.apply(ensemble.flat, grad, ensemble.state, {**ensemble.hyper, **step_scalars}, step + 1)
-            if before is not None:
-                extras["update_norm"] = torch.linalg.vector_norm(ensemble.flat - before, dim=1)
-        # the recorder is indifferent to shapes: with [M] losses and rates it records M runs at once
-        due = recorder.record(losses.detach(), None if problem.is_function else epoch, rates, extras)
-        if training.eval_every is not None and (step + 1) % training.eval_every == 0 and step + 1 < total_steps:
-            evaluate(step + 1, epoch)
-        if due:
-            flush(last=False)
-            if not active:
-                break
-    else:
-        evaluate(total_steps, epoch)
-        flush(last=True)
-    return [track.outcome for track in tracks]
-
+    return run_loop(problem, stepper, tracks, plan, spec.training, recorder, device, total_steps=total_steps)
