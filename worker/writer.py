@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
 
-import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from db import queries
@@ -29,7 +27,6 @@ class StepWriter:
         self.run_id, self.attempt = run_id, attempt
         self.heartbeat_s = heartbeat_s
         self.retry_for_s = retry_for_s
-        self.best_loss = math.inf
         self.cancelled = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounded: a stalled database slows training, never OOMs it
         self._error: BaseException | None = None
@@ -85,11 +82,7 @@ class StepWriter:
     def _write(self, batch: StepBatch | None) -> None:
         steps = batch.columns() if batch is not None and len(batch) else None
         evals = batch.evals if batch is not None else []
-        if steps:
-            finite = batch.loss[np.isfinite(batch.loss)]
-            if len(finite):
-                self.best_loss = min(self.best_loss, float(finite.min()))
-        best = self.best_loss if math.isfinite(self.best_loss) else None
+        best = batch.best_loss if batch is not None else None  # the engine's, carried over a resume
         delay, deadline = 0.5, time.monotonic() + self.retry_for_s
         while True:
             try:
