@@ -26,6 +26,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.m[d] /tmp/src/
 COPY analysis /tmp/src/analysis
 COPY api /tmp/src/api
+COPY services /tmp/src/services
 COPY db /tmp/src/db
 COPY engine /tmp/src/engine
 COPY optibench /tmp/src/optibench

@@ -1,34 +1,59 @@
 """A comparison's leaderboard, its paired comparisons against a baseline, and its hyperparameter
 sensitivity. What each figure means, and why: docs/statistics.md.
 
-Run columns come from the ORM (one row per run); what derives from step and eval rows is aggregated
-in SQL, one GROUP BY over all the comparison's finished runs per figure, never a Python loop over
-raw rows. A reused run's rows live under the run it reused.
+Pure computation: run columns come as objects (one per run); what derives from step and eval rows
+comes from a RowFigures (db.figures aggregates it in SQL, one GROUP BY over all the comparison's
+finished runs per figure, never a Python loop over raw rows). A reused run's rows live under the run
+it reused.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from sqlalchemy import Double, and_, case, func, select
-from sqlalchemy.orm import Session
 
 from analysis.stats import mean_ci, paired_test
-from db.models import DIVERGED, SUCCEEDED, Comparison, Eval, Run, Step
+from optibench.status import TRAINED_RUN, RunStatus
+
+
+class Run(Protocol):
+    """What the statistics read of a run (db.models.Run has it)."""
+
+    id: str
+    reused_from_id: str | None
+    label: str
+    entry_index: int
+    seed: int
+    phase: str | None
+    status: str
+    optimizer_name: str
+    optimizer_params: dict[str, Any]
+    sweep_values: dict[str, Any] | None
+    steps_done: int
+    final_loss: float | None
+    best_loss: float | None
+    wall_time_s: float | None
+
+
+class Comparison(Protocol):
+    """What the statistics read of a comparison (db.models.Comparison has it)."""
+
+    id: str
+    status: str
+    spec: dict[str, Any]
+    runs: Sequence[Run]
+
 
 #: in the log-loss area a loss below this counts as this: a loss of exactly 0 would make the area -inf
 LOSS_FLOOR = 1e-12
 METRIC = "final_loss"
-FINISHED = (SUCCEEDED, DIVERGED)
-_LARGEST = sys.float_info.max
+FINISHED = TRAINED_RUN
 Phase = Literal["chosen", "all"]
 
 
@@ -46,7 +71,7 @@ def _data_id(run: Run) -> str:
 
 def _scored(run: Run) -> bool:
     """Whether the run counts in the final-loss statistics: it finished with a finite final loss."""
-    return run.status == SUCCEEDED and run.final_loss is not None and math.isfinite(run.final_loss)
+    return run.status == RunStatus.SUCCEEDED and run.final_loss is not None and math.isfinite(run.final_loss)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -61,7 +86,7 @@ def _loss_stats(values: Sequence[float]) -> dict[str, float | None]:
             "best": min(values, default=None), "worst": max(values, default=None)}
 
 
-# --- SQL: per-run figures from step and eval rows ------------------------------------------------
+# --- what the database computes from step and eval rows ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -72,58 +97,16 @@ class StepFigures:
     min_loss: float | None
 
 
-def _ensure_log10(session: Session) -> None:
-    """SQLite is not always built with its math functions: where log10 is missing, give this
-    connection Python's (the same libm function; the built-in one is twice as fast)."""
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        driver = connection.connection.driver_connection
-        try:
-            driver.execute("SELECT log10(1)")
-        except sqlite3.OperationalError:
-            driver.create_function("log10", 1, math.log10, deterministic=True)
+class RowFigures(Protocol):
+    """Per-run figures aggregated from step and eval rows (db.figures.RowFigures reads them in SQL)."""
 
+    def step_figures(self, run_ids: Sequence[str]) -> dict[str, StepFigures]: ...
 
-def step_figures(session: Session, run_ids: Sequence[str]) -> dict[str, StepFigures]:
-    if not run_ids:
-        return {}
-    _ensure_log10(session)
-    loss = Step.loss
-    # NaN fails BETWEEN on both databases: PostgreSQL sorts it above every number, SQLite stores it as text
-    finite = loss.between(-_LARGEST, _LARGEST)
-    floored = case((loss < LOSS_FLOOR, LOSS_FLOOR), else_=loss)
-    rows = session.execute(
-        select(Step.run_id, func.avg(case((finite, func.log10(floored, type_=Double)))), func.min(case((finite, loss))))
-        .where(Step.run_id.in_(run_ids))
-        .group_by(Step.run_id)
-    )
-    return {run_id: StepFigures(auc, low) for run_id, auc, low in rows}
+    def first_reached(self, run_ids: Sequence[str], target: float) -> dict[str, tuple[int, float]]:
+        """Per run, the first step whose loss is ≤ ``target`` and its time_s; runs that never reach it are absent."""
 
-
-def _at_chosen_step(session: Session, table: type[Step] | type[Eval], pick: Callable, run_ids: Sequence[str],
-                    columns: Sequence, *conditions) -> list[tuple]:
-    """For each run, ``columns`` of its row at the step that ``pick`` (min or max) chooses among the
-    rows meeting ``conditions``: one grouped pass joined back on the primary key. (A per-run subquery
-    that walks the key in step order is faster when the row comes early, but several times slower on
-    PostgreSQL when it comes late, as the default target does for its slowest run.)"""
-    chosen = (select(table.run_id, pick(table.step).label("step"))
-              .where(table.run_id.in_(run_ids), *conditions).group_by(table.run_id).subquery())
-    return session.execute(
-        select(table.run_id, *columns)
-        .join(chosen, and_(table.run_id == chosen.c.run_id, table.step == chosen.c.step))
-    ).all()
-
-
-def first_reached(session: Session, run_ids: Sequence[str], target: float) -> dict[str, tuple[int, float]]:
-    """Per run, the first step whose loss is ≤ ``target`` and its time_s; runs that never reach it are absent."""
-    rows = _at_chosen_step(session, Step, func.min, run_ids, (Step.step, Step.time_s), Step.loss <= target)
-    return {run_id: (step, time_s) for run_id, step, time_s in rows}
-
-
-def last_evals(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
-    """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
-    rows = _at_chosen_step(session, Eval, func.max, run_ids, (Eval.val_loss, Eval.val_accuracy))
-    return {run_id: (val_loss, val_accuracy) for run_id, val_loss, val_accuracy in rows}
+    def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
+        """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
 
 
 # --- the leaderboard -----------------------------------------------------------------------------
@@ -221,7 +204,7 @@ def _paired(label: str, group: list[Run], baseline: str, baseline_group: list[Ru
     return {"label": label, "baseline": baseline, **asdict(test)}
 
 
-def summarize(session: Session, comparison: Comparison, phase: Phase = "chosen",
+def summarize(rows_of: RowFigures, comparison: Comparison, phase: Phase = "chosen",
               baseline: str | None = None) -> dict[str, Any]:
     """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
     spec = comparison.spec
@@ -229,12 +212,12 @@ def summarize(session: Session, comparison: Comparison, phase: Phase = "chosen",
     baseline_label = _baseline_label(spec, groups, baseline)
     finished = [r for group in groups.values() for r in group if r.status in FINISHED]
     run_ids = sorted({_data_id(r) for r in finished})
-    figures = step_figures(session, run_ids)
+    figures = rows_of.step_figures(run_ids)
     target, source = spec.get("target_loss"), "spec"
     if target is None:
         target, source = _default_target(finished, figures), "default"
-    reached = first_reached(session, run_ids, target) if run_ids and target is not None else {}
-    evals = last_evals(session, run_ids) if run_ids else {}
+    reached = rows_of.first_reached(run_ids, target) if run_ids and target is not None else {}
+    evals = rows_of.last_evals(run_ids) if run_ids else {}
     rows = [_row(label, group, figures, reached, evals) for label, group in groups.items()]
     paired = [_paired(label, group, baseline_label, groups[baseline_label])
               for label, group in groups.items() if label != baseline_label] if baseline_label in groups else []

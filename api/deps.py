@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api import auth
 from api.auth import Principal
-from db import queries, teams
+from db import history, teams
 from db.models import ADMIN, Comparison
 from db.session import new_session
 from optibench.settings import Settings, get_settings
@@ -133,7 +133,7 @@ SharedComparisonDep = Annotated[Comparison, Depends(shared_comparison)]
 
 def comparison_or_404(session: Session, comparison_id: str, principal: Principal) -> Comparison:
     """The caller's team's comparison; another team's, a deleted and a missing one are all 404."""
-    comparison = queries.get_comparison(session, comparison_id, principal.team_id)
+    comparison = history.get_comparison(session, comparison_id, principal.team_id)
     if comparison is None:
         raise HTTPException(404, f"comparison {comparison_id!r} not found")
     return comparison

@@ -22,6 +22,7 @@ from api.deps import current_principal
 from api.routes import admin, catalog, comparisons, curves, export, figures, health, login, pages, runs, share, summary
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
+from services.access import NotFound
 from optibench import __version__
 from optibench.settings import get_settings
 
@@ -75,9 +76,14 @@ def create_app() -> FastAPI:
     app.add_middleware(UnsafeTextGuard, router=app.router, max_body_bytes=get_settings().max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_unavailable)
     return app
+
+
+async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(exc)})
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

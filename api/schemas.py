@@ -16,7 +16,7 @@ from sqlalchemy.orm import object_session
 from db import workers
 from db.models import TERMINAL, ApiKey, Comparison, Run
 from optibench.status import ComparisonStatus, RunStatus
-from db.queries import SUMMARY_COLUMNS, Progress
+from db.history import SUMMARY_COLUMNS, Progress
 from engine.identity import device_kind
 from optibench.settings import get_settings
 
@@ -149,7 +149,7 @@ def model_body(model: BaseModel, status_code: int = 200) -> Response:
 
 
 def page_body(rows: list[tuple], next_cursor: str | None) -> Response:
-    """The ComparisonPage of db.queries.history_page rows, encoded as pydantic encodes the model (the
+    """The ComparisonPage of db.history.history_page rows, encoded as pydantic encodes the model (the
     same serializer) without building and validating a model per row first."""
     n = len(SUMMARY_COLUMNS)
     items = [dict(zip(SUMMARY_COLUMNS, row[:n]), progress=dict(zip(ProgressOut.model_fields, row[n:])))

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from api import auth
 from bench.common import Result, fresh_databases, seeded_run
 from bench.storage import FLUSH_ROWS, synthetic_columns
-from db import queries
+from db import leases
 from db.models import LOCAL_TEAM_ID, MEMBER, Comparison, Run, new_id, utcnow
 from db.session import make_engine
 
@@ -124,7 +124,7 @@ def _long_run(url: str, steps: int) -> str:
     run_id, attempt = seeded_run(engine, steps)
     for start in range(0, steps, FLUSH_ROWS):
         with Session(engine) as session, session.begin():
-            queries.append_steps(session, run_id, attempt, synthetic_columns(FLUSH_ROWS, start), best_loss=None)
+            leases.append_steps(session, run_id, attempt, synthetic_columns(FLUSH_ROWS, start), best_loss=None)
     engine.dispose()
     return run_id
 

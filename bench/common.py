@@ -62,12 +62,12 @@ def seeded_run(engine, steps: int) -> tuple[str, int]:
     """A comparison with one run, claimed as a worker would: (run id, attempt)."""
     from sqlalchemy.orm import Session
 
-    from db import queries
+    from db import comparisons, leases
 
     spec = ComparisonSpec.model_validate({"name": "bench", "problem": {"function": {"name": "rosenbrock"}},
                                           "training": {"steps": steps}, "optimizers": [{"name": "adam"}]})
     with Session(engine) as session, session.begin():
-        run_id = queries.create_comparison(session, spec.model_dump(mode="json"), steps).runs[0].id
+        run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), steps).runs[0].id
     with Session(engine) as session, session.begin():
-        claim = queries.claim_run(session, run_id, lease_timeout_s=3600)
+        claim = leases.claim_run(session, run_id, lease_timeout_s=3600)
     return run_id, claim.attempt

@@ -15,7 +15,7 @@ import time
 import torch
 
 from bench.common import Result, example_spec
-from db import queries
+from db import comparisons
 from db.session import transaction
 from engine.problem import BatchPlan, build_problem, resolve_device, steps_total
 from engine.spec import ComparisonSpec
@@ -62,7 +62,7 @@ def through_worker(spec: ComparisonSpec) -> float:
     from worker.tasks import train_run
 
     with transaction() as session:
-        run_id = queries.create_comparison(session, spec.model_dump(mode="json"), steps_total(spec, 0)).runs[0].id
+        run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), steps_total(spec, 0)).runs[0].id
     started = time.perf_counter()
     assert train_run(run_id) == "succeeded"
     return time.perf_counter() - started

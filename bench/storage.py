@@ -1,4 +1,4 @@
-"""Step rows written per second, through the worker's own write path (``queries.append_steps``:
+"""Step rows written per second, through the worker's own write path (``leases.append_steps``:
 the lease check, the bulk insert, the rollups), in flushes of FLUSH_ROWS rows, one transaction each."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from bench.common import Result, fresh_databases, seeded_run
-from db import queries
+from db import leases
 from db.session import make_engine
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ def write(url: str, rows: int = ROWS) -> tuple[str, float]:
     started = time.perf_counter()
     for columns in chunks:
         with Session(engine) as session, session.begin():
-            queries.append_steps(session, run_id, attempt, columns, best_loss=None)
+            leases.append_steps(session, run_id, attempt, columns, best_loss=None)
     elapsed = time.perf_counter() - started
     engine.dispose()
     return run_id, elapsed

@@ -1,16 +1,23 @@
-"""What the dashboards draw besides curves, computed in the database: sampled points of a run's path
-(function problems) and a histogram of step times. Neither sends every step row to Python."""
+"""What the dashboards and the summary draw besides curves, computed in the database: sampled points of
+a run's path (function problems), a histogram of step times, and the per-run figures of the
+leaderboard (analysis.summary.RowFigures). None sends every step row to Python."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Double, case, func, literal, select
+from sqlalchemy import Double, and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from db.models import Step
+from analysis.summary import LOSS_FLOOR, StepFigures
+from db.models import Eval, Step
+
+_LARGEST = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -54,3 +61,77 @@ def step_time_histogram(session: Session, run_ids: Sequence[str], bins: int) -> 
                                         .where(*positive).group_by(Step.run_id, index)):
         counts[run_id][i] = n
     return Histogram(edges=[low, *inner.tolist(), high], counts=counts)
+
+
+# --- the leaderboard's per-run figures ------------------------------------------------------
+
+
+def _ensure_log10(session: Session) -> None:
+    """SQLite is not always built with its math functions: where log10 is missing, give this
+    connection Python's (the same libm function; the built-in one is twice as fast)."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        driver = connection.connection.driver_connection
+        try:
+            driver.execute("SELECT log10(1)")
+        except sqlite3.OperationalError:
+            driver.create_function("log10", 1, math.log10, deterministic=True)
+
+
+def step_figures(session: Session, run_ids: Sequence[str]) -> dict[str, StepFigures]:
+    """Per run, its log-loss area and its lowest finite step loss."""
+    if not run_ids:
+        return {}
+    _ensure_log10(session)
+    loss = Step.loss
+    # NaN fails BETWEEN on both databases: PostgreSQL sorts it above every number, SQLite stores it as text
+    finite = loss.between(-_LARGEST, _LARGEST)
+    floored = case((loss < LOSS_FLOOR, LOSS_FLOOR), else_=loss)
+    rows = session.execute(
+        select(Step.run_id, func.avg(case((finite, func.log10(floored, type_=Double)))), func.min(case((finite, loss))))
+        .where(Step.run_id.in_(run_ids))
+        .group_by(Step.run_id)
+    )
+    return {run_id: StepFigures(auc, low) for run_id, auc, low in rows}
+
+
+def _at_chosen_step(session: Session, table: type[Step] | type[Eval], pick: Callable, run_ids: Sequence[str],
+                    columns: Sequence, *conditions) -> list[tuple]:
+    """For each run, ``columns`` of its row at the step that ``pick`` (min or max) chooses among the
+    rows meeting ``conditions``: one grouped pass joined back on the primary key. (A per-run subquery
+    that walks the key in step order is faster when the row comes early, but several times slower on
+    PostgreSQL when it comes late, as the default target does for its slowest run.)"""
+    chosen = (select(table.run_id, pick(table.step).label("step"))
+              .where(table.run_id.in_(run_ids), *conditions).group_by(table.run_id).subquery())
+    return session.execute(
+        select(table.run_id, *columns)
+        .join(chosen, and_(table.run_id == chosen.c.run_id, table.step == chosen.c.step))
+    ).all()
+
+
+def first_reached(session: Session, run_ids: Sequence[str], target: float) -> dict[str, tuple[int, float]]:
+    """Per run, the first step whose loss is ≤ ``target`` and its time_s; runs that never reach it are absent."""
+    rows = _at_chosen_step(session, Step, func.min, run_ids, (Step.step, Step.time_s), Step.loss <= target)
+    return {run_id: (step, time_s) for run_id, step, time_s in rows}
+
+
+def last_evals(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
+    """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
+    rows = _at_chosen_step(session, Eval, func.max, run_ids, (Eval.val_loss, Eval.val_accuracy))
+    return {run_id: (val_loss, val_accuracy) for run_id, val_loss, val_accuracy in rows}
+
+
+@dataclass(frozen=True)
+class RowFigures:
+    """analysis.summary.RowFigures read from this session's database."""
+
+    session: Session
+
+    def step_figures(self, run_ids: Sequence[str]) -> dict[str, StepFigures]:
+        return step_figures(self.session, run_ids)
+
+    def first_reached(self, run_ids: Sequence[str], target: float) -> dict[str, tuple[int, float]]:
+        return first_reached(self.session, run_ids, target)
+
+    def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
+        return last_evals(self.session, run_ids)

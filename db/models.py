@@ -9,9 +9,10 @@ import orjson
 from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from optibench.status import TERMINAL_RUN as TERMINAL, RunStatus
+from optibench.status import TERMINAL_RUN, RunStatus
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED = RunStatus
+TERMINAL = TERMINAL_RUN
 MEMBER, ADMIN = "member", "admin"
 #: the team of the embedded single-user deployment (auth off); created by the migrations
 LOCAL_TEAM_ID = "local"
@@ -219,7 +220,7 @@ class Step(Base):
 
     No foreign key to runs: PostgreSQL checks one per inserted row, which cuts COPY from ~550k to
     ~145k rows/s. Rows are only written in the transaction that holds the run's lease (so the run
-    exists), and deleting runs deletes their steps explicitly (``db.queries.delete_run_data``)."""
+    exists), and deleting runs deletes their steps explicitly (``db.teams.purge_deleted``)."""
 
     __tablename__ = "steps"
 

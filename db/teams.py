@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db import queries
+from db import leases
 from db.models import (QUEUED, RUNNING, ApiKey, Comparison, DashboardSession, Eval, Run, ShareLink, Step, StepRollup,
                        Team, utcnow)
 from optibench.settings import Settings
@@ -202,7 +202,7 @@ def by_idempotency_key(session: Session, team_id: str, key: str) -> Comparison |
 
 def soft_delete(session: Session, comparison: Comparison) -> None:
     """Hide it from history and every read; unfinished runs are cancelled, rows stay until purged."""
-    queries.cancel(session, comparison_id=comparison.id)
+    leases.cancel(session, comparison_id=comparison.id)
     comparison.deleted_at = utcnow()
 
 

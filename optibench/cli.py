@@ -112,7 +112,7 @@ def _recover() -> None:
     'running' run is an orphan: back to the outbox, which is then published (runs are leased, so a
     duplicate message is harmless). On the embedded broker the messages the dead worker had taken
     but not acknowledged are made visible again, as a live worker's shutdown would have done."""
-    from db import queries
+    from db import leases
     from db.models import utcnow
     from db.session import transaction
     from worker.sweeper import sweep
@@ -123,7 +123,7 @@ def _recover() -> None:
         if restored:
             log.info("put back %d messages the last worker had taken but not acknowledged", restored)
     with transaction() as session:
-        orphans = queries.requeue_orphans(session, older_than=utcnow())
+        orphans = leases.requeue_orphans(session, older_than=utcnow())
     if orphans:
         log.info("requeued %d runs interrupted by the last worker's end", len(orphans))
     sweep()

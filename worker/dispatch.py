@@ -12,7 +12,7 @@ from functools import lru_cache
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import queries
+from db import leases
 from db.models import Run
 from db.session import new_session
 from engine.identity import device_kind
@@ -31,7 +31,7 @@ def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool 
     """Publish a comparison's new queued runs. Runs that share the problem, the optimizer and the batch
     size, where training them as one vectorized ensemble pays (engine.vectorized.should_vectorize),
     go out as one ensemble task; the rest one task each. Returns the runs published. ``marked``: the
-    runs were stored as published already (``queries.create_comparison(publishing=True)``)."""
+    runs were stored as published already (``comparisons.create_comparison(publishing=True)``)."""
     settings = get_settings()
     members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
     run_of = {id(member): run for member, run in zip(members, runs)}  # params are dicts: members don't hash
@@ -49,7 +49,7 @@ def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool 
     return _publish(tasks, marked)
 
 
-def enqueue_runs(runs: Mapping[str, queries.Publish]) -> int:
+def enqueue_runs(runs: Mapping[str, leases.Publish]) -> int:
     """Publish one training task per run, on the queue of its device kind, and mark it published. A
     broker outage leaves the runs in the outbox (queued, never published), from where the sweeper
     publishes them later; it never fails a submit. Publishing twice is harmless: runs are leased."""
@@ -68,7 +68,7 @@ def _priorities(tasks: Sequence[Task]) -> dict[str | None, int]:
         return {}
     try:
         with new_session(autocommit=True) as session:
-            ahead = queries.backlog_ahead(session, comparison_ids)
+            ahead = leases.backlog_ahead(session, comparison_ids)
     except SQLAlchemyError as exc:  # the runs are committed: publish them, unordered, rather than not at all
         log.warning("database unreachable (%s): publishing without team priorities", type(exc).__name__)
         return {}
@@ -107,7 +107,7 @@ def _publish(tasks: Sequence[Task], marked: bool = False) -> int:
 def _mark(run_ids: list[str], published: bool) -> None:
     if run_ids:
         with new_session(autocommit=True) as session:  # one statement: no transaction to open and commit around it
-            queries.mark_enqueued(session, run_ids, published)
+            leases.mark_enqueued(session, run_ids, published)
 
 
 # --- which published runs the broker still holds -----------------------------------------------------

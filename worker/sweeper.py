@@ -11,7 +11,7 @@ import threading
 import time
 from datetime import timedelta
 
-from db import queries, workers
+from db import leases, workers
 from db.models import utcnow
 from db.session import transaction
 from optibench.settings import get_settings
@@ -55,14 +55,14 @@ def sweep(reap: bool = True) -> None:
     requeued, failed = [], []
     if reap:
         with transaction() as session:
-            requeued, failed = queries.reap_stale_runs(session, settings.lease_timeout_s, settings.max_attempts)
+            requeued, failed = leases.reap_stale_runs(session, settings.lease_timeout_s, settings.max_attempts)
     if requeued:
         log.warning("requeued %d runs whose worker stopped beating: %s", len(requeued), ", ".join(requeued))
     if failed:
         log.error("failed %d runs that lost their worker %d times: %s", len(failed), settings.max_attempts,
                   ", ".join(failed))
     with transaction() as session:
-        pending = queries.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
+        pending = leases.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:
         log.info("published %d of %d runs from the outbox", enqueue_runs(pending), len(pending))
     republish_lost()
@@ -75,7 +75,7 @@ def republish_lost() -> int:
     such as a long legitimate backlog, are left alone. Returns the runs published."""
     settings = get_settings()
     with transaction() as session:
-        waiting = queries.published_runs(session, utcnow() - timedelta(seconds=settings.lease_timeout_s))
+        waiting = leases.published_runs(session, utcnow() - timedelta(seconds=settings.lease_timeout_s))
     lost = missing_from_broker(list(waiting)) if waiting else set()
     if not lost:
         return 0

@@ -8,7 +8,7 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
-from db import queries
+from db import leases
 from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
 from engine import hardware, sizing
@@ -25,39 +25,39 @@ from worker.writer import StepWriter
 log = logging.getLogger(__name__)
 
 
-def _finish(claim: queries.Claim, status: str, **outcome) -> None:
+def _finish(claim: leases.Claim, status: str, **outcome) -> None:
     with transaction() as session:
-        queries.finish_run(session, claim.run_id, claim.attempt, status, **outcome)
+        leases.finish_run(session, claim.run_id, claim.attempt, status, **outcome)
     if claim.spec.get("tuning"):
         # this run may have ended a tuning job's search phase: publish the final phase now rather than
         # at the next sweep of the outbox
         with transaction() as session:
-            pending = queries.unpublished_runs(session, comparison_id=claim.comparison_id)
+            pending = leases.unpublished_runs(session, comparison_id=claim.comparison_id)
         enqueue_runs(pending)
 
 
-def _run_spec(claim: queries.Claim) -> ComparisonSpec:
+def _run_spec(claim: leases.Claim) -> ComparisonSpec:
     """The spec as this run trains it: its own optimizer params, on the device it was routed to."""
     spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
     return spec if claim.device is None else spec.model_copy(update={"device": claim.device})
 
 
-def _writer(claim: queries.Claim) -> StepWriter:
+def _writer(claim: leases.Claim) -> StepWriter:
     settings = get_settings()
     return StepWriter(claim.run_id, claim.attempt,
                       heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
 
 
-def _finish_outcome(claim: queries.Claim, outcome: RunOutcome) -> None:
+def _finish_outcome(claim: leases.Claim, outcome: RunOutcome) -> None:
     _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
             best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
             device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)))
     log.info("run %s %s after %d steps", claim.run_id, outcome.status, outcome.steps_done)
 
 
-def _claim(run_id: str) -> queries.Claim | None:
+def _claim(run_id: str) -> leases.Claim | None:
     with transaction() as session:
-        claim = queries.claim_run(session, run_id, get_settings().lease_timeout_s)
+        claim = leases.claim_run(session, run_id, get_settings().lease_timeout_s)
     if claim is None:
         log.info("run %s is finished or held by a live worker; nothing to do", run_id)
     return claim
@@ -82,7 +82,7 @@ def _capped_device(spec: ComparisonSpec) -> bool:
     return spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
 
 
-def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
+def _train_claimed(claim: leases.Claim, writer: StepWriter) -> str:
     """Train a claimed run alone; ``writer``, started when the run was claimed, has kept its lease alive.
     The memory budget is checked on the estimate before anything is built, and caps the training."""
     settings = get_settings()
@@ -101,7 +101,7 @@ def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
                 stop_requested=lambda: _cancelled(claim.run_id),
             )
         writer.close()
-    except queries.LeaseLost:
+    except leases.LeaseLost:
         log.warning("run %s attempt %d lost its lease; another delivery owns it", claim.run_id, claim.attempt)
         return "lease lost"
     except SoftTimeLimitExceeded:
@@ -120,7 +120,7 @@ def _train_claimed(claim: queries.Claim, writer: StepWriter) -> str:
     return outcome.status
 
 
-def _ensemble_over_budget(claims: list[queries.Claim], budget: int) -> bool:
+def _ensemble_over_budget(claims: list[leases.Claim], budget: int) -> bool:
     try:
         estimate = sizing.estimate(_run_spec(claims[0]), claims[0].entry_index, members=len(claims))
     except Exception:  # the runs alone will fail with the reason
@@ -138,7 +138,7 @@ class _LeaseGuard:
     def __call__(self, batch) -> bool:
         try:
             return self.writer(batch)
-        except queries.LeaseLost:
+        except leases.LeaseLost:
             self.lost = True
             return False
 
@@ -170,7 +170,7 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
         for guard in guards:
             try:
                 guard.writer.close()
-            except queries.LeaseLost:
+            except leases.LeaseLost:
                 guard.lost = True
     except SoftTimeLimitExceeded:
         for claim in fresh:

@@ -9,7 +9,7 @@ import time
 
 from sqlalchemy.exc import OperationalError
 
-from db import queries
+from db import leases
 from db.models import CANCELLED
 from db.session import transaction
 from engine.recorder import StepBatch
@@ -87,7 +87,7 @@ class StepWriter:
         while True:
             try:
                 with transaction() as session:
-                    status = queries.append_steps(session, self.run_id, self.attempt, steps, best, evals,
+                    status = leases.append_steps(session, self.run_id, self.attempt, steps, best, evals,
                                                     batch.checkpoint if batch is not None else None)
                 break
             except OperationalError:

@@ -9,17 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, comparison_or_404
+from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
     NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, HTTPError, model_body, page_body,
 )
-from db import queries, teams
+from db import comparisons, history, leases, teams
 from db.models import QUEUED
 from engine import sizing
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
 from worker.dispatch import enqueue_new_runs
+from services import access
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class HistoryQuery(BaseModel):
     def _blank_is_unset(cls, values: Any) -> Any:
         return {k: v for k, v in values.items() if v != ""} if isinstance(values, dict) else values
 
-    def filter(self) -> queries.HistoryFilter:
-        return queries.HistoryFilter(**self.model_dump())
+    def filter(self) -> history.HistoryFilter:
+        return history.HistoryFilter(**self.model_dump())
 
 
 def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:
@@ -89,7 +90,7 @@ def _enqueue_or_fail(session: Session, spec: ComparisonSpec, comparison) -> None
         log.exception("comparison %s was stored but could not be queued", comparison.id)
         reason = f"the submit failed after the comparison was stored: {type(exc).__name__}: {exc}"
         session.rollback()
-        queries.fail_unfinished(session, comparison.id, reason[:2000])
+        leases.fail_unfinished(session, comparison.id, reason[:2000])
         session.commit()
         raise HTTPException(500, f"comparison {comparison.id} was stored but could not be queued, and is "
                                  f"marked failed: {type(exc).__name__}: {exc}") from exc
@@ -106,7 +107,7 @@ def _earlier_submit(session: Session, principal: Principal, idempotency_key: str
                                  "send a new key with a new body")
     if earlier.deleted_at is not None:
         raise HTTPException(409, "the comparison created with this Idempotency-Key was deleted; send a new key")
-    return comparison_or_404(session, earlier.id, principal)
+    return access.comparison(session, earlier.id, principal.team_id)
 
 
 @router.post("", status_code=202, response_model=ComparisonOut, responses={
@@ -136,7 +137,7 @@ def submit_comparison(
     # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
     run_steps = [steps for steps, n in zip(totals, runs_per_entry(body)) for _ in range(n)]
     try:
-        comparison = queries.create_comparison(session, body, totals, team_id=principal.team_id,
+        comparison = comparisons.create_comparison(session, body, totals, team_id=principal.team_id,
                                                submitted_by=principal.name, reuse=spec.reuse,
                                                idempotency_key=idempotency_key, request_hash=request_hash,
                                                publishing=True)
@@ -167,7 +168,7 @@ def list_comparisons(
     """The team's history, newest first; deleted comparisons are left out. Every filter given must
     hold; a cursor is only valid with the filters of the page it came from."""
     try:
-        rows, next_cursor = queries.history_page(session, principal.team_id, limit, cursor, where.filter())
+        rows, next_cursor = history.history_page(session, principal.team_id, limit, cursor, where.filter())
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
     return page_body(rows, next_cursor)
@@ -175,14 +176,14 @@ def list_comparisons(
 
 @router.get("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
 def get_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep) -> ComparisonOut:
-    return ComparisonOut.full(comparison_or_404(session, comparison_id, principal))
+    return ComparisonOut.full(access.comparison(session, comparison_id, principal.team_id))
 
 
 @router.patch("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
 def edit_comparison(comparison_id: str, edit: ComparisonPatch, session: SessionDep,
                     principal: PrincipalDep) -> ComparisonOut:
     """Edit the tags and the note; the submitted spec stays as it was."""
-    comparison = comparison_or_404(session, comparison_id, principal)
+    comparison = access.comparison(session, comparison_id, principal.team_id)
     for field in edit.model_fields_set:
         setattr(comparison, field, getattr(edit, field))
     session.commit()
@@ -193,7 +194,7 @@ def edit_comparison(comparison_id: str, edit: ComparisonPatch, session: SessionD
 def delete_comparison(comparison_id: str, session: SessionDep, principal: AdminDep) -> Response:
     """Admins: remove it from the history and every read, cancelling its unfinished runs. Its rows
     are kept until an operator runs `optibench admin purge`."""
-    teams.soft_delete(session, comparison_or_404(session, comparison_id, principal))
+    teams.soft_delete(session, access.comparison(session, comparison_id, principal.team_id))
     session.commit()
     return Response(status_code=204)
 
@@ -202,8 +203,4 @@ def delete_comparison(comparison_id: str, session: SessionDep, principal: AdminD
 def cancel_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep) -> ComparisonOut:
     """Cancel every unfinished run. Queued runs stop at once, running ones at their next flush
     (within OPTIBENCH_FLUSH_INTERVAL_S); the rows already recorded are kept."""
-    comparison_or_404(session, comparison_id, principal)
-    queries.cancel(session, comparison_id=comparison_id)
-    session.commit()
-    session.expire_all()
-    return ComparisonOut.full(comparison_or_404(session, comparison_id, principal))
+    return ComparisonOut.full(access.cancel(session, principal.team_id, comparison_id=comparison_id))

@@ -5,16 +5,17 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from analysis.downsample import Band, Bucket, Grid, SeedPoint, aggregate_seeds
-from api.deps import PrincipalDep, SessionDep, comparison_or_404
+from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND, json_body, json_safe
-from db import curves, queries
+from db import curves
 from db.curves import Axis, Metric
 from db.models import Comparison, Run
+from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
@@ -54,9 +55,7 @@ def run_curve(run_id: str, session: SessionDep, principal: PrincipalDep, metric:
               x: Axis = "step", points: Points = 1000, start: Bound = None, end: Bound = None) -> dict:
     """One metric of a run in ``points`` equal-width buckets of x over [start, end], each with
     first, last, min, max and mean; the raw rows when there are no more than ``points``."""
-    run = queries.get_run(session, run_id, principal.team_id)
-    if run is None:
-        raise HTTPException(404, f"run {run_id!r} not found")
+    run = access.run(session, run_id, principal.team_id)
     return run_curve_of(session, run, metric, x, points, start, end)
 
 
@@ -88,7 +87,7 @@ def comparison_curves(comparison_id: str, session: SessionDep, principal: Princi
                       x: SeedAxis = "step", points: Points = 1000, band: Band = "ci") -> dict:
     """Per optimizer entry, its runs' curves aggregated over seeds on one grid of ``points``
     equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band."""
-    return comparison_curves_of(session, comparison_or_404(session, comparison_id, principal), metric, x, points, band)
+    return comparison_curves_of(session, access.comparison(session, comparison_id, principal.team_id), metric, x, points, band)
 
 
 def comparison_curves_of(session: Session, comparison: Comparison, metric: Metric, x: SeedAxis, points: int,

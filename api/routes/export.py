@@ -15,10 +15,11 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from api.deps import PrincipalDep, SessionDep, comparison_or_404
+from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND
 from db.models import Step
 from db.session import new_session
+from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
@@ -100,7 +101,7 @@ def _stream(runs: list[tuple[tuple, str]], dim: int, format: str) -> Iterator[by
 def export_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep,
                       format: Literal["csv", "parquet"] = "csv") -> StreamingResponse:
     """Every step row of every run, in run then step order, with the run's columns on each row."""
-    comparison = comparison_or_404(session, comparison_id, principal)
+    comparison = access.comparison(session, comparison_id, principal.team_id)
     x0 = comparison.spec["problem"].get("x0")
     runs = [((comparison.id, run.id, run.label, run.optimizer_name, json.dumps(run.optimizer_params, sort_keys=True),
               run.seed, run.phase, run.status), run.reused_from_id or run.id) for run in comparison.runs]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from analysis import surface
 from analysis.downsample import Band
-from api.deps import PrincipalDep, SessionDep, SharedComparisonDep, comparison_or_404
+from api.deps import PrincipalDep, SessionDep, SharedComparisonDep
 from api.routes.curves import Bound, Points, SeedAxis, comparison_curves_of, run_curve_of
 from api.routes.summary import (
     BaselineQuery, ParamQuery, PhaseQuery, SensitivityOut, SummaryOut, sensitivity_of, summary_of,
@@ -22,6 +22,7 @@ from db import curves, figures
 from db.curves import Axis, Metric
 from db.models import Comparison
 from engine import registry
+from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 #: no API key: the token is the permission, for one comparison
@@ -89,14 +90,14 @@ def comparison_surface(comparison_id: str, session: SessionDep, principal: Princ
     """A 1-D or 2-D function problem: f on a grid of ``points`` per coordinate over a box around
     the start, the known minimizers and every run's path, and each path (the point before each
     update, and f there), evenly sampled down to ``path_points``. z[i][j] = f(x[j], y[i]) in 2-D."""
-    return surface_of(session, comparison_or_404(session, comparison_id, principal), points, path_points)
+    return surface_of(session, access.comparison(session, comparison_id, principal.team_id), points, path_points)
 
 
 @router.get("/comparisons/{comparison_id}/step-times", responses=NOT_FOUND)
 def comparison_step_times(comparison_id: str, session: SessionDep, principal: PrincipalDep, bins: Bins = 40) -> dict:
     """A histogram of step_time_ms per optimizer setting over log-spaced bins from the fastest step
     to the slowest: ``edges`` (bins + 1, in ms) and each setting's ``counts``."""
-    return step_times_of(session, comparison_or_404(session, comparison_id, principal), bins)
+    return step_times_of(session, access.comparison(session, comparison_id, principal.team_id), bins)
 
 
 # --- a share link's reads ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from api.deps import PageDep, Principal, SessionDep, SettingsDep, shared_compari
 from api.routes.catalog import get_catalog
 from api.routes.comparisons import HistoryQuery
 from api.schemas import ComparisonOut, ComparisonStatus, json_safe
-from db import queries
+from db import history as stored
 from db.models import TERMINAL, Comparison
 from engine import registry
 
@@ -69,15 +69,15 @@ def history(request: Request, principal: PageDep, session: SessionDep,
             where: Annotated[HistoryQuery, Query()],
             cursor: Annotated[str | None, Query(max_length=512)] = None,
             limit: Annotated[int, Query(ge=1, le=500)] = HISTORY_PAGE) -> HTMLResponse:
-    """The team's comparisons, newest first, filtered, keyset-paginated (db.queries.list_comparisons)."""
+    """The team's comparisons, newest first, filtered, keyset-paginated (db.history.list_comparisons)."""
     try:
-        page, next_cursor = queries.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
+        page, next_cursor = stored.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
     except ValueError:
         return _message(request, 400, "Bad page link",
                         "The cursor of this link is malformed: start from the first page.", principal)
-    progress = queries.progress_of(session, [c.id for c in page])
+    progress = stored.progress_of(session, [c.id for c in page])
     filters = where.model_dump(exclude_none=True)
-    rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, queries.Progress())} for c in page]
+    rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, stored.Progress())} for c in page]
     return _page(request, "history.html", principal=principal, rows=rows, filters=filters,
                  next_query={**filters, "cursor": next_cursor} if next_cursor else None, first_page=cursor is not None,
                  statuses=list(ComparisonStatus),
@@ -100,7 +100,7 @@ def _comparison_page(request: Request, comparison: Comparison, *, api: str, run_
 
 @router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
 def comparison_page(comparison_id: str, request: Request, principal: PageDep, session: SessionDep) -> HTMLResponse:
-    comparison = queries.get_comparison(session, comparison_id, principal.team_id)
+    comparison = stored.get_comparison(session, comparison_id, principal.team_id)
     if comparison is None:
         return _message(request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.",
                         principal)
@@ -133,7 +133,7 @@ def compare_page(request: Request, principal: PageDep, session: SessionDep,
     if len(ids) > MAX_COMPARED_RUNS:
         return _message(request, 422, "Too many runs", f"Compare at most {MAX_COMPARED_RUNS} runs at once; "
                                                        f"this link names {len(ids)}.", principal)
-    found = {run_id: queries.get_run(session, run_id, principal.team_id) for run_id in ids}
+    found = {run_id: stored.get_run(session, run_id, principal.team_id) for run_id in ids}
     unknown = [run_id for run_id, run in found.items() if run is None]
     if unknown:
         return _page(request, "compare.html", 404, principal=principal, runs=[], ids=ids, unknown=unknown)
@@ -159,7 +159,7 @@ def new_page(request: Request, principal: PageDep, session: SessionDep,
     starts = {f"example:{name}": {"title": spec["name"], "spec": spec} for name, spec in _examples().items()}
     chosen = f"example:{template}" if template else next(iter(starts), None)
     if clone:
-        source = queries.get_comparison(session, clone, principal.team_id)
+        source = stored.get_comparison(session, clone, principal.team_id)
         if source is None:
             return _message(request, 404, "Not found", f"There is no comparison {clone!r} to clone in your team's "
                                                        "history.", principal)

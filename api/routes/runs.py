@@ -11,14 +11,15 @@ import json
 from collections.abc import Iterator
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import Principal, PrincipalDep, SessionDep
+from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND, RunOut, json_safe
-from db import queries
+from db import history
 from db.session import new_session
 from engine.recorder import EXTRAS
+from services import access
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -36,7 +37,7 @@ def _step_dict(step) -> dict:
 def _stream_json(run_id: str, data_id: str) -> Iterator[str]:
     with new_session() as session:
         yield f'{{"run_id": {json.dumps(run_id)}, "steps": ['
-        for i, step in enumerate(queries.iter_steps(session, data_id)):
+        for i, step in enumerate(history.iter_steps(session, data_id)):
             yield ("," if i else "") + json.dumps(_step_dict(step), allow_nan=False)
         yield "]}"
 
@@ -46,7 +47,7 @@ def _stream_csv(data_id: str, dim: int | None, extras: list[str]) -> Iterator[st
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(["step", "epoch", "loss", "time_s", "step_time_ms", "lr", *extras] + [f"x{i}" for i in range(dim or 0)])
     with new_session() as session:
-        for i, step in enumerate(queries.iter_steps(session, data_id)):
+        for i, step in enumerate(history.iter_steps(session, data_id)):
             out.writerow([step.step, step.epoch, repr(step.loss), step.time_s, step.step_time_ms, step.lr,
                           *(_csv_float(getattr(step, e)) for e in extras), *(repr(v) for v in (step.x or []))])
             if i % 1000 == 999:
@@ -60,33 +61,22 @@ def _csv_float(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def _run_or_404(session, run_id: str, principal: Principal):
-    run = queries.get_run(session, run_id, principal.team_id)
-    if run is None:
-        raise HTTPException(404, f"run {run_id!r} not found")
-    return run
-
-
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_FOUND)
 def get_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut:
-    return RunOut.of(_run_or_404(session, run_id, principal))
+    return RunOut.of(access.run(session, run_id, principal.team_id))
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=NOT_FOUND)
 def cancel_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut:
     """Cancel one run: at once if queued, at its next flush if running; recorded rows are kept."""
-    _run_or_404(session, run_id, principal)
-    queries.cancel(session, run_id=run_id)
-    session.commit()
-    session.expire_all()
-    return RunOut.of(_run_or_404(session, run_id, principal))
+    return RunOut.of(access.cancel(session, principal.team_id, run_id=run_id))
 
 
 @router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
 def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
               format: Literal["json", "csv"] = "json") -> StreamingResponse:
     """Every step row of the run, in step order (a reused run's are its source's)."""
-    run = _run_or_404(session, run_id, principal)
+    run = access.run(session, run_id, principal.team_id)
     data_id = run.reused_from_id or run.id
     if format == "csv":
         spec = run.comparison.spec
@@ -101,9 +91,9 @@ def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
 def get_evals(run_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     """Whole-set evaluations (train loss, validation loss, accuracies), every ``eval_every`` steps.
     ``step`` counts the updates applied: 0 is the initial weights."""
-    run = _run_or_404(session, run_id, principal)
+    run = access.run(session, run_id, principal.team_id)
     columns = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-    evals = queries.iter_evals(session, run.reused_from_id or run.id)
+    evals = history.iter_evals(session, run.reused_from_id or run.id)
     return {
         "run_id": run_id,
         "evals": [json_safe({c: getattr(e, c) for c in columns}) for e in evals],

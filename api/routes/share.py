@@ -6,11 +6,12 @@ from datetime import timedelta
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 
 from api import auth
-from api.deps import PrincipalDep, SessionDep, SettingsDep, SharedComparisonDep, comparison_or_404
+from api.deps import PrincipalDep, SessionDep, SettingsDep, SharedComparisonDep
 from api.schemas import NOT_FOUND, ComparisonOut, ShareLinkCreate, ShareLinkOut
 from db import teams
 from db.models import ShareLink, utcnow
 from optibench.settings import Settings
+from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["share links"])
 #: no API key: the token is the permission
@@ -43,7 +44,7 @@ def create_share_link(comparison_id: str, request: Request, principal: Principal
                       settings: SettingsDep, body: ShareLinkCreate = Body(default_factory=ShareLinkCreate)
                       ) -> ShareLinkOut:
     """A link that lets anyone read this comparison until it expires (default 7 days) or is revoked."""
-    comparison_or_404(session, comparison_id, principal)
+    access.comparison(session, comparison_id, principal.team_id)
     link = teams.create_share_link(session, comparison_id, principal.name, timedelta(hours=body.expires_in_hours))
     session.commit()
     return _out(link, request, settings)
@@ -53,7 +54,7 @@ def create_share_link(comparison_id: str, request: Request, principal: Principal
 def list_share_links(comparison_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
                      settings: SettingsDep) -> list[ShareLinkOut]:
     """Every link of the comparison, expired and revoked ones included, oldest first."""
-    comparison_or_404(session, comparison_id, principal)
+    access.comparison(session, comparison_id, principal.team_id)
     return [_out(link, request, settings) for link in teams.share_links(session, comparison_id)]
 
 

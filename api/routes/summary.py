@@ -9,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from analysis.summary import AnalysisInputError, Phase, sensitivity, summarize
-from api.deps import PrincipalDep, SessionDep, comparison_or_404
+from analysis.summary import AnalysisInputError, Phase
+from services.summaries import sensitivity, summarize
+from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND, ComparisonStatus, json_safe
 from db.models import Comparison
+from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
@@ -131,7 +133,7 @@ def get_summary(comparison_id: str, session: SessionDep, principal: PrincipalDep
                 baseline: BaselineQuery = None) -> Any:
     """One row per optimizer setting, by rank, and each setting against the baseline on matched seeds.
     Runs still running are left out; a running comparison is summarised as far as it got."""
-    return summary_of(session, comparison_or_404(session, comparison_id, principal), phase, baseline)
+    return summary_of(session, access.comparison(session, comparison_id, principal.team_id), phase, baseline)
 
 
 def summary_of(session: Session, comparison: Comparison, phase: Phase, baseline: str | None) -> Any:
@@ -146,7 +148,7 @@ def get_sensitivity(comparison_id: str, session: SessionDep, principal: Principa
                     param: ParamQuery = "lr") -> Any:
     """The final loss against the value of a swept hyperparameter, per optimizer entry (the
     learning-rate sensitivity plot of DeepOBS)."""
-    return sensitivity_of(comparison_or_404(session, comparison_id, principal), param)
+    return sensitivity_of(access.comparison(session, comparison_id, principal.team_id), param)
 
 
 def sensitivity_of(comparison: Comparison, param: str) -> Any:

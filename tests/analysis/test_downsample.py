@@ -17,7 +17,7 @@ from scipy import stats
 from sqlalchemy import delete, insert
 
 from analysis.downsample import Bucket, Curve, aggregate_seeds, downsample
-from db import curves, queries
+from db import comparisons, curves
 from db.models import Step
 from db.session import new_session, transaction
 from engine.spec import ComparisonSpec
@@ -226,7 +226,7 @@ def run_id(use_database):
         "training": {"steps": 1}, "optimizers": [{"name": "sgd", "params": {"lr": 0.1}}], "seeds": [0],
     }).model_dump(mode="json")
     with transaction() as session:
-        return queries.create_comparison(session, spec, 1).runs[0].id
+        return comparisons.create_comparison(session, spec, 1).runs[0].id
 
 
 def _store(run_id: str, axis: str, x: np.ndarray, values: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from scipy import stats
 from sqlalchemy import insert, update
 
 from api.schemas import json_safe
-from db import queries
+from db import comparisons
 from db.models import LOCAL_TEAM_ID, Comparison, Eval, Run, Step, Team, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -39,7 +39,7 @@ def make_comparison(labels: tuple[str, ...] = ("adam",), seeds: tuple[int, ...] 
         "optimizers": [{"name": "sgd", "label": label, "params": {"lr": 0.1 * (i + 1)}} for i, label in enumerate(labels)],
     }).model_dump(mode="json")
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, 10, team_id=team_id)
+        comparison = comparisons.create_comparison(session, spec, 10, team_id=team_id)
         return Made(comparison.id, [(run.id, run.label, run.seed) for run in comparison.runs])
 
 

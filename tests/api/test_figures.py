@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, update
 
-from db import queries
+from db import comparisons
 from db.models import LOCAL_TEAM_ID, Run, Step
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -34,7 +34,7 @@ def _comparison(problem: dict, seeds=(0, 1), labels=("adam", "sgd"), team_id: st
         **extra,
     }).model_dump(mode="json")
     with transaction() as session:
-        return [run.id for run in queries.create_comparison(session, spec, 10, team_id=team_id).runs]
+        return [run.id for run in comparisons.create_comparison(session, spec, 10, team_id=team_id).runs]
 
 
 def _comparison_id(run_id: str) -> str:

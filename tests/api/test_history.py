@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from api.schemas import ComparisonOut, ComparisonPage, ComparisonSummary
-from db import queries
+from db import history
 from db.models import Comparison, Run, Step, utcnow
 from db.session import transaction
 from tests.api.teams import COMPARISONS, bearer, function_spec, make_team, record_steps, submit, team_client
@@ -31,7 +31,7 @@ def test_a_submit_answers_what_the_stored_comparison_encodes(team_client):
     team = make_team()
     response = team_client.post(COMPARISONS, json=function_spec(tags=["é"]), headers=bearer(team.member))
     with transaction() as session:
-        expected = ComparisonOut.full(queries.get_comparison(session, response.json()["id"], team.id))
+        expected = ComparisonOut.full(history.get_comparison(session, response.json()["id"], team.id))
     assert response.status_code == 202 and response.headers["content-type"] == "application/json"
     assert response.content == expected.model_dump_json().encode()
 
@@ -51,8 +51,8 @@ def test_the_list_is_what_the_page_model_encodes(team_client):
         response = client.get(COMPARISONS, params={"limit": 1, **({"cursor": cursor} if cursor else {})},
                               headers=bearer(team.member))
         with transaction() as session:
-            page, cursor = queries.list_comparisons(session, team.id, 1, cursor)
-            progress = queries.progress_of(session, [c.id for c in page])
+            page, cursor = history.list_comparisons(session, team.id, 1, cursor)
+            progress = history.progress_of(session, [c.id for c in page])
             expected = ComparisonPage(items=[ComparisonSummary.of(c, progress[c.id]) for c in page], next_cursor=cursor)
         assert response.status_code == 200 and response.headers["content-type"] == "application/json"
         assert response.content == expected.model_dump_json().encode()

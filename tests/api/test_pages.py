@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.routes.catalog import PLURAL
-from db import queries
+from db import comparisons
 from db.models import Team
 from db.session import transaction
 from engine import registry
@@ -142,7 +142,7 @@ def test_compare_lists_the_runs_it_cannot_find(client):
         session.add(team)
         session.flush()
         spec = ComparisonSpec.model_validate(function_spec()).model_dump(mode="json")
-        theirs = queries.create_comparison(session, spec, 20, team_id=team.id).runs[0].id
+        theirs = comparisons.create_comparison(session, spec, 20, team_id=team.id).runs[0].id
     ids = [mine[0]["id"], mine[2]["id"]]
     page = client.get("/compare", params={"runs": ",".join(ids)})
     assert page.status_code == 200 and [run["id"] for run in _page_data(page.text)] == ids

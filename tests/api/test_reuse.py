@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from db import queries
+from db import comparisons
 from db.models import Comparison, Step, Team
 from db.session import transaction
 from engine.identity import run_config_hash
@@ -150,7 +150,7 @@ def test_another_teams_runs_are_never_reused(client, published):
         team = Team(name=f"other-{id(session)}")
         session.add(team)
         session.flush()
-        theirs = queries.create_comparison(session, parsed.model_dump(mode="json"), 15, team_id=team.id)
+        theirs = comparisons.create_comparison(session, parsed.model_dump(mode="json"), 15, team_id=team.id)
         their_run = theirs.runs[0].id
     assert train_run.apply(args=[their_run]).get() == "succeeded"
 

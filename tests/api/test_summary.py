@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy import stats
 
-from db import queries
+from db import comparisons
 from db.models import DIVERGED, RUNNING, SUCCEEDED, Comparison, Eval, Run, Step, Team, new_id, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -43,7 +43,7 @@ def _spec(optimizers: list[dict], seeds: list[int], **extra: Any) -> dict:
 def _create(spec: dict, team_id: str | None = None) -> dict:
     """The comparison's id under "id", each run's id under (label, seed)."""
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, 5, **({"team_id": team_id} if team_id else {}))
+        comparison = comparisons.create_comparison(session, spec, 5, **({"team_id": team_id} if team_id else {}))
         return {"id": comparison.id} | {(run.label, run.seed): run.id for run in comparison.runs}
 
 
@@ -60,7 +60,7 @@ def _finish(run_id: str, losses: list[float], final: float | None, *, status: st
                         for k, loss in enumerate(losses))
         session.add_all(Eval(run_id=run_id, step=step, train_loss=1.0, val_loss=val_loss, val_accuracy=accuracy)
                         for step, val_loss, accuracy in evals)
-        queries.refresh_comparison(session, run.comparison_id)
+        comparisons.refresh_comparison(session, run.comparison_id)
 
 
 def _auc(losses: list[float]) -> float:
@@ -161,7 +161,7 @@ def test_a_running_comparison_counts_finished_runs_only(client):
         session.get(Run, ids["adam", 1]).status = RUNNING
         session.add_all(Step(run_id=ids["adam", 1], step=k, loss=loss, time_s=0.1, step_time_ms=1.0)
                         for k, loss in enumerate([3.0, 0.001]))
-        queries.refresh_comparison(session, ids["id"])
+        comparisons.refresh_comparison(session, ids["id"])
 
     body = client.get(f"{BASE}/{ids['id']}/summary").json()
     assert body["status"] == "running"
@@ -185,7 +185,7 @@ def test_a_reused_run_reads_its_rows_from_its_source_and_non_finite_values_are_s
         run = session.get(Run, reused["adam", 0])
         run.status, run.final_loss, run.best_loss, run.steps_done, run.wall_time_s = SUCCEEDED, 0.3, 0.3, 3, 1.0
         run.reused_from_id = source["adam", 0]
-        queries.refresh_comparison(session, reused["id"])
+        comparisons.refresh_comparison(session, reused["id"])
 
     [row] = client.get(f"{BASE}/{reused['id']}/summary").json()["rows"]
     assert row["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}

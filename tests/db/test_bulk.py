@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, select, text
 
-from db import bulk, queries, rollups
+from db import bulk, comparisons, leases, rollups
 from db.bulk import ingest_steps, x_json
 from db.models import FloatList, Step, StepRollup
 from db.session import transaction
@@ -23,10 +23,10 @@ def run_id(use_database):
     spec = ComparisonSpec.model_validate({"name": "bulk", "problem": {"function": {"name": "rosenbrock"}},
                                           "training": {"steps": 100_000}, "optimizers": [{"name": "sgd"}]})
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec.model_dump(mode="json"), 100_000)
+        comparison = comparisons.create_comparison(session, spec.model_dump(mode="json"), 100_000)
     yield comparison.runs[0].id
     with transaction() as session:  # an unfinished comparison counts against the team's limit in later tests
-        queries.cancel(session, comparison_id=comparison.id)
+        leases.cancel(session, comparison_id=comparison.id)
 
 
 def _columns(steps: range, rng: np.random.Generator, **overrides) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.downsample import Grid
-from db import curves, queries, rollups
+from db import comparisons, curves, rollups
 from db.bulk import ingest_steps
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -32,7 +32,7 @@ def _ingest(database_url) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
     spec = ComparisonSpec.model_validate({"name": "rollups", "problem": {"function": {"name": "rosenbrock"}},
                                           "training": {"steps": STEPS}, "optimizers": [{"name": "sgd"}]})
     with transaction() as session:
-        run_id = queries.create_comparison(session, spec.model_dump(mode="json"), STEPS).runs[0].id
+        run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), STEPS).runs[0].id
     for start in range(0, STEPS, 3_000):
         cut = slice(start, start + 3_000)
         with transaction() as session:

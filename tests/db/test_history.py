@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from analysis.summary import summarize
-from db import queries
+from services.summaries import summarize
+from db import comparisons, history, leases
 from db.migrate import upgrade
 from db.models import CANCELLED, FAILED, SUCCEEDED, Comparison, Team, utcnow
 from db.session import transaction
@@ -46,7 +46,7 @@ def _spec(name: str, optimizers: tuple[str, ...], problem: str = "function", tag
 
 def _create(team_id: str, spec: dict, status: str | None = None) -> str:
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, 5, team_id=team_id)
+        comparison = comparisons.create_comparison(session, spec, 5, team_id=team_id)
         if status:
             comparison.status = status
         return comparison.id
@@ -54,7 +54,7 @@ def _create(team_id: str, spec: dict, status: str | None = None) -> str:
 
 def _listed(team_id: str, limit: int = 500, **where) -> list[str]:
     with transaction() as session:
-        page, _ = queries.list_comparisons(session, team_id, limit, where=queries.HistoryFilter(**where))
+        page, _ = history.list_comparisons(session, team_id, limit, where=history.HistoryFilter(**where))
         return [c.id for c in page]
 
 
@@ -94,7 +94,7 @@ def test_keyset_pages_under_a_filter_cover_each_match_once_in_order():
     seen, cursor = [], None
     with transaction() as session:
         while True:
-            page, cursor = queries.list_comparisons(session, team, 3, cursor, queries.HistoryFilter(optimizer="adam"))
+            page, cursor = history.list_comparisons(session, team, 3, cursor, history.HistoryFilter(optimizer="adam"))
             seen += [c.id for c in page]
             if cursor is None:
                 break
@@ -108,9 +108,9 @@ def _finish_all(comparison_id: str, finals: dict[tuple[str, int], float | None])
         keys = {run.id: (run.label, run.seed) for run in runs}
     for run_id, key in keys.items():
         with transaction() as session:
-            claim = queries.claim_run(session, run_id, 60.0)
+            claim = leases.claim_run(session, run_id, 60.0)
             final = finals[key]
-            queries.finish_run(session, run_id, claim.attempt, SUCCEEDED if final is not None else "diverged",
+            leases.finish_run(session, run_id, claim.attempt, SUCCEEDED if final is not None else "diverged",
                                final_loss=final, best_loss=final, wall_time_s=1.0, steps_done=5)
 
 
@@ -137,10 +137,10 @@ def test_a_cancelled_comparison_records_the_winners_of_its_finished_runs():
     comparison_id = _create(_team(), _spec("cut short", ("adam", "sgd")))
     with transaction() as session:
         first = session.get(Comparison, comparison_id).runs[0]
-        claim = queries.claim_run(session, first.id, 60.0)
-        queries.finish_run(session, first.id, claim.attempt, SUCCEEDED, final_loss=0.3, best_loss=0.3, steps_done=5)
+        claim = leases.claim_run(session, first.id, 60.0)
+        leases.finish_run(session, first.id, claim.attempt, SUCCEEDED, final_loss=0.3, best_loss=0.3, steps_done=5)
     with transaction() as session:
-        queries.cancel(session, comparison_id=comparison_id)
+        leases.cancel(session, comparison_id=comparison_id)
     with transaction() as session:
         comparison = session.get(Comparison, comparison_id)
         assert (comparison.status, comparison.winners) == (CANCELLED, ["adam 0"])
@@ -184,13 +184,13 @@ def _plan(session, query, params: dict) -> str:
     return "\n".join(str(row[-1]) for row in session.execute(_Explain(query), params))
 
 
-def _timed(where: queries.HistoryFilter, team: str, cursor: str | None = None) -> tuple[float, list, str | None]:
+def _timed(where: history.HistoryFilter, team: str, cursor: str | None = None) -> tuple[float, list, str | None]:
     """The median of three requests' time for a page, and the page; each in its own session, as requests are."""
     durations = []
     for _ in range(3):
         with transaction() as session:
             started = time.perf_counter()
-            page, next_cursor = queries.list_comparisons(session, team, PAGE, cursor, where)
+            page, next_cursor = history.list_comparisons(session, team, PAGE, cursor, where)
             durations.append(time.perf_counter() - started)
     return statistics.median(durations), page, next_cursor
 
@@ -200,9 +200,9 @@ def test_ten_thousand_comparisons_page_fast_the_deepest_page_too():
     _many(team)
     with transaction() as session:
         dialect = session.get_bind().dialect.name
-        for where in (queries.HistoryFilter(), queries.HistoryFilter(status="running")):
+        for where in (history.HistoryFilter(), history.HistoryFilter(status="running")):
             filters = where.params()
-            query = queries._history_statement(False, dialect, tuple(filters), False)  # list_comparisons' own
+            query = history._history_statement(False, dialect, tuple(filters), False)  # list_comparisons' own
             plan = _plan(session, query, {"team_id": team, "limit": PAGE + 1, **filters})
             # walked in order on the index: no sort of the team's rows
             assert "ix_comparisons_team" in plan and "TEMP B-TREE" not in plan and "Sort" not in plan, (where, plan)
@@ -210,18 +210,18 @@ def test_ten_thousand_comparisons_page_fast_the_deepest_page_too():
     cursor, pages, seen = None, 0, 0
     while True:
         with transaction() as session:
-            page, next_cursor = queries.list_comparisons(session, team, PAGE, cursor)
+            page, next_cursor = history.list_comparisons(session, team, PAGE, cursor)
         pages, seen = pages + 1, seen + len(page)
         if next_cursor is None:
             break
         cursor = next_cursor
     assert (pages, seen) == (N // PAGE, N)
     # generous bounds for a busy machine: pages take a few ms, a filter matching 10 of 10,000 some 15 ms
-    first, _, _ = _timed(queries.HistoryFilter(), team)
-    deepest, page, _ = _timed(queries.HistoryFilter(), team, cursor)
+    first, _, _ = _timed(history.HistoryFilter(), team)
+    deepest, page, _ = _timed(history.HistoryFilter(), team, cursor)
     assert len(page) == PAGE and first < 0.05 and deepest < 0.05, (first, deepest)
-    for where in (queries.HistoryFilter(optimizer="lbfgs"), queries.HistoryFilter(tag="rare"),
-                  queries.HistoryFilter(q="bulk 10"), queries.HistoryFilter(status="running", optimizer="sgd")):
+    for where in (history.HistoryFilter(optimizer="lbfgs"), history.HistoryFilter(tag="rare"),
+                  history.HistoryFilter(q="bulk 10"), history.HistoryFilter(status="running", optimizer="sgd")):
         took, page, _ = _timed(where, team)
         assert page and took < 0.15, (where, took)
 

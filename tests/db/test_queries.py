@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, text, update
 
-from db import queries
+from db import comparisons, history, leases
 from db.models import LOCAL_TEAM_ID, Comparison, Run, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -33,24 +33,24 @@ def _spec(name: str = "quadratic 2x2") -> dict:
 
 def _create(name: str = "quadratic 2x2", steps_total: int = 20) -> tuple[str, list[str]]:
     with transaction() as session:
-        comparison = queries.create_comparison(session, _spec(name), steps_total)
+        comparison = comparisons.create_comparison(session, _spec(name), steps_total)
         return comparison.id, [run.id for run in comparison.runs]
 
 
-def _claim(run_id: str, lease_s: float = LEASE_S) -> queries.Claim | None:
+def _claim(run_id: str, lease_s: float = LEASE_S) -> leases.Claim | None:
     with transaction() as session:
-        return queries.claim_run(session, run_id, lease_s)
+        return leases.claim_run(session, run_id, lease_s)
 
 
 def _append(run_id: str, attempt: int, rows: list[dict], best: float | None = None) -> str:
     columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else None
     with transaction() as session:
-        return queries.append_steps(session, run_id, attempt, columns, best)
+        return leases.append_steps(session, run_id, attempt, columns, best)
 
 
 def _finish(run_id: str, attempt: int, status: str, **kwargs) -> bool:
     with transaction() as session:
-        return queries.finish_run(session, run_id, attempt, status, **kwargs)
+        return leases.finish_run(session, run_id, attempt, status, **kwargs)
 
 
 def _run(run_id: str) -> Run:
@@ -65,7 +65,7 @@ def _comparison(comparison_id: str) -> Comparison:
 
 def _steps(run_id: str) -> list:
     with transaction() as session:
-        return list(queries.iter_steps(session, run_id))
+        return list(history.iter_steps(session, run_id))
 
 
 def _count_steps(run_id: str) -> int:
@@ -171,7 +171,7 @@ def test_lease_claim_steal_and_fencing(use_database):
     comparison_id, (run_id, *_) = _create()
 
     first = _claim(run_id)
-    assert isinstance(first, queries.Claim)
+    assert isinstance(first, leases.Claim)
     assert (first.run_id, first.attempt, first.comparison_id) == (run_id, 1, comparison_id)
     assert (first.entry_index, first.seed, first.steps_total) == (0, 0, 20)
     assert first.spec == _spec()
@@ -195,7 +195,7 @@ def test_lease_claim_steal_and_fencing(use_database):
     assert run.attempt == 2 and run.steps_done == 0 and run.started_at == started_at
 
     # the old attempt is fenced off: it can neither write steps nor finish the run
-    with pytest.raises(queries.LeaseLost):
+    with pytest.raises(leases.LeaseLost):
         _append(run_id, 1, [_row(i) for i in range(6, 10)])
     assert _count_steps(run_id) == 0
     assert _finish(run_id, 1, "succeeded", steps_done=20, final_loss=0.5) is False
@@ -271,7 +271,7 @@ def test_append_steps_on_a_cancelled_run_reports_cancelled_and_writes_nothing(us
     (["diverged", "cancelled"], "cancelled"),
 ])
 def test_comparison_status(statuses, expected):
-    assert queries.comparison_status(statuses) == expected
+    assert comparisons.comparison_status(statuses) == expected
 
 
 def _drive(outcomes: list[str]) -> list[tuple[str, bool]]:
@@ -288,7 +288,7 @@ def _drive(outcomes: list[str]) -> list[tuple[str, bool]]:
         if outcome == "cancelled":
             _set_run(run_id, status="cancelled")
             with transaction() as session:
-                queries.refresh_comparison(session, comparison_id)
+                comparisons.refresh_comparison(session, comparison_id)
         else:
             assert _finish(run_id, claim.attempt, outcome, steps_done=20) is True
         comparison = _comparison(comparison_id)
@@ -343,7 +343,7 @@ def test_list_comparisons_keyset_pagination(use_database):
     cursor = None
     while True:
         with transaction() as session:
-            page, cursor = queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
+            page, cursor = history.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
         pages += 1
         assert len(page) <= 3
         seen.extend(page)
@@ -373,7 +373,7 @@ def test_list_comparisons_keyset_pagination(use_database):
 ])
 def test_a_malformed_cursor_raises_value_error(use_database, cursor):
     with transaction() as session, pytest.raises(ValueError):
-        queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
+        history.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
 
 
 def test_progress_of_sums_runs_and_steps(use_database):
@@ -384,10 +384,10 @@ def test_progress_of_sums_runs_and_steps(use_database):
     _append(run_ids[1], b.attempt, [_row(i) for i in range(20)])
     _finish(run_ids[1], b.attempt, "succeeded", steps_done=20)
     with transaction() as session:
-        progress = queries.progress_of(session, [comparison_id, other_id])
-        assert queries.progress_of(session, []) == {}
-    assert progress[comparison_id] == queries.Progress(runs_total=4, runs_done=1, steps_total=80, steps_done=27)
-    assert progress[other_id] == queries.Progress(runs_total=4, runs_done=0, steps_total=80, steps_done=0)
+        progress = history.progress_of(session, [comparison_id, other_id])
+        assert history.progress_of(session, []) == {}
+    assert progress[comparison_id] == history.Progress(runs_total=4, runs_done=1, steps_total=80, steps_done=27)
+    assert progress[other_id] == history.Progress(runs_total=4, runs_done=0, steps_total=80, steps_done=0)
 
 
 def test_history_page_rows_are_the_listed_comparisons_with_their_progress(use_database):
@@ -397,27 +397,27 @@ def test_history_page_rows_are_the_listed_comparisons_with_their_progress(use_da
     claim = _claim(run_ids[1])
     _append(run_ids[1], claim.attempt, [_row(i) for i in range(20)])
     _finish(run_ids[1], claim.attempt, "succeeded", steps_done=20)
-    where, cursor, pages = queries.HistoryFilter(q=name), None, []
+    where, cursor, pages = history.HistoryFilter(q=name), None, []
     with transaction() as session:
         while True:
-            rows, next_cursor = queries.history_page(session, LOCAL_TEAM_ID, 3, cursor, where)
-            objects, expected_cursor = queries.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor, where)
-            progress = queries.progress_of(session, [c.id for c in objects])
+            rows, next_cursor = history.history_page(session, LOCAL_TEAM_ID, 3, cursor, where)
+            objects, expected_cursor = history.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor, where)
+            progress = history.progress_of(session, [c.id for c in objects])
             assert next_cursor == expected_cursor
             assert [tuple(row) for row in rows] == [
-                (*(getattr(c, column) for column in queries.SUMMARY_COLUMNS), *astuple(progress[c.id])) for c in objects]
+                (*(getattr(c, column) for column in history.SUMMARY_COLUMNS), *astuple(progress[c.id])) for c in objects]
             pages.append(rows)
             if next_cursor is None:
                 break
             cursor = next_cursor
     assert [len(rows) for rows in pages] == [3, 1]
     assert {row.id for row in pages[1]} == {created[0]}
-    assert tuple(pages[0][0])[len(queries.SUMMARY_COLUMNS):] == (4, 1, 80, 20)
+    assert tuple(pages[0][0])[len(history.SUMMARY_COLUMNS):] == (4, 1, 80, 20)
 
 
 def test_created_objects_are_what_a_read_gives_and_need_no_query(use_database):
     with transaction() as session:
-        comparison = queries.create_comparison(session, _spec(), 20, idempotency_key="retry-1", request_hash="ab" * 32)
+        comparison = comparisons.create_comparison(session, _spec(), 20, idempotency_key="retry-1", request_hash="ab" * 32)
         statements = []
 
         def record(_connection, _cursor, statement, *_) -> None:
@@ -440,7 +440,7 @@ def test_created_objects_are_what_a_read_gives_and_need_no_query(use_database):
                                {"c": comparison.id}).scalar_one() == 1
     # and they stay usable objects of the session: an edit is written at the commit
     with transaction() as session:
-        comparison = queries.create_comparison(session, _spec(), 20)
+        comparison = comparisons.create_comparison(session, _spec(), 20)
         comparison.runs[0].status = "cancelled"
     assert _run(comparison.runs[0].id).status == "cancelled"
 
@@ -460,7 +460,7 @@ def test_requeue_orphans_moves_only_stale_running_runs(use_database):
     _set_run(silent, status="running", heartbeat_at=None)
 
     with transaction() as session:
-        orphans = queries.requeue_orphans(session, utcnow() - timedelta(seconds=LEASE_S))
+        orphans = leases.requeue_orphans(session, utcnow() - timedelta(seconds=LEASE_S))
     mine = {stale, fresh, silent, queued}
     assert set(orphans) & mine == {stale, silent}
     assert [_run(r).status for r in (stale, fresh, silent, queued)] == ["queued", "running", "queued", "queued"]

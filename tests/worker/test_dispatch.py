@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from db import queries
+from db import comparisons, leases
 from db.models import Run
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -28,7 +28,7 @@ SPEC = {
 def _create(publishing: bool = False) -> tuple[ComparisonSpec, list[Run]]:
     spec = ComparisonSpec.model_validate(SPEC)
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec.model_dump(mode="json"), 50, publishing=publishing)
+        comparison = comparisons.create_comparison(session, spec.model_dump(mode="json"), 50, publishing=publishing)
         session.expunge_all()
         return spec, comparison.runs
 
@@ -63,7 +63,7 @@ def test_runs_stored_as_published_are_not_written_again(redis_dispatch, monkeypa
     spec, runs = _create(publishing=True)
     marked = _enqueued_at(runs)
     assert all(marked)
-    monkeypatch.setattr(queries, "mark_enqueued", lambda *args: pytest.fail("a successful publish wrote"))
+    monkeypatch.setattr(leases, "mark_enqueued", lambda *args: pytest.fail("a successful publish wrote"))
     assert dispatch.enqueue_new_runs(spec, runs, marked=True) == len(runs)
     assert redis_dispatch.length("cpu") > 0
     assert _enqueued_at(runs) == marked
@@ -91,7 +91,7 @@ def test_a_broker_that_refuses_leaves_every_run_in_the_outbox(refusing_broker, s
     assert dispatch.enqueue_new_runs(spec, runs, marked=stored_as_published) == 0
     assert _enqueued_at(runs) == [None] * len(runs)
     with transaction() as session:
-        assert {r.id for r in runs} <= set(queries.unpublished_runs(session, limit=10_000))
+        assert {r.id for r in runs} <= set(leases.unpublished_runs(session, limit=10_000))
 
 
 def test_a_refused_publish_with_the_database_gone_too_still_answers(refusing_broker, monkeypatch, caplog):

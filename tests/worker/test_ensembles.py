@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from db import queries
+from db import comparisons
 from db.models import Run, Step
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -28,7 +28,7 @@ SWEEP = {
 def _create(spec: dict) -> tuple[ComparisonSpec, list[Run]]:
     validated = ComparisonSpec.model_validate(spec)
     with transaction() as session:
-        comparison = queries.create_comparison(session, validated.model_dump(mode="json"), 150)
+        comparison = comparisons.create_comparison(session, validated.model_dump(mode="json"), 150)
         session.expunge_all()
         return validated, comparison.runs
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from db import queries
+from db import comparisons, leases
 from db.models import Run, Step
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -23,7 +23,7 @@ BUDGET = 64 * 1024**2  # the smallest the setting takes
 def _create(spec: dict) -> list[str]:
     spec = ComparisonSpec.model_validate(spec).model_dump(mode="json")
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, spec["training"]["steps"])
+        comparison = comparisons.create_comparison(session, spec, spec["training"]["steps"])
         return [run.id for run in comparison.runs]
 
 
@@ -91,9 +91,9 @@ def test_a_run_cancelled_while_it_is_built_stops_before_its_first_step(use_datab
     model: it stops before training, with no step written, and stays cancelled."""
     [run_id] = _create(_mlp([16], steps=50))
     with transaction() as session:
-        claim = queries.claim_run(session, run_id, lease_timeout_s=60)
+        claim = leases.claim_run(session, run_id, lease_timeout_s=60)
     with transaction() as session:
-        assert queries.cancel(session, run_id=run_id) == [run_id]
+        assert leases.cancel(session, run_id=run_id) == [run_id]
     assert tasks._train_claimed(claim, tasks._writer(claim)) == "cancelled"
     run = _run(run_id)
     assert run.status == "cancelled" and _step_count(run_id) == 0 and run.steps_done == 0

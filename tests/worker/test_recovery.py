@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from db import queries, teams, workers
+from db import comparisons, leases, teams, workers
 from db.models import Run
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -35,7 +35,7 @@ def short_lease(settings_env):
 def _create(team_id: str | None = None, publishing: bool = True) -> list[Run]:
     with transaction() as session:
         extra = {"team_id": team_id} if team_id else {}
-        comparison = queries.create_comparison(session, SPEC, 5, publishing=publishing, **extra)
+        comparison = comparisons.create_comparison(session, SPEC, 5, publishing=publishing, **extra)
         session.expunge_all()
         return comparison.runs
 
@@ -124,7 +124,7 @@ def test_a_teams_backlog_lowers_its_priority_not_another_teams(redis_dispatch):
 
     assert run_ids(3) == sorted(r.id for r in backlog) and run_ids(0) == sorted(r.id for r in fresh)
     # a republish takes the same path: the busy team's runs go out behind the idle team's again
-    assert dispatch.enqueue_runs({r.id: queries.Publish.of(r) for r in backlog}) == 2
+    assert dispatch.enqueue_runs({r.id: leases.Publish.of(r) for r in backlog}) == 2
     assert run_ids(3) == sorted(2 * [r.id for r in backlog])
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from db import queries
+from db import comparisons, leases
 from db.models import Checkpoint, Run, Step, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -47,7 +47,7 @@ def _create_with_totals(spec: dict) -> list[str]:
 
     parsed = ComparisonSpec.model_validate(spec)
     with transaction() as session:
-        comparison = queries.create_comparison(session, parsed.model_dump(mode="json"),
+        comparison = comparisons.create_comparison(session, parsed.model_dump(mode="json"),
                                                [steps_total(parsed, i) for i in range(len(parsed.optimizers))])
         return [run.id for run in comparison.runs]
 
@@ -62,7 +62,7 @@ def test_cancelling_a_running_run_stops_it_at_the_next_flush_and_keeps_its_rows(
     while _run(run_id).steps_done < 100 and time.monotonic() < deadline:
         time.sleep(0.05)
     with transaction() as session:
-        assert queries.cancel(session, run_id=run_id) == [run_id]
+        assert leases.cancel(session, run_id=run_id) == [run_id]
     cancelled_at = time.monotonic()
     worker.join(60)
     print(f"VERIFIED: trainer stopped {time.monotonic() - cancelled_at:.2f}s after the cancel")
@@ -78,11 +78,11 @@ def test_cancelling_a_comparison_ends_queued_runs_at_once(settings):
     run_ids = _create(_quadratic())
     with transaction() as session:
         comparison_id = session.get(Run, run_ids[0]).comparison_id
-        assert sorted(queries.cancel(session, comparison_id=comparison_id)) == sorted(run_ids)
+        assert sorted(leases.cancel(session, comparison_id=comparison_id)) == sorted(run_ids)
     assert all(_run(r).status == "cancelled" for r in run_ids)
     assert train_run.apply(args=[run_ids[0]]).get() == "skipped"  # a late delivery trains nothing
     with transaction() as session:
-        assert queries.cancel(session, comparison_id=comparison_id) == []  # idempotent
+        assert leases.cancel(session, comparison_id=comparison_id) == []  # idempotent
 
 
 def test_watchdog_requeues_a_lost_run_then_fails_it_when_attempts_run_out(settings):
@@ -92,14 +92,14 @@ def test_watchdog_requeues_a_lost_run_then_fails_it_when_attempts_run_out(settin
     with transaction() as session:
         session.execute(update(Run).where(Run.id == run_id).values(status="running", attempt=1, heartbeat_at=stale,
                                                                    enqueued_at=stale))
-        requeued, failed = queries.reap_stale_runs(session, 60, 2)
+        requeued, failed = leases.reap_stale_runs(session, 60, 2)
         assert run_id in requeued and run_id not in failed
     run = _run(run_id)
     assert run.status == "queued" and run.enqueued_at is None  # back in the outbox
     with transaction() as session:
-        assert run_id in queries.unpublished_runs(session)
+        assert run_id in leases.unpublished_runs(session)
         session.execute(update(Run).where(Run.id == run_id).values(status="running", attempt=2, heartbeat_at=stale))
-        requeued, failed = queries.reap_stale_runs(session, 60, 2)
+        requeued, failed = leases.reap_stale_runs(session, 60, 2)
         assert run_id in failed and run_id not in requeued
     run = _run(run_id)
     assert run.status == "failed" and "2 times" in run.error
@@ -109,7 +109,7 @@ def test_watchdog_leaves_a_live_run_alone(settings):
     run_id = _create(_quadratic())[0]
     with transaction() as session:
         session.execute(update(Run).where(Run.id == run_id).values(status="running", attempt=1, heartbeat_at=utcnow()))
-        requeued, failed = queries.reap_stale_runs(session, 60, 3)
+        requeued, failed = leases.reap_stale_runs(session, 60, 3)
         assert run_id not in requeued + failed
     assert _run(run_id).status == "running"
 
@@ -123,7 +123,7 @@ def test_a_redelivered_run_resumes_from_its_checkpoint_with_identical_losses(set
 
     import worker.writer as writer_module
 
-    original = writer_module.queries.append_steps
+    original = writer_module.leases.append_steps
     calls = {"n": 0}
 
     def crash_after_four_flushes(session, run_id, attempt, *args, **kwargs):
@@ -133,11 +133,11 @@ def test_a_redelivered_run_resumes_from_its_checkpoint_with_identical_losses(set
                 other.execute(update(Run).where(Run.id == run_id).values(attempt=Run.attempt + 1))
         return original(session, run_id, attempt, *args, **kwargs)
 
-    writer_module.queries.append_steps = crash_after_four_flushes
+    writer_module.leases.append_steps = crash_after_four_flushes
     try:
         assert train_run.apply(args=[victim_id]).get() == "lease lost"
     finally:
-        writer_module.queries.append_steps = original
+        writer_module.leases.append_steps = original
     with transaction() as session:
         checkpoint_step = session.scalar(select(Checkpoint.step).where(Checkpoint.run_id == victim_id))
         stored = session.scalar(select(func.count()).select_from(Step).where(Step.run_id == victim_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from db import queries
+from db import comparisons, leases
 from db.models import Run
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -22,7 +22,7 @@ def _spec(device: str) -> dict:
 
 def _create(spec: dict) -> list[Run]:
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, 5)
+        comparison = comparisons.create_comparison(session, spec, 5)
         session.expunge_all()
         return comparison.runs
 
@@ -30,7 +30,7 @@ def _create(spec: dict) -> list[Run]:
 def test_each_device_kind_has_its_queue(redis_dispatch):
     cpu_runs, cuda_runs = _create(_spec("cpu")), _create(_spec("cuda"))
     assert {r.device for r in cpu_runs} == {"cpu"} and {r.device for r in cuda_runs} == {"cuda"}
-    assert dispatch.enqueue_runs({r.id: queries.Publish.of(r) for r in cpu_runs + cuda_runs}) == 4
+    assert dispatch.enqueue_runs({r.id: leases.Publish.of(r) for r in cpu_runs + cuda_runs}) == 4
     assert redis_dispatch.length("cpu") == 2
     assert redis_dispatch.length("gpu") == 2
 
@@ -42,7 +42,7 @@ def test_auto_means_what_the_deployment_says(redis_dispatch, monkeypatch, auto_d
     runs = _create(_spec("auto"))
     assert {r.device for r in runs} == {auto_device}
     with transaction() as session:
-        assert dispatch.enqueue_runs(queries.unpublished_runs(session, comparison_id=runs[0].comparison_id)) == 2
+        assert dispatch.enqueue_runs(leases.unpublished_runs(session, comparison_id=runs[0].comparison_id)) == 2
     assert redis_dispatch.length(queue) == 2
 
 

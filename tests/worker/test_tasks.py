@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from db import queries
+from db import comparisons, history, leases
 from db.models import Comparison, Run, Step, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
@@ -19,7 +19,7 @@ from worker.tasks import train_run
 def _create(spec: dict) -> list[str]:
     spec = ComparisonSpec.model_validate(spec).model_dump(mode="json")
     with transaction() as session:
-        comparison = queries.create_comparison(session, spec, spec["training"]["steps"])
+        comparison = comparisons.create_comparison(session, spec, spec["training"]["steps"])
         return [run.id for run in comparison.runs]
 
 
@@ -69,7 +69,7 @@ def _run_row(run_id: str) -> tuple:
 
 def _steps(run_id: str) -> list:
     with transaction() as session:
-        return list(queries.iter_steps(session, run_id))
+        return list(history.iter_steps(session, run_id))
 
 
 def test_train_run_succeeds_stores_every_step_and_is_idempotent(use_database):
@@ -179,14 +179,14 @@ def test_many_small_flushes_store_every_step_without_gaps(use_database, monkeypa
     from optibench.settings import get_settings
 
     flushes: list[list[int]] = []
-    real_append = queries.append_steps
+    real_append = leases.append_steps
 
     def spy(session, run_id, attempt, steps, *args, **kwargs):
         if steps:
             flushes.append(list(steps["step"]))
         return real_append(session, run_id, attempt, steps, *args, **kwargs)
 
-    monkeypatch.setattr(queries, "append_steps", spy)
+    monkeypatch.setattr(leases, "append_steps", spy)
     monkeypatch.setenv("OPTIBENCH_FLUSH_EVERY_STEPS", "16")
     get_settings.cache_clear()
     try:

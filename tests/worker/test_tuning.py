@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from db import queries
+from db import comparisons, history, leases
 from db.models import Comparison, Run
 from db.session import transaction
 from engine.problem import steps_total
@@ -26,7 +26,7 @@ STEPS = 200
 def _create(spec: dict, reuse: bool = False) -> str:
     parsed = ComparisonSpec.model_validate(spec)
     with transaction() as session:
-        comparison = queries.create_comparison(session, parsed.model_dump(mode="json"), steps_total(parsed),
+        comparison = comparisons.create_comparison(session, parsed.model_dump(mode="json"), steps_total(parsed),
                                                reuse=reuse)
         return comparison.id
 
@@ -108,7 +108,7 @@ def test_a_swept_run_trains_with_its_own_lr_scaled_by_the_schedule(use_database)
     cosine = ComparisonSpec.model_validate(spec).optimizers[0].schedule
     for run, lr in zip(runs, (0.05, 0.2)):
         with transaction() as session:
-            steps = list(queries.iter_steps(session, run.id))
+            steps = list(history.iter_steps(session, run.id))
         assert [s.lr for s in steps] == pytest.approx([lr * cosine.factor(k, 25) for k in range(25)], rel=1e-12)
         # the same as a plain run of that lr, trained directly
         single = ComparisonSpec.model_validate({**spec, "optimizers": [
@@ -117,7 +117,7 @@ def test_a_swept_run_trains_with_its_own_lr_scaled_by_the_schedule(use_database)
         train(single, 0, 0, lambda b: batches.append(b) or True, total_steps=25)
         assert [s.loss for s in steps] == np.concatenate([b.loss for b in batches]).tolist()
     with transaction() as session:
-        first, second = ([s.loss for s in queries.iter_steps(session, r.id)] for r in runs)
+        first, second = ([s.loss for s in history.iter_steps(session, r.id)] for r in runs)
     assert first[0] == second[0] and first[1:] != second[1:]
 
 
@@ -172,7 +172,7 @@ def test_val_loss_tuning_picks_the_lowest_last_validation_loss(use_database):
     search = _runs(comparison_id)
     assert [_execute(r.id) for r in search] == ["succeeded"] * 3
     with transaction() as session:
-        last_val = {r.label: queries.iter_evals(session, r.id)[-1] for r in search}
+        last_val = {r.label: history.iter_evals(session, r.id)[-1] for r in search}
     assert all(e.step == 30 and math.isfinite(e.val_loss) for e in last_val.values())
     best = min(last_val, key=lambda label: last_val[label].val_loss)
 
@@ -189,8 +189,8 @@ def test_val_loss_tuning_picks_the_lowest_last_validation_loss(use_database):
 
 def _finish_by_hand(run_id: str, status: str, final_loss: float | None) -> None:
     with transaction() as session:
-        claim = queries.claim_run(session, run_id, 60)
-        assert queries.finish_run(session, run_id, claim.attempt, status, steps_done=5, final_loss=final_loss)
+        claim = leases.claim_run(session, run_id, 60)
+        assert leases.finish_run(session, run_id, claim.attempt, status, steps_done=5, final_loss=final_loss)
 
 
 def test_failed_diverged_and_non_finite_runs_lose_and_a_tie_goes_to_the_earlier_setting(use_database):
@@ -222,7 +222,7 @@ def test_cancelling_a_tuning_job_cancels_everything_and_creates_nothing_more(use
     first, *rest = _runs(comparison_id)
     assert _execute(first.id) == "succeeded"
     with transaction() as session:
-        assert sorted(queries.cancel(session, comparison_id=comparison_id)) == sorted(r.id for r in rest)
+        assert sorted(leases.cancel(session, comparison_id=comparison_id)) == sorted(r.id for r in rest)
     assert _status(comparison_id) == "cancelled"
     assert [_execute(r.id) for r in rest] == ["skipped"] * 7
     runs = _runs(comparison_id)
@@ -261,13 +261,13 @@ def test_of_concurrent_last_finishers_exactly_one_starts_the_final_phase(use_dat
         comparison_id = _create(spec)
         runs = _runs(comparison_id)
         with transaction() as session:
-            attempts = [queries.claim_run(session, r.id, 60).attempt for r in runs]
+            attempts = [leases.claim_run(session, r.id, 60).attempt for r in runs]
         start = threading.Barrier(len(runs))
 
         def finish(run_id: str, attempt: int, loss: float) -> None:
             start.wait()
             with transaction() as session:
-                queries.finish_run(session, run_id, attempt, "succeeded", steps_done=5, final_loss=loss)
+                leases.finish_run(session, run_id, attempt, "succeeded", steps_done=5, final_loss=loss)
 
         threads = [threading.Thread(target=finish, args=(r.id, a, loss))
                    for r, a, loss in zip(runs, attempts, (2.0, 1.0))]

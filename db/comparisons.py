@@ -1,0 +1,215 @@
+"""A comparison's lifecycle in the database: creation (one queued run per setting × seed), reuse of
+identical succeeded runs, the status that follows from its runs, and the tuning protocol's final phase."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from analysis import summary
+from db.models import (
+    CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Eval, Run, new_id, utcnow,
+)
+from engine.identity import device_kind, run_hasher
+from engine.sweeps import FINAL, SEARCH, RunConfig, expand
+from optibench.settings import get_settings
+
+
+
+#: rows with every column unset
+_NO_COMPARISON, _NO_RUN = (dict.fromkeys(model.__table__.columns.keys()) for model in (Comparison, Run))
+
+
+def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int],
+                      team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None, *, reuse: bool = False,
+                      idempotency_key: str | None = None, request_hash: str | None = None,
+                      publishing: bool = False) -> Comparison:
+    """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
+    only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
+
+    With ``reuse`` (the submit route passes the spec's), a run identical to a succeeded run of the team
+    (engine.identity) is created succeeded instead, pointing at it, and is never queued; a comparison
+    made only of such runs has succeeded already. Without it, as for direct callers, every run trains.
+
+    ``publishing``: the caller publishes the queued runs right after the commit, so they are stored as
+    published (enqueued_at set) instead of in the outbox, which spares every submit a second write;
+    a publish that fails puts them back (``worker.dispatch.enqueue_new_runs(marked=True)``). Should the
+    process die between the commit and the publish, the sweeper republishes them after
+    OPTIBENCH_REPUBLISH_AFTER_S, as for a message the broker lost.
+
+    The rows go in as two plain INSERTs, the runs' one executemany: the ORM's unit of work cost more
+    than the rest of a submit. The objects returned are in the session as if read back."""
+    if isinstance(steps_total, int):
+        steps_total = [steps_total] * len(spec["optimizers"])
+    row = {**_NO_COMPARISON, "id": new_id(), "team_id": team_id, "name": spec["name"], "status": QUEUED,
+           "spec": spec, "tags": spec.get("tags", []), "submitted_by": submitted_by, "created_at": utcnow(),
+           "idempotency_key": idempotency_key, "request_hash": request_hash, **_history_columns(spec)}
+    runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0)
+    if publishing:
+        for run in runs:
+            if run["status"] == QUEUED:
+                run["enqueued_at"] = row["created_at"]
+    _insert(session, Comparison, [row])
+    _insert(session, Run, runs)
+    comparison = _persistent(session, Comparison(**row))
+    set_committed_value(comparison, "runs", [_persistent(session, Run(**run)) for run in runs])
+    if reused:
+        refresh_comparison(session, comparison.id)
+    return comparison
+
+
+def _insert(session: Session, model: type[Comparison | Run], rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT complete rows, one executemany per set of non-NULL columns: a None is left out, so that
+    JSON columns get SQL NULL (as from the ORM) rather than JSON 'null'."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        present = {column: value for column, value in row.items() if value is not None}
+        groups.setdefault(tuple(present), []).append(present)
+    for group in groups.values():
+        session.execute(insert(model.__table__), group)
+
+
+def _persistent(session: Session, instance: Comparison | Run) -> Comparison | Run:
+    """``instance``, whose every column is set and whose row was just inserted, in the session as if
+    loaded: no second INSERT at the flush, and no SELECT when read."""
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
+def _history_columns(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's component names, which the history filters on."""
+    problem = spec["problem"]
+    return {"model_name": (problem.get("model") or {}).get("name"),
+            "dataset_name": (problem.get("dataset") or {}).get("name"),
+            "function_name": (problem.get("function") or {}).get("name"),
+            "optimizer_names": list(dict.fromkeys(entry["name"] for entry in spec["optimizers"]))}
+
+
+#: what a reused run copies from its source
+_OUTCOME = ("steps_done", "final_loss", "best_loss", "wall_time_s", "diverged_step", "device", "hardware",
+            "started_at", "finished_at")
+
+
+def _run_rows(session: Session, comparison: Mapping[str, Any], configs: Sequence[RunConfig],
+              steps_total: Sequence[int] | Mapping[int, int], reuse: bool,
+              first_position: int) -> tuple[list[dict[str, Any]], bool]:
+    """The complete rows of a comparison's new runs, each with its config hash, numbered from
+    ``first_position``. With ``reuse``, those identical to a succeeded run of the team are succeeded
+    already; returns the rows and whether any was."""
+    spec = comparison["spec"]
+    device = device_kind(spec["device"], get_settings().auto_device)
+    run_hash = run_hasher(spec, device)
+    hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
+    sources = _reusable_runs(session, comparison["team_id"], hashes) if reuse else {}
+    rows = []
+    for position, (config, config_hash) in enumerate(zip(configs, hashes), start=first_position):
+        row = {**_NO_RUN, "id": new_id(), "comparison_id": comparison["id"], "position": position,
+               "entry_index": config.entry_index, "label": config.label, "seed": config.seed,
+               "optimizer_name": spec["optimizers"][config.entry_index]["name"], "optimizer_params": config.params,
+               "sweep_values": config.sweep_values, "phase": config.phase, "config_hash": config_hash,
+               "status": QUEUED, "steps_total": steps_total[config.entry_index], "steps_done": 0, "attempt": 0,
+               "device": device}
+        source = sources.get(config_hash)
+        if source is not None:
+            row.update({column: getattr(source, column) for column in _OUTCOME},
+                       status=SUCCEEDED, reused_from_id=source.reused_from_id or source.id)
+        rows.append(row)
+    return rows, bool(sources)
+
+
+def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunConfig],
+              steps_total: Sequence[int] | Mapping[int, int], reuse: bool) -> None:
+    """Append runs to a stored comparison, after its existing ones; the caller flushes."""
+    columns = {"id": comparison.id, "team_id": comparison.team_id, "spec": comparison.spec}
+    rows, _ = _run_rows(session, columns, configs, steps_total, reuse, first_position=len(comparison.runs))
+    comparison.runs.extend(Run(**row) for row in rows)
+
+
+def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[str, Run]:
+    """By config hash, a succeeded run of the team in a comparison not deleted: an original rather than
+    a reuse, then the earliest. One query over the config_hash index."""
+    found: dict[str, Run] = {}
+    if not hashes:
+        return found
+    candidates = session.scalars(
+        select(Run).join(Comparison)
+        .where(Run.config_hash.in_(set(hashes)), Run.status == SUCCEEDED, Comparison.team_id == team_id,
+               Comparison.deleted_at.is_(None))
+        .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
+    )
+    for run in candidates:
+        found.setdefault(run.config_hash, run)
+    return found
+
+
+def comparison_status(run_statuses: Sequence[str]) -> str:
+    """A comparison's status follows from its runs."""
+    if all(s in TERMINAL for s in run_statuses):
+        if CANCELLED in run_statuses:
+            return CANCELLED
+        return FAILED if FAILED in run_statuses else SUCCEEDED
+    return QUEUED if all(s == QUEUED for s in run_statuses) else RUNNING
+
+
+#: a tuning job's search phase is over when every run has ended this way; a cancelled one ends the job
+_SEARCH_OVER = TERMINAL - {CANCELLED}
+
+
+def refresh_comparison(session: Session, comparison_id: str) -> None:
+    """Recompute status from the runs. The row lock makes concurrent finishers see each other: of the
+    finishers of a tuning job's search phase, exactly one sees it end, and starts the final phase in the
+    same transaction, so the job never shows 'succeeded' between the phases."""
+    comparison = session.scalar(select(Comparison).where(Comparison.id == comparison_id).with_for_update())
+    runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
+    if comparison.spec.get("tuning") and all(r.phase == SEARCH and r.status in _SEARCH_OVER for r in runs):
+        _start_final_phase(session, comparison)
+        runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
+    comparison.status = comparison_status([r.status for r in runs])
+    if comparison.status in TERMINAL and comparison.finished_at is None:
+        comparison.finished_at = utcnow()
+        # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
+        session.scalars(select(Run).where(Run.comparison_id == comparison_id)
+                        .execution_options(populate_existing=True)).all()
+        comparison.winners = summary.winners(comparison)
+
+
+def _start_final_phase(session: Session, comparison: Comparison) -> None:
+    """Steps 2 and 3 of the DeepOBS protocol: each entry's best search run by ``tuning.metric`` is rerun on
+    the remaining tuning seeds. Failed and diverged runs and non-finite metrics lose; a tie goes to the
+    earlier setting in sweep order. An entry none of whose search runs has a finite metric gets no
+    final runs. The new runs wait in the outbox (enqueued_at NULL) until published after the commit."""
+    search = [run for run in comparison.runs if run.phase == SEARCH]
+    scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
+    best: dict[int, Run] = {}
+    for run in search:  # in position order, which is sweep order
+        incumbent = best.get(run.entry_index)
+        if run.id in scores and (incumbent is None or scores[run.id] < scores[incumbent.id]):
+            best[run.entry_index] = run
+    finals = [RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, seed, FINAL)
+              for run in best.values() for seed in comparison.spec["tuning"]["seeds"][1:]]
+    _add_runs(session, comparison, finals, {run.entry_index: run.steps_total for run in search},
+              comparison.spec.get("reuse", True))
+    session.flush()
+
+
+def _tuning_scores(session: Session, runs: Sequence[Run], metric: str) -> dict[str, float]:
+    """Each succeeded run's finite tuning metric: its final loss, or its last evaluation's validation loss
+    (read from the source of a reused run)."""
+    succeeded = [run for run in runs if run.status == SUCCEEDED]
+    if metric == "final_loss":
+        values = {run.id: run.final_loss for run in succeeded}
+    else:
+        data_ids = {run.reused_from_id or run.id for run in succeeded}
+        last = (select(Eval.run_id, func.max(Eval.step).label("step")).where(Eval.run_id.in_(data_ids))
+                .group_by(Eval.run_id).subquery())
+        val_losses = dict(session.execute(
+            select(Eval.run_id, Eval.val_loss).join(last, and_(Eval.run_id == last.c.run_id, Eval.step == last.c.step))
+        ).all())
+        values = {run.id: val_losses.get(run.reused_from_id or run.id) for run in succeeded}
+    return {run_id: value for run_id, value in values.items() if value is not None and math.isfinite(value)}

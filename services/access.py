@@ -1,0 +1,42 @@
+"""Who may see what: a team's comparisons and runs, and cancelling them. Another team's, a deleted and
+a missing one all look missing (NotFound, a 404 in the API)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from db import history, leases
+from db.models import Comparison, Run
+
+
+class NotFound(LookupError):
+    """What was asked for does not exist for this team; ``str()`` says what."""
+
+
+def comparison(session: Session, comparison_id: str, team_id: str) -> Comparison:
+    found = history.get_comparison(session, comparison_id, team_id)
+    if found is None:
+        raise NotFound(f"comparison {comparison_id!r} not found")
+    return found
+
+
+def run(session: Session, run_id: str, team_id: str) -> Run:
+    found = history.get_run(session, run_id, team_id)
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return found
+
+
+def cancel(session: Session, team_id: str, *, comparison_id: str | None = None,
+           run_id: str | None = None) -> Comparison | Run:
+    """Cancel every unfinished run of the team's comparison, or one run, and commit; returns it as it
+    is now. Queued runs stop at once, running ones at their next flush; recorded rows are kept."""
+    if comparison_id is not None:
+        comparison(session, comparison_id, team_id)
+        leases.cancel(session, comparison_id=comparison_id)
+    else:
+        run(session, run_id, team_id)
+        leases.cancel(session, run_id=run_id)
+    session.commit()
+    session.expire_all()
+    return comparison(session, comparison_id, team_id) if comparison_id is not None else run(session, run_id, team_id)
