@@ -155,6 +155,11 @@ class DatasetProblem(BuiltProblem):
 
     def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
         data = problem.dataset.component.load(problem.dataset.typed_params)
+        if data.task == "regression" and tuple(data.y.shape) != (len(data), data.n_outputs):
+            # the model outputs [N, n_outputs]; a loss would silently broadcast other targets against it
+            raise ValueError(f"dataset '{problem.dataset.name}' has regression targets of shape "
+                             f"{tuple(data.y.shape)}, but the model outputs {(len(data), data.n_outputs)} "
+                             f"for its {len(data)} samples and {data.n_outputs} targets")
         train, val = split_indices(len(data), problem.validation_fraction, problem.split_seed)
         x = data.x
         if problem.standardize:  # in float64, in place: engine.sizing counts one float64 copy

@@ -8,10 +8,12 @@ Everything runs on the CPU with problems of a few dozen samples, so the whole fi
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import itertools
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -736,3 +738,26 @@ def test_host_copies_scale_with_flushes_not_steps(host_copies, case: str) -> Non
 
     control, n_control = count_copies(host_copies, spec, steps=50, flush_every=1)
     assert n_control == 50 and control >= 50
+
+
+@pytest.mark.parametrize("targets", ["flat", "transposed"])
+def test_regression_targets_of_the_wrong_shape_are_refused_naming_the_shapes(monkeypatch: pytest.MonkeyPatch,
+                                                                            targets: str) -> None:
+    """Targets [N] against outputs [N, 1] would broadcast to an [N, N] loss and train as if nothing were wrong."""
+    dataset = registry.get("dataset", "synthetic_regression")
+    original_load = dataset.load
+
+    def load(params):
+        data = original_load(params)
+        return dataclasses.replace(data, y=data.y[:, 0] if targets == "flat" else data.y.T)
+
+    monkeypatch.setattr(dataset, "load", load)
+    n_targets = 1 if targets == "flat" else 2
+    spec = make_spec({**LINEAR_REGRESSION, "dataset": {"name": "synthetic_regression",
+                                                       "params": {"n_samples": 10, "n_features": 3,
+                                                                  "n_targets": n_targets}}},
+                     {"steps": 3}, [{"name": "sgd", "params": {"lr": 0.1}}])
+    wrong = "(10,)" if targets == "flat" else "(2, 10)"
+    expected = f"regression targets of shape {wrong}, but the model outputs (10, {n_targets})"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(spec, 0, 0, Sink(), total_steps=3)
