@@ -15,7 +15,7 @@ import types
 from importlib.metadata import entry_points
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,10 @@ def _lax(value: Any, kinds: set[type], literals: set[Any]) -> tuple[str, tuple[i
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 
 
-def reject_lax_scalars(model: type[BaseModel], data: Any) -> Any:
-    """A model validator (mode 'before') that takes JSON input strictly: a boolean is not a number, a
-    string is neither a number nor a boolean, a number is not a boolean; an integer is still a float.
-    It refuses only what lax validation would coerce, so stored specs validate again as they did."""
+def _lax_errors(model: type[BaseModel], data: Any) -> list[InitErrorDetails]:
+    """The values of ``data`` that ``model``'s fields would only take by lax coercion."""
     if not isinstance(data, dict):
-        return data
+        return []
     errors: list[InitErrorDetails] = []
     for name, value in data.items():
         field = model.model_fields.get(name)
@@ -92,9 +90,26 @@ def reject_lax_scalars(model: type[BaseModel], data: Any) -> Any:
             errors.append({"type": PydanticCustomError("strict_type", "{found} is not taken here: give {expected}",
                                                        {"found": found, "expected": expected}),
                            "loc": (name, *where), "input": value})
-    if errors:
-        raise ValidationError.from_exception_data(model.__name__, errors)
-    return data
+    return errors
+
+
+def validate_strictly(model: type[BaseModel], data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A model validator (mode 'wrap') that takes JSON input strictly: a boolean is not a number, a
+    string is neither a number nor a boolean, a number is not a boolean; an integer is still a float.
+    It refuses only what lax validation would coerce, so stored specs validate again as they did. The
+    model's other errors are reported beside these, so a form shows every bad field at once."""
+    lax = _lax_errors(model, data)
+    if not lax:
+        return handler(data)
+    refused = {tuple(error["loc"]) for error in lax}
+    try:
+        handler(data)
+        others: list[InitErrorDetails] = []
+    except ValidationError as exc:
+        others = [{"type": PydanticCustomError(error["type"], "{message}", {"message": error["msg"]}),
+                   "loc": error["loc"], "input": error["input"]}
+                  for error in exc.errors() if not any(tuple(error["loc"])[:len(loc)] == loc for loc in refused)]
+    raise ValidationError.from_exception_data(model.__name__, lax + others)
 
 
 class Params(BaseModel):
@@ -103,10 +118,10 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _strict_scalars(cls, data: Any) -> Any:
-        return reject_lax_scalars(cls, data)
+    def _strict_scalars(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_strictly(cls, data, handler)
 
 
 class Component:

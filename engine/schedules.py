@@ -11,18 +11,18 @@ from typing import Annotated, Literal
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, model_validator
 
-from engine.registry import reject_lax_scalars
+from engine.registry import validate_strictly
 
 
 class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _strict_scalars(cls, data: Any) -> Any:
-        return reject_lax_scalars(cls, data)
+    def _strict_scalars(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return validate_strictly(cls, data, handler)
 
     def factor(self, step: int, total: int) -> float:
         raise NotImplementedError

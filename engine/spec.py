@@ -19,12 +19,14 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import registry, sweeps
+from engine.columns import Extra
 from engine.schedules import Constant, Schedule
 
 MAX_SEED = 2**31 - 1
@@ -36,10 +38,10 @@ MAX_LABEL = 100
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _strict_scalars(cls, data: Any) -> Any:
-        return registry.reject_lax_scalars(cls, data)
+    def _strict_scalars(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return registry.validate_strictly(cls, data, handler)
 
 
 def spec_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
@@ -290,7 +292,7 @@ class Training(_Strict):
     eval_every: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="steps between evaluations of the full train and validation sets"
     )
-    extras: list[Literal["grad_norm", "update_norm"]] = Field(
+    extras: list[Extra] = Field(
         default_factory=list, description="optional per-step extras; the learning rate is always recorded"
     )
 

@@ -201,6 +201,14 @@ def test_lax_json_types_are_refused_at_their_field(client, path, value):
     assert error["loc"] == ["body", *path, *index] and error["type"] == "strict_type", error
 
 
+def test_a_lax_value_is_refused_beside_the_specs_other_errors(client):
+    """The form shows every bad field at once: a strict-type refusal does not hide the others."""
+    spec = _with(_with(_with(SMALL, ("name",), ""), ("seeds",), [0, "x"]), ("optimizers", 0, "params", "lr"), -1)
+    errors = {tuple(error["loc"]): error["type"] for error in refused(client, spec)}
+    assert errors == {("body", "name"): "string_too_short", ("body", "seeds", 1): "strict_type",
+                      ("body", "optimizers", 0, "params", "lr"): "greater_than"}
+
+
 def test_strict_types_still_take_an_integer_for_a_float_and_a_steps_budget(client):
     spec = _with(_with(SMALL, ("optimizers", 0, "params", "lr"), 1), ("training",), {"steps": 3})
     response = client.post(BASE, json=spec)
