@@ -33,11 +33,9 @@ from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
 from engine import sizing
 from engine.spec import ComparisonSpec
+from engine.transforms import GradientTransformation
 from engine.training import DTYPES, FlushSink, RunOutcome, Stepper, Track, run_loop
 
-#: components whose maths is known to run under vmap; plug-ins may read tensors back or hold buffers
-VMAP_SAFE_MODELS = frozenset({"linear", "mlp", "cnn"})
-VMAP_SAFE_FUNCTIONS = frozenset({"beale", "booth", "himmelblau", "quadratic", "rastrigin", "rosenbrock", "saddle"})
 #: steps of learning rates moved to the device at once
 RATE_BLOCK_STEPS = 256
 #: Where it pays on the CPU (measured in docs/vectorized.md): small models on small batches, where the
@@ -66,145 +64,48 @@ class Eligibility:
         return self.ok
 
 
-# The update rules, over stacked tensors. ``apply(param, grad, state, h, step)`` updates ``param`` [M, P]
-# in place; ``h`` holds each member's hyperparameters and this step's scalars as [M, 1] tensors in the
-# parameters' dtype; ``step`` counts from 1. Each line is the torch.optim line it mirrors, with [M, 1]
-# tensors where torch has Python floats. What torch computes in Python floats at each step (the rate,
-# bias corrections) ``scalars`` computes on the host in float64 alike, for a block of steps at once:
-# from the rates [S, M], the step numbers [S, 1] and the hyperparameters [M].
+# The update over stacked tensors is the optimizer's own rule (engine.transforms), the code a single run of a
+# rule-built optimizer runs, with each member's numbers as [M, 1] tensors where one run has Python floats.
+# What a rule computes per step on the host (the rate, bias corrections) ``scalars`` computes in float64
+# for a block of steps at once: from the rates [S, M], the step numbers [S, 1] and the numbers [M].
 Scalars = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-class Update(NamedTuple):
-    """A rule specialised to its members' shared choices."""
-
-    apply: Callable[[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor], int], None]
-    scalars: Scalars
-
-
 @dataclass(frozen=True)
-class _Rule:
-    #: the hyperparameters that may differ between members, as Python floats
-    hyper: Callable[[Any], dict[str, float]]
-    #: the choices that change the update's code path (torch.optim branches on them); members share them
-    shared: Callable[[Any], tuple]
-    update: Callable[[tuple], Update]
+class Update:
+    """The members' shared rule. ``constants``: the numbers that are zero for every member, passed as the
+    float 0.0 so that the rule skips their term as torch.optim does at zero (weight decay)."""
+
+    transform: GradientTransformation
+    constants: dict[str, float]
+
+    def scalars(self, lr: np.ndarray, step: np.ndarray, hyper: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h = {**self.constants, **hyper, "lr": lr}
+        return {**(self.transform.scalars(h, step) if self.transform.scalars else {}), "lr": lr}
+
+    def apply(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], h: dict[str, Tensor], step: int) -> None:
+        """One step of every member: ``param`` [M, P] and ``state`` are updated in place."""
+        if not state:
+            state.update(self.transform.init(param))
+        delta, new_state = self.transform.update(grad, state, param, {**self.constants, **h, "step": step})
+        param.add_(delta)
+        state.update(new_state)
 
 
-def _rate_only(lr: np.ndarray, step: np.ndarray, h: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"lr": lr}
+def _rule(spec: ComparisonSpec, member: Member) -> GradientTransformation | None:
+    entry = spec.optimizers[member.entry_index]
+    return entry.component.rule(_hyperparams(spec, member))  # type: ignore[attr-defined]
 
 
-def _decay(grad: Tensor, param: Tensor, h: dict[str, Tensor]) -> Tensor:
-    """L2 weight decay added to the gradient; skipped when no member decays, as torch.optim skips it."""
-    return torch.addcmul(grad, param, h["weight_decay"]) if "weight_decay" in h else grad
-
-
-def _sgd(shared: tuple) -> Update:
-    nesterov, has_momentum = shared
-
-    def apply(param, grad, state, h, step):
-        grad = _decay(grad, param, h)
-        if has_momentum:
-            if step == 1:
-                state["momentum_buffer"] = grad.clone()
-            else:
-                state["momentum_buffer"].mul_(h["momentum"]).addcmul_(grad, h["one_minus_dampening"])
-            buf = state["momentum_buffer"]
-            grad = torch.addcmul(grad, buf, h["momentum"]) if nesterov else buf
-        param.addcmul_(grad, h["lr"], value=-1)
-
-    return Update(apply, _rate_only)
-
-
-def _adam(shared: tuple, decoupled: bool) -> Update:
-    amsgrad, bias_correction = shared
-
-    def scalars(lr, step, h):
-        out = {"decay": 1 - lr * h["weight_decay"]} if decoupled and "weight_decay" in h else {}
-        if not bias_correction:
-            return {**out, "step_size": lr}
-        return {**out, "step_size": lr / (1 - h["beta1"] ** step),
-                "bias_correction2_sqrt": (1 - h["beta2"] ** step) ** 0.5}
-
-    def apply(param, grad, state, h, step):
-        if step == 1:
-            state.update(exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
-            if amsgrad:
-                state["max_exp_avg_sq"] = torch.zeros_like(param)
-        if not decoupled:
-            grad = _decay(grad, param, h)
-        elif "decay" in h:
-            param.mul_(h["decay"])
-        state["exp_avg"].lerp_(grad, h["one_minus_beta1"])
-        state["exp_avg_sq"].mul_(h["beta2"]).addcmul_(grad * h["one_minus_beta2"], grad)
-        second = state["exp_avg_sq"]
-        if amsgrad:
-            second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
-        denom = second.sqrt()
-        if bias_correction:
-            denom = denom.div_(h["bias_correction2_sqrt"])
-        param.addcmul_(state["exp_avg"] / denom.add_(h["eps"]), h["step_size"], value=-1)
-
-    return Update(apply, scalars)
-
-
-def _rmsprop(shared: tuple) -> Update:
-    centered, has_momentum = shared
-
-    def apply(param, grad, state, h, step):
-        if step == 1:
-            state["square_avg"] = torch.zeros_like(param)
-            state.update({name: torch.zeros_like(param) for name, needed in
-                          (("grad_avg", centered), ("momentum_buffer", has_momentum)) if needed})
-        grad = _decay(grad, param, h)
-        state["square_avg"].mul_(h["alpha"]).addcmul_(grad * h["one_minus_alpha"], grad)
-        if centered:
-            state["grad_avg"].lerp_(grad, h["one_minus_alpha"])
-            avg = state["square_avg"].addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
-        else:
-            avg = state["square_avg"].sqrt()
-        avg.add_(h["eps"])
-        if has_momentum:
-            state["momentum_buffer"].mul_(h["momentum"]).addcdiv_(grad, avg)
-            param.addcmul_(state["momentum_buffer"], h["lr"], value=-1)
-        else:
-            param.addcmul_(grad / avg, h["lr"], value=-1)
-
-    return Update(apply, _rate_only)
-
-
-def _adam_hyper(p: Any) -> dict[str, float]:
-    b1, b2 = p.betas
-    return {"beta1": b1, "one_minus_beta1": 1 - b1, "beta2": b2, "one_minus_beta2": 1 - b2, "eps": p.eps,
-            "weight_decay": p.weight_decay}
-
-
-RULES: dict[str, _Rule] = {
-    "sgd": _Rule(
-        hyper=lambda p: {"momentum": p.momentum, "one_minus_dampening": 1 - p.dampening, "weight_decay": p.weight_decay},
-        shared=lambda p: (p.nesterov, p.momentum != 0),
-        update=_sgd,
-    ),
-    "adam": _Rule(hyper=_adam_hyper, shared=lambda p: (p.amsgrad, p.bias_correction),
-                  update=lambda shared: _adam(shared, decoupled=False)),
-    "adamw": _Rule(hyper=_adam_hyper, shared=lambda p: (p.amsgrad, True),
-                   update=lambda shared: _adam(shared, decoupled=True)),
-    "rmsprop": _Rule(
-        hyper=lambda p: {"alpha": p.alpha, "one_minus_alpha": 1 - p.alpha, "eps": p.eps,
-                         "weight_decay": p.weight_decay, "momentum": p.momentum},
-        shared=lambda p: (p.centered, p.momentum > 0),
-        update=_rmsprop,
-    ),
-}
-
-
-def _host_hyper(rule: _Rule, params: Sequence[OptimizerParams]) -> dict[str, np.ndarray]:
-    """Each hyperparameter as a float64 array over the members; weight decay only where some member
-    decays, since torch.optim skips the term altogether at zero."""
-    rows = [rule.hyper(p) for p in params]
-    return {name: np.array([row[name] for row in rows], dtype=np.float64)
-            for name in rows[0] if name != "weight_decay" or any(row[name] for row in rows)}
+def _ensemble_update(spec: ComparisonSpec, members: Sequence[Member]) -> tuple[Update, dict[str, np.ndarray]]:
+    """The members' rule, and each of its numbers as a float64 array over the members."""
+    rules = [_rule(spec, member) for member in members]
+    assert all(rule is not None for rule in rules)
+    rows = [dict(rule.hyper) for rule in rules if rule is not None]
+    arrays = {name: np.array([row[name] for row in rows], dtype=np.float64) for name in rows[0]}
+    constants = {name: 0.0 for name, values in arrays.items() if not values.any()}
+    update = Update(rules[0], constants)  # type: ignore[arg-type]
+    return update, {name: values for name, values in arrays.items() if name not in constants}
 
 
 def _hyperparams(spec: ComparisonSpec, member: Member) -> OptimizerParams:
@@ -213,23 +114,31 @@ def _hyperparams(spec: ComparisonSpec, member: Member) -> OptimizerParams:
 
 
 def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
-    """Whether runs of this optimizer entry can join an ensemble, and if not, why."""
+    """Whether runs of this optimizer entry can join an ensemble, and if not, why: by the capabilities the
+    optimizer and the model or function declare."""
     entry = spec.optimizers[entry_index]
-    if entry.name not in RULES:
-        return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule "
-                                  f"(vectorized: {', '.join(sorted(RULES))})")
+    optimizer = entry.component
+    if optimizer.rule(entry.typed_params) is None:  # type: ignore[attr-defined]
+        return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule (only torch.optim's)")
+    if not optimizer.elementwise:  # type: ignore[attr-defined]
+        return Eligibility(False, f"optimizer '{entry.name}' is not elementwise, so its members cannot be stacked")
+    needs = [need for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes")
+             if getattr(optimizer, need)]
+    if needs:
+        return Eligibility(False, f"optimizer '{entry.name}' declares {', '.join(needs)}, which ensembles do not do")
     problem = spec.problem
-    if problem.is_function and problem.function.name not in VMAP_SAFE_FUNCTIONS:
-        return Eligibility(False, f"function '{problem.function.name}' is not known to run under vmap")
-    if not problem.is_function and problem.model.name not in VMAP_SAFE_MODELS:
-        return Eligibility(False, f"model '{problem.model.name}' is not known to run under vmap")
+    component = problem.function if problem.is_function else problem.model
+    if not component.component.vmap_safe:  # type: ignore[attr-defined]
+        what = "function" if problem.is_function else "model"
+        return Eligibility(False, f"{what} '{component.name}' is not declared to run under vmap (vmap_safe)")
     return Eligibility(True, f"optimizer '{entry.name}' on this problem runs vectorized")
 
 
 def _group_key(spec: ComparisonSpec, member: Member, n_train: int) -> tuple:
     entry = spec.optimizers[member.entry_index]
     plan = BatchPlan.for_training(n_train, spec.training, member.seed, entry.batch_size)
-    return entry.name, plan.batch_size, RULES[entry.name].shared(_hyperparams(spec, member))
+    rule = _rule(spec, member)
+    return entry.name, plan.batch_size, None if rule is None else rule.signature
 
 
 def group_runs(spec: ComparisonSpec, members: Sequence[Member], max_members: int = 256) -> list[list[Member]]:
@@ -437,9 +346,7 @@ def train_ensemble(
     problem = build_problem(spec.problem, device, dtype)
     entries = [spec.optimizers[m.entry_index] for m in members]
     hypers = [_hyperparams(spec, m) for m in members]
-    rule = RULES[entries[0].name]
-    update = rule.update(rule.shared(hypers[0]))
-    hyper = _host_hyper(rule, hypers)
+    update, hyper = _ensemble_update(spec, members)
 
     modules = [problem.make_module(m.seed) for m in members]
     stacked, _ = stack_module_state(modules)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from engine.registry import Component, Params
@@ -9,6 +11,9 @@ from engine.registry import Component, Params
 
 class Function(Component):
     kind = "function"
+    #: value() is pure tensor maths (no reads back to the host), so that runs on it can be stacked under
+    #: torch.func.vmap into an ensemble (engine.vectorized)
+    vmap_safe: ClassVar[bool] = False
 
     @classmethod
     def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:

@@ -8,6 +8,7 @@ class Beale(Function):
     name = "beale"
     description = "Beale: (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2, minimum 0 at (3, 0.5)."
     Params = Params
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:

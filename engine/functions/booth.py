@@ -8,6 +8,7 @@ class Booth(Function):
     name = "booth"
     description = "Booth's function: (x + 2y - 7)^2 + (2x + y - 5)^2, a tilted quadratic bowl with minimum 0 at (1, 3)."
     Params = Params
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:

@@ -16,6 +16,7 @@ class Himmelblau(Function):
     name = "himmelblau"
     description = "Himmelblau's function: (x^2 + y - 11)^2 + (x + y^2 - 7)^2, four minima of value 0."
     Params = Params
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:

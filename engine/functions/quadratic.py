@@ -23,6 +23,7 @@ class Quadratic(Function):
     name = "quadratic"
     description = "f(x) = sum_i scale_i * (x_i - center_i)^2; the reference notes use center 2, x0 8."
     Params = QuadraticParams
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: QuadraticParams) -> torch.Tensor:

@@ -16,6 +16,7 @@ class Rastrigin(Function):
     name = "rastrigin"
     description = "Rastrigin's function: A n + sum(x_i^2 - A cos(2 pi x_i)), many local minima, global minimum 0 at 0."
     Params = RastriginParams
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: RastriginParams) -> torch.Tensor:

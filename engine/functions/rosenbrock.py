@@ -14,6 +14,7 @@ class Rosenbrock(Function):
     name = "rosenbrock"
     description = "f(x, y) = (a - x)^2 + b (y - x^2)^2: a curved valley, minimum 0 at (a, a^2)."
     Params = RosenbrockParams
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: RosenbrockParams) -> torch.Tensor:

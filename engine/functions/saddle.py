@@ -8,6 +8,7 @@ class Saddle(Function):
     name = "saddle"
     description = "f(x, y) = x^2 - y^2: a saddle point at 0 and no minimum (unbounded below along y)."
     Params = Params
+    vmap_safe = True
 
     @classmethod
     def value(cls, x: torch.Tensor, params: Params) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +17,11 @@ class Model(Component):
     input_ranks: ClassVar[frozenset[int] | None] = None
     #: the parameter a refusal for memory names (the one that sets the size); None names the model
     size_param: ClassVar[str | None] = None
+    #: its forward pass is pure tensor maths (no reads back to the host, no buffers changed), so that runs of
+    #: it can be stacked under torch.func.vmap into an ensemble (engine.vectorized)
+    vmap_safe: ClassVar[bool] = False
+    #: the rest of a small problem the tests train it on (its params, a dataset, a loss), benchopt's test_config
+    test_problem: ClassVar[dict[str, Any]] = {"dataset": {"name": "iris"}, "loss": "cross_entropy"}
 
     @classmethod
     def build(cls, params: Params, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:

@@ -14,6 +14,8 @@ class Linear(Model):
     name = "linear"
     description = "A single Linear layer: linear regression, or logistic regression with a classification loss."
     Params = LinearParams
+    vmap_safe = True
+    test_problem = {"dataset": {"name": "iris"}, "loss": "cross_entropy"}
 
     @classmethod
     def build(cls, params: LinearParams, input_shape, n_outputs) -> nn.Module:

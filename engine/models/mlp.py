@@ -22,6 +22,8 @@ class MLP(Model):
     name = "mlp"
     description = "Fully connected network: Linear layers with an activation between them."
     Params = MLPParams
+    vmap_safe = True
+    test_problem = {"params": {"hidden": [8], "activation": "tanh"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"}
     size_param = "hidden"
 
     @classmethod

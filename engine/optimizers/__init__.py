@@ -1,13 +1,23 @@
-"""Optimizers. Each module here defines one; see engine.registry for how they are found."""
+"""Optimizers. Each module here defines one; see engine.registry for how they are found.
+
+An optimizer says what it is by class attributes, inherited by subclasses and read by the engine (no
+table of names anywhere): how a run builds it (``torch_optimizer``, or ``rule``), whether its members
+may be stacked into an ensemble (``elementwise`` and a ``rule``), what the training loop owes it
+(``full_batch_only``, ``needs_closure``, ``needs_hvp``, ``train_eval_modes``), and how the tests
+exercise it (``test_settings``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from engine.registry import Component, Params
+from engine.transforms import GradientTransformation, TransformOptimizer
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -17,13 +27,42 @@ class OptimizerParams(Params):
     lr: float = Field(1e-3, gt=0.0, description="learning rate")
 
 
+@dataclass(frozen=True)
+class TestSettings:
+    """How the parametrised tests in tests/engine exercise an optimizer (benchopt's ``test_config``).
+
+    ``params``: its params on each test problem (``parabola``, ``rosenbrock``); with params for the parabola
+    it must land on the parabola's minimum, without them it runs on its defaults and need only make
+    progress. ``steps``: optimizer steps per problem where one step is not one gradient step (L-BFGS);
+    None keeps the problem's own.
+    """
+
+    __test__ = False  # not a pytest class
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    steps: int | None = None
+
+
 class Optimizer(Component):
     kind = "optimizer"
     Params: ClassVar[type[OptimizerParams]] = OptimizerParams
+    #: the torch.optim class a run builds, with every param but ``torch_exclude`` as a keyword
+    torch_optimizer: ClassVar[type[torch.optim.Optimizer] | None] = None
+    torch_exclude: ClassVar[frozenset[str]] = frozenset()
+    #: the update is per coordinate, so members stacked side by side in one tensor update as they would
+    #: alone; with a ``rule`` such an optimizer's runs train as ensembles (engine.vectorized)
+    elementwise: ClassVar[bool] = False
     #: closure-based optimizers (L-BFGS) re-evaluate the loss, which is only sound on the full batch
     full_batch_only: ClassVar[bool] = False
+    #: step() must be given a closure that re-evaluates the loss (L-BFGS, line searches)
+    needs_closure: ClassVar[bool] = False
+    #: the backward pass must keep its graph (create_graph=True), for Hessian-vector products
+    needs_hvp: ClassVar[bool] = False
+    #: the optimizer has train and eval modes (schedule-free methods): the loop calls optimizer.train()
+    #: before stepping and optimizer.eval() before evaluating or saving
+    train_eval_modes: ClassVar[bool] = False
     #: the parameter a refusal for memory names when the optimizer's state is the largest part; None names it
     size_param: ClassVar[str | None] = None
+    test_settings: ClassVar[TestSettings] = TestSettings()
 
     @classmethod
     def state_multiple(cls, params: OptimizerParams) -> float:
@@ -32,5 +71,17 @@ class Optimizer(Component):
         return 2.0
 
     @classmethod
+    def rule(cls, params: OptimizerParams) -> GradientTransformation | None:
+        """The update as an engine.transforms rule built with these params (their choices fix its code, their
+        numbers are its ``hyper``), or None where only torch.optim computes it. One rule serves a run (when
+        no ``torch_optimizer`` is named) and, for an elementwise optimizer, an ensemble."""
+        return None
+
+    @classmethod
     def build(cls, parameters: list[torch.Tensor], params: OptimizerParams) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        if cls.torch_optimizer is not None:
+            return cls.torch_optimizer(parameters, **params.model_dump(exclude=set(cls.torch_exclude)))
+        rule = cls.rule(params)
+        if rule is None:
+            raise NotImplementedError(f"optimizer {cls.name!r} names neither a torch_optimizer nor a rule")
+        return TransformOptimizer(parameters, rule, lr=params.lr)

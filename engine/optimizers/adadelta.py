@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class AdadeltaParams(OptimizerParams):
@@ -15,10 +15,9 @@ class Adadelta(Optimizer):
     name = "adadelta"
     description = "Adadelta (Zeiler), steps scaled by running RMS of past updates and gradients: torch.optim.Adadelta."
     Params = AdadeltaParams
-
-    @classmethod
-    def build(cls, parameters, params: AdadeltaParams) -> torch.optim.Optimizer:
-        return torch.optim.Adadelta(parameters, **params.model_dump())
+    torch_optimizer = torch.optim.Adadelta
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}})
 
     @classmethod
     def state_multiple(cls, params: AdadeltaParams) -> float:

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class AdagradParams(OptimizerParams):
@@ -16,10 +16,9 @@ class Adagrad(Optimizer):
     name = "adagrad"
     description = "Adagrad, per-weight steps shrinking with the summed squared gradients: torch.optim.Adagrad."
     Params = AdagradParams
-
-    @classmethod
-    def build(cls, parameters, params: AdagradParams) -> torch.optim.Optimizer:
-        return torch.optim.Adagrad(parameters, **params.model_dump())
+    torch_optimizer = torch.optim.Adagrad
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 0.5}})
 
     @classmethod
     def state_multiple(cls, params: AdagradParams) -> float:

@@ -1,8 +1,8 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
-from engine.transforms import TransformOptimizer, adam
+from engine import transforms
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class AdamParams(OptimizerParams):
@@ -17,14 +17,20 @@ class Adam(Optimizer):
     name = "adam"
     description = "Adam (Kingma & Ba), optionally AMSGrad: torch.optim.Adam, or our own rule without bias correction."
     Params = AdamParams
+    torch_optimizer = torch.optim.Adam
+    torch_exclude = frozenset({"bias_correction"})
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 0.02}})
+
+    @classmethod
+    def rule(cls, params: AdamParams) -> transforms.GradientTransformation:
+        return transforms.adam(*params.betas, params.eps, params.weight_decay, params.amsgrad, params.bias_correction)
 
     @classmethod
     def build(cls, parameters, params: AdamParams) -> torch.optim.Optimizer:
         if params.bias_correction:
-            return torch.optim.Adam(parameters, **params.model_dump(exclude={"bias_correction"}))
-        b1, b2 = params.betas
-        rule = adam(b1, b2, params.eps, params.weight_decay, params.amsgrad, bias_correction=False)
-        return TransformOptimizer(parameters, rule, lr=params.lr)
+            return super().build(parameters, params)
+        return transforms.TransformOptimizer(parameters, cls.rule(params), lr=params.lr)  # torch.optim has no such Adam
 
     @classmethod
     def state_multiple(cls, params: AdamParams) -> float:

@@ -1,7 +1,8 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+from engine import transforms
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class AdamWParams(OptimizerParams):
@@ -15,10 +16,13 @@ class AdamW(Optimizer):
     name = "adamw"
     description = "Adam with decoupled weight decay (Loshchilov & Hutter): torch.optim.AdamW."
     Params = AdamWParams
+    torch_optimizer = torch.optim.AdamW
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.1, "weight_decay": 0.0}, "rosenbrock": {"lr": 0.02, "weight_decay": 0.0}})
 
     @classmethod
-    def build(cls, parameters, params: AdamWParams) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(parameters, **params.model_dump())
+    def rule(cls, params: AdamWParams) -> transforms.GradientTransformation:
+        return transforms.adamw(*params.betas, params.eps, params.weight_decay, params.amsgrad)
 
     @classmethod
     def state_multiple(cls, params: AdamWParams) -> float:

@@ -3,7 +3,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from engine.optimizers import NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams, TestSettings
 
 #: one step does up to max_iter passes over the full batch (and torch's max_eval = 1.25 × max_iter evaluations)
 MAX_ITER = 1000
@@ -25,12 +25,11 @@ class LBFGS(Optimizer):
     name = "lbfgs"
     description = "Limited-memory BFGS, optionally with a strong Wolfe line search: torch.optim.LBFGS."
     Params = LBFGSParams
+    torch_optimizer = torch.optim.LBFGS
+    test_settings = TestSettings({"parabola": {}, "rosenbrock": {"line_search_fn": "strong_wolfe"}}, steps=20)
     full_batch_only = True
+    needs_closure = True
     size_param = "history_size"
-
-    @classmethod
-    def build(cls, parameters, params: LBFGSParams) -> torch.optim.Optimizer:
-        return torch.optim.LBFGS(parameters, **params.model_dump())
 
     @classmethod
     def state_multiple(cls, params: LBFGSParams) -> float:

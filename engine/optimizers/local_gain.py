@@ -1,8 +1,7 @@
-import torch
 from pydantic import Field
 
-from engine.optimizers import Optimizer, OptimizerParams
-from engine.transforms import TransformOptimizer, local_gain
+from engine import transforms
+from engine.optimizers import Optimizer, OptimizerParams, TestSettings
 
 
 class LocalGainParams(OptimizerParams):
@@ -14,10 +13,12 @@ class LocalGain(Optimizer):
     name = "local_gain"
     description = "Gradient descent with a per-weight local gain, grown on agreeing and shrunk on flipping signs."
     Params = LocalGainParams
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.01}, "rosenbrock": {"lr": 1e-4}})
 
     @classmethod
-    def build(cls, parameters, params: LocalGainParams) -> torch.optim.Optimizer:
-        return TransformOptimizer(parameters, local_gain(params.beta), lr=params.lr)
+    def rule(cls, params: LocalGainParams) -> transforms.GradientTransformation:
+        return transforms.local_gain(params.beta)
 
     @classmethod
     def state_multiple(cls, params: LocalGainParams) -> float:

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class NAdamParams(OptimizerParams):
@@ -16,10 +16,9 @@ class NAdam(Optimizer):
     name = "nadam"
     description = "Adam with Nesterov momentum (Dozat): torch.optim.NAdam."
     Params = NAdamParams
-
-    @classmethod
-    def build(cls, parameters, params: NAdamParams) -> torch.optim.Optimizer:
-        return torch.optim.NAdam(parameters, **params.model_dump())
+    torch_optimizer = torch.optim.NAdam
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 0.02}})
 
     @classmethod
     def state_multiple(cls, params: NAdamParams) -> float:

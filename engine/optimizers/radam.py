@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class RAdamParams(OptimizerParams):
@@ -14,10 +14,9 @@ class RAdam(Optimizer):
     name = "radam"
     description = "Rectified Adam, variance-rectified adaptive step (Liu et al.): torch.optim.RAdam."
     Params = RAdamParams
-
-    @classmethod
-    def build(cls, parameters, params: RAdamParams) -> torch.optim.Optimizer:
-        return torch.optim.RAdam(parameters, **params.model_dump())
+    torch_optimizer = torch.optim.RAdam
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 5e-3}})
 
     @classmethod
     def state_multiple(cls, params: RAdamParams) -> float:

@@ -1,7 +1,8 @@
 import torch
 from pydantic import Field
 
-from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams
+from engine import transforms
+from engine.optimizers import Beta, NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class RMSpropParams(OptimizerParams):
@@ -17,10 +18,13 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     description = "RMSProp (Hinton), optionally centered and with momentum: torch.optim.RMSprop."
     Params = RMSpropParams
+    torch_optimizer = torch.optim.RMSprop
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.01, "momentum": 0.9}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}})
 
     @classmethod
-    def build(cls, parameters, params: RMSpropParams) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(parameters, **params.model_dump())
+    def rule(cls, params: RMSpropParams) -> transforms.GradientTransformation:
+        return transforms.rmsprop(params.alpha, params.eps, params.weight_decay, params.momentum, params.centered)
 
     @classmethod
     def state_multiple(cls, params: RMSpropParams) -> float:

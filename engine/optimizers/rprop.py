@@ -3,7 +3,7 @@ from typing import Annotated
 import torch
 from pydantic import Field, field_validator
 
-from engine.optimizers import NonNegative, Optimizer, OptimizerParams
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams, TestSettings
 
 EtaMinus = Annotated[float, Field(gt=0.0, lt=1.0)]
 EtaPlus = Annotated[float, Field(gt=1.0)]
@@ -26,10 +26,9 @@ class Rprop(Optimizer):
     name = "rprop"
     description = "Resilient backpropagation, sign-based per-weight step sizes: torch.optim.Rprop."
     Params = RpropParams
-
-    @classmethod
-    def build(cls, parameters, params: RpropParams) -> torch.optim.Optimizer:
-        return torch.optim.Rprop(parameters, **params.model_dump())
+    torch_optimizer = torch.optim.Rprop
+    elementwise = True
+    test_settings = TestSettings({"parabola": {}, "rosenbrock": {}})
 
     @classmethod
     def state_multiple(cls, params: RpropParams) -> float:

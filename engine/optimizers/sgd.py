@@ -1,7 +1,8 @@
+import torch
 from pydantic import Field, model_validator
 
-from engine.optimizers import NonNegative, Optimizer, OptimizerParams
-import torch
+from engine import transforms
+from engine.optimizers import NonNegative, Optimizer, OptimizerParams, TestSettings
 
 
 class SGDParams(OptimizerParams):
@@ -22,10 +23,13 @@ class SGD(Optimizer):
     name = "sgd"
     description = "Stochastic gradient descent, with optional (Nesterov) momentum: torch.optim.SGD."
     Params = SGDParams
+    torch_optimizer = torch.optim.SGD
+    elementwise = True
+    test_settings = TestSettings({"parabola": {"lr": 0.02}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}})
 
     @classmethod
-    def build(cls, parameters, params: SGDParams) -> torch.optim.Optimizer:
-        return torch.optim.SGD(parameters, **params.model_dump())
+    def rule(cls, params: SGDParams) -> transforms.GradientTransformation:
+        return transforms.sgd(params.momentum, params.dampening, params.nesterov, params.weight_decay)
 
     @classmethod
     def state_multiple(cls, params: SGDParams) -> float:

@@ -27,33 +27,22 @@ PROBLEMS: dict[str, tuple[Callable[[Tensor], Tensor], list[float], list[float], 
     "rosenbrock": (rosenbrock, [-1.2, 1.0], [1.0, 1.0], 1000),
 }
 
-# Hand-tuned per problem. An optimizer missing here (a plug-in) runs on its defaults and need only make progress;
-# one listed here must also land on the parabola's minimum.
-SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "sgd": {"parabola": {"lr": 0.02}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}},
-    "adam": {"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 0.02}},
-    "adamw": {"parabola": {"lr": 0.1, "weight_decay": 0.0}, "rosenbrock": {"lr": 0.02, "weight_decay": 0.0}},
-    "nadam": {"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 0.02}},
-    "radam": {"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 5e-3}},
-    "rmsprop": {"parabola": {"lr": 0.01, "momentum": 0.9}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}},
-    "adagrad": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 0.5}},
-    "adadelta": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
-    "rprop": {"parabola": {}, "rosenbrock": {}},
-    "lbfgs": {"parabola": {}, "rosenbrock": {"line_search_fn": "strong_wolfe"}},
-    "local_gain": {"parabola": {"lr": 0.01}, "rosenbrock": {"lr": 1e-4}},
-}
-LBFGS_STEPS = 20  # each L-BFGS step already runs up to max_iter iterations
-
 OPTIMIZERS = registry.all_of("optimizer")
+#: the optimizers this repository ships (engine/optimizers/*.py), as opposed to plug-ins
+BUILT_IN = {name for name, cls in OPTIMIZERS.items() if cls.__module__.startswith("engine.optimizers.")}
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_optimizer_makes_progress(name: str, problem: str) -> None:
+    """On the params its class declares in ``test_settings`` (hand-tuned per problem); one that declares
+    params for the parabola must also land on its minimum, one without runs on its defaults and need only
+    make progress."""
     f, start, minimiser, steps = PROBLEMS[problem]
     cls = OPTIMIZERS[name]
+    settings = cls.test_settings
     x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    optimizer = cls.build([x], cls.Params(**SETTINGS.get(name, {}).get(problem, {})))
+    optimizer = cls.build([x], cls.Params(**settings.params.get(problem, {})))
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -65,24 +54,45 @@ def test_optimizer_makes_progress(name: str, problem: str) -> None:
     first_loss = optimizer.step(closure)
     # the training loop records what step() returns: the loss at the point the step started from
     assert first_loss.item() == initial
-    for _ in range((LBFGS_STEPS if cls.full_batch_only else steps) - 1):
+    for _ in range((settings.steps or steps) - 1):
         optimizer.step(closure)
 
     final = f(x).item()
     assert torch.isfinite(x).all()
     assert final < 0.5 * initial, f"{name} on {problem}: {initial} -> {final}"
-    if problem == "parabola" and name in SETTINGS:
+    if problem == "parabola" and "parabola" in settings.params:
         assert torch.dist(x.detach(), torch.tensor(minimiser, dtype=torch.float64)) < 1e-4
 
 
 def test_the_catalogue_has_the_optimizers_we_ship() -> None:
-    assert set(SETTINGS) <= set(OPTIMIZERS)
+    assert {"sgd", "adam", "adamw", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "rprop", "lbfgs",
+            "local_gain"} <= BUILT_IN
+    for name in BUILT_IN:  # each built-in is tuned on both test problems, so it must converge there
+        assert set(OPTIMIZERS[name].test_settings.params) == set(PROBLEMS), name
     for cls in OPTIMIZERS.values():
         assert cls.description
 
 
-def test_only_lbfgs_is_full_batch_only() -> None:
-    assert {name for name, cls in OPTIMIZERS.items() if cls.full_batch_only} == {"lbfgs"}
+def test_lbfgs_is_full_batch_only_and_needs_a_closure() -> None:
+    assert OPTIMIZERS["lbfgs"].full_batch_only and OPTIMIZERS["lbfgs"].needs_closure
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_declared_capabilities_are_consistent(name: str) -> None:
+    cls = OPTIMIZERS[name]
+    if cls.full_batch_only:  # it re-evaluates the loss, which is why it wants the full batch
+        assert cls.needs_closure and not cls.elementwise
+    if cls.torch_optimizer is None:  # built from its rule, so it must have one
+        assert cls.rule(cls.Params()) is not None
+    for capability in ("elementwise", "full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes"):
+        assert isinstance(getattr(cls, capability), bool)
+
+
+def test_a_subclass_inherits_its_parents_capabilities_and_rule() -> None:
+    sgd = OPTIMIZERS["sgd"]
+    subclass = type("NoNameSGD", (sgd,), {})  # no name: not registered
+    assert subclass.elementwise and subclass.torch_optimizer is torch.optim.SGD
+    assert subclass.rule(sgd.Params(momentum=0.9)).signature == sgd.rule(sgd.Params(momentum=0.9)).signature
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

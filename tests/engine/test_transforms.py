@@ -235,3 +235,32 @@ def test_step_returns_the_closure_loss_and_skips_params_without_grad() -> None:
     assert unused.item() == 3.0 and unused not in optimizer.state
     assert optimizer.step() is None  # without a closure, the gradients already there are used
     assert optimizer.state[used]["step"] == 2
+
+
+# Every optimizer that names a torch.optim class and also has a rule (the ensemble runs the rule): the rule
+# through TransformOptimizer agrees with torch.optim step by step, on each code path.
+RULE_PATHS = {
+    "sgd": [{}, {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, {"momentum": 0.8, "nesterov": True}],
+    "adam": [{"weight_decay": 0.01}, {"amsgrad": True, "betas": (0.8, 0.99)}],
+    "adamw": [{"weight_decay": 0.1}, {"amsgrad": True}],
+    "rmsprop": [{}, {"centered": True, "momentum": 0.5, "weight_decay": 0.01}],
+}
+
+
+@pytest.mark.parametrize("name", [name for name, cls in registry.all_of("optimizer").items()
+                                  if cls.torch_optimizer is not None and cls.rule(cls.Params()) is not None])
+def test_an_optimizers_rule_matches_its_torch_optimizer(name: str) -> None:
+    cls = registry.get("optimizer", name)
+    for extra in RULE_PATHS.get(name, [{}]):
+        params = cls.Params(**{**cls.test_settings.params.get("rosenbrock", {}), **extra, "lr": 1e-2})
+        ours, x, y = small_mlp(torch.float64)
+        theirs = copy.deepcopy(ours)
+        ours_opt = TransformOptimizer(ours.parameters(), cls.rule(params), lr=params.lr)
+        theirs_opt = cls.build(list(theirs.parameters()), params)
+        assert type(theirs_opt) is cls.torch_optimizer
+        ours_step = make_closure(ours_opt, lambda: torch.nn.functional.mse_loss(ours(x), y))
+        theirs_step = make_closure(theirs_opt, lambda: torch.nn.functional.mse_loss(theirs(x), y))
+        for _ in range(100):
+            torch.testing.assert_close(ours_opt.step(ours_step), theirs_opt.step(theirs_step), rtol=1e-12, atol=0)
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)

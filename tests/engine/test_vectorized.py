@@ -13,11 +13,10 @@ import pytest
 import torch
 
 import tests.engine.test_training as training_tests
+from engine import registry
 from engine.spec import ComparisonSpec
 from engine.training import RunOutcome, train
 from engine.vectorized import (
-    VMAP_SAFE_FUNCTIONS,
-    VMAP_SAFE_MODELS,
     Member,
     can_vectorize,
     group_runs,
@@ -157,14 +156,24 @@ def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[d
     assert len(first_batches) == len(vectorized)  # every seed and rate has its own trajectory
 
 
-@pytest.mark.parametrize("problem", [
-    *({"function": {"name": name}} for name in sorted(VMAP_SAFE_FUNCTIONS)),
-    {"model": {"name": "cnn", "params": {"channels": [2], "hidden": 4}}, "loss": "cross_entropy",
-     "dataset": {"name": "digits", "params": {"as_images": True}}},
-    {"model": {"name": "linear"}, "loss": "cross_entropy", "dataset": {"name": "iris"}},
-], ids=lambda problem: (problem.get("function") or problem["model"])["name"])
+def vmap_safe_problems() -> list[dict]:
+    """Every function and model that declares itself vmap_safe, models on the problem they declare for tests."""
+    functions = [{"function": {"name": name}} for name, cls in registry.all_of("function").items() if cls.vmap_safe]
+    models = [{"model": {"name": name, "params": cls.test_problem.get("params", {})},
+               **{k: v for k, v in cls.test_problem.items() if k != "params"}}
+              for name, cls in registry.all_of("model").items() if cls.vmap_safe]
+    return functions + models
+
+
+def test_the_built_in_components_declare_themselves_vmap_safe() -> None:
+    declared = {(p.get("function") or p["model"])["name"] for p in vmap_safe_problems()}
+    assert {"cnn", "linear", "mlp", "beale", "booth", "himmelblau", "quadratic", "rastrigin", "rosenbrock",
+            "saddle"} <= declared
+
+
+@pytest.mark.parametrize("problem", vmap_safe_problems(),
+                         ids=lambda problem: (problem.get("function") or problem["model"])["name"])
 def test_every_component_declared_vmap_safe_trains_as_it_does_alone(problem: dict) -> None:
-    assert VMAP_SAFE_MODELS == {"cnn", "linear", "mlp"}  # mlp: the tests above
     spec = make_spec(problem, {"steps": 12, "batch_size": 32}, sweep("adamw", {}, [1e-3, 1e-2]), dtype="float64")
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=12, flush_every=5)
     assert_same_runs(sequential, vectorized, "float64")
@@ -234,6 +243,25 @@ def test_can_vectorize_names_the_reason() -> None:
         assert not verdict and f"optimizer '{name}' has no vectorized update rule" in verdict.reason
 
 
+def test_can_vectorize_reads_declared_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No table of names: a subclass inherits its parent's capabilities, and each declared need refuses."""
+    from engine.models.mlp import MLP
+    from engine.optimizers.sgd import SGD
+
+    spec = make_spec(CLASSIFICATION, {"steps": 10}, [{"name": "sgd"}])
+    assert can_vectorize(spec, 0)
+    for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes"):
+        with monkeypatch.context() as patch:
+            patch.setattr(SGD, need, True)
+            assert not can_vectorize(spec, 0) and need in can_vectorize(spec, 0).reason
+    with monkeypatch.context() as patch:
+        patch.setattr(SGD, "elementwise", False)
+        assert "not elementwise" in can_vectorize(spec, 0).reason
+    with monkeypatch.context() as patch:
+        patch.setattr(MLP, "vmap_safe", False)
+        assert "model 'mlp' is not declared to run under vmap" in can_vectorize(spec, 0).reason
+
+
 def test_group_runs_splits_by_optimizer_batch_size_and_code_path() -> None:
     optimizers = [
         *sweep("adam", {}, [1e-3, 1e-2]),  # 0, 1: one ensemble
@@ -301,3 +329,44 @@ def test_host_copies_scale_with_flushes_not_steps(host_copies, monkeypatch: pyte
     assert copies(1000, 1000) == copies(10, 1000)
     control, flushes = copies(50, 1)
     assert flushes == 50 and control >= 50
+
+
+# ================================================================ a new optimizer, one file
+
+
+@pytest.fixture
+def signum():
+    """tests/engine/plugin_example.py's signum, registered for the test only."""
+    from tests.engine.plugin_example import make_signum
+
+    cls = make_signum()
+    yield cls
+    registry._registry["optimizer"].pop(cls.name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_new_elementwise_optimizer_ensembles_as_its_runs_train_alone(signum, dtype: str) -> None:
+    """Declared by its rule and ``elementwise`` only: it is grouped, ensembled, and every member's rows equal
+    those of the same run trained alone (which runs the same rule through TransformOptimizer)."""
+    optimizers = sweep("test_signum", {"momentum": 0.9}, [1e-3, 1e-2]) + sweep("test_signum", {"momentum": 0.5}, [1e-2])
+    spec = make_spec(CLASSIFICATION, {"steps": 60, "batch_size": 16, "eval_every": 20,
+                                      "extras": ["grad_norm", "update_norm"]}, optimizers, seeds=[0, 1], dtype=dtype)
+    members = every_run(spec)
+    assert [len(group) for group in group_runs(spec, members)] == [6]
+    sequential, vectorized = run_both(spec, members, total_steps=60, flush_every=25)
+    assert_same_runs(sequential, vectorized, dtype)
+    assert {outcome.status for outcome, _ in vectorized} == {"succeeded"}
+
+
+@pytest.mark.parametrize("name", sorted(name for name, cls in registry.all_of("optimizer").items()
+                                        if can_vectorize(make_spec(QUADRATIC, {"steps": 1}, [{"name": name}]), 0)))
+def test_every_vectorizable_optimizer_ensembles_as_its_runs_train_alone(name: str) -> None:
+    """Registry-driven: every optimizer whose declared capabilities allow an ensemble, on the params it
+    declares for tests, with two learning rates around them."""
+    cls = registry.get("optimizer", name)
+    params = dict(cls.test_settings.params.get("rosenbrock", {}))
+    lr = params.pop("lr", cls.Params().lr)
+    spec = make_spec(QUADRATIC, {"steps": 100, "extras": ["update_norm"]}, sweep(name, params, [lr, lr / 3]),
+                     seeds=[0, 1], dtype="float64")
+    sequential, vectorized = run_both(spec, every_run(spec), total_steps=100, flush_every=30)
+    assert_same_runs(sequential, vectorized, "float64")
