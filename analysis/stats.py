@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 #: differences that agree to within this many units of rounding of the values compared are equal:
@@ -42,6 +41,8 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
     sem = float(x.std(ddof=1)) / math.sqrt(n)
     if sem == 0:
         return MeanCI(n, mean, mean, mean)
+    from scipy import stats  # here, not at import: scipy.stats alone costs the worker ~0.9 s to start
+
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return MeanCI(n, mean, float(low), float(high))
 
@@ -75,6 +76,8 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], confidenc
     t_pvalue = wilcoxon_pvalue = None
     noise = _ROUNDING * max(np.abs(candidate).max(initial=0), np.abs(baseline).max(initial=0))
     if len(diffs) >= 2 and np.abs(diffs).max() > noise:
+        from scipy import stats
+
         if np.ptp(diffs) > noise:
             t_pvalue = float(stats.ttest_rel(candidate, baseline).pvalue)
             wilcoxon_pvalue = float(stats.wilcoxon(diffs).pvalue)

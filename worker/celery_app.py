@@ -7,7 +7,7 @@ import os
 import threading
 
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init
 
 from optibench.settings import Settings, get_settings
 
@@ -67,6 +67,10 @@ def create_celery(settings: Settings) -> Celery:
 celery_app = create_celery(get_settings())
 
 
+#: set when the worker shuts down: stops the sweeper (worker.sweeper), and a pool process dying then is no fault
+sweeper_stop = threading.Event()
+
+
 @worker_process_init.connect
 def _one_trainer_per_core(**_) -> None:
     import torch
@@ -80,25 +84,6 @@ def _one_trainer_per_core(**_) -> None:
     torch.set_num_threads(threads)
 
 
-_sweeper_stop = threading.Event()
-
-
-@worker_ready.connect
-def _start_sweeper(sender=None, **_) -> None:
-    from worker.sweeper import register_worker, start_sweeper
-
-    if sender is not None:
-        # the queues this worker really consumes (-Q, or the default one), for /readyz and waiting runs
-        register_worker(sender.hostname, [queue.name for queue in sender.task_consumer.queues])
-    start_sweeper(_sweeper_stop)
-
-
-@worker_shutdown.connect
-def _stop_sweeper(**_) -> None:
-    from worker.sweeper import unregister_worker
-
-    _sweeper_stop.set()
-    unregister_worker()
 
 
 def _exit_when_a_pool_process_dies(task_pool) -> None:
@@ -118,7 +103,7 @@ def _exit_when_a_pool_process_dies(task_pool) -> None:
     from billiard.pool import EX_OK, EX_RECYCLE, RUN
 
     def on_process_down(process) -> None:
-        if _sweeper_stop.is_set() or pool._state != RUN or process.exitcode in (EX_OK, EX_RECYCLE) \
+        if sweeper_stop.is_set() or pool._state != RUN or process.exitcode in (EX_OK, EX_RECYCLE) \
                 or getattr(process, "_controlled_termination", False):
             return  # a shutdown, or a process recycled on purpose
         log.error("pool process %s exited with %s; a replacement could wait forever on the lock it held: "

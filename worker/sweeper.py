@@ -11,10 +11,13 @@ import threading
 import time
 from datetime import timedelta
 
+from celery.signals import worker_ready, worker_shutdown
+
 from db import leases, workers
 from db.models import utcnow
 from db.session import transaction
 from optibench.settings import get_settings
+from worker.celery_app import sweeper_stop
 from worker.dispatch import enqueue_runs, missing_from_broker
 
 log = logging.getLogger(__name__)
@@ -101,3 +104,19 @@ def start_sweeper(stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=loop, name="optibench-sweeper", daemon=True)
     thread.start()
     return thread
+
+
+@worker_ready.connect
+def _start_sweeper(sender=None, **_) -> None:
+    """Connected when worker.tasks (which celery_app includes) imports this module, so that celery_app
+    itself imports nothing of the worker: no import cycle through dispatch."""
+    if sender is not None:
+        # the queues this worker really consumes (-Q, or the default one), for /readyz and waiting runs
+        register_worker(sender.hostname, [queue.name for queue in sender.task_consumer.queues])
+    start_sweeper(sweeper_stop)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_) -> None:
+    sweeper_stop.set()
+    unregister_worker()

@@ -19,6 +19,7 @@ from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings
 from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, celery_app
 from worker import memory
+from worker import sweeper  # noqa: F401 (connects the sweeper to the worker's start and stop)
 from worker.dispatch import enqueue_runs
 from worker.writer import StepWriter
 
