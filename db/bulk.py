@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from db import columnar, rollups
 from db.models import encode_float
+from engine.columns import STEP_COLUMNS
 
 #: each column's kind (see ``db.columnar.KINDS``); FaithfulFloat columns keep NaN apart from NULL
-KINDS = {"step": "int4", "epoch": "int4", "loss": "faithful", "time_s": "float8", "step_time_ms": "float8",
-         "lr": "float8", "x": "text", "grad_norm": "faithful", "update_norm": "faithful"}
+KINDS = {column.name: column.kind for column in STEP_COLUMNS}
 COLUMNS = tuple(KINDS)
 _LATER_STEP = text("SELECT 1 FROM steps WHERE run_id = :run_id AND step >= :step LIMIT 1")
 

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, aliased
 from analysis.downsample import Bucket, Curve, Grid, is_raw
 from db import rollups
 from db.models import Eval, FaithfulFloat, Step, StepRollup
+from engine.columns import STEP_METRICS
 
-Metric = Literal["loss", "lr", "step_time_ms", "grad_norm", "update_norm",
-                 "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
-Axis = Literal["step", "time", "epoch"]
 EVAL_METRICS = frozenset({"train_loss", "val_loss", "train_accuracy", "val_accuracy"})
+Metric = Literal[(*STEP_METRICS, "train_loss", "val_loss", "train_accuracy", "val_accuracy")]  # type: ignore[valid-type]
+Axis = Literal["step", "time", "epoch"]
 _AXIS_COLUMN = {"step": "step", "time": "time_s", "epoch": "epoch"}
 _NAN = literal(math.nan, FaithfulFloat())
 _INF = literal(math.inf, Double())

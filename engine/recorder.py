@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-
-EXTRAS = ("grad_norm", "update_norm")
+from engine.columns import EXTRAS
 
 
 @dataclass
@@ -29,7 +28,7 @@ class StepBatch:
     step_time_ms: np.ndarray
     lr: np.ndarray
     x: np.ndarray | None  # (rows, dim): function problems, the point before the update
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step: grad_norm, update_norm
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step (engine.columns.EXTRAS)
     evals: list[dict] = field(default_factory=list)  # whole-set evaluations made since the last flush
     checkpoint: tuple[int, bytes] | None = None  # (updates applied, state) taken right after these rows
     best_loss: float | None = None  # the run's lowest finite loss so far, these rows included (the loop's)

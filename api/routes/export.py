@@ -19,6 +19,7 @@ from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND
 from db.models import Step
 from db.session import new_session
+from engine.columns import STEP_COLUMNS
 from services import access
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
@@ -29,9 +30,9 @@ _MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 _RUN_FIELDS = [("comparison_id", pa.string()), ("run_id", pa.string()), ("label", pa.string()),
                ("optimizer", pa.string()), ("params", pa.string()), ("seed", pa.int64()), ("phase", pa.string()),
                ("status", pa.string())]
-_STEP_COLUMNS = (Step.step, Step.epoch, Step.loss, Step.time_s, Step.step_time_ms, Step.lr, Step.grad_norm,
-                 Step.update_norm)
-_STEP_FIELDS = [("step", pa.int64()), ("epoch", pa.int64())] + [(c.key, pa.float64()) for c in _STEP_COLUMNS[2:]]
+_STEP_COLUMNS = tuple(getattr(Step, column.name) for column in STEP_COLUMNS if column.name != "x")
+_STEP_FIELDS = [(column.name, pa.int64() if column.kind == "int4" else pa.float64())
+                for column in STEP_COLUMNS if column.name != "x"]
 
 
 #: a CSV cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV injection")

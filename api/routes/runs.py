@@ -18,14 +18,17 @@ from api.deps import PrincipalDep, SessionDep
 from api.schemas import NOT_FOUND, RunOut, json_safe
 from db import history
 from db.session import new_session
-from engine.recorder import EXTRAS
+from engine.columns import EXTRAS, NUMBER_COLUMNS
 from services import access
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
+#: what every row has, and the extras, which a row has when its run recorded them
+_ALWAYS = tuple(name for name in NUMBER_COLUMNS if name not in EXTRAS)
+
+
 def _step_dict(step) -> dict:
-    row = {"step": step.step, "epoch": step.epoch, "loss": step.loss, "time_s": step.time_s,
-           "step_time_ms": step.step_time_ms, "lr": step.lr}
+    row = {name: getattr(step, name) for name in _ALWAYS}
     if step.x is not None:
         row["x"] = step.x
     for extra in EXTRAS:
@@ -45,11 +48,11 @@ def _stream_json(run_id: str, data_id: str) -> Iterator[str]:
 def _stream_csv(data_id: str, dim: int | None, extras: list[str]) -> Iterator[str]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(["step", "epoch", "loss", "time_s", "step_time_ms", "lr", *extras] + [f"x{i}" for i in range(dim or 0)])
+    columns = [*_ALWAYS, *extras]
+    out.writerow(columns + [f"x{i}" for i in range(dim or 0)])
     with new_session() as session:
         for i, step in enumerate(history.iter_steps(session, data_id)):
-            out.writerow([step.step, step.epoch, repr(step.loss), step.time_s, step.step_time_ms, step.lr,
-                          *(_csv_float(getattr(step, e)) for e in extras), *(repr(v) for v in (step.x or []))])
+            out.writerow([*(_csv_value(getattr(step, name)) for name in columns), *(repr(v) for v in (step.x or []))])
             if i % 1000 == 999:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -57,7 +60,7 @@ def _stream_csv(data_id: str, dim: int | None, extras: list[str]) -> Iterator[st
     yield buffer.getvalue()
 
 
-def _csv_float(value: float | None) -> str:
+def _csv_value(value: float | int | None) -> str:
     return "" if value is None else repr(value)
 
 
