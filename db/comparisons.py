@@ -17,6 +17,7 @@ from db.models import (
 )
 from engine.identity import device_kind, run_hasher
 from engine.sweeps import FINAL, SEARCH, RunConfig, expand
+from optibench.status import RunStatus
 from optibench.settings import get_settings
 
 
@@ -164,19 +165,36 @@ _SEARCH_OVER = TERMINAL - {CANCELLED}
 def refresh_comparison(session: Session, comparison_id: str) -> None:
     """Recompute status from the runs. The row lock makes concurrent finishers see each other: of the
     finishers of a tuning job's search phase, exactly one sees it end, and starts the final phase in the
-    same transaction, so the job never shows 'succeeded' between the phases."""
+    same transaction, so the job never shows 'succeeded' between the phases.
+
+    Called at every claim and finish, so its cost must not grow with the comparison: it asks which
+    statuses its runs have (one probe of the (comparison_id, status) index each), never reads them
+    all; only the end of a phase (at most twice per comparison) reads every run."""
     comparison = session.scalar(select(Comparison).where(Comparison.id == comparison_id).with_for_update())
-    runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
-    if comparison.spec.get("tuning") and all(r.phase == SEARCH and r.status in _SEARCH_OVER for r in runs):
+    present = _statuses_present(session, comparison_id)
+    if comparison.spec.get("tuning") and present <= _SEARCH_OVER and not _has_final_phase(session, comparison_id):
         _start_final_phase(session, comparison)
-        runs = session.execute(select(Run.status, Run.phase).where(Run.comparison_id == comparison_id)).all()
-    comparison.status = comparison_status([r.status for r in runs])
+        present = _statuses_present(session, comparison_id)
+    comparison.status = comparison_status(sorted(present))
     if comparison.status in TERMINAL and comparison.finished_at is None:
         comparison.finished_at = utcnow()
         # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
         session.scalars(select(Run).where(Run.comparison_id == comparison_id)
                         .execution_options(populate_existing=True)).all()
         comparison.winners = summary.winners(comparison)
+
+
+def _statuses_present(session: Session, comparison_id: str) -> set[str]:
+    """The statuses at least one of the comparison's runs has: one EXISTS per status, each an index probe."""
+    probes = [select(Run.id).where(Run.comparison_id == comparison_id, Run.status == status).exists()
+              for status in RunStatus]
+    found = session.execute(select(*probes)).one()
+    return {status.value for status, exists in zip(RunStatus, found) if exists}
+
+
+def _has_final_phase(session: Session, comparison_id: str) -> bool:
+    return bool(session.scalar(select(select(Run.id).where(Run.comparison_id == comparison_id,
+                                                           Run.phase == FINAL).exists())))
 
 
 def _start_final_phase(session: Session, comparison: Comparison) -> None:

@@ -174,7 +174,8 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    comparison_id: Mapped[str] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    #: indexed with status (ix_runs_comparison_status), which db.comparisons.refresh_comparison probes
+    comparison_id: Mapped[str] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"))
     position: Mapped[int]
     entry_index: Mapped[int]
     label: Mapped[str] = mapped_column(String(100))
@@ -208,6 +209,8 @@ class Run(Base):
     hardware: Mapped[dict[str, Any] | None]
 
     comparison: Mapped[Comparison] = relationship(back_populates="runs")
+
+    __table_args__ = (Index("ix_runs_comparison_status", "comparison_id", "status"),)
 
 
 #: run ids are hex, so PostgreSQL may compare them bytewise ("C") rather than through the database's
