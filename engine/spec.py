@@ -371,8 +371,10 @@ class ComparisonSpec(_Strict):
     def _check_tuning(self) -> None:
         if self.tuning is None:
             return
-        if self.seeds not in ([0], self.tuning.seeds):
-            raise spec_error(("seeds",), "with tuning, tuning.seeds replaces seeds: leave seeds out", self.seeds)
+        # an explicit seeds list, even the default's [0], is the user's: it is never silently replaced
+        if "seeds" in self.model_fields_set and self.seeds != self.tuning.seeds:
+            raise spec_error(("seeds",), "with tuning, tuning.seeds replaces seeds: leave seeds out (or give "
+                             "the same list)", self.seeds)
         self.seeds = list(self.tuning.seeds)
         if not any(entry.sweep for entry in self.optimizers):
             raise spec_error(("tuning",), "tuning picks the best setting of a sweep, but no optimizer entry "

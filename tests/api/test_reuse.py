@@ -160,7 +160,7 @@ def test_another_teams_runs_are_never_reused(client, published):
 
 
 def test_a_tuning_job_is_submitted_as_its_search_phase(client, published):
-    spec = _sweep(seeds=[0], tuning={"metric": "final_loss", "seeds": [4, 5, 6]},
+    spec = _sweep(seeds=[4, 5, 6], tuning={"metric": "final_loss", "seeds": [4, 5, 6]},
                   optimizers=[{"name": "sgd", "sweep": {"lr": LRS}}, {"name": "adam", "params": {"lr": 0.1}}])
     body = _submit(client, spec | {"reuse": False})
     assert body["spec"]["seeds"] == [4, 5, 6]
@@ -173,7 +173,7 @@ def test_a_tuning_job_is_submitted_as_its_search_phase(client, published):
     ({"optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2, -1.0]}}]}, ["optimizers", 0, "sweep", "lr", 2]),
     ({"optimizers": [{"name": "sgd", "sweep": {"beta": [0.1]}}]}, ["optimizers", 0, "sweep", "beta"]),
     ({"tuning": {"seeds": [1, 2]}}, ["seeds"]),
-    ({"seeds": [0], "tuning": {"metric": "val_loss", "seeds": [1, 2]}}, ["problem", "validation_fraction"]),
+    ({"seeds": [1, 2], "tuning": {"metric": "val_loss", "seeds": [1, 2]}}, ["problem", "validation_fraction"]),
     ({"baseline": "nobody"}, ["baseline"]),
 ])
 def test_bad_sweeps_answer_422_naming_the_field(client, published, change, loc):
@@ -190,7 +190,7 @@ def test_the_run_limit_counts_the_expanded_runs(client, published, monkeypatch):
     get_settings.cache_clear()
     try:
         response = client.post(BASE, json=_sweep())  # 4 lrs × 3 seeds
-        tuning = client.post(BASE, json=_sweep(seeds=[0], tuning={"seeds": list(range(9))}))  # 4 + 8 runs
+        tuning = client.post(BASE, json=_sweep(seeds=list(range(9)), tuning={"seeds": list(range(9))}))  # 4 + 8 runs
     finally:
         monkeypatch.delenv("OPTIBENCH_MAX_RUNS_PER_COMPARISON")
         get_settings.cache_clear()

@@ -169,6 +169,8 @@ def test_a_runs_own_params_replace_its_entrys_for_training():
     (make([{"name": "sgd", "label": "a(lr=0.1)"}, {"name": "adam", "label": "a", "sweep": {"lr": [0.1]}}]),
      ("optimizers", 1, "label")),
     (make(tuning={"seeds": [1, 2]}, seeds=[3]), ("seeds",)),
+    # an explicit [0] is not "left out", though it equals the default
+    (make(tuning={"seeds": [1, 2]}, seeds=[0]), ("seeds",)),
     (make(tuning={"seeds": [1, 1]}), ("tuning", "seeds")),
     (make(tuning={"seeds": []}), ("tuning", "seeds")),
     (make(tuning={"metric": "accuracy", "seeds": [1]}), ("tuning", "metric")),
@@ -202,10 +204,15 @@ def test_settings_valid_only_together_are_accepted():
     assert len(expand(spec)) == 4
 
 
-def test_tuning_accepts_the_default_seeds_or_its_own_and_val_loss_with_evaluations():
+def test_a_stored_tuning_spec_validates_again_unchanged():
+    spec = stored(make(tuning={"seeds": [0, 1]}))
+    assert spec["seeds"] == [0, 1] and stored(spec) == spec
+
+
+def test_tuning_accepts_seeds_left_out_or_its_own_and_val_loss_with_evaluations():
     problem = {**DATASET_PROBLEM, "validation_fraction": 0.25}
-    for seeds in ([0], [4, 5]):
-        spec = stored(make(problem=problem, training={"steps": 10, "eval_every": 5}, seeds=seeds,
+    for seeds in ({}, {"seeds": [4, 5]}):
+        spec = stored(make(problem=problem, training={"steps": 10, "eval_every": 5}, **seeds,
                            tuning={"metric": "val_loss", "seeds": [4, 5]}))
         assert spec["seeds"] == [4, 5] and spec["tuning"] == {"metric": "val_loss", "seeds": [4, 5]}
     assert stored(make(tuning={"seeds": [1]}))["tuning"]["metric"] == "final_loss"
