@@ -1,6 +1,6 @@
 """A comparison's progress (db.comparisons.refresh_comparison) stays exact when its runs end at once:
 concurrent finishers, a redelivered finish, cancel, reaping and a tuning job's final phase, on both
-databases.
+databases."""
 
 from __future__ import annotations
 
