@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
@@ -112,12 +112,37 @@ class RowFigures(Protocol):
 # --- the leaderboard -----------------------------------------------------------------------------
 
 
-def _shown_runs(comparison: Comparison, phase: Phase) -> list[Run]:
-    """A tuning job shows its chosen settings (the labels with a 'final' run) unless ``phase`` is 'all'."""
+def _shown_runs(comparison: Comparison, phase: Phase, scores: Mapping[str, float] | None = None) -> list[Run]:
+    """A tuning job shows its chosen settings (the labels with a 'final' run) unless ``phase`` is 'all'.
+    With one tuning seed there are no final runs: the chosen settings are the search's choice by
+    ``scores`` (see ``tuning_choice``)."""
     if phase == "all" or not comparison.spec.get("tuning"):
         return list(comparison.runs)
     chosen = {run.label for run in comparison.runs if run.phase == "final"}
+    if len(comparison.spec["tuning"]["seeds"]) == 1 and scores is not None:
+        search = [run for run in comparison.runs if run.phase == "search"]
+        chosen = {run.label for run in tuning_choice(search, scores).values()}
     return [run for run in comparison.runs if run.label in chosen]
+
+
+def tuning_choice(search: Sequence[Run], scores: Mapping[str, float]) -> dict[int, Run]:
+    """Step 2 of the DeepOBS protocol: per entry, the search run with the lowest score. A run without a
+    (finite) score loses; a tie goes to the earlier run, so ``search`` comes in sweep order."""
+    best: dict[int, Run] = {}
+    for run in search:
+        incumbent = best.get(run.entry_index)
+        if run.id in scores and (incumbent is None or scores[run.id] < scores[incumbent.id]):
+            best[run.entry_index] = run
+    return best
+
+
+def tuning_scores(comparison: Comparison, last_val_losses: Mapping[str, float | None]) -> dict[str, float]:
+    """Each succeeded search run's finite tuning metric: its final loss, or its last evaluation's
+    validation loss (``last_val_losses`` by the run whose rows it reads: a reused run's source)."""
+    metric = comparison.spec["tuning"]["metric"]
+    values = {run.id: run.final_loss if metric == "final_loss" else last_val_losses.get(_data_id(run))
+              for run in comparison.runs if run.phase == "search" and run.status == RunStatus.SUCCEEDED}
+    return {run_id: value for run_id, value in values.items() if value is not None and math.isfinite(value)}
 
 
 def _groups(runs: Iterable[Run]) -> dict[str, list[Run]]:
@@ -208,7 +233,12 @@ def summarize(rows_of: RowFigures, comparison: Comparison, phase: Phase = "chose
               baseline: str | None = None) -> dict[str, Any]:
     """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
     spec = comparison.spec
-    groups = _groups(_shown_runs(comparison, phase))
+    scores = None
+    if spec.get("tuning"):
+        evaluated = [_data_id(r) for r in comparison.runs if r.phase == "search" and r.status == RunStatus.SUCCEEDED]
+        last = rows_of.last_evals(evaluated) if spec["tuning"]["metric"] == "val_loss" and evaluated else {}
+        scores = tuning_scores(comparison, {run_id: val_loss for run_id, (val_loss, _) in last.items()})
+    groups = _groups(_shown_runs(comparison, phase, scores))
     baseline_label = _baseline_label(spec, groups, baseline)
     finished = [r for group in groups.values() for r in group if r.status in FINISHED]
     run_ids = sorted({_data_id(r) for r in finished})
@@ -226,10 +256,12 @@ def summarize(rows_of: RowFigures, comparison: Comparison, phase: Phase = "chose
             "rows": _rank(rows), "paired": paired}
 
 
-def winners(comparison: Comparison) -> list[str]:
+def winners(comparison: Comparison, tuning_scores: Mapping[str, float] | None = None) -> list[str]:
     """The labels ranked first by ``summarize`` (several on a tie). The rank needs only the runs' own
-    columns, so no step row is read: cheap enough to record when a comparison ends."""
-    rows = [_row(label, group, {}, {}, {}) for label, group in _groups(_shown_runs(comparison, "chosen")).items()]
+    columns, so no step row is read: cheap enough to record when a comparison ends. A tuning job's
+    ``tuning_scores`` (by run id) name its chosen settings when it has one tuning seed."""
+    shown = _shown_runs(comparison, "chosen", tuning_scores)
+    rows = [_row(label, group, {}, {}, {}) for label, group in _groups(shown).items()]
     return [row["label"] for row in _rank(rows) if row["rank"] == 1]
 
 

@@ -17,8 +17,8 @@ from db.models import (
 )
 from engine.identity import device_kind, run_hasher
 from engine.sweeps import FINAL, SEARCH, RunConfig, expand
-from optibench.status import RunStatus
 from optibench.settings import get_settings
+from optibench.status import RunStatus
 
 
 
@@ -181,7 +181,11 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
         # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
         session.scalars(select(Run).where(Run.comparison_id == comparison_id)
                         .execution_options(populate_existing=True)).all()
-        comparison.winners = summary.winners(comparison)
+        scores = None
+        if comparison.spec.get("tuning"):
+            search = [run for run in comparison.runs if run.phase == SEARCH]
+            scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
+        comparison.winners = summary.winners(comparison, scores)
 
 
 def _statuses_present(session: Session, comparison_id: str) -> set[str]:
@@ -204,11 +208,7 @@ def _start_final_phase(session: Session, comparison: Comparison) -> None:
     final runs. The new runs wait in the outbox (enqueued_at NULL) until published after the commit."""
     search = [run for run in comparison.runs if run.phase == SEARCH]
     scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
-    best: dict[int, Run] = {}
-    for run in search:  # in position order, which is sweep order
-        incumbent = best.get(run.entry_index)
-        if run.id in scores and (incumbent is None or scores[run.id] < scores[incumbent.id]):
-            best[run.entry_index] = run
+    best = summary.tuning_choice(search, scores)  # runs load in position order, which is sweep order
     finals = [RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, seed, FINAL)
               for run in best.values() for seed in comparison.spec["tuning"]["seeds"][1:]]
     _add_runs(session, comparison, finals, {run.entry_index: run.steps_total for run in search},

@@ -277,6 +277,26 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
     assert error["loc"] == ["query", "param"] and "swept: lr, momentum" in error["msg"]
 
 
+def test_a_tuning_job_with_one_seed_shows_the_settings_its_search_chose(client):
+    # one tuning seed: the search runs are the only runs, and the chosen settings are theirs
+    spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0],
+                 tuning={"metric": "final_loss", "seeds": [0]})
+    runs = [_sweep_run(0, "adam", 0, 0.4, "search", lr=0.1), _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
+            _sweep_run(1, "sgd", 0, None, "search", lr=1.0), _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1),
+            _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.01)]
+    comparison_id = _store_runs(spec, runs)
+
+    chosen = client.get(f"{BASE}/{comparison_id}/summary").json()
+    assert chosen["baseline"] == "adam(lr=0.01)"
+    # the diverged setting loses; a tie goes to the earlier setting
+    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [("adam(lr=0.01)", 1, 1), ("sgd(lr=0.1)", 1, 2)]
+    assert [p["label"] for p in chosen["paired"]] == ["sgd(lr=0.1)"]
+    with transaction() as session:
+        comparisons.refresh_comparison(session, comparison_id)
+    with transaction() as session:
+        assert session.get(Comparison, comparison_id).winners == ["adam(lr=0.01)"]
+
+
 def test_a_tuning_job_shows_its_chosen_settings_unless_phase_is_all(client):
     spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0],
                  tuning={"metric": "final_loss", "seeds": [0, 1, 2]})
