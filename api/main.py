@@ -22,6 +22,7 @@ from api.deps import current_principal
 from api.routes import admin, catalog, comparisons, curves, export, figures, health, login, pages, runs, share, summary
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
+from engine import config as engine_config
 from services.access import NotFound
 from optibench import __version__
 from optibench.settings import get_settings
@@ -56,6 +57,7 @@ async def _lifespan(_app: FastAPI):
 
 
 def create_app() -> FastAPI:
+    engine_config.configure(data_root=get_settings().idx_root)
     app = FastAPI(
         lifespan=_lifespan,
         max_body_size=get_settings().max_body_bytes,

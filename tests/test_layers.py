@@ -1,5 +1,5 @@
 """The layers point one way: api → services → worker → db → analysis → engine, with optibench.settings and
-optibench.status beneath them all but the engine. Every import of every module counts, function-level
+optibench.status beneath them all but the engine (which is handed what it needs: engine.config). Every import of every module counts, function-level
 ones included; the graph of modules has no cycle."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("api", "services", "worker", "db", "analysis", "engine")
 #: what each package may not import: every layer above it
 FORBIDDEN = {
-    "engine": ("api", "services", "worker", "db", "analysis", "optibench.cli", "optibench.admin"),
+    "engine": ("api", "services", "worker", "db", "analysis", "optibench.cli", "optibench.admin", "optibench.settings"),
     "analysis": ("api", "services", "worker", "db", "optibench.settings"),
     "db": ("api", "services", "worker"),
     "worker": ("api", "services"),
@@ -68,3 +68,22 @@ def test_the_modules_import_each_other_without_a_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_api_and_the_worker_hand_the_engine_its_data_root(settings_env, tmp_path, monkeypatch):
+    """The engine reads no settings: the processes above it copy OPTIBENCH_IDX_ROOT into engine.config."""
+    from api.main import create_app
+    from db.leases import Claim
+    from engine import config as engine_config
+    from worker.tasks import _run_spec
+
+    monkeypatch.setattr(engine_config.config, "data_root", pathlib.Path("data"))
+    settings_env("OPTIBENCH_IDX_ROOT", str(tmp_path / "api"))
+    create_app()
+    assert engine_config.config.data_root == tmp_path / "api"
+
+    settings_env("OPTIBENCH_IDX_ROOT", str(tmp_path / "worker"))
+    spec = {"name": "t", "training": {"steps": 1}, "optimizers": [{"name": "sgd"}],
+            "problem": {"function": {"name": "rosenbrock"}}}
+    _run_spec(Claim("run", 1, "comparison", 0, 0, 1, spec, {}))
+    assert engine_config.config.data_root == tmp_path / "worker"

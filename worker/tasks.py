@@ -11,7 +11,7 @@ from sqlalchemy import select
 from db import leases
 from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
-from engine import hardware, sizing
+from engine import config as engine_config, hardware, sizing
 from engine.spec import ComparisonSpec
 from engine.sweeps import with_run_params
 from engine.training import RunOutcome, train
@@ -39,6 +39,7 @@ def _finish(claim: leases.Claim, status: str, **outcome) -> None:
 
 def _run_spec(claim: leases.Claim) -> ComparisonSpec:
     """The spec as this run trains it: its own optimizer params, on the device it was routed to."""
+    engine_config.configure(data_root=get_settings().idx_root)  # the root this worker is configured with now
     spec = with_run_params(ComparisonSpec.model_validate(claim.spec), claim.entry_index, claim.optimizer_params)
     return spec if claim.device is None else spec.model_copy(update={"device": claim.device})
 

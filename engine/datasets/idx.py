@@ -1,7 +1,8 @@
 """MNIST-format IDX files from a directory under the operator's root, never from anywhere else.
 
-The root is ``OPTIBENCH_IDX_ROOT`` (default ``./data``, relative to the process's working directory), read
-at validation and again at load time, so a worker re-checks what the API accepted.
+The root is ``engine.config.config.data_root``, which the API and the worker set from ``OPTIBENCH_IDX_ROOT``
+(default ``./data``, relative to the process's working directory); it is read at validation and again at
+load time, so a worker re-checks what the API accepted.
 """
 
 import gzip
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from engine.config import config
 from engine.datasets import Data, DataShape, Dataset
 from engine.registry import Params
-from optibench.settings import Settings
 
 ROOT_ENV = "OPTIBENCH_IDX_ROOT"
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: n x rows x cols
@@ -25,8 +26,8 @@ MAX_CLASSES = 256
 
 
 def idx_root() -> Path:
-    # read afresh, not from the cached settings: the operator's root is checked at every use
-    return Settings().idx_root.resolve()
+    # resolved at every use: the operator's root is checked again whenever a file is opened
+    return config.data_root.resolve()
 
 
 def _under_root(path: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 
-from engine import registry
+from engine import config as engine_config, registry
 from engine.datasets import Data
 from engine.problem import build_problem
 from engine.spec import ComparisonSpec
@@ -199,7 +199,7 @@ def idx_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A root holding a small IDX set under the default names, so idx loads on its defaults like the rest."""
     root = tmp_path / "root"
     write_idx(root, idx_bytes(IMAGES), idx_bytes(LABELS))
-    monkeypatch.setenv("OPTIBENCH_IDX_ROOT", str(root))
+    monkeypatch.setattr(engine_config.config, "data_root", root)
     return root
 
 
@@ -358,7 +358,7 @@ def test_idx_outside_the_root_is_rejected_in_a_spec_at_params_path() -> None:
 
 def test_idx_load_checks_the_root_again(idx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = DATASETS["idx"].Params(path=str(idx_root))
-    monkeypatch.setenv("OPTIBENCH_IDX_ROOT", str(tmp_path / "elsewhere"))  # e.g. a worker configured differently
+    monkeypatch.setattr(engine_config.config, "data_root", tmp_path / "elsewhere")  # e.g. a worker configured differently
     with pytest.raises(ValueError, match="outside the IDX data root"):
         DATASETS["idx"].load(params)
 
