@@ -5,8 +5,6 @@ carry a signed token naming a ShareLink row. Keys and session secrets are stored
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,10 +23,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from db import teams
 from db.models import ADMIN, LOCAL_TEAM_ID, ApiKey, utcnow
 from optibench.settings import Settings
+from services.keys import hash_key
 
-KEY_PREFIX = "ob_"
-#: shown in listings to tell keys apart: "ob_" and 8 random characters (48 of the key's 256 bits)
-DISPLAY_CHARS = 11
 SESSION_COOKIE = "optibench_session"
 SESSION_MAX_AGE_S = 7 * 24 * 3600
 #: the cookie's field holding the secret of the session's dashboard_sessions row
@@ -57,16 +53,6 @@ def unauthenticated(message: str) -> HTTPException:
 
 
 # --- keys --------------------------------------------------------------------------------------
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def issue_key(session: Session, team_id: str, name: str, role: str) -> tuple[ApiKey, str]:
-    """A new key: the secret is returned here once and never stored."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    return teams.add_key(session, team_id, name, role, hash_key(secret), secret[:DISPLAY_CHARS]), secret
 
 
 def live_key(key: ApiKey | Row | None) -> ApiKey | Row:
@@ -181,13 +167,3 @@ def share_link_id(settings: Settings, token: str) -> str | None:
     return link_id if isinstance(link_id, str) else None
 
 
-# --- where auth may be off ---------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -13,6 +13,7 @@ from db import history, teams
 from db.models import ADMIN, Comparison
 from db.session import new_session
 from optibench.settings import Settings, get_settings
+from services import keys
 
 __all__ = ["AdminDep", "PageDep", "Principal", "PrincipalDep", "SessionDep", "SettingsDep", "SharedComparisonDep",
            "comparison_or_404"]
@@ -74,7 +75,7 @@ async def current_principal(request: Request, session: SessionDep, settings: Set
 def _authenticate(request: Request, session: Session, bearer: HTTPAuthorizationCredentials | None,
                   submitted_csrf: str | None) -> Principal:
     if bearer is not None:
-        key = auth.live_key(teams.key_by_hash(session, auth.hash_key(bearer.credentials)))
+        key = auth.live_key(teams.key_by_hash(session, keys.hash_key(bearer.credentials)))
     elif "authorization" in request.headers:
         raise auth.unauthenticated("the Authorization header must be 'Bearer <API key>'")
     elif secret := request.session.get(auth.SESSION_FIELD):

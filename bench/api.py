@@ -30,12 +30,12 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from api import auth
 from bench.common import Result, fresh_databases, seeded_run
 from bench.storage import FLUSH_ROWS, synthetic_columns
 from db import leases
 from db.models import LOCAL_TEAM_ID, MEMBER, Comparison, Run, new_id, utcnow
 from db.session import make_engine
+from services import keys
 
 CLIENTS = 32
 #: uvicorn processes, one per core, as docker-compose runs the API
@@ -102,7 +102,7 @@ def _api_key(url: str) -> str:
     """A member key of the team that owns the history."""
     engine = make_engine(url)
     with Session(engine) as session, session.begin():
-        _, secret = auth.issue_key(session, LOCAL_TEAM_ID, "bench", MEMBER)
+        _, secret = keys.issue_key(session, LOCAL_TEAM_ID, "bench", MEMBER)
     engine.dispose()
     return secret
 

@@ -60,7 +60,7 @@ def _print_key(team_name: str, key, secret: str) -> None:
 def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, max_running: int = MAX_RUNNING,
                 key_name: str = typer.Option("admin", help="name of the team's first admin key")) -> None:
     """Create a team and its first admin key, printed once. Limits left out follow the server's settings."""
-    from api import auth
+    from services import keys
     from db import teams
     from db.session import transaction
 
@@ -72,7 +72,7 @@ def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS,
         team = teams.create_team(session, name)
         teams.set_limits(team, max_runs_per_comparison=max_runs, max_steps_per_comparison=max_steps,
                          max_running_comparisons=max_running)
-        key, secret = auth.issue_key(session, team.id, key_name, Role.admin.value)
+        key, secret = keys.issue_key(session, team.id, key_name, Role.admin.value)
     typer.echo(f"team {name!r} created (id {team.id})")
     _print_key(name, key, secret)
 
@@ -81,13 +81,13 @@ def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS,
 def create_key(team: str, name: str,
                role: Role = typer.Option(Role.member, help="admins also manage keys and delete")) -> None:
     """Create an API key for TEAM (a name or id), printed once."""
-    from api import auth
+    from services import keys
     from db.session import transaction
 
     _check_name("key", name)
     with transaction() as session:
         found = _team(session, team)
-        key, secret = auth.issue_key(session, found.id, name, role.value)
+        key, secret = keys.issue_key(session, found.id, name, role.value)
     _print_key(found.name, key, secret)
 
 

@@ -269,7 +269,7 @@ def serve(
 
 def _check_auth(settings, host: str) -> None:
     """Without auth every caller is the local admin: only on a loopback address, for one person."""
-    from api.auth import is_loopback
+    from services.keys import is_loopback
 
     if settings.auth == "required":
         if settings.secret_key is None:

@@ -3,11 +3,11 @@ the operator with `optibench admin create-team`."""
 
 from fastapi import APIRouter, HTTPException, Response
 
-from api import auth
 from api.deps import AdminDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import NOT_FOUND, KeyCreate, KeyCreated, KeyOut, Limits, Me
 from db import teams
 from db.models import Team
+from services import keys
 
 router = APIRouter(prefix="/api/v1", tags=["teams"])
 
@@ -26,7 +26,7 @@ def me(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> M
 @router.post("/admin/keys", status_code=201, response_model=KeyCreated)
 def create_key(body: KeyCreate, principal: AdminDep, session: SessionDep) -> KeyCreated:
     """A new key of the caller's team. The answer is the only time the key is shown."""
-    key, secret = auth.issue_key(session, principal.team_id, body.name, body.role)
+    key, secret = keys.issue_key(session, principal.team_id, body.name, body.role)
     session.commit()
     return KeyCreated(**KeyOut.of(key).model_dump(), key=secret)
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api import auth
 from api.deps import SessionDep, SettingsDep
 from db import teams
+from services import keys
 
 router = APIRouter(tags=["login"], include_in_schema=False)
 
@@ -32,7 +33,7 @@ def log_in(request: Request, session: SessionDep, settings: SettingsDep,
     next_path = auth.local_path(next)
     if settings.auth == "off":
         return RedirectResponse(next_path, status_code=303)
-    found = teams.key_by_hash(session, auth.hash_key(key.strip())) if key.strip() else None
+    found = teams.key_by_hash(session, keys.hash_key(key.strip())) if key.strip() else None
     if found is None or found.revoked_at is not None:
         return _form(request, next_path, "This key is unknown or was revoked.", status_code=401)
     auth.log_in(request, session, found)

@@ -44,13 +44,13 @@ class Team:
 
 
 def make_team(**limits: int | None) -> Team:
-    from api import auth
+    from services.keys import issue_key
 
     name = f"team-{uuid.uuid4().hex[:8]}"
     with transaction() as session:
         team = team_rows.create_team(session, name, **limits)
-        keys = {role: auth.issue_key(session, team.id, f"{role} of {name}", role)[1] for role in (MEMBER, ADMIN)}
-        revoked, secret = auth.issue_key(session, team.id, f"revoked of {name}", MEMBER)
+        keys = {role: issue_key(session, team.id, f"{role} of {name}", role)[1] for role in (MEMBER, ADMIN)}
+        revoked, secret = issue_key(session, team.id, f"revoked of {name}", MEMBER)
         team_rows.revoke_key(revoked)
     return Team(team.id, name, keys[MEMBER], keys[ADMIN], secret)
 

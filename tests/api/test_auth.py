@@ -25,6 +25,7 @@ from api.deps import PageDep
 from db.models import ApiKey, DashboardSession, utcnow
 from db.session import transaction
 from optibench.settings import get_settings
+from services.keys import DISPLAY_CHARS, KEY_PREFIX, hash_key
 from tests.api.teams import COMPARISONS, Team, bearer, function_spec, make_team, record_steps, submit, team_client
 
 __all__ = ["team_client"]
@@ -103,7 +104,7 @@ def expected_status(access: str, owner_status: int, path: str, caller: str) -> i
 
 
 def _headers(caller: str, team_a: Team, team_b: Team) -> dict[str, str]:
-    keys = {"wrong key": auth.KEY_PREFIX + "x" * 43, "revoked key": team_a.revoked,
+    keys = {"wrong key": KEY_PREFIX + "x" * 43, "revoked key": team_a.revoked,
             "other team's member": team_b.member, "other team's admin": team_b.admin,
             "member": team_a.member, "admin": team_a.admin}
     return bearer(keys[caller]) if caller in keys else {}
@@ -311,7 +312,7 @@ def test_a_session_ends_when_it_expires_on_the_server(team_client):
     client = team_client
     _log_in(client, make_team().member)
     assert client.get("/api/v1/me").status_code == 200
-    secret_hash = auth.hash_key(_session_secret(client))
+    secret_hash = hash_key(_session_secret(client))
     with transaction() as session:
         session.execute(update(DashboardSession).where(DashboardSession.id == secret_hash)
                         .values(expires_at=utcnow() - timedelta(seconds=1)))
@@ -325,7 +326,7 @@ def test_the_cookie_holds_a_secret_stored_only_as_its_hash(team_client):
     secret = _session_secret(client)
     with transaction() as session:
         rows = session.scalars(select(DashboardSession).join(ApiKey).where(ApiKey.team_id == team.id)).all()
-    assert [row.id for row in rows] == [auth.hash_key(secret)] and len(secret) >= 43
+    assert [row.id for row in rows] == [hash_key(secret)] and len(secret) >= 43
     assert rows[0].expires_at - rows[0].created_at == timedelta(seconds=auth.SESSION_MAX_AGE_S)
 
 
@@ -373,7 +374,7 @@ def test_keys_appear_in_no_log_and_no_answer_after_creation(team_client, caplog)
     assert created.status_code == 201
     new_key = created.json()["key"]
     keys = [team.member, team.admin, team.revoked, new_key]
-    assert new_key.startswith(auth.KEY_PREFIX) and created.json()["prefix"] == new_key[:auth.DISPLAY_CHARS]
+    assert new_key.startswith(KEY_PREFIX) and created.json()["prefix"] == new_key[:DISPLAY_CHARS]
 
     answers = []
     for key in keys:

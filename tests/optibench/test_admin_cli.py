@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from api.auth import is_loopback
+from services.keys import is_loopback
 from db.models import Comparison, Eval, Run, ShareLink, Step
 from db.session import transaction
 from optibench.cli import app
