@@ -53,6 +53,10 @@ class RunOut(BaseModel):
     reused_from_id: str | None = Field(description="set when this run reused an identical succeeded run instead of "
                                        "training; its steps and evaluations are that run's")
     config_hash: str | None = Field(description="hash of everything that determines the result (docs/sweeps.md)")
+    execution: Literal["alone", "ensemble"] | None = Field(None, description=(
+        "how the run trains: alone, or as a member of a vectorized ensemble (docs/vectorized.md); decided at "
+        "submit, then how it actually trained once finished. The two differ in the last bits, so a run is only "
+        "reused from one trained the same way. null for runs trained before it was recorded"))
     waiting: str | None = Field(None, description="set while the run is queued on a queue no live worker consumes "
                                 "(e.g. a 'cuda' run without a GPU worker): which queue, and how to serve it")
 
@@ -69,7 +73,7 @@ class RunOut(BaseModel):
             best_loss=run.best_loss, wall_time_s=run.wall_time_s, diverged_step=run.diverged_step, error=run.error,
             device=run.device, attempt=run.attempt, started_at=run.started_at, finished_at=run.finished_at,
             phase=run.phase, sweep_values=run.sweep_values or {}, reused_from_id=run.reused_from_id,
-            config_hash=run.config_hash, waiting=_waiting(run, served),
+            config_hash=run.config_hash, execution=run.execution, waiting=_waiting(run, served),
         )
 
 

@@ -15,8 +15,10 @@ from analysis import summary
 from db.models import (
     CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Eval, Run, new_id, utcnow,
 )
-from engine.identity import device_kind, run_hasher
+from engine.identity import ALONE, ENSEMBLE, device_kind, execution_plan, run_hasher
+from engine.spec import ComparisonSpec
 from engine.sweeps import FINAL, SEARCH, RunConfig, expand
+from engine.vectorized import Member
 from optibench.settings import get_settings
 from optibench.status import RunStatus
 
@@ -33,9 +35,11 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
     """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
     only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
 
+    Each run's execution mode is decided here as the dispatcher will (engine.identity.execution_plan).
     With ``reuse`` (the submit route passes the spec's), a run identical to a succeeded run of the team
-    (engine.identity) is created succeeded instead, pointing at it, and is never queued; a comparison
-    made only of such runs has succeeded already. Without it, as for direct callers, every run trains.
+    (engine.identity) trained in the same mode is created succeeded instead, pointing at it, and is never
+    queued; an ensemble is reused whole or not at all, so the groups dispatched are the groups decided. A
+    comparison made only of such runs has succeeded already. Without it, as for direct callers, every run trains.
 
     ``publishing``: the caller publishes the queued runs right after the commit, so they are stored as
     published (enqueued_at set) instead of in the outbox, which spares every submit a second write;
@@ -50,7 +54,7 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
     row = {**_NO_COMPARISON, "id": new_id(), "team_id": team_id, "name": spec["name"], "status": QUEUED,
            "spec": spec, "tags": spec.get("tags", []), "submitted_by": submitted_by, "created_at": utcnow(),
            "idempotency_key": idempotency_key, "request_hash": request_hash, **_history_columns(spec)}
-    runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0)
+    runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
     if publishing:
         for run in runs:
             if run["status"] == QUEUED:
@@ -99,24 +103,42 @@ _OUTCOME = ("steps_done", "final_loss", "best_loss", "wall_time_s", "diverged_st
 
 def _run_rows(session: Session, comparison: Mapping[str, Any], configs: Sequence[RunConfig],
               steps_total: Sequence[int] | Mapping[int, int], reuse: bool,
-              first_position: int) -> tuple[list[dict[str, Any]], bool]:
-    """The complete rows of a comparison's new runs, each with its config hash, numbered from
-    ``first_position``. With ``reuse``, those identical to a succeeded run of the team are succeeded
+              first_position: int, grouped: bool) -> tuple[list[dict[str, Any]], bool]:
+    """The complete rows of a comparison's new runs, each with its config hash and execution mode,
+    numbered from ``first_position``; ``grouped``: they are dispatched together, so some may train as
+    ensembles (else each alone, as a tuning job's final runs). With ``reuse``, the runs of a task whose
+    every run is identical to a succeeded run of the team trained in the same mode are succeeded
     already; returns the rows and whether any was."""
     spec = comparison["spec"]
-    device = device_kind(spec["device"], get_settings().auto_device)
+    settings = get_settings()
+    device = device_kind(spec["device"], settings.auto_device)
     run_hash = run_hasher(spec, device)
     hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
-    sources = _reusable_runs(session, comparison["team_id"], hashes) if reuse else {}
+    members = [Member(c.entry_index, c.seed, c.params) for c in configs]
+    index_of = {id(member): i for i, member in enumerate(members)}
+    plan = (execution_plan(ComparisonSpec.model_validate(spec), members, device, settings.vectorize) if grouped
+            else [([member], ALONE) for member in members])
+    modes: list[str] = [ALONE] * len(configs)
+    for group, mode in plan:
+        for member in group:
+            modes[index_of[id(member)]] = mode
+    found = _reusable_runs(session, comparison["team_id"], hashes) if reuse else {}
+    sources: dict[int, Run] = {}
+    for group, mode in plan:  # a task is reused whole or trains whole
+        indices = [index_of[id(member)] for member in group]
+        matches = [found.get((hashes[i], mode)) for i in indices]
+        if all(match is not None for match in matches):
+            sources.update(zip(indices, matches))
     rows = []
-    for position, (config, config_hash) in enumerate(zip(configs, hashes), start=first_position):
+    for index, (config, config_hash) in enumerate(zip(configs, hashes)):
+        position = first_position + index
         row = {**_NO_RUN, "id": new_id(), "comparison_id": comparison["id"], "position": position,
                "entry_index": config.entry_index, "label": config.label, "seed": config.seed,
                "optimizer_name": spec["optimizers"][config.entry_index]["name"], "optimizer_params": config.params,
                "sweep_values": config.sweep_values, "phase": config.phase, "config_hash": config_hash,
                "status": QUEUED, "steps_total": steps_total[config.entry_index], "steps_done": 0, "attempt": 0,
-               "device": device}
-        source = sources.get(config_hash)
+               "device": device, "execution": modes[index]}
+        source = sources.get(index)
         if source is not None:
             row.update({column: getattr(source, column) for column in _OUTCOME},
                        status=SUCCEEDED, reused_from_id=source.reused_from_id or source.id)
@@ -128,24 +150,26 @@ def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunCon
               steps_total: Sequence[int] | Mapping[int, int], reuse: bool) -> None:
     """Append runs to a stored comparison, after its existing ones; the caller flushes."""
     columns = {"id": comparison.id, "team_id": comparison.team_id, "spec": comparison.spec}
-    rows, _ = _run_rows(session, columns, configs, steps_total, reuse, first_position=len(comparison.runs))
+    rows, _ = _run_rows(session, columns, configs, steps_total, reuse, first_position=len(comparison.runs),
+                        grouped=False)
     comparison.runs.extend(Run(**row) for row in rows)
 
 
-def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[str, Run]:
-    """By config hash, a succeeded run of the team in a comparison not deleted: an original rather than
-    a reuse, then the earliest. One query over the config_hash index."""
-    found: dict[str, Run] = {}
+def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[tuple[str, str], Run]:
+    """By config hash and execution mode, a succeeded run of the team in a comparison not deleted: an
+    original rather than a reuse, then the earliest. Runs of unknown mode (trained before the mode was
+    recorded) are never reused. One query over the config_hash index."""
+    found: dict[tuple[str, str], Run] = {}
     if not hashes:
         return found
     candidates = session.scalars(
         select(Run).join(Comparison)
-        .where(Run.config_hash.in_(set(hashes)), Run.status == SUCCEEDED, Comparison.team_id == team_id,
-               Comparison.deleted_at.is_(None))
+        .where(Run.config_hash.in_(set(hashes)), Run.status == SUCCEEDED, Run.execution.in_((ALONE, ENSEMBLE)),
+               Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
         .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
     )
     for run in candidates:
-        found.setdefault(run.config_hash, run)
+        found.setdefault((run.config_hash, run.execution), run)
     return found
 
 

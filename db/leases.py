@@ -122,11 +122,12 @@ def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str
 def finish_run(session: Session, run_id: str, attempt: int, status: str, *, steps_done: int | None = None,
                final_loss: float | None = None, best_loss: float | None = None, wall_time_s: float | None = None,
                diverged_step: int | None = None, device: str | None = None, error: str | None = None,
-               hardware: dict[str, Any] | None = None) -> bool:
+               hardware: dict[str, Any] | None = None, execution: str | None = None) -> bool:
+    """End a held run; ``execution``: how it trained ('alone' or 'ensemble'), which reuse compares."""
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
     for key, value in (("steps_done", steps_done), ("final_loss", final_loss), ("best_loss", best_loss),
                        ("wall_time_s", wall_time_s), ("diverged_step", diverged_step), ("device", device),
-                       ("hardware", hardware)):
+                       ("hardware", hardware), ("execution", execution)):
         if value is not None:
             values[key] = value
     held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount

@@ -207,6 +207,9 @@ class Run(Base):
     sweep_values: Mapped[dict[str, Any] | None]
     #: CPU model, GPU name, torch and CUDA versions of the machine that trained it
     hardware: Mapped[dict[str, Any] | None]
+    #: 'alone' or 'ensemble' (engine.identity): as planned at submit, then as it actually trained once it
+    #: finishes; reuse only takes a run trained the way the new one would train. NULL: trained before 0009
+    execution: Mapped[str | None] = mapped_column(String(16))
 
     comparison: Mapped[Comparison] = relationship(back_populates="runs")
 

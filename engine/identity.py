@@ -6,6 +6,11 @@ two change which rows exist, so a reused run has every row a fresh one would); t
 full params, schedule and batch size; the seed; the dtype; the device kind; ENGINE_VERSION.
 Not hashed: names, labels, tags, the other seeds, reuse, target_loss, baseline, tuning, the phase.
 
+How a run trains is compared beside the hash, not hashed: ``execution_plan`` decides at submit whether a
+run trains alone or as a member of a vectorized ensemble, the same decision the dispatcher makes. The two
+modes differ in the last bits (vmapped matmuls sum in another order), so a run is reused only from one
+trained the same way (db.comparisons), and each run records how it actually trained (Run.execution).
+
 Device 'auto' counts as the kind the deployment gives it (OPTIBENCH_AUTO_DEVICE; by default 'cuda' where
 the machine creating the run sees a GPU, else 'cpu'). That kind is stored on the run, routes it to the
 workers of that kind, and is what the worker trains on. A dataset read from files
@@ -16,10 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
+
+from engine.spec import ComparisonSpec
+from engine.vectorized import Member, group_runs, should_vectorize
+
+#: how a run trains: on its own, or as one member of a vectorized ensemble (engine.vectorized)
+ALONE, ENSEMBLE = "alone", "ensemble"
+Execution = Literal["alone", "ensemble"]
 
 #: our engine's revision and torch's: bump the first when a change to the engine changes results
 ENGINE_VERSION = f"1+torch-{torch.__version__}"
@@ -76,3 +88,18 @@ def run_config_hash(spec: Mapping[str, Any], entry_index: int, params: Mapping[s
                     device: str) -> str:
     """One run's hash; ``run_hasher`` for the many runs of one comparison."""
     return run_hasher(spec, device)(entry_index, params, seed)
+
+
+def execution_plan(spec: ComparisonSpec, members: Sequence[Member], device: str,
+                   vectorize: bool = True) -> list[tuple[list[Member], Execution]]:
+    """``members`` partitioned into the tasks that train them, each with its mode: the groups of
+    ``engine.vectorized.group_runs`` that ``should_vectorize`` on ``device`` (a kind) train as one ensemble,
+    every other run alone. Deterministic, from the spec alone: submit and dispatch both call it."""
+    groups = group_runs(spec, members) if vectorize else [[member] for member in members]
+    plan: list[tuple[list[Member], Execution]] = []
+    for group in groups:
+        if len(group) > 1 and should_vectorize(spec, group, "cuda" if device == "cuda" else "cpu"):
+            plan.append((group, ENSEMBLE))
+        else:
+            plan += [([member], ALONE) for member in group]
+    return plan

@@ -15,9 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import leases
 from db.models import Run
 from db.session import new_session
-from engine.identity import device_kind
+from engine.identity import ENSEMBLE, device_kind, execution_plan
 from engine.spec import ComparisonSpec
-from engine.vectorized import Member, group_runs, should_vectorize
+from engine.vectorized import Member
 from optibench.settings import HARD_LIMIT_GRACE_S, get_settings
 from worker.celery_app import ENSEMBLE_TASK, MAX_PRIORITY, TRAIN_TASK, celery_app
 
@@ -29,17 +29,18 @@ Task = tuple[str, list[str], float, str, str | None]
 
 def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool = False) -> int:
     """Publish a comparison's new queued runs. Runs that share the problem, the optimizer and the batch
-    size, where training them as one vectorized ensemble pays (engine.vectorized.should_vectorize),
-    go out as one ensemble task; the rest one task each. Returns the runs published. ``marked``: the
-    runs were stored as published already (``comparisons.create_comparison(publishing=True)``)."""
+    size, where training them as one vectorized ensemble pays, go out as one ensemble task; the rest one
+    task each: engine.identity.execution_plan, which decided each run's mode at submit (and reuse keeps
+    or drops an ensemble whole, so it finds the same groups here). Returns the runs published.
+    ``marked``: the runs were stored as published already (``comparisons.create_comparison(publishing=True)``)."""
     settings = get_settings()
     members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
     run_of = {id(member): run for member, run in zip(members, runs)}  # params are dicts: members don't hash
+    device = (runs[0].device if runs else None) or device_kind("auto", settings.auto_device)
     tasks: list[Task] = []
-    for group in group_runs(spec, members) if settings.vectorize else [[m] for m in members]:
+    for group, mode in execution_plan(spec, members, device, settings.vectorize):
         grouped = [run_of[id(m)] for m in group]
-        device = grouped[0].device or device_kind("auto", settings.auto_device)
-        if len(group) > 1 and should_vectorize(spec, group, "cuda" if device == "cuda" else "cpu"):
+        if mode == ENSEMBLE:
             # an ensemble step costs more than one run's: allow what the runs would have had one by one
             soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(group)
             tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device, grouped[0].comparison_id))

@@ -12,6 +12,7 @@ from db import leases
 from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
 from engine import config as engine_config, hardware, sizing
+from engine.identity import ALONE, ENSEMBLE, Execution
 from engine.spec import ComparisonSpec
 from engine.sweeps import with_run_params
 from engine.training import RunOutcome, train
@@ -50,10 +51,11 @@ def _writer(claim: leases.Claim) -> StepWriter:
                       heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
 
 
-def _finish_outcome(claim: leases.Claim, outcome: RunOutcome) -> None:
+def _finish_outcome(claim: leases.Claim, outcome: RunOutcome, execution: Execution) -> None:
+    """``execution``: how the run actually trained (a member that fell back to training alone says so)."""
     _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
             best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
-            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)))
+            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)), execution=execution)
     log.info("run %s %s after %d steps", claim.run_id, outcome.status, outcome.steps_done)
 
 
@@ -118,7 +120,7 @@ def _train_claimed(claim: leases.Claim, writer: StepWriter) -> str:
         writer.stop()
     if claim.checkpoint is not None:
         log.info("run %s resumed from its checkpoint", claim.run_id)
-    _finish_outcome(claim, outcome)
+    _finish_outcome(claim, outcome, ALONE)
     return outcome.status
 
 
@@ -191,6 +193,6 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
         if guard.lost:
             results[claim.run_id] = "lease lost"
             continue
-        _finish_outcome(claim, outcome)
+        _finish_outcome(claim, outcome, ENSEMBLE)
         results[claim.run_id] = outcome.status
     return results

@@ -1,7 +1,9 @@
 """Sweeps and reuse through HTTP, on both databases: a sweep of 4 learning rates × 3 seeds makes 12 runs
 with the right params; once they have trained, resubmitting it publishes and trains nothing (every run
 points at its source, whose rows it serves); 'reuse: false' trains again. Tasks run in-process with
-``.apply``; the broker is watched through a spy on ``send_task``."""
+``.apply``, as they were published (an ensemble task trains its runs as one ensemble); the broker is
+watched through a spy on ``send_task``. A run is reused only from one trained in the same execution mode,
+alone or as an ensemble member, and an ensemble is reused whole or trains whole."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from db.models import Comparison, Step, Team
 from db.session import transaction
 from engine.identity import run_config_hash
 from engine.spec import ComparisonSpec
-from worker.tasks import train_run
+from worker.tasks import train_ensemble_runs, train_run
 
 BASE = "/api/v1/comparisons"
 LRS = [0.02, 0.05, 0.1, 0.2]
@@ -29,17 +31,43 @@ def client(use_database):
         yield test_client
 
 
+class Published(list):
+    """The run ids of every task published to the broker: one per training task, every member's for an
+    ensemble task; ``tasks``: the tasks themselves, (name, run ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[tuple[str, list[str]]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.tasks.clear()
+
+    def train(self) -> dict[str, str]:
+        """Run every task published so far as a worker would; each run's result."""
+        from worker.celery_app import ENSEMBLE_TASK
+
+        results: dict[str, str] = {}
+        for name, run_ids in self.tasks:
+            if name == ENSEMBLE_TASK:
+                results |= train_ensemble_runs.apply(args=[run_ids]).get()
+            else:
+                results[run_ids[0]] = train_run.apply(args=run_ids).get()
+        return results
+
+
 @pytest.fixture
-def published(monkeypatch) -> list[str]:
-    """The run ids of every task published to the broker (instead of publishing them): one per
-    training task, every member's for an ensemble task."""
+def published(monkeypatch) -> Published:
+    """What is published to the broker (instead of publishing it)."""
     from worker.celery_app import ENSEMBLE_TASK
     from worker.dispatch import celery_app
 
-    sent: list[str] = []
+    sent = Published()
 
     def send_task(name, args, **kwargs):
-        sent.extend(args[0] if name == ENSEMBLE_TASK else args)
+        run_ids = list(args[0] if name == ENSEMBLE_TASK else args)
+        sent.extend(run_ids)
+        sent.tasks.append((name, run_ids))
 
     monkeypatch.setattr(celery_app, "send_task", send_task)
     return sent
@@ -88,7 +116,7 @@ def test_a_resubmitted_sweep_reuses_every_run_and_trains_nothing(client, publish
     assert len({r["config_hash"] for r in runs}) == 12
     assert sorted(published) == sorted(r["id"] for r in runs)
 
-    assert [train_run.apply(args=[r["id"]]).get() for r in runs] == ["succeeded"] * 12
+    assert published.train() == {r["id"]: "succeeded" for r in runs}
     for run in runs:  # each trained with its own lr
         steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
         assert len(steps) == 15 and {s["lr"] for s in steps} == {run["optimizer"]["params"]["lr"]}
@@ -199,3 +227,87 @@ def test_the_run_limit_counts_the_expanded_runs(client, published, monkeypatch):
         (error,) = rejected.json()["detail"]
         assert error["loc"] == ["body", "seeds"] and "12 runs" in error["msg"]
     assert published == []
+
+
+def _runs(client: TestClient, comparison: dict) -> list[dict]:
+    return [client.get(f"/api/v1/runs/{r['id']}").json() for r in comparison["runs"]]
+
+
+def test_a_sweep_trained_as_an_ensemble_records_it_and_is_reused_as_one(client, published):
+    from worker.celery_app import ENSEMBLE_TASK
+
+    first = _submit(client, _sweep())
+    assert {r["execution"] for r in first["runs"]} == {"ensemble"}  # decided at submit
+    assert published.tasks == [(ENSEMBLE_TASK, [r["id"] for r in first["runs"]])]
+    published.train()
+    trained = _runs(client, first)
+    assert {(r["status"], r["execution"]) for r in trained} == {("succeeded", "ensemble")}
+
+    published.clear()
+    again = _submit(client, _sweep())
+    assert again["status"] == "succeeded" and published == []
+    assert [r["reused_from_id"] for r in again["runs"]] == [r["id"] for r in trained]
+    assert {r["execution"] for r in _runs(client, again)} == {"ensemble"}
+
+
+def test_a_run_trained_alone_is_not_reused_for_an_ensemble_member_nor_the_reverse(client, published):
+    from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK
+
+    sweep = _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.3}, "sweep": {"lr": LRS}}])
+    first = _submit(client, sweep)
+    # each member trained alone, as a worker does for a member that falls back (a resume, the memory budget)
+    assert [train_run.apply(args=[r["id"]]).get() for r in first["runs"]] == ["succeeded"] * 12
+    assert {r["execution"] for r in _runs(client, first)} == {"alone"}
+
+    published.clear()
+    ensemble = _submit(client, sweep)
+    assert ensemble["status"] == "queued"
+    assert all(r["status"] == "queued" and r["reused_from_id"] is None for r in ensemble["runs"])
+    assert [r["config_hash"] for r in ensemble["runs"]] == [r["config_hash"] for r in first["runs"]]
+    assert published.tasks == [(ENSEMBLE_TASK, [r["id"] for r in ensemble["runs"]])]
+    published.train()
+
+    # one of those settings alone: its alone-trained twin is reused, not the ensemble member's result
+    published.clear()
+    single = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.3, "lr": LRS[0]}}], seeds=[0]))
+    assert single["runs"][0]["execution"] == "alone"
+    assert single["runs"][0]["reused_from_id"] == first["runs"][0]["id"] and published == []
+
+    # with no alone-trained twin left (its comparison deleted), the ensemble member is not reused either
+    _delete(first["id"])
+    _delete(single["id"])
+    again = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.3, "lr": LRS[0]}}], seeds=[0]))
+    run = again["runs"][0]
+    assert run["status"] == "queued" and run["reused_from_id"] is None and run["execution"] == "alone"
+    assert run["config_hash"] == ensemble["runs"][0]["config_hash"]
+    assert published.tasks == [(TRAIN_TASK, [run["id"]])]
+
+
+def test_a_run_of_unknown_execution_mode_is_never_reused(client, published):
+    from db.models import Run
+
+    spec = _sweep(optimizers=[{"name": "adam", "params": {"lr": 0.07}}], seeds=[0])
+    first = _submit(client, spec)
+    assert published.train() == {first["runs"][0]["id"]: "succeeded"}
+    with transaction() as session:  # as a run trained before the mode was recorded (migration 0009)
+        session.execute(update(Run).where(Run.id == first["runs"][0]["id"]).values(execution=None))
+    assert client.get(f"/api/v1/runs/{first['runs'][0]['id']}").json()["execution"] is None
+    again = _submit(client, spec)
+    assert again["runs"][0]["status"] == "queued" and again["runs"][0]["reused_from_id"] is None
+
+
+def test_a_partly_reusable_ensemble_trains_whole(client, published):
+    from worker.celery_app import ENSEMBLE_TASK
+
+    first = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:2]}}], seeds=[0]))
+    assert published.tasks == [(ENSEMBLE_TASK, [r["id"] for r in first["runs"]])]
+    published.train()
+
+    published.clear()
+    wider = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:3]}}], seeds=[0]))
+    # two of its three runs have an identical ensemble-trained twin, but the three train as one ensemble
+    assert [r["config_hash"] for r in wider["runs"][:2]] == [r["config_hash"] for r in first["runs"]]
+    assert all(r["status"] == "queued" and r["reused_from_id"] is None for r in wider["runs"])
+    assert published.tasks == [(ENSEMBLE_TASK, [r["id"] for r in wider["runs"]])]
+    assert published.train() == {r["id"]: "succeeded" for r in wider["runs"]}
+    assert {r["execution"] for r in _runs(client, wider)} == {"ensemble"}
