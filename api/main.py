@@ -23,7 +23,7 @@ from api.routes import admin, catalog, comparisons, curves, export, figures, hea
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
 from engine import config as engine_config
-from services.access import NotFound
+from services.access import InvalidQuery, NotFound
 from optibench import __version__
 from optibench.settings import get_settings
 
@@ -79,6 +79,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(InvalidQuery, _invalid_query)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_unavailable)
     return app
@@ -86,6 +87,11 @@ def create_app() -> FastAPI:
 
 async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
+    return await _validation_error(request, RequestValidationError(
+        [{"type": "value_error", "loc": ("query", exc.field), "msg": str(exc), "input": exc.value}]))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -13,6 +13,14 @@ class NotFound(LookupError):
     """What was asked for does not exist for this team; ``str()`` says what."""
 
 
+class InvalidQuery(ValueError):
+    """A read's parameter that cannot be answered (in the API, a 422 at ``("query", field)``)."""
+
+    def __init__(self, field: str, message: str, value: object) -> None:
+        super().__init__(message)
+        self.field, self.value = field, value
+
+
 def comparison(session: Session, comparison_id: str, team_id: str) -> Comparison:
     found = history.get_comparison(session, comparison_id, team_id)
     if found is None:

@@ -59,6 +59,13 @@ def test_the_cli_imports_no_api_module():
     assert not wrong, sorted(wrong)
 
 
+def test_no_route_imports_another_route():
+    """What two routes share lives in services (or api.reads, for query parameters and response models)."""
+    wrong = {(module, target) for module, targets in MODULES.items() if module.startswith("api.routes.")
+             for target in targets if target.startswith("api.routes.") and not target.startswith(module)}
+    assert not wrong, sorted(wrong)
+
+
 @pytest.mark.xfail(strict=True, reason="engine.sweeps and engine.spec still import each other (function level)")
 def test_the_modules_import_each_other_without_a_cycle():
     graph = {module: {t for t in targets if t in MODULES and t != module} for module, targets in MODULES.items()}

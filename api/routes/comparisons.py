@@ -1,17 +1,23 @@
 import hashlib
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep
+from api.reads import HistoryQuery
 from api.schemas import (
-    NOT_FOUND, ComparisonOut, ComparisonPage, ComparisonPatch, ComparisonStatus, HTTPError, model_body, page_body,
+    NOT_FOUND,
+    ComparisonOut,
+    ComparisonPage,
+    ComparisonPatch,
+    HTTPError,
+    model_body,
+    page_body,
 )
 from db import comparisons, history, leases, teams
 from db.models import QUEUED
@@ -19,8 +25,8 @@ from engine import sizing
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
-from worker.dispatch import enqueue_new_runs
 from services import access
+from worker.dispatch import enqueue_new_runs
 
 log = logging.getLogger(__name__)
 
@@ -30,31 +36,6 @@ router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
 RETRY_AFTER_S = 60
 #: where in the body a limit on the comparison's size points
 _LIMIT_LOC = {"max_runs_per_comparison": ("seeds",), "max_steps_per_comparison": ("training",)}
-
-
-Name = Annotated[str | None, Field(min_length=1, max_length=100)]
-
-
-class HistoryQuery(BaseModel):
-    """The history's filters; an empty value (an unset form field) is no filter."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    status: ComparisonStatus | None = None
-    optimizer: Name = Field(None, description="a registered optimizer name of any entry")
-    model: Name = None
-    dataset: Name = None
-    function: Name = None
-    tag: Name = None
-    q: str | None = Field(None, max_length=200, description="part of the name, any case")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank_is_unset(cls, values: Any) -> Any:
-        return {k: v for k, v in values.items() if v != ""} if isinstance(values, dict) else values
-
-    def filter(self) -> history.HistoryFilter:
-        return history.HistoryFilter(**self.model_dump())
 
 
 def _limit_error(loc: tuple, message: str, value) -> RequestValidationError:

@@ -13,16 +13,23 @@ from sqlalchemy.orm import Session
 from analysis import surface
 from analysis.downsample import Band
 from api.deps import PrincipalDep, SessionDep, SharedComparisonDep
-from api.routes.curves import Bound, Points, SeedAxis, comparison_curves_of, run_curve_of
-from api.routes.summary import (
-    BaselineQuery, ParamQuery, PhaseQuery, SensitivityOut, SummaryOut, sensitivity_of, summary_of,
+from api.reads import (
+    BaselineQuery,
+    Bound,
+    ParamQuery,
+    PhaseQuery,
+    Points,
+    SeedAxis,
+    SensitivityOut,
+    SummaryOut,
 )
-from api.schemas import NOT_FOUND, json_safe
+from api.schemas import NOT_FOUND, json_body, json_safe
 from db import curves, figures
 from db.curves import Axis, Metric
 from db.models import Comparison
 from engine import registry
-from services import access
+from services import access, summaries
+from services import curves as curve_bodies
 
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 #: no API key: the token is the permission, for one comparison
@@ -107,7 +114,7 @@ def comparison_step_times(comparison_id: str, session: SessionDep, principal: Pr
 def shared_curves(comparison: SharedComparisonDep, session: SessionDep, metric: Metric = "loss",
                   x: SeedAxis = "step", points: Points = 1000, band: Band = "ci") -> dict:
     """GET /api/v1/comparisons/{id}/curves of the shared comparison."""
-    return comparison_curves_of(session, comparison, metric, x, points, band)
+    return json_body(json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band)))
 
 
 @shared_router.get("/runs/{run_id}/curve")
@@ -117,20 +124,20 @@ def shared_run_curve(comparison: SharedComparisonDep, run_id: str, session: Sess
     run = next((run for run in comparison.runs if run.id == run_id), None)
     if run is None:
         raise HTTPException(404, f"run {run_id!r} not found in this comparison")
-    return run_curve_of(session, run, metric, x, points, start, end)
+    return json_body(json_safe(curve_bodies.run_curve(session, run, metric, x, points, start, end)))
 
 
 @shared_router.get("/summary", response_model=SummaryOut)
 def shared_summary(comparison: SharedComparisonDep, session: SessionDep, phase: PhaseQuery = "chosen",
                    baseline: BaselineQuery = None) -> Any:
     """GET /api/v1/comparisons/{id}/summary of the shared comparison."""
-    return summary_of(session, comparison, phase, baseline)
+    return json_safe(summaries.summarize(session, comparison, phase, baseline))
 
 
 @shared_router.get("/sensitivity", response_model=SensitivityOut)
 def shared_sensitivity(comparison: SharedComparisonDep, param: ParamQuery = "lr") -> Any:
     """GET /api/v1/comparisons/{id}/sensitivity of the shared comparison."""
-    return sensitivity_of(comparison, param)
+    return json_safe(summaries.sensitivity(comparison, param))
 
 
 @shared_router.get("/surface")

@@ -15,12 +15,12 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from api import auth
 from api.deps import PageDep, Principal, SessionDep, SettingsDep, shared_comparison
-from api.routes.catalog import get_catalog
-from api.routes.comparisons import HistoryQuery
+from api.reads import HistoryQuery
 from api.schemas import ComparisonOut, ComparisonStatus, json_safe
 from db import history as stored
 from db.models import TERMINAL, Comparison
 from engine import registry
+from services.catalog import catalog
 
 router = APIRouter(include_in_schema=False)
 #: reachable without a key: the share page (the token is the permission) and the page's script
@@ -203,5 +203,5 @@ def _param_row(prop: dict[str, Any]) -> dict[str, Any]:
 def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
     """Every registered component and schedule with its parameters: what a spec may name."""
     sections = {kind: [{**entry, "params": [_param_row(prop) for prop in entry["params"]]} for entry in entries]
-                for kind, entries in get_catalog().items()}
+                for kind, entries in catalog().items()}
     return _page(request, "catalog.html", principal=principal, sections=sections)

@@ -14,7 +14,7 @@ import plotly
 import pytest
 from fastapi.testclient import TestClient
 
-from api.routes.catalog import PLURAL
+from services.catalog import PLURAL
 from db import comparisons
 from db.models import Team
 from db.session import transaction
