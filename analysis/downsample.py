@@ -72,7 +72,7 @@ class Bucket:
 
     @property
     def mean(self) -> float | None:
-        return self.total / self.finite if self.finite else None
+        return self.total / self.finite if self.total is not None and self.finite else None
 
     def merge(self, later: Bucket) -> Bucket:
         """The bucket of this one's rows followed by ``later``'s: how pre-aggregated blocks combine."""

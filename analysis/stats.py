@@ -70,16 +70,16 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], confidenc
     tie). Equal and zero are up to floating-point rounding."""
     if len(candidate) != len(baseline):
         raise ValueError(f"{len(candidate)} candidate values but {len(baseline)} baseline values")
-    candidate, baseline = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
-    diffs = candidate - baseline
+    candidates, baselines = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    diffs = candidates - baselines
     interval = mean_ci(diffs, confidence)
     t_pvalue = wilcoxon_pvalue = None
-    noise = _ROUNDING * max(np.abs(candidate).max(initial=0), np.abs(baseline).max(initial=0))
+    noise = _ROUNDING * max(np.abs(candidates).max(initial=0), np.abs(baselines).max(initial=0))
     if len(diffs) >= 2 and np.abs(diffs).max() > noise:
         from scipy import stats
 
         if np.ptp(diffs) > noise:
-            t_pvalue = float(stats.ttest_rel(candidate, baseline).pvalue)
+            t_pvalue = float(stats.ttest_rel(candidates, baselines).pvalue)
             wilcoxon_pvalue = float(stats.wilcoxon(diffs).pvalue)
         else:
             # one difference n times, so one sign: exactly 2/2^n, which scipy's permutation test for

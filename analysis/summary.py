@@ -69,9 +69,19 @@ def _data_id(run: Run) -> str:
     return run.reused_from_id or run.id
 
 
+def _score(run: Run) -> float | None:
+    """The run's final loss where it counts in the final-loss statistics (it finished with a finite
+    final loss), else None."""
+    loss = run.final_loss
+    return loss if run.status == RunStatus.SUCCEEDED and loss is not None and math.isfinite(loss) else None
+
+
 def _scored(run: Run) -> bool:
-    """Whether the run counts in the final-loss statistics: it finished with a finite final loss."""
-    return run.status == RunStatus.SUCCEEDED and run.final_loss is not None and math.isfinite(run.final_loss)
+    return _score(run) is not None
+
+
+def _final_losses(runs: Iterable[Run]) -> list[float]:
+    return [loss for run in runs if (loss := _score(run)) is not None]
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -165,7 +175,7 @@ def _row(label: str, group: list[Run], figures: dict[str, StepFigures],
     finished = [r for r in group if r.status in FINISHED]
     scored = [r for r in finished if _scored(r)]
     timed = [r for r in finished if r.wall_time_s is not None]
-    wall_time_s = sum(r.wall_time_s for r in timed)
+    wall_time_s = sum(t for r in timed if (t := r.wall_time_s) is not None)
     hits = [reached[_data_id(r)] for r in finished if _data_id(r) in reached]
     scored_evals = [evals[_data_id(r)] for r in scored if _data_id(r) in evals]
     return {
@@ -175,7 +185,7 @@ def _row(label: str, group: list[Run], figures: dict[str, StepFigures],
         "n_seeds": len(group),
         "n_finished": len(finished),
         "n_diverged": len(finished) - len(scored),
-        "final_loss": _loss_stats([r.final_loss for r in scored]),
+        "final_loss": _loss_stats(_final_losses(scored)),
         "best_so_far": _mean(r.best_loss for r in scored),
         "val_loss": _mean(val_loss for val_loss, _ in scored_evals),
         "val_accuracy": _mean(val_accuracy for _, val_accuracy in scored_evals),
@@ -223,8 +233,8 @@ def _baseline_label(spec: dict[str, Any], groups: dict[str, list[Run]], requeste
 
 def _paired(label: str, group: list[Run], baseline: str, baseline_group: list[Run]) -> dict[str, Any]:
     """Matched on seed, over the seeds where both runs have a finite final loss."""
-    base = {r.seed: r.final_loss for r in baseline_group if _scored(r)}
-    pairs = [(r.final_loss, base[r.seed]) for r in group if _scored(r) and r.seed in base]
+    base = {r.seed: loss for r in baseline_group if (loss := _score(r)) is not None}
+    pairs = [(loss, base[r.seed]) for r in group if (loss := _score(r)) is not None and r.seed in base]
     test = paired_test([c for c, _ in pairs], [b for _, b in pairs])
     return {"label": label, "baseline": baseline, **asdict(test)}
 
@@ -281,7 +291,7 @@ def _value_order(value: Any) -> tuple:
 
 def _point(value: Any, runs: list[Run]) -> dict[str, Any]:
     finished = [r for r in runs if r.status in FINISHED]
-    final = [r.final_loss for r in finished if _scored(r)]
+    final = _final_losses(finished)
     return {"value": value, "n": len(final), "n_diverged": len(finished) - len(final), "final_loss": _loss_stats(final)}
 
 

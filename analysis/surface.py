@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from engine import registry
+from engine.functions import Function
 
 #: the box extends this share of its span beyond the paths on each side
 MARGIN = 0.1
@@ -37,7 +38,7 @@ def box_around(points: Iterable[Sequence[float]], dim: int) -> Box:
 
 def evaluate(name: str, params: dict, points: np.ndarray) -> np.ndarray:
     """f at each row of ``points`` (n × dim), in float64, with the function the runs trained on."""
-    function = registry.get("function", name)
+    function: type[Function[Any]] = Function.registered(name)
     typed = function.Params.model_validate(params)
     x = torch.as_tensor(points, dtype=torch.float64)
     with torch.no_grad():

@@ -136,7 +136,7 @@ class StepRecorder:
     def _reset(self) -> None:
         self._epochs: list[int | None] = []
         self._losses = self._column()
-        self._lrs: list[float] = []
+        self._lrs: list[float | np.ndarray] = []  # an ensemble's: one rate per member
         self._points = self._column()
         self._extras: dict[str, _DeviceColumn | _HostColumn] = {}
         self._evals: list[tuple[int, int | None, dict[str, torch.Tensor]]] = []
@@ -163,7 +163,7 @@ class StepRecorder:
         """Function problems: the point of the step about to run, before its update changes it."""
         self._points.append(point)
 
-    def record(self, loss: torch.Tensor, epoch: int | None, lr: float,
+    def record(self, loss: torch.Tensor, epoch: int | None, lr: float | np.ndarray,
                extras: dict[str, torch.Tensor] | None = None) -> bool:
         """Note one finished step; True when a flush is due."""
         now = time.perf_counter()

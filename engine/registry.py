@@ -13,7 +13,7 @@ import logging
 import pkgutil
 import types
 from importlib.metadata import entry_points
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -124,23 +124,43 @@ class Params(BaseModel):
         return validate_strictly(cls, data, handler)
 
 
-class Component:
+#: what a component with no parameters names as its ``Params`` (inside a class body, ``Params`` is the attribute)
+NoParams = Params
+P = TypeVar("P", bound=Params)
+
+
+class Component(Generic[P]):
+    """Generic in its params type, so a component's classmethods take its own ``Params`` (``Adam``
+    is an ``Optimizer[AdamParams]``) and a type checker holds overrides to it."""
+
     kind: ClassVar[str]
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    Params: ClassVar[type[Params]] = Params
+    if TYPE_CHECKING:
+        Params: type[P]
+    else:
+        Params = Params
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             _register(cls)
 
+    @classmethod
+    def registered(cls, name: str) -> type[Self]:
+        """The component of this kind registered under ``name`` (KeyError if none)."""
+        found = get(cls.kind, name)
+        if not issubclass(found, cls):
+            raise TypeError(f"{cls.kind} {name!r} is not a {cls.__name__}")
+        return found
 
-_registry: dict[str, dict[str, type[Component]]] = {kind: {} for kind in KINDS}
+
+AnyComponent = Component[Any]
+_registry: dict[str, dict[str, type[AnyComponent]]] = {kind: {} for kind in KINDS}
 _discovered = False
 
 
-def _register(cls: type[Component]) -> None:
+def _register(cls: type[AnyComponent]) -> None:
     table = _registry[cls.kind]
     existing = table.get(cls.name)
     if existing is not None and existing is not cls:
@@ -170,7 +190,7 @@ def discover() -> None:
     _discovered = True
 
 
-def get(kind: str, name: str) -> type[Component]:
+def get(kind: str, name: str) -> type[AnyComponent]:
     discover()
     return _registry[kind][name]
 
@@ -180,12 +200,12 @@ def names(kind: str) -> list[str]:
     return sorted(_registry[kind])
 
 
-def all_of(kind: str) -> dict[str, type[Component]]:
+def all_of(kind: str) -> dict[str, type[AnyComponent]]:
     discover()
     return dict(sorted(_registry[kind].items()))
 
 
-def describe(cls: type[Component]) -> dict[str, Any]:
+def describe(cls: type[AnyComponent]) -> dict[str, Any]:
     """Catalogue entry: every parameter with its JSON-schema type, default and range."""
     schema = cls.Params.model_json_schema()
     required = set(schema.get("required", []))

@@ -7,7 +7,7 @@ actually used is stored with every step row.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from typing import Any
 
@@ -87,5 +87,5 @@ def describe() -> list[dict]:
         schema = cls.model_json_schema()
         params = [{"name": k, "required": k in schema.get("required", []), **{kk: vv for kk, vv in v.items() if kk != "title"}}
                   for k, v in schema["properties"].items() if k != "name"]
-        entries.append({"name": cls.model_fields["name"].annotation.__args__[0], "description": cls.__doc__, "params": params})
+        entries.append({"name": get_args(cls.model_fields["name"].annotation)[0], "description": cls.__doc__, "params": params})
     return entries

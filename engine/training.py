@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -110,7 +110,8 @@ class ModuleStepper(Stepper):
             loss.backward()
             return loss
 
-        loss = optimizer.step(closure)
+        # torch's stub has the closure return a float; every torch optimizer returns the closure's own tensor
+        loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]
         extras = None
         if self.grad_norm or self.update_norm:
             extras = {}
@@ -133,7 +134,7 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
     is_function, eval_every = problem.is_function, training.eval_every
     last_checkpoint = time.monotonic()
 
-    def batches_from(step: int):
+    def batches_from(step: int) -> Iterator[tuple[int, Tensor | None]]:
         if stepper.stacked:
             return plan.batches(device, step, seeds=[tracks[m].seed for m in active])
         return plan.batches(device, step)
@@ -173,6 +174,8 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
         if not keep_going:
             finish(member, "cancelled")
         return keep_going
+
+    batches: Iterator[tuple[int, Tensor | None]]
 
     def flush(last: bool) -> None:
         nonlocal active, batches
@@ -215,7 +218,13 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
     else:
         evaluate(total_steps, epoch)
         flush(last=True)
-    return [track.outcome for track in tracks]
+    return [_settled(track) for track in tracks]
+
+
+def _settled(track: Track) -> RunOutcome:
+    if track.outcome is None:
+        raise RuntimeError("the loop ended with a member that has no outcome")
+    return track.outcome
 
 
 def _snapshot(module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float,

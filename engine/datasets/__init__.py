@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -33,7 +33,10 @@ class DataShape:
     n_outputs: int  # regression targets, or classes (an upper bound where only the data would tell)
 
 
-class Dataset(Component):
+DP = TypeVar("DP", bound=Params)
+
+
+class Dataset(Component[DP]):
     kind = "dataset"
     task: ClassVar[Task]
     #: real data comes in its own units; synthetic data is already standard normal
@@ -42,12 +45,12 @@ class Dataset(Component):
     size_param: ClassVar[str | None] = None
 
     @classmethod
-    def load(cls, params: Params) -> Data:
+    def load(cls, params: DP) -> Data:
         """The whole dataset on the CPU, deterministic in ``params``."""
         raise NotImplementedError
 
     @classmethod
-    def shape(cls, params: Params) -> DataShape:
+    def shape(cls, params: DP) -> DataShape:
         """Sizes from ``params`` alone, at submit time, without loading the data. Built-in datasets
         answer by arithmetic or from a file header; this default, for a plug-in that does not say,
         has to load the data once."""
@@ -55,12 +58,12 @@ class Dataset(Component):
         return DataShape(len(data), tuple(data.x.shape[1:]), data.n_outputs)
 
     @classmethod
-    def size(cls, params: Params) -> int:
+    def size(cls, params: DP) -> int:
         """Number of samples, cheaply, for planning step counts at submit time."""
         return cls.shape(params).n_samples
 
 
-class SklearnTable(Dataset):
+class SklearnTable(Dataset[Params]):
     """A classification table that ships with scikit-learn, in its own units (the spec's
     ``standardize`` scales it with training-set statistics)."""
 

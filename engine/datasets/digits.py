@@ -10,7 +10,7 @@ class DigitsParams(Params):
     as_images: bool = Field(False, description="x of shape (n, 1, 8, 8) for cnn instead of (n, 64)")
 
 
-class Digits(Dataset):
+class Digits(Dataset[DigitsParams]):
     name = "digits"
     description = "Handwritten digits 0-9, 1797 images of 8x8 pixels scaled to [0, 1] (ships with scikit-learn)."
     task = "classification"

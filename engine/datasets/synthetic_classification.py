@@ -17,7 +17,7 @@ class SyntheticClassificationParams(Params):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the data itself, not of the runs")
 
 
-class SyntheticClassification(Dataset):
+class SyntheticClassification(Dataset[SyntheticClassificationParams]):
     name = "synthetic_classification"
     description = "Gaussian blobs: one random centre per class plus N(0, 1) noise, classes balanced and shuffled."
     task = "classification"

@@ -12,7 +12,7 @@ class SyntheticRegressionParams(Params):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the data itself, not of the runs")
 
 
-class SyntheticRegression(Dataset):
+class SyntheticRegression(Dataset[SyntheticRegressionParams]):
     name = "synthetic_regression"
     description = "Inputs and targets drawn independently from N(0, 1), as in the reference Adam example."
     task = "regression"

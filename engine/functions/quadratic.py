@@ -19,7 +19,7 @@ class QuadraticParams(Params):
         return self
 
 
-class Quadratic(Function):
+class Quadratic(Function[QuadraticParams]):
     name = "quadratic"
     description = "f(x) = sum_i scale_i * (x_i - center_i)^2; the reference notes use center 2, x0 8."
     Params = QuadraticParams

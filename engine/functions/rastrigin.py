@@ -12,7 +12,7 @@ class RastriginParams(Params):
     A: float = Field(10.0, ge=0, le=1e6, description="amplitude of the cosine ripples")
 
 
-class Rastrigin(Function):
+class Rastrigin(Function[RastriginParams]):
     name = "rastrigin"
     description = "Rastrigin's function: A n + sum(x_i^2 - A cos(2 pi x_i)), many local minima, global minimum 0 at 0."
     Params = RastriginParams

@@ -10,7 +10,7 @@ class RosenbrockParams(Params):
     b: float = Field(100.0, gt=0, le=1e6, description="steepness of the curved valley")
 
 
-class Rosenbrock(Function):
+class Rosenbrock(Function[RosenbrockParams]):
     name = "rosenbrock"
     description = "f(x, y) = (a - x)^2 + b (y - x^2)^2: a curved valley, minimum 0 at (a, a^2)."
     Params = RosenbrockParams

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -11,7 +11,10 @@ from torch import nn
 from engine.registry import Component, Params
 
 
-class Model(Component):
+MP = TypeVar("MP", bound=Params)
+
+
+class Model(Component[MP]):
     kind = "model"
     #: the sample ranks (len of one sample's shape) the model takes; None takes any
     input_ranks: ClassVar[frozenset[int] | None] = None
@@ -24,24 +27,24 @@ class Model(Component):
     test_problem: ClassVar[dict[str, Any]] = {"dataset": {"name": "iris"}, "loss": "cross_entropy"}
 
     @classmethod
-    def build(cls, params: Params, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    def build(cls, params: MP, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
         """A freshly initialised module; the caller seeds the RNG, so initialisation is reproducible."""
         raise NotImplementedError
 
     @classmethod
-    def parameter_count(cls, params: Params, input_shape: tuple[int, ...], n_outputs: int) -> int:
+    def parameter_count(cls, params: MP, input_shape: tuple[int, ...], n_outputs: int) -> int:
         """Trainable numbers, without building the module. Built-in models answer by arithmetic; this
         default, for a plug-in that does not say, builds on the meta device, which allocates nothing."""
         return _meta_probe(cls, params, input_shape, n_outputs)[0]
 
     @classmethod
-    def activation_count(cls, params: Params, input_shape: tuple[int, ...], n_outputs: int) -> int:
+    def activation_count(cls, params: MP, input_shape: tuple[int, ...], n_outputs: int) -> int:
         """Numbers one sample's forward pass produces (every layer's output, kept for the backward
         pass). The default runs a forward pass on the meta device and counts each leaf module's output."""
         return _meta_probe(cls, params, input_shape, n_outputs)[1]
 
 
-def _meta_probe(cls: type[Model], params: Params, input_shape: tuple[int, ...], n_outputs: int) -> tuple[int, int]:
+def _meta_probe(cls: type[Model[MP]], params: MP, input_shape: tuple[int, ...], n_outputs: int) -> tuple[int, int]:
     with torch.device("meta"):
         module = cls.build(params, input_shape, n_outputs)
     produced = 0

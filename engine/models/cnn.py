@@ -25,7 +25,7 @@ class CNNParams(Params):
         return kernel_size
 
 
-class CNN(Model):
+class CNN(Model[CNNParams]):
     name = "cnn"
     description = "Small conv net for images (C, H, W) or (H, W): conv-activation-maxpool blocks, then a Linear head."
     Params = CNNParams

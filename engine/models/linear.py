@@ -10,7 +10,7 @@ class LinearParams(Params):
     bias: bool = True
 
 
-class Linear(Model):
+class Linear(Model[LinearParams]):
     name = "linear"
     description = "A single Linear layer: linear regression, or logistic regression with a classification loss."
     Params = LinearParams

@@ -18,7 +18,7 @@ class MLPParams(Params):
     bias: bool = True
 
 
-class MLP(Model):
+class MLP(Model[MLPParams]):
     name = "mlp"
     description = "Fully connected network: Linear layers with an activation between them."
     Params = MLPParams

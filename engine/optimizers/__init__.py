@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import torch
 from pydantic import Field
@@ -44,9 +44,13 @@ class TestSettings:
     steps: int | None = None
 
 
-class Optimizer(Component):
+OP = TypeVar("OP", bound=OptimizerParams)
+
+
+class Optimizer(Component[OP]):
     kind = "optimizer"
-    Params: ClassVar[type[OptimizerParams]] = OptimizerParams
+    if not TYPE_CHECKING:
+        Params = OptimizerParams
     #: the torch.optim class a run builds, with every param but ``torch_exclude`` as a keyword
     torch_optimizer: ClassVar[type[torch.optim.Optimizer] | None] = None
     torch_exclude: ClassVar[frozenset[str]] = frozenset()
@@ -67,20 +71,20 @@ class Optimizer(Component):
     test_settings: ClassVar[TestSettings] = TestSettings()
 
     @classmethod
-    def state_multiple(cls, params: OptimizerParams) -> float:
+    def state_multiple(cls, params: OP) -> float:
         """The optimizer's state as a multiple of the parameters (momentum 1, Adam's two moments 2),
         for sizing a run before it trains. The default assumes two, as Adam; a plug-in may say."""
         return 2.0
 
     @classmethod
-    def rule(cls, params: OptimizerParams) -> GradientTransformation | None:
+    def rule(cls, params: OP) -> GradientTransformation | None:
         """The update as an engine.transforms rule built with these params (their choices fix its code, their
         numbers are its ``hyper``), or None where only torch.optim computes it. One rule serves a run (when
         no ``torch_optimizer`` is named) and, for an elementwise optimizer, an ensemble."""
         return None
 
     @classmethod
-    def build(cls, parameters: list[torch.Tensor], params: OptimizerParams) -> torch.optim.Optimizer:
+    def build(cls, parameters: list[torch.Tensor], params: OP) -> torch.optim.Optimizer:
         if cls.torch_optimizer is not None:
             return cls.torch_optimizer(parameters, **params.model_dump(exclude=set(cls.torch_exclude)))
         rule = cls.rule(params)

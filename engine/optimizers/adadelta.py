@@ -11,7 +11,7 @@ class AdadeltaParams(OptimizerParams):
     weight_decay: NonNegative = 0.0
 
 
-class Adadelta(Optimizer):
+class Adadelta(Optimizer[AdadeltaParams]):
     name = "adadelta"
     description = "Adadelta (Zeiler), steps scaled by running RMS of past updates and gradients: torch.optim.Adadelta."
     Params = AdadeltaParams

@@ -12,7 +12,7 @@ class AdagradParams(OptimizerParams):
     eps: float = Field(1e-10, gt=0.0, description="added to the denominator for numerical stability")
 
 
-class Adagrad(Optimizer):
+class Adagrad(Optimizer[AdagradParams]):
     name = "adagrad"
     description = "Adagrad, per-weight steps shrinking with the summed squared gradients: torch.optim.Adagrad."
     Params = AdagradParams

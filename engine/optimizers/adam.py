@@ -13,7 +13,7 @@ class AdamParams(OptimizerParams):
     bias_correction: bool = Field(True, description="divide the moments by 1 − β^t; off: m̂ = m and v̂ = v")
 
 
-class Adam(Optimizer):
+class Adam(Optimizer[AdamParams]):
     name = "adam"
     description = "Adam (Kingma & Ba), optionally AMSGrad: torch.optim.Adam, or our own rule without bias correction."
     Params = AdamParams

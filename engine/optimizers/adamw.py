@@ -12,7 +12,7 @@ class AdamWParams(OptimizerParams):
     amsgrad: bool = Field(False, description="use the running maximum of the second moment (AMSGrad)")
 
 
-class AdamW(Optimizer):
+class AdamW(Optimizer[AdamWParams]):
     name = "adamw"
     description = "Adam with decoupled weight decay (Loshchilov & Hutter): torch.optim.AdamW."
     Params = AdamWParams

@@ -21,7 +21,7 @@ class LBFGSParams(OptimizerParams):
     line_search_fn: Literal["strong_wolfe"] | None = None
 
 
-class LBFGS(Optimizer):
+class LBFGS(Optimizer[LBFGSParams]):
     name = "lbfgs"
     description = "Limited-memory BFGS, optionally with a strong Wolfe line search: torch.optim.LBFGS."
     Params = LBFGSParams

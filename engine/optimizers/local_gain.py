@@ -9,7 +9,7 @@ class LocalGainParams(OptimizerParams):
     beta: float = Field(0.05, gt=0.0, lt=1.0, description="gain increment on agreeing signs; 1 − beta shrinks it")
 
 
-class LocalGain(Optimizer):
+class LocalGain(Optimizer[LocalGainParams]):
     name = "local_gain"
     description = "Gradient descent with a per-weight local gain, grown on agreeing and shrunk on flipping signs."
     Params = LocalGainParams

@@ -12,7 +12,7 @@ class NAdamParams(OptimizerParams):
     momentum_decay: NonNegative = Field(4e-3, description="decay of the momentum schedule ψ")
 
 
-class NAdam(Optimizer):
+class NAdam(Optimizer[NAdamParams]):
     name = "nadam"
     description = "Adam with Nesterov momentum (Dozat): torch.optim.NAdam."
     Params = NAdamParams

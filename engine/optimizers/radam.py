@@ -10,7 +10,7 @@ class RAdamParams(OptimizerParams):
     weight_decay: NonNegative = 0.0
 
 
-class RAdam(Optimizer):
+class RAdam(Optimizer[RAdamParams]):
     name = "radam"
     description = "Rectified Adam, variance-rectified adaptive step (Liu et al.): torch.optim.RAdam."
     Params = RAdamParams

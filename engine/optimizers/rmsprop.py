@@ -14,7 +14,7 @@ class RMSpropParams(OptimizerParams):
     centered: bool = Field(False, description="normalise by the estimated variance instead of the second moment")
 
 
-class RMSprop(Optimizer):
+class RMSprop(Optimizer[RMSpropParams]):
     name = "rmsprop"
     description = "RMSProp (Hinton), optionally centered and with momentum: torch.optim.RMSprop."
     Params = RMSpropParams

@@ -22,7 +22,7 @@ class RpropParams(OptimizerParams):
         return step_sizes
 
 
-class Rprop(Optimizer):
+class Rprop(Optimizer[RpropParams]):
     name = "rprop"
     description = "Resilient backpropagation, sign-based per-weight step sizes: torch.optim.Rprop."
     Params = RpropParams

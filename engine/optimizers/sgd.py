@@ -19,7 +19,7 @@ class SGDParams(OptimizerParams):
         return self
 
 
-class SGD(Optimizer):
+class SGD(Optimizer[SGDParams]):
     name = "sgd"
     description = "Stochastic gradient descent, with optional (Nesterov) momentum: torch.optim.SGD."
     Params = SGDParams
