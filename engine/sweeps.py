@@ -18,10 +18,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from engine.spec import ComparisonSpec
+from typing import Any
 
 #: tuning jobs: the sweep on the first seed, then the chosen setting on the remaining seeds
 SEARCH, FINAL = "search", "final"
@@ -90,9 +87,3 @@ def runs_per_entry(spec: Mapping[str, Any]) -> list[int]:
         return [n + len(tuning["seeds"]) - 1 for n in counts]
     return [n * len(spec["seeds"]) for n in counts]
 
-
-def with_run_params(spec: ComparisonSpec, entry_index: int, params: dict[str, Any]) -> ComparisonSpec:
-    """The spec whose entry ``entry_index`` carries a run's own params (a swept run's), to train that run."""
-    optimizers = list(spec.optimizers)
-    optimizers[entry_index] = optimizers[entry_index].model_copy(update={"params": params})
-    return spec.model_copy(update={"optimizers": optimizers})

@@ -13,8 +13,7 @@ from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
 from engine import config as engine_config, hardware, sizing
 from engine.identity import ALONE, ENSEMBLE, Execution
-from engine.spec import ComparisonSpec
-from engine.sweeps import with_run_params
+from engine.spec import ComparisonSpec, with_run_params
 from engine.training import RunOutcome, train
 from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from engine import identity
 from engine.schedules import Cosine
 from engine.spec import ComparisonSpec
-from engine.sweeps import SEARCH, expand, grid, runs_per_entry, with_run_params
+from engine.spec import with_run_params
+from engine.sweeps import SEARCH, expand, grid, runs_per_entry
 
 FUNCTION_PROBLEM = {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]}
 DATASET_PROBLEM = {
