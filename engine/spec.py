@@ -409,3 +409,10 @@ def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> lis
             details.append(f"batch_size={entry.batch_size}")
         labels.append(f"{entry.name}({', '.join(details)})")
     return labels
+
+
+def with_run_params(spec: ComparisonSpec, entry_index: int, params: dict[str, Any]) -> ComparisonSpec:
+    """The spec whose entry ``entry_index`` carries a run's own params (a swept run's), to train that run."""
+    optimizers = list(spec.optimizers)
+    optimizers[entry_index] = optimizers[entry_index].model_copy(update={"params": params})
+    return spec.model_copy(update={"optimizers": optimizers})
