@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine import registry
 from engine.spec import ComparisonSpec, Problem, Training
 
 EVAL_CHUNK_ROWS = 8192
@@ -55,7 +54,7 @@ class BatchPlan:
     def for_training(cls, n: int, training: Training, seed: int, batch_size: int | str | None = None) -> "BatchPlan":
         """``batch_size`` overrides the training's own (an optimizer entry may set its own)."""
         batch_size = batch_size or training.batch_size
-        size = None if batch_size == "full" or batch_size >= n else batch_size
+        size = batch_size if isinstance(batch_size, int) and batch_size < n else None  # "full", or all n
         return cls(n=n, batch_size=size, shuffle=training.shuffle, drop_last=training.drop_last, seed=seed)
 
     @property
@@ -133,31 +132,40 @@ class FunctionProblem(BuiltProblem):
     is_function = True
 
     def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
-        self.function = problem.function.component
-        self.params = problem.function.typed_params
+        function = problem.function_ref
+        self.function = function.component
+        self.params = function.typed_params
         self.x0 = torch.tensor(problem.x0, dtype=dtype, device=device)
 
     def make_module(self, seed: int) -> nn.Module:
         return _Point(self.x0.clone())
 
     def batch_loss(self, module: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
-        return self.function.value(module.x, self.params)
+        return self.function.value(_x(module), self.params)
 
     def full_loss(self, module: nn.Module) -> torch.Tensor:
-        return self.function.value(module.x, self.params)
+        return self.function.value(_x(module), self.params)
 
     def point(self, module: nn.Module) -> torch.Tensor:
-        return module.x.detach()
+        return _x(module).detach()
+
+
+def _x(module: nn.Module) -> torch.Tensor:
+    """A function problem's point (the module make_module built)."""
+    x = module.x
+    assert isinstance(x, torch.Tensor)
+    return x
 
 
 class DatasetProblem(BuiltProblem):
     is_function = False
 
     def __init__(self, problem: Problem, device: torch.device, dtype: torch.dtype) -> None:
-        data = problem.dataset.component.load(problem.dataset.typed_params)
+        dataset = problem.dataset_ref
+        data = dataset.component.load(dataset.typed_params)
         if data.task == "regression" and tuple(data.y.shape) != (len(data), data.n_outputs):
             # the model outputs [N, n_outputs]; a loss would silently broadcast other targets against it
-            raise ValueError(f"dataset '{problem.dataset.name}' has regression targets of shape "
+            raise ValueError(f"dataset '{dataset.name}' has regression targets of shape "
                              f"{tuple(data.y.shape)}, but the model outputs {(len(data), data.n_outputs)} "
                              f"for its {len(data)} samples and {data.n_outputs} targets")
         train, val = split_indices(len(data), problem.validation_fraction, problem.split_seed)
@@ -176,8 +184,8 @@ class DatasetProblem(BuiltProblem):
         self.classification = data.task == "classification"
         self.n_train = len(train)
         self.n_outputs = data.n_outputs
-        self.model = problem.model
-        self.loss = registry.get("loss", problem.loss)
+        self.model = problem.model_ref
+        self.loss = problem.loss_component
         self.device, self.dtype = device, dtype
 
     def make_module(self, seed: int) -> nn.Module:
@@ -228,7 +236,8 @@ def build_problem(problem: Problem, device: torch.device, dtype: torch.dtype) ->
 def train_size(problem: Problem) -> int:
     if problem.is_function:
         return 1
-    n = problem.dataset.component.size(problem.dataset.typed_params)
+    dataset = problem.dataset_ref
+    n = dataset.component.size(dataset.typed_params)
     return split_sizes(n, problem.validation_fraction)[0]
 
 
@@ -238,4 +247,6 @@ def steps_total(spec: ComparisonSpec, entry_index: int = 0) -> int:
         return spec.training.steps
     entry = spec.optimizers[entry_index]
     plan = BatchPlan.for_training(train_size(spec.problem), spec.training, seed=0, batch_size=entry.batch_size)
+    if spec.training.epochs is None:
+        raise ValueError("training gives neither steps nor epochs")
     return spec.training.epochs * plan.batches_per_epoch

@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine import sweeps
 from engine.problem import EVAL_CHUNK_ROWS, BatchPlan, split_sizes
 from engine.spec import ComparisonSpec
 
@@ -50,7 +49,7 @@ class MemoryEstimate:
         """The field to change to make the run smaller: the one behind its largest part."""
         groups = {"data": self.parts["data"], "activations": self.parts["activations"],
                   "model": self.parts["parameters"] + self.parts["gradients"] + self.parts["optimizer state"]}
-        largest = max(groups, key=groups.get)
+        largest = max(groups, key=lambda group: groups[group])
         if largest != "model":
             return self.locs[largest]
         state_dominates = self.parts["optimizer state"] > self.parts["parameters"] + self.parts["gradients"]
@@ -81,13 +80,13 @@ def estimate(spec: ComparisonSpec, entry_index: int = 0, optimizer_params: dict[
     optimizer_loc: Loc = (("optimizers", entry_index, "params", entry.component.size_param)
                           if entry.component.size_param else ("optimizers", entry_index, "name"))
     if problem.is_function:
-        n_params = len(problem.x0)
+        n_params = len(problem.start)
         parts = {"data": 0, "parameters": n_params * width, "gradients": n_params * width,
                  "optimizer state": math.ceil(state_multiple * n_params * width), "activations": n_params * width}
         locs = dict.fromkeys(parts, ("problem", "x0")) | {"optimizer state": optimizer_loc}
         return _stacked(parts, locs, members)
 
-    dataset, model = problem.dataset, problem.model
+    dataset, model = problem.dataset_ref, problem.model_ref
     shape = dataset.component.shape(dataset.typed_params)
     features = math.prod(shape.sample_shape)
     n_train, n_val = split_sizes(shape.n_samples, problem.validation_fraction)
@@ -122,7 +121,7 @@ def _stacked(parts: dict[str, int], locs: dict[str, Loc], members: int) -> Memor
 def largest_run(spec: ComparisonSpec) -> MemoryEstimate:
     """The estimate of the comparison's largest run, over every entry and every swept setting."""
     runs = [estimate(spec, i, {**entry.params, **setting} if setting else None)
-            for i, entry in enumerate(spec.optimizers) for setting in sweeps.settings(entry.sweep)]
+            for i, entry in enumerate(spec.optimizers) for setting in entry.settings]
     return max(runs, key=lambda run: run.total)
 
 
@@ -130,6 +129,7 @@ def parameter_count(spec: ComparisonSpec) -> int:
     """Trainable numbers per run: the model's parameters, or a function problem's coordinates."""
     problem = spec.problem
     if problem.is_function:
-        return len(problem.x0)
-    shape = problem.dataset.component.shape(problem.dataset.typed_params)
-    return problem.model.component.parameter_count(problem.model.typed_params, shape.sample_shape, shape.n_outputs)
+        return len(problem.start)
+    dataset, model = problem.dataset_ref, problem.model_ref
+    shape = dataset.component.shape(dataset.typed_params)
+    return model.component.parameter_count(model.typed_params, shape.sample_shape, shape.n_outputs)

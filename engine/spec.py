@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,11 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import registry, sweeps
+from engine.datasets import Dataset
+from engine.functions import Function
+from engine.losses import Loss
+from engine.models import Model
+from engine.optimizers import Optimizer, OptimizerParams
 from engine.columns import Extra
 from engine.schedules import Constant, Schedule
 
@@ -94,7 +99,7 @@ class ComponentRef(_Strict):
         return component.Params.model_validate(params).model_dump(mode="json")
 
     @property
-    def component(self) -> type[registry.Component]:
+    def component(self) -> type[registry.AnyComponent]:
         return registry.get(self.kind, self.name)
 
     @property
@@ -105,13 +110,25 @@ class ComponentRef(_Strict):
 class ModelRef(ComponentRef):
     kind = "model"
 
+    @property
+    def component(self) -> type[Model[Any]]:
+        return Model.registered(self.name)
+
 
 class DatasetRef(ComponentRef):
     kind = "dataset"
 
+    @property
+    def component(self) -> type[Dataset[Any]]:
+        return Dataset.registered(self.name)
+
 
 class FunctionRef(ComponentRef):
     kind = "function"
+
+    @property
+    def component(self) -> type[Function[Any]]:
+        return Function.registered(self.name)
 
 
 class _Grid(_Strict):
@@ -129,6 +146,26 @@ class LogUniformGrid(_Grid):
 
 class OptimizerEntry(ComponentRef):
     kind = "optimizer"
+
+    @property
+    def component(self) -> type[Optimizer[Any]]:
+        return Optimizer.registered(self.name)
+
+    @property
+    def typed_params(self) -> OptimizerParams:
+        return self.component.Params.model_validate(self.params)
+
+    @property
+    def settings(self) -> list[dict[str, Any]]:
+        """Every setting of its sweep ([{}] without one): validation has made each grid its list of values."""
+        return sweeps.settings(cast(dict[str, list[Any]], self.sweep))
+
+    @property
+    def given_label(self) -> str:
+        """Its label, which the comparison's validation fills in where the request gave none."""
+        if self.label is None:
+            raise ValueError(f"optimizer entry '{self.name}' has no label before its comparison is validated")
+        return self.label
     label: str | None = Field(None, min_length=1, max_length=MAX_LABEL,
                               description="default: derived from name and params")
     schedule: Schedule = Field(default_factory=Constant, description="learning-rate schedule; default constant")
@@ -201,6 +238,9 @@ def _sweep_values(params_model: type[registry.Params], name: str, axis: Any) -> 
     return sweeps.grid(kind, lo, hi, grid.n)
 
 
+_Part = TypeVar("_Part")
+
+
 class Problem(_Strict):
     """Either a dataset problem (model, dataset, loss) or a function problem (function, x0)."""
 
@@ -232,6 +272,33 @@ class Problem(_Strict):
     def is_function(self) -> bool:
         return self.function is not None
 
+    # the parts a validated problem of its kind always has (a dataset problem: model, dataset, loss)
+    @property
+    def model_ref(self) -> ModelRef:
+        return self._given(self.model, "model")
+
+    @property
+    def dataset_ref(self) -> DatasetRef:
+        return self._given(self.dataset, "dataset")
+
+    @property
+    def function_ref(self) -> FunctionRef:
+        return self._given(self.function, "function")
+
+    @property
+    def start(self) -> list[float]:
+        """A function problem's x0 (validation fills in the function's default)."""
+        return self._given(self.x0, "x0")
+
+    @property
+    def loss_component(self) -> type[Loss]:
+        return Loss.registered(self._given(self.loss, "loss"))
+
+    def _given(self, part: _Part | None, name: str) -> _Part:
+        if part is None:
+            raise ValueError(f"a {'function' if self.is_function else 'dataset'} problem has no '{name}'")
+        return part
+
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
         if self.function is not None:
@@ -249,38 +316,40 @@ class Problem(_Strict):
             if getattr(self, required) is None:
                 raise spec_error((required,), f"a dataset problem needs '{required}' "
                                  "(or give 'function' for a function problem)", None)
+        dataset, model_ref = self.dataset_ref, self.model_ref
         try:
-            shape = self.dataset.component.shape(self.dataset.typed_params)
+            shape = dataset.component.shape(dataset.typed_params)
         except (OSError, ValueError) as exc:
-            raise spec_error(("dataset", "params"), f"dataset '{self.dataset.name}' cannot be read: {exc}",
-                             self.dataset.params) from None
-        model = self.model.component
+            raise spec_error(("dataset", "params"), f"dataset '{dataset.name}' cannot be read: {exc}",
+                             dataset.params) from None
+        model = model_ref.component
         if model.input_ranks is not None and len(shape.sample_shape) not in model.input_ranks:
             ranks = " or ".join(map(str, sorted(model.input_ranks)))
-            raise spec_error(("model", "name"), f"model '{self.model.name}' takes samples of rank {ranks}, but "
-                             f"dataset '{self.dataset.name}' has samples of shape {shape.sample_shape}", self.model.name)
+            raise spec_error(("model", "name"), f"model '{model_ref.name}' takes samples of rank {ranks}, but "
+                             f"dataset '{dataset.name}' has samples of shape {shape.sample_shape}", model_ref.name)
         try:  # arithmetic (or a build on the meta device): a model that cannot take this data says so here
-            model.parameter_count(self.model.typed_params, shape.sample_shape, shape.n_outputs)
+            model.parameter_count(model_ref.typed_params, shape.sample_shape, shape.n_outputs)
         except ValueError as exc:
-            raise spec_error(("model",), f"model '{self.model.name}' cannot take dataset '{self.dataset.name}': "
-                             f"{exc}", self.model.name) from None
+            raise spec_error(("model",), f"model '{model_ref.name}' cannot take dataset '{dataset.name}': "
+                             f"{exc}", model_ref.name) from None
         if self.standardize is None:
-            self.standardize = self.dataset.component.standardize_by_default
-        dataset_task = self.dataset.component.task
-        loss_task = registry.get("loss", self.loss).task
+            self.standardize = dataset.component.standardize_by_default
+        dataset_task = dataset.component.task
+        loss_task = self.loss_component.task
         if dataset_task != loss_task:
             raise spec_error(("loss",), f"loss '{self.loss}' is for {loss_task}, but dataset "
-                             f"'{self.dataset.name}' is a {dataset_task} dataset", self.loss)
+                             f"'{dataset.name}' is a {dataset_task} dataset", self.loss)
         return self
 
     def _fill_x0(self) -> None:
-        params = self.function.typed_params
-        dim = self.function.component.dim(params)
+        function = self.function_ref
+        params = function.typed_params
+        dim = function.component.dim(params)
         if self.x0 is None:
-            self.x0 = list(self.function.component.default_x0(params))
+            self.x0 = list(function.component.default_x0(params))
         elif dim is not None and len(self.x0) != dim:
             raise spec_error(("x0",), f"x0 has {len(self.x0)} coordinates; "
-                             f"'{self.function.name}' takes {dim}", self.x0)
+                             f"'{function.name}' takes {dim}", self.x0)
 
 
 class Training(_Strict):
@@ -343,10 +412,10 @@ class ComparisonSpec(_Strict):
                 entry.label = labels[i]
         seen: dict[str, int] = {}
         for i, entry in enumerate(self.optimizers):
-            if entry.label in seen:
+            if entry.given_label in seen:
                 raise spec_error(("optimizers", i, "label"), f"label '{entry.label}' is already used by "
-                                 f"optimizers.{seen[entry.label]}; labels must be distinct", entry.label)
-            seen[entry.label] = i
+                                 f"optimizers.{seen[entry.given_label]}; labels must be distinct", entry.label)
+            seen[entry.given_label] = i
         run_labels = self._check_run_labels()
         self._check_tuning()
         if self.baseline is not None and self.baseline not in seen and self.baseline not in run_labels:
@@ -358,8 +427,8 @@ class ComparisonSpec(_Strict):
         """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
         labels: dict[str, int] = {}
         for i, entry in enumerate(self.optimizers):
-            for setting in sweeps.settings(entry.sweep):
-                label = sweeps.swept_label(entry.label, setting)
+            for setting in entry.settings:
+                label = sweeps.swept_label(entry.given_label, setting)
                 if len(label) > MAX_LABEL:
                     raise spec_error(("optimizers", i, "label"), f"the run label '{label}' is longer than "
                                      f"{MAX_LABEL} characters; give the entry a shorter label", entry.label)

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from engine.optimizers import OptimizerParams
-from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device, to_device, train_size
+from engine.problem import BatchPlan, BuiltProblem, DatasetProblem, FunctionProblem, build_problem, resolve_device, to_device, train_size
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
 from engine import sizing
@@ -94,7 +94,7 @@ class Update:
 
 def _rule(spec: ComparisonSpec, member: Member) -> GradientTransformation | None:
     entry = spec.optimizers[member.entry_index]
-    return entry.component.rule(_hyperparams(spec, member))  # type: ignore[attr-defined]
+    return entry.component.rule(_hyperparams(spec, member))
 
 
 def _ensemble_update(spec: ComparisonSpec, members: Sequence[Member]) -> tuple[Update, dict[str, np.ndarray]]:
@@ -118,17 +118,17 @@ def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
     optimizer and the model or function declare."""
     entry = spec.optimizers[entry_index]
     optimizer = entry.component
-    if optimizer.rule(entry.typed_params) is None:  # type: ignore[attr-defined]
+    if optimizer.rule(entry.typed_params) is None:
         return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule (only torch.optim's)")
-    if not optimizer.elementwise:  # type: ignore[attr-defined]
+    if not optimizer.elementwise:
         return Eligibility(False, f"optimizer '{entry.name}' is not elementwise, so its members cannot be stacked")
     needs = [need for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes")
              if getattr(optimizer, need)]
     if needs:
         return Eligibility(False, f"optimizer '{entry.name}' declares {', '.join(needs)}, which ensembles do not do")
     problem = spec.problem
-    component = problem.function if problem.is_function else problem.model
-    if not component.component.vmap_safe:  # type: ignore[attr-defined]
+    component = problem.function_ref if problem.is_function else problem.model_ref
+    if not component.component.vmap_safe:
         what = "function" if problem.is_function else "model"
         return Eligibility(False, f"{what} '{component.name}' is not declared to run under vmap (vmap_safe)")
     return Eligibility(True, f"optimizer '{entry.name}' on this problem runs vectorized")
@@ -259,8 +259,9 @@ class _Ensemble:
     def losses(self, indices: Tensor | None) -> Tensor:
         """Every member's loss on its own batch, [M], differentiable with respect to ``leaves``."""
         problem = self.problem
-        if problem.is_function:
+        if isinstance(problem, FunctionProblem):
             return vmap(lambda x: problem.function.value(x, problem.params))(self.leaves[0])
+        assert isinstance(problem, DatasetProblem)
         params = {name: leaf for (name, _, _), leaf in zip(self.layout, self.leaves)}
 
         def one(member_params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
