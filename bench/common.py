@@ -70,4 +70,6 @@ def seeded_run(engine, steps: int) -> tuple[str, int]:
         run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), steps).runs[0].id
     with Session(engine) as session, session.begin():
         claim = leases.claim_run(session, run_id, lease_timeout_s=3600)
+    if claim is None:
+        raise RuntimeError(f"the fresh run {run_id} could not be claimed")
     return run_id, claim.attempt

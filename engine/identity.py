@@ -30,8 +30,9 @@ from engine.spec import ComparisonSpec
 from engine.vectorized import Member, group_runs, should_vectorize
 
 #: how a run trains: on its own, or as one member of a vectorized ensemble (engine.vectorized)
-ALONE, ENSEMBLE = "alone", "ensemble"
 Execution = Literal["alone", "ensemble"]
+ALONE: Execution = "alone"
+ENSEMBLE: Execution = "ensemble"
 
 #: our engine's revision and torch's: bump the first when a change to the engine changes results
 ENGINE_VERSION = f"1+torch-{torch.__version__}"

@@ -28,7 +28,8 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from engine.optimizers import OptimizerParams
-from engine.problem import BatchPlan, BuiltProblem, DatasetProblem, FunctionProblem, build_problem, resolve_device, to_device, train_size
+from engine.problem import (BatchPlan, BuiltProblem, DatasetProblem, FunctionProblem, build_problem, resolve_device,
+                            to_device, train_size)
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
 from engine import sizing
