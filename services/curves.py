@@ -17,7 +17,7 @@ from db.models import Comparison, Run
 from services.access import InvalidQuery
 
 
-def _check_axis(metric: Metric, x: str) -> None:
+def _check_axis(metric: Metric, x: Axis) -> None:
     if not curves.has_axis(metric, x):
         raise InvalidQuery("x", f"x={x} is not available for {metric}: evaluations record no wall time; "
                                 "use x=step or x=epoch", x)
@@ -67,7 +67,7 @@ def comparison_curves(session: Session, comparison: Comparison, metric: Metric, 
     sources = sorted(set(source.values()))
     ends = [found[1] for found in (curves.x_range(session, s, metric, x) for s in sources) if found]
     x_max = max(ends, default=None)
-    by_source = curves.buckets(session, sources, metric, x, Grid(0.0, x_max, points)) if ends else {}
+    by_source = curves.buckets(session, sources, metric, x, Grid(0.0, x_max, points)) if x_max is not None else {}
     groups = [{
         "label": group[0].label, "optimizer": group[0].optimizer_name, "params": group[0].optimizer_params,
         "sweep_values": group[0].sweep_values or {}, "run_ids": [run.id for run in group],
