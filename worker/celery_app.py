@@ -13,6 +13,8 @@ from optibench.settings import Settings, get_settings
 
 TRAIN_TASK = "optibench.train_run"
 ENSEMBLE_TASK = "optibench.train_ensemble"
+#: how long the embedded broker's consumer sleeps after taking nothing (kombu's default is 1 s)
+EMBEDDED_POLLING_INTERVAL_S = 0.05
 #: the lowest message priority (Redis serves 0 first)
 MAX_PRIORITY = 9
 # The exit status of a worker on the embedded broker that lost a pool process (see _exit_when_a_pool_process_dies);
@@ -34,6 +36,13 @@ class _PoolGuard(bootsteps.StartStopStep):
 def create_celery(settings: Settings) -> Celery:
     if settings.embedded_broker:
         settings.ensure_data_dir()
+        # The SQLAlchemy transport sleeps its polling interval whenever it takes nothing, and it takes
+        # nothing while every pool process holds a task: with kombu's 1 s, a worker finished at most one
+        # task per process per second however short (docs/performance.md). Its transport options go to
+        # create_engine, so the interval is set on the class.
+        from kombu.transport import sqlalchemy
+
+        sqlalchemy.Transport.polling_interval = EMBEDDED_POLLING_INTERVAL_S
     app = Celery("optibench", broker=settings.broker_url, include=["worker.tasks"])
     app.conf.update(
         # a task is acknowledged only once it returns, so a crashed worker's run is delivered again
