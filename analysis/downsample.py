@@ -77,10 +77,18 @@ class Bucket:
     def merge(self, later: Bucket) -> Bucket:
         """The bucket of this one's rows followed by ``later``'s: how pre-aggregated blocks combine."""
         return Bucket(
-            index=self.index, x_start=self.x_start, x_end=later.x_end, count=self.count + later.count,
-            first=self.first, last=later.last, min=_none_aware(min, self.min, later.min),
-            max=_none_aware(max, self.max, later.max), total=_none_aware(sum, self.total, later.total),
-            nan=self.nan + later.nan, pos_inf=self.pos_inf + later.pos_inf, neg_inf=self.neg_inf + later.neg_inf,
+            index=self.index,
+            x_start=self.x_start,
+            x_end=later.x_end,
+            count=self.count + later.count,
+            first=self.first,
+            last=later.last,
+            min=_none_aware(min, self.min, later.min),
+            max=_none_aware(max, self.max, later.max),
+            total=_none_aware(sum, self.total, later.total),
+            nan=self.nan + later.nan,
+            pos_inf=self.pos_inf + later.pos_inf,
+            neg_inf=self.neg_inf + later.neg_inf,
         )
 
 
@@ -101,8 +109,9 @@ class Curve:
         return sum(b.count for b in self.buckets)
 
 
-def downsample(x: np.ndarray, values: np.ndarray, points: int, start: float | None = None,
-               end: float | None = None) -> Curve:
+def downsample(
+    x: np.ndarray, values: np.ndarray, points: int, start: float | None = None, end: float | None = None
+) -> Curve:
     """The curve of rows given in step order, x non-decreasing: the rows with x in [start, end]
     (default: all), in ``points`` buckets, or raw when they are no more than ``points``."""
     x, values = np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
@@ -132,11 +141,23 @@ def _reduce(keys: np.ndarray, x: np.ndarray, values: np.ndarray) -> list[Bucket]
     totals = np.add.reduceat(np.where(finite, values, 0.0), starts).tolist()
     finites = count(finite)
     return [
-        Bucket(index=int(keys[s]), x_start=float(x[s]), x_end=float(x[e]), count=n, first=float(values[s]),
-               last=float(values[e]), min=lo if n > k else None, max=hi if n > k else None,
-               total=t if f else None, nan=k, pos_inf=p, neg_inf=m)
-        for s, e, n, lo, hi, t, f, k, p, m
-        in zip(starts, ends, counts, lows, highs, totals, finites, nans, pos_infs, neg_infs)
+        Bucket(
+            index=int(keys[s]),
+            x_start=float(x[s]),
+            x_end=float(x[e]),
+            count=n,
+            first=float(values[s]),
+            last=float(values[e]),
+            min=lo if n > k else None,
+            max=hi if n > k else None,
+            total=t if f else None,
+            nan=k,
+            pos_inf=p,
+            neg_inf=m,
+        )
+        for s, e, n, lo, hi, t, f, k, p, m in zip(
+            starts, ends, counts, lows, highs, totals, finites, nans, pos_infs, neg_infs
+        )
     ]
 
 
@@ -191,8 +212,15 @@ def aggregate_seeds(runs: list[list[Bucket]], band: Band = "ci") -> list[SeedPoi
 
     nan, pos_inf, neg_inf = count(np.isnan(values)), count(values == np.inf), count(values == -np.inf)
     return [
-        SeedPoint(x=x_at[c], n=int(n[c]), mean=float(mean[c]),
-                  lo=float(lo[c]) if defined[c] else None, hi=float(hi[c]) if defined[c] else None,
-                  nan=int(nan[c]), pos_inf=int(pos_inf[c]), neg_inf=int(neg_inf[c]))
+        SeedPoint(
+            x=x_at[c],
+            n=int(n[c]),
+            mean=float(mean[c]),
+            lo=float(lo[c]) if defined[c] else None,
+            hi=float(hi[c]) if defined[c] else None,
+            nan=int(nan[c]),
+            pos_inf=int(pos_inf[c]),
+            neg_inf=int(neg_inf[c]),
+        )
         for c in range(len(indices))
     ]

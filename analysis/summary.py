@@ -91,9 +91,14 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 def _loss_stats(values: Sequence[float]) -> dict[str, float | None]:
     interval = mean_ci(values)
-    return {"mean": interval.mean, "ci_low": interval.ci_low, "ci_high": interval.ci_high,
-            "median": float(np.median(values)) if values else None,
-            "best": min(values, default=None), "worst": max(values, default=None)}
+    return {
+        "mean": interval.mean,
+        "ci_low": interval.ci_low,
+        "ci_high": interval.ci_high,
+        "median": float(np.median(values)) if values else None,
+        "best": min(values, default=None),
+        "worst": max(values, default=None),
+    }
 
 
 # --- what the database computes from step and eval rows ----------------------------------------
@@ -150,8 +155,11 @@ def tuning_scores(comparison: Comparison, last_val_losses: Mapping[str, float | 
     """Each succeeded search run's finite tuning metric: its final loss, or its last evaluation's
     validation loss (``last_val_losses`` by the run whose rows it reads: a reused run's source)."""
     metric = comparison.spec["tuning"]["metric"]
-    values = {run.id: run.final_loss if metric == "final_loss" else last_val_losses.get(_data_id(run))
-              for run in comparison.runs if run.phase == "search" and run.status == RunStatus.SUCCEEDED}
+    values = {
+        run.id: run.final_loss if metric == "final_loss" else last_val_losses.get(_data_id(run))
+        for run in comparison.runs
+        if run.phase == "search" and run.status == RunStatus.SUCCEEDED
+    }
     return {run_id: value for run_id, value in values.items() if value is not None and math.isfinite(value)}
 
 
@@ -170,8 +178,13 @@ def _default_target(finished: Iterable[Run], figures: dict[str, StepFigures]) ->
     return max((low for low in lows if low is not None), default=None)
 
 
-def _row(label: str, group: list[Run], figures: dict[str, StepFigures],
-         reached: dict[str, tuple[int, float]], evals: dict[str, tuple[float | None, float | None]]) -> dict[str, Any]:
+def _row(
+    label: str,
+    group: list[Run],
+    figures: dict[str, StepFigures],
+    reached: dict[str, tuple[int, float]],
+    evals: dict[str, tuple[float | None, float | None]],
+) -> dict[str, Any]:
     finished = [r for r in group if r.status in FINISHED]
     scored = [r for r in finished if _scored(r)]
     timed = [r for r in finished if r.wall_time_s is not None]
@@ -191,8 +204,12 @@ def _row(label: str, group: list[Run], figures: dict[str, StepFigures],
         "val_accuracy": _mean(val_accuracy for _, val_accuracy in scored_evals),
         "steps_per_s": sum(r.steps_done for r in timed) / wall_time_s if wall_time_s > 0 else None,
         "wall_time_s": {"total": wall_time_s if timed else None, "mean": wall_time_s / len(timed) if timed else None},
-        "time_to_target": {"steps": _mean(step for step, _ in hits), "seconds": _mean(t for _, t in hits),
-                           "reached": len(hits), "of": len(finished)},
+        "time_to_target": {
+            "steps": _mean(step for step, _ in hits),
+            "seconds": _mean(t for _, t in hits),
+            "reached": len(hits),
+            "of": len(finished),
+        },
         "auc_log_loss": _mean(figures[_data_id(r)].auc_log_loss for r in scored if _data_id(r) in figures),
     }
 
@@ -239,8 +256,9 @@ def _paired(label: str, group: list[Run], baseline: str, baseline_group: list[Ru
     return {"label": label, "baseline": baseline, **asdict(test)}
 
 
-def summarize(rows_of: RowFigures, comparison: Comparison, phase: Phase = "chosen",
-              baseline: str | None = None) -> dict[str, Any]:
+def summarize(
+    rows_of: RowFigures, comparison: Comparison, phase: Phase = "chosen", baseline: str | None = None
+) -> dict[str, Any]:
     """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
     spec = comparison.spec
     scores = None
@@ -259,11 +277,26 @@ def summarize(rows_of: RowFigures, comparison: Comparison, phase: Phase = "chose
     reached = rows_of.first_reached(run_ids, target) if run_ids and target is not None else {}
     evals = rows_of.last_evals(run_ids) if run_ids else {}
     rows = [_row(label, group, figures, reached, evals) for label, group in groups.items()]
-    paired = [_paired(label, group, baseline_label, groups[baseline_label])
-              for label, group in groups.items() if label != baseline_label] if baseline_label in groups else []
-    return {"comparison_id": comparison.id, "status": comparison.status, "phase": phase, "target_loss": target,
-            "target_loss_source": source, "baseline": baseline_label, "metric": METRIC,
-            "rows": _rank(rows), "paired": paired}
+    paired = (
+        [
+            _paired(label, group, baseline_label, groups[baseline_label])
+            for label, group in groups.items()
+            if label != baseline_label
+        ]
+        if baseline_label in groups
+        else []
+    )
+    return {
+        "comparison_id": comparison.id,
+        "status": comparison.status,
+        "phase": phase,
+        "target_loss": target,
+        "target_loss_source": source,
+        "baseline": baseline_label,
+        "metric": METRIC,
+        "rows": _rank(rows),
+        "paired": paired,
+    }
 
 
 def winners(comparison: Comparison, tuning_scores: Mapping[str, float] | None = None) -> list[str]:
@@ -300,8 +333,9 @@ def sensitivity(comparison: Comparison, param: str) -> dict[str, Any]:
     one series per optimizer entry and combination of its other swept values, points in value order."""
     swept = sorted({name for run in comparison.runs for name in run.sweep_values or {}})
     if param not in swept:
-        raise AnalysisInputError("param", f"'{param}' is not swept in this comparison; swept: "
-                                 f"{', '.join(swept) or 'nothing'}")
+        raise AnalysisInputError(
+            "param", f"'{param}' is not swept in this comparison; swept: {', '.join(swept) or 'nothing'}"
+        )
     series: dict[tuple[int, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in comparison.runs:
         values = run.sweep_values or {}
@@ -310,11 +344,21 @@ def sensitivity(comparison: Comparison, param: str) -> dict[str, Any]:
             series[run.entry_index, _json_key(fixed)][_json_key(values[param])].append(run)
     entry_labels = [entry["label"] for entry in comparison.spec["optimizers"]]
     return {
-        "comparison_id": comparison.id, "status": comparison.status, "param": param, "swept": swept, "metric": METRIC,
+        "comparison_id": comparison.id,
+        "status": comparison.status,
+        "param": param,
+        "swept": swept,
+        "metric": METRIC,
         "series": [
-            {"label": entry_labels[entry_index], "entry_index": entry_index, "fixed": json.loads(fixed),
-             "points": sorted((_point(json.loads(value), runs) for value, runs in points.items()),
-                              key=lambda point: _value_order(point["value"]))}
+            {
+                "label": entry_labels[entry_index],
+                "entry_index": entry_index,
+                "fixed": json.loads(fixed),
+                "points": sorted(
+                    (_point(json.loads(value), runs) for value, runs in points.items()),
+                    key=lambda point: _value_order(point["value"]),
+                ),
+            }
             for (entry_index, fixed), points in series.items()
         ],
     }

@@ -81,8 +81,11 @@ def csrf_token(request: Request) -> str:
 def check_csrf(request: Request, submitted: str | None) -> None:
     expected = request.session.get(CSRF_FIELD)
     if not (expected and submitted and secrets.compare_digest(expected, submitted)):
-        raise HTTPException(403, f"missing or wrong CSRF token: send the {CSRF_FIELD} form field or the "
-                                 f"{CSRF_HEADER} header of this session")
+        raise HTTPException(
+            403,
+            f"missing or wrong CSRF token: send the {CSRF_FIELD} form field or the "
+            f"{CSRF_HEADER} header of this session",
+        )
 
 
 def log_in(request: Request, session: Session, key: ApiKey | Row) -> None:
@@ -118,8 +121,12 @@ def local_path(target: str | None) -> str:
     if not target:
         return "/"
     for form in (target, unquote(target)):
-        if (not form.startswith("/") or form.startswith("//") or "\\" in form
-                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in form)):
+        if (
+            not form.startswith("/")
+            or form.startswith("//")
+            or "\\" in form
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in form)
+        ):
             return "/"
         parts = urlsplit(form)
         if parts.scheme or parts.netloc:
@@ -144,8 +151,14 @@ templates.env.globals.update(csrf_field=_csrf_field, csrf_token=_csrf_token)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    app.add_middleware(SessionMiddleware, secret_key=settings.signing_key(), session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.session_https_only)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.signing_key(),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=settings.session_https_only,
+    )
 
 
 # --- share links -------------------------------------------------------------------------------
@@ -165,5 +178,3 @@ def share_link_id(settings: Settings, token: str) -> str | None:
     except BadSignature:
         return None
     return link_id if isinstance(link_id, str) else None
-
-

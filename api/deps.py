@@ -15,8 +15,16 @@ from db.session import new_session
 from optibench.settings import Settings, get_settings
 from services import keys
 
-__all__ = ["AdminDep", "PageDep", "Principal", "PrincipalDep", "SessionDep", "SettingsDep", "SharedComparisonDep",
-           "comparison_or_404"]
+__all__ = [
+    "AdminDep",
+    "PageDep",
+    "Principal",
+    "PrincipalDep",
+    "SessionDep",
+    "SettingsDep",
+    "SharedComparisonDep",
+    "comparison_or_404",
+]
 
 
 # Sync dependencies cost a worker-thread hop each per request, and under load every hop queues for
@@ -59,12 +67,19 @@ async def _submitted_csrf_token(request: Request) -> str | None:
 
 
 #: parses the header, and puts the scheme in the OpenAPI document (the "Authorize" button of /docs)
-_bearer = HTTPBearer(auto_error=False, description="an API key: `optibench admin create-key`, or POST /api/v1/admin/keys")
+_bearer = HTTPBearer(
+    auto_error=False, description="an API key: `optibench admin create-key`, or POST /api/v1/admin/keys"
+)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def current_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
-                            submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+async def current_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    bearer: BearerDep,
+    submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)],
+) -> Principal:
     """The one authentication of the API: a Bearer key, else the dashboard session (whose unsafe
     requests need the CSRF token). 401 without either, with a wrong or with a revoked key."""
     if settings.auth == "off":
@@ -72,8 +87,9 @@ async def current_principal(request: Request, session: SessionDep, settings: Set
     return await run_in_threadpool(_authenticate, request, session, bearer, submitted_csrf)
 
 
-def _authenticate(request: Request, session: Session, bearer: HTTPAuthorizationCredentials | None,
-                  submitted_csrf: str | None) -> Principal:
+def _authenticate(
+    request: Request, session: Session, bearer: HTTPAuthorizationCredentials | None, submitted_csrf: str | None
+) -> Principal:
     if bearer is not None:
         key = auth.live_key(teams.key_by_hash(session, keys.hash_key(bearer.credentials)))
     elif "authorization" in request.headers:
@@ -103,8 +119,13 @@ async def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-async def page_principal(request: Request, session: SessionDep, settings: SettingsDep, bearer: BearerDep,
-                         submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)]) -> Principal:
+async def page_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    bearer: BearerDep,
+    submitted_csrf: Annotated[str | None, Depends(_submitted_csrf_token)],
+) -> Principal:
     """For HTML pages: like the API, but without a valid session the browser goes to the login page."""
     try:
         return await current_principal(request, session, settings, bearer, submitted_csrf)
@@ -118,8 +139,9 @@ async def page_principal(request: Request, session: SessionDep, settings: Settin
 PageDep = Annotated[Principal, Depends(page_principal)]
 
 
-def shared_comparison(token: Annotated[str, Path(max_length=200)], session: SessionDep,
-                      settings: SettingsDep) -> Comparison:
+def shared_comparison(
+    token: Annotated[str, Path(max_length=200)], session: SessionDep, settings: SettingsDep
+) -> Comparison:
     """The comparison a share link shows, for anyone holding the link. A forged, expired or revoked
     token, or a deleted comparison, is 404 like a missing one."""
     link_id = auth.share_link_id(settings, token)

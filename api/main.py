@@ -13,7 +13,6 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,9 +22,9 @@ from api.routes import admin, catalog, comparisons, curves, export, figures, hea
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
 from engine import config as engine_config
-from services.access import InvalidQuery, NotFound
 from optibench import __version__
 from optibench.settings import get_settings
+from services.access import InvalidQuery, NotFound
 
 #: seconds a client should wait before retrying while the database is down
 RETRY_AFTER_S = 5
@@ -33,8 +32,10 @@ RETRY_AFTER_S = 5
 #: themselves, to scope what they read to its team
 AUTHENTICATED = (comparisons, runs, curves, summary, figures, export, catalog, admin, share)
 STATIC = Path(__file__).parent / "static"
-AUTH_ERRORS = {401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
-               403: {"model": HTTPError, "description": "an admin-only route, or a session without its CSRF token"}}
+AUTH_ERRORS = {
+    401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
+    403: {"model": HTTPError, "description": "an admin-only route, or a session without its CSRF token"},
+}
 
 
 @asynccontextmanager
@@ -90,15 +91,23 @@ async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
 
 
 async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
-    return await _validation_error(request, RequestValidationError(
-        [{"type": "value_error", "loc": ("query", exc.field), "msg": str(exc), "input": exc.value}]))
+    return await _validation_error(
+        request,
+        RequestValidationError(
+            [{"type": "value_error", "loc": ("query", exc.field), "msg": str(exc), "input": exc.value}]
+        ),
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """A body that is not UTF-8 is malformed JSON too: 422 like any other, not FastAPI's bare 400."""
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        return JSONResponse(status_code=422, content={"detail": [
-            {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error: the body is not UTF-8"}]})
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error: the body is not UTF-8"}]
+            },
+        )
     return await http_exception_handler(request, exc)
 
 
@@ -106,8 +115,11 @@ async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONRespo
     if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError) or exc.connection_invalidated):
         raise exc
     logging.getLogger("optibench.api").warning("database unavailable: %s", type(exc.orig).__name__)
-    return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
-                        content={"detail": "the database is unavailable; retry shortly"})
+    return JSONResponse(
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        content={"detail": "the database is unavailable; retry shortly"},
+    )
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

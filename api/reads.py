@@ -14,10 +14,16 @@ Points = Annotated[int, Query(ge=2, le=10_000, description="buckets (at most thi
 Bound = Annotated[float | None, Query(allow_inf_nan=False, description="in units of x; default: the run's range")]
 #: seeds are aggregated at equal x: steps or wall time
 SeedAxis = Literal["step", "time"]
-PhaseQuery = Annotated[Phase, Query(description="tuning jobs: 'chosen' shows the settings chosen for the "
-                                                "final phase, 'all' every setting")]
-BaselineQuery = Annotated[str | None, Query(max_length=200, description="a label, or an optimizer entry's label; "
-                                            "default: the spec's baseline, else the first entry")]
+PhaseQuery = Annotated[
+    Phase, Query(description="tuning jobs: 'chosen' shows the settings chosen for the final phase, 'all' every setting")
+]
+BaselineQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="a label, or an optimizer entry's label; default: the spec's baseline, else the first entry",
+    ),
+]
 ParamQuery = Annotated[str, Query(min_length=1, max_length=100, description="a swept hyperparameter")]
 
 Number = float | Literal["NaN", "Infinity", "-Infinity"] | None

@@ -14,12 +14,11 @@ from pydantic_core import to_json
 from sqlalchemy.orm import object_session
 
 from db import workers
-from db.models import TERMINAL, ApiKey, Comparison, Run
-from optibench.status import ComparisonStatus, RunStatus
 from db.history import SUMMARY_COLUMNS, Progress
+from db.models import TERMINAL, ApiKey, Comparison, Run
 from engine.identity import device_kind
 from optibench.settings import get_settings
-
+from optibench.status import ComparisonStatus, RunStatus
 
 
 class OptimizerOut(BaseModel):
@@ -48,17 +47,27 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     phase: Literal["search", "final"] | None = Field(
-        description="tuning jobs: 'search' (the sweep on the first seed) or 'final' (the chosen setting on the others)")
+        description="tuning jobs: 'search' (the sweep on the first seed) or 'final' (the chosen setting on the others)"
+    )
     sweep_values: dict[str, Any] = Field(description="this run's swept params; empty without a sweep")
-    reused_from_id: str | None = Field(description="set when this run reused an identical succeeded run instead of "
-                                       "training; its steps and evaluations are that run's")
+    reused_from_id: str | None = Field(
+        description="set when this run reused an identical succeeded run instead of "
+        "training; its steps and evaluations are that run's"
+    )
     config_hash: str | None = Field(description="hash of everything that determines the result (docs/sweeps.md)")
-    execution: Literal["alone", "ensemble"] | None = Field(None, description=(
-        "how the run trains: alone, or as a member of a vectorized ensemble (docs/vectorized.md); decided at "
-        "submit, then how it actually trained once finished. The two differ in the last bits, so a run is only "
-        "reused from one trained the same way. null for runs trained before it was recorded"))
-    waiting: str | None = Field(None, description="set while the run is queued on a queue no live worker consumes "
-                                "(e.g. a 'cuda' run without a GPU worker): which queue, and how to serve it")
+    execution: Literal["alone", "ensemble"] | None = Field(
+        None,
+        description=(
+            "how the run trains: alone, or as a member of a vectorized ensemble (docs/vectorized.md); decided at "
+            "submit, then how it actually trained once finished. The two differ in the last bits, so a run is only "
+            "reused from one trained the same way. null for runs trained before it was recorded"
+        ),
+    )
+    waiting: str | None = Field(
+        None,
+        description="set while the run is queued on a queue no live worker consumes "
+        "(e.g. a 'cuda' run without a GPU worker): which queue, and how to serve it",
+    )
 
     @classmethod
     def of(cls, run: Run, served: Counter[str] | None = None) -> RunOut:
@@ -67,13 +76,29 @@ class RunOut(BaseModel):
         if run.status == "queued" and served is None:
             served = _served(run)
         return cls(
-            id=run.id, comparison_id=run.comparison_id, label=run.label,
-            optimizer=OptimizerOut(name=run.optimizer_name, params=run.optimizer_params), seed=run.seed,
-            status=run.status, steps_done=run.steps_done, steps_total=run.steps_total, final_loss=run.final_loss,
-            best_loss=run.best_loss, wall_time_s=run.wall_time_s, diverged_step=run.diverged_step, error=run.error,
-            device=run.device, attempt=run.attempt, started_at=run.started_at, finished_at=run.finished_at,
-            phase=run.phase, sweep_values=run.sweep_values or {}, reused_from_id=run.reused_from_id,
-            config_hash=run.config_hash, execution=run.execution, waiting=_waiting(run, served),
+            id=run.id,
+            comparison_id=run.comparison_id,
+            label=run.label,
+            optimizer=OptimizerOut(name=run.optimizer_name, params=run.optimizer_params),
+            seed=run.seed,
+            status=run.status,
+            steps_done=run.steps_done,
+            steps_total=run.steps_total,
+            final_loss=run.final_loss,
+            best_loss=run.best_loss,
+            wall_time_s=run.wall_time_s,
+            diverged_step=run.diverged_step,
+            error=run.error,
+            device=run.device,
+            attempt=run.attempt,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            phase=run.phase,
+            sweep_values=run.sweep_values or {},
+            reused_from_id=run.reused_from_id,
+            config_hash=run.config_hash,
+            execution=run.execution,
+            waiting=_waiting(run, served),
         )
 
 
@@ -116,24 +141,36 @@ class ComparisonSummary(BaseModel):
     @classmethod
     def of(cls, comparison: Comparison, progress: Progress, **extra: Any) -> ComparisonSummary:
         return cls(
-            id=comparison.id, name=comparison.name, status=comparison.status, created_at=comparison.created_at,
-            finished_at=comparison.finished_at, tags=comparison.tags, note=comparison.note,
-            submitted_by=comparison.submitted_by, progress=ProgressOut(**progress.__dict__), **extra,
+            id=comparison.id,
+            name=comparison.name,
+            status=comparison.status,
+            created_at=comparison.created_at,
+            finished_at=comparison.finished_at,
+            tags=comparison.tags,
+            note=comparison.note,
+            submitted_by=comparison.submitted_by,
+            progress=ProgressOut(**progress.__dict__),
+            **extra,
         )
 
 
 class ComparisonOut(ComparisonSummary):
     spec: dict[str, Any]
     runs: list[RunOut]
-    waiting: str | None = Field(None, description="set while some of its queued runs sit on a queue no live "
-                                "worker consumes: which queue, and how to serve it (the runs say which)")
+    waiting: str | None = Field(
+        None,
+        description="set while some of its queued runs sit on a queue no live "
+        "worker consumes: which queue, and how to serve it (the runs say which)",
+    )
 
     @classmethod
     def full(cls, comparison: Comparison) -> ComparisonOut:
         runs = comparison.runs
         progress = Progress(
-            runs_total=len(runs), runs_done=sum(r.status in TERMINAL for r in runs),
-            steps_total=sum(r.steps_total for r in runs), steps_done=sum(r.steps_done for r in runs),
+            runs_total=len(runs),
+            runs_done=sum(r.status in TERMINAL for r in runs),
+            steps_total=sum(r.steps_total for r in runs),
+            steps_done=sum(r.steps_done for r in runs),
         )
         served = _served(comparison) if any(r.status == "queued" for r in runs) else None
         outs = [RunOut.of(r, served) for r in runs]
@@ -156,8 +193,7 @@ def page_body(rows: list[tuple], next_cursor: str | None) -> Response:
     """The ComparisonPage of db.history.history_page rows, encoded as pydantic encodes the model (the
     same serializer) without building and validating a model per row first."""
     n = len(SUMMARY_COLUMNS)
-    items = [dict(zip(SUMMARY_COLUMNS, row[:n]), progress=dict(zip(ProgressOut.model_fields, row[n:])))
-             for row in rows]
+    items = [dict(zip(SUMMARY_COLUMNS, row[:n]), progress=dict(zip(ProgressOut.model_fields, row[n:]))) for row in rows]
     return Response(to_json({"items": items, "next_cursor": next_cursor}), media_type="application/json")
 
 
@@ -208,8 +244,15 @@ class KeyOut(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:
-        return cls(id=key.id, name=key.name, role=key.role, prefix=key.prefix, created_at=key.created_at,
-                   last_used_at=key.last_used_at, revoked_at=key.revoked_at)
+        return cls(
+            id=key.id,
+            name=key.name,
+            role=key.role,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
 
 
 class KeyCreated(KeyOut):

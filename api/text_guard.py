@@ -14,8 +14,8 @@ import re
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
-from starlette.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from starlette.responses import JSONResponse
 from starlette.routing import Mount, Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,8 +52,11 @@ def _bytes_problem(raw: bytes) -> str | None:
 
 
 def _error(loc: list, message: str) -> dict[str, Any]:
-    return {"type": "invalid_text", "loc": [printable(part) if isinstance(part, str) else part for part in loc],
-            "msg": message}
+    return {
+        "type": "invalid_text",
+        "loc": [printable(part) if isinstance(part, str) else part for part in loc],
+        "msg": message,
+    }
 
 
 def _plain(raw: bytes) -> bool:
@@ -130,8 +133,11 @@ class UnsafeTextGuard:
             await self.app(scope, receive, send)
             return
         errors = self._path_errors(scope) + _pairs_errors(scope.get("query_string", b""), "query")
-        errors += [_error(["header", name.decode("latin-1")], NUL_MESSAGE)
-                   for name, value in scope["headers"] if b"\x00" in value]
+        errors += [
+            _error(["header", name.decode("latin-1")], NUL_MESSAGE)
+            for name, value in scope["headers"]
+            if b"\x00" in value
+        ]
         if not errors and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             messages, body = await self._buffered_body(scope, receive)
             if body is not None:
@@ -162,8 +168,10 @@ class UnsafeTextGuard:
         """Every route's path as a regular expression whose groups are its parameters (built on the
         first bad path: no request needs them otherwise)."""
         if self._patterns is None:
-            paths = [context.path + ("/{path:path}" if isinstance(context.original_route, Mount) else "")
-                     for context in iter_route_contexts(self.router.routes)]
+            paths = [
+                context.path + ("/{path:path}" if isinstance(context.original_route, Mount) else "")
+                for context in iter_route_contexts(self.router.routes)
+            ]
             self._patterns = [re.compile(compile_path(path)[0].pattern.rstrip("$"), re.DOTALL) for path in paths]
         return self._patterns
 

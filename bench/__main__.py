@@ -53,11 +53,24 @@ def main() -> None:
             print(_line(result), flush=True)
     print()
     print(_table(results))
-    machine = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-               platform.machine(), "cores": os.cpu_count(),
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    RESULTS.write_text(json.dumps({"machine": machine, "seconds": round(time.perf_counter() - started, 1),
-                                   "results": [r.as_dict() for r in results]}, indent=2) + "\n")
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "seconds": round(time.perf_counter() - started, 1),
+                "results": [r.as_dict() for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwritten to {RESULTS}")
 
 
@@ -74,8 +87,15 @@ def _line(result) -> str:
 
 def _table(results) -> str:
     rows = [("measure", "figure", "target", "result")]
-    rows += [(f"{r.name} — {r.measure}", _figure(r.value), r.target, {True: "ok", False: "MISSED", None: "not run"}[r.passed])
-             for r in results]
+    rows += [
+        (
+            f"{r.name} — {r.measure}",
+            _figure(r.value),
+            r.target,
+            {True: "ok", False: "MISSED", None: "not run"}[r.passed],
+        )
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

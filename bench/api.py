@@ -75,8 +75,13 @@ class Load:
     p99_ms: float
 
     def details(self) -> dict:
-        return {"generator": self.generator, "requests": self.requests, "errors": self.errors,
-                "requests_per_s": round(self.requests / self.seconds, 1), "p50_ms": round(self.p50_ms, 1)}
+        return {
+            "generator": self.generator,
+            "requests": self.requests,
+            "errors": self.errors,
+            "requests_per_s": round(self.requests / self.seconds, 1),
+            "p50_ms": round(self.p50_ms, 1),
+        }
 
 
 def _seed_history(url: str, count: int) -> None:
@@ -86,15 +91,39 @@ def _seed_history(url: str, count: int) -> None:
     comparisons, runs = [], []
     for i in range(count):
         cid = new_id()
-        comparisons.append({"id": cid, "team_id": LOCAL_TEAM_ID, "name": f"history {i}", "status": "succeeded",
-                            "spec": spec, "tags": ["bench"], "created_at": utcnow(), "finished_at": utcnow()})
-        runs += [{"id": new_id(), "comparison_id": cid, "position": p, "entry_index": p, "label": f"opt{p}",
-                  "optimizer_name": "adam", "optimizer_params": {}, "seed": 0, "status": "succeeded",
-                  "steps_total": 100, "steps_done": 100, "attempt": 1} for p in range(3)]
+        comparisons.append(
+            {
+                "id": cid,
+                "team_id": LOCAL_TEAM_ID,
+                "name": f"history {i}",
+                "status": "succeeded",
+                "spec": spec,
+                "tags": ["bench"],
+                "created_at": utcnow(),
+                "finished_at": utcnow(),
+            }
+        )
+        runs += [
+            {
+                "id": new_id(),
+                "comparison_id": cid,
+                "position": p,
+                "entry_index": p,
+                "label": f"opt{p}",
+                "optimizer_name": "adam",
+                "optimizer_params": {},
+                "seed": 0,
+                "status": "succeeded",
+                "steps_total": 100,
+                "steps_done": 100,
+                "attempt": 1,
+            }
+            for p in range(3)
+        ]
     with Session(engine) as session, session.begin():
         for start in range(0, count, 2000):
-            session.execute(insert(Comparison), comparisons[start:start + 2000])
-            session.execute(insert(Run), runs[3 * start:3 * (start + 2000)])
+            session.execute(insert(Comparison), comparisons[start : start + 2000])
+            session.execute(insert(Run), runs[3 * start : 3 * (start + 2000)])
     engine.dispose()
 
 
@@ -138,14 +167,22 @@ def _free_port() -> int:
 @contextmanager
 def _server(database_url: str):
     port = _free_port()
-    env = {**os.environ, "OPTIBENCH_DATABASE_URL": database_url, "OPTIBENCH_BROKER_URL": REDIS_URL,
-           "OPTIBENCH_PORT": str(port), "OPTIBENCH_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
-           "OPTIBENCH_DATA_DIR": tempfile.mkdtemp(prefix="optibench-bench-api-"),
-           "OPTIBENCH_MAX_RUNNING_COMPARISONS": "1000000", "OPTIBENCH_API_WORKERS": str(API_WORKERS),
-           "OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": secrets.token_urlsafe(48)}
+    env = {
+        **os.environ,
+        "OPTIBENCH_DATABASE_URL": database_url,
+        "OPTIBENCH_BROKER_URL": REDIS_URL,
+        "OPTIBENCH_PORT": str(port),
+        "OPTIBENCH_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
+        "OPTIBENCH_DATA_DIR": tempfile.mkdtemp(prefix="optibench-bench-api-"),
+        "OPTIBENCH_MAX_RUNNING_COMPARISONS": "1000000",
+        "OPTIBENCH_API_WORKERS": str(API_WORKERS),
+        "OPTIBENCH_AUTH": "required",
+        "OPTIBENCH_SECRET_KEY": secrets.token_urlsafe(48),
+    }
     log = open(os.path.join(env["OPTIBENCH_DATA_DIR"], "serve.log"), "w")
-    process = subprocess.Popen([sys.executable, "-m", "optibench.cli", "serve", "--no-worker"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optibench.cli", "serve", "--no-worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -183,13 +220,28 @@ def _wrk(url: str, key: str, method: str, path: str, body: dict | None, seconds:
     with tempfile.NamedTemporaryFile("w", suffix=".json") as body_file:
         json.dump(body, body_file)
         body_file.flush()
-        env = {**os.environ, "BENCH_METHOD": method, "BENCH_AUTHORIZATION": f"Bearer {key}",
-               **({"BENCH_BODY_FILE": body_file.name} if body is not None else {})}
-        done = subprocess.run(["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--timeout", "60s", "-s", str(WRK_SCRIPT),
-                               f"{url}{path}"], env=env, capture_output=True, text=True, check=True)
+        env = {
+            **os.environ,
+            "BENCH_METHOD": method,
+            "BENCH_AUTHORIZATION": f"Bearer {key}",
+            **({"BENCH_BODY_FILE": body_file.name} if body is not None else {}),
+        }
+        done = subprocess.run(
+            ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--timeout", "60s", "-s", str(WRK_SCRIPT), f"{url}{path}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     measured = json.loads(done.stdout.strip().splitlines()[-1])
-    return Load("wrk", measured["requests"], measured["status_errors"] + measured["socket_errors"],
-                measured["duration_us"] / 1e6, measured["p50_us"] / 1000, measured["p99_us"] / 1000)
+    return Load(
+        "wrk",
+        measured["requests"],
+        measured["status_errors"] + measured["socket_errors"],
+        measured["duration_us"] / 1e6,
+        measured["p50_us"] / 1000,
+        measured["p99_us"] / 1000,
+    )
 
 
 async def _httpx(url: str, key: str, method: str, path: str, body: dict | None, total: int) -> Load:
@@ -211,8 +263,14 @@ async def _httpx(url: str, key: str, method: str, path: str, body: dict | None, 
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
-    return Load("httpx", len(latencies), errors, time.perf_counter() - started,
-                _percentile(latencies, 50) * 1000, _percentile(latencies, 99) * 1000)
+    return Load(
+        "httpx",
+        len(latencies),
+        errors,
+        time.perf_counter() - started,
+        _percentile(latencies, 50) * 1000,
+        _percentile(latencies, 99) * 1000,
+    )
 
 
 def run() -> list[Result]:
@@ -228,14 +286,27 @@ def run() -> list[Result]:
             _load(api, key, "GET", COMPARISONS, None, WARM_S, 200)
             _load(api, key, "POST", COMPARISONS, SUBMIT_SPEC, WARM_S, 100)
             listed = _load(api, key, "GET", COMPARISONS, None, LOAD_S, 2000)
-            results.append(Result(f"GET /api/v1/comparisons, {HISTORY:,} stored, {CLIENTS} clients", "p99 ms",
-                                  "<= 100", listed.p99_ms, listed.p99_ms <= 100 and listed.errors == 0,
-                                  listed.details()))
+            results.append(
+                Result(
+                    f"GET /api/v1/comparisons, {HISTORY:,} stored, {CLIENTS} clients",
+                    "p99 ms",
+                    "<= 100",
+                    listed.p99_ms,
+                    listed.p99_ms <= 100 and listed.errors == 0,
+                    listed.details(),
+                )
+            )
             submitted = _load(api, key, "POST", COMPARISONS, SUBMIT_SPEC, LOAD_S, 500)
-            results.append(Result(f"POST /api/v1/comparisons, {CLIENTS} clients, PostgreSQL + Redis", "p99 ms",
-                                  "<= 200, no errors", submitted.p99_ms,
-                                  submitted.p99_ms <= 200 and submitted.errors == 0,
-                                  submitted.details() | {"runs_per_submit": 6}))
+            results.append(
+                Result(
+                    f"POST /api/v1/comparisons, {CLIENTS} clients, PostgreSQL + Redis",
+                    "p99 ms",
+                    "<= 200, no errors",
+                    submitted.p99_ms,
+                    submitted.p99_ms <= 200 and submitted.errors == 0,
+                    submitted.details() | {"runs_per_submit": 6},
+                )
+            )
             path = f"/api/v1/runs/{run_id}/curve?points=1000"
             with httpx.Client(base_url=api, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
                 for _ in range(20):
@@ -246,7 +317,14 @@ def run() -> list[Result]:
                     assert http.get(path).status_code == 200
                     curve.append(time.perf_counter() - started)
             p95 = _percentile(curve, 95) * 1000
-            results.append(Result(f"curve?points=1000 of a {CURVE_STEPS:,}-step run over HTTP", "p95 ms",
-                                  "<= 50", p95, p95 <= 50, {"p50_ms": statistics.median(curve) * 1000,
-                                                            "requests": len(curve)}))
+            results.append(
+                Result(
+                    f"curve?points=1000 of a {CURVE_STEPS:,}-step run over HTTP",
+                    "p95 ms",
+                    "<= 50",
+                    p95,
+                    p95 <= 50,
+                    {"p50_ms": statistics.median(curve) * 1000, "requests": len(curve)},
+                )
+            )
     return results

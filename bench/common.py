@@ -43,8 +43,10 @@ def fresh_databases() -> Iterator[dict[str, str]]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    urls = {"postgresql": admin_url.rsplit("/", 1)[0] + f"/{name}",
-            "sqlite": f"sqlite:///{tempfile.mkdtemp(prefix='optibench-bench-')}/bench.db"}
+    urls = {
+        "postgresql": admin_url.rsplit("/", 1)[0] + f"/{name}",
+        "sqlite": f"sqlite:///{tempfile.mkdtemp(prefix='optibench-bench-')}/bench.db",
+    }
     try:
         for url in urls.values():
             upgrade(url)
@@ -64,8 +66,14 @@ def seeded_run(engine, steps: int) -> tuple[str, int]:
 
     from db import comparisons, leases
 
-    spec = ComparisonSpec.model_validate({"name": "bench", "problem": {"function": {"name": "rosenbrock"}},
-                                          "training": {"steps": steps}, "optimizers": [{"name": "adam"}]})
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "bench",
+            "problem": {"function": {"name": "rosenbrock"}},
+            "training": {"steps": steps},
+            "optimizers": [{"name": "adam"}],
+        }
+    )
     with Session(engine) as session, session.begin():
         run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), steps).runs[0].id
     with Session(engine) as session, session.begin():

@@ -75,14 +75,26 @@ def measure(name: str, spec: ComparisonSpec, trials: int) -> Result:
         bare.append(bare_loop(spec))
         worker.append(through_worker(spec))
     ratio = min(bare) / min(worker)
-    return Result(f"recording overhead: {name}", "steps/s through a worker ÷ bare loop", ">= 0.95", ratio,
-                  ratio >= 0.95, {"steps": steps, "trials": trials, "bare_steps_per_s": steps / min(bare),
-                                  "worker_steps_per_s": steps / min(worker),
-                                  "median_ratio": statistics.median(bare) / statistics.median(worker)})
+    return Result(
+        f"recording overhead: {name}",
+        "steps/s through a worker ÷ bare loop",
+        ">= 0.95",
+        ratio,
+        ratio >= 0.95,
+        {
+            "steps": steps,
+            "trials": trials,
+            "bare_steps_per_s": steps / min(bare),
+            "worker_steps_per_s": steps / min(worker),
+            "median_ratio": statistics.median(bare) / statistics.median(worker),
+        },
+    )
 
 
 def run() -> list[Result]:
     mlp = example_spec("mlp_adam_amsgrad.json")
     mlp = mlp.model_copy(update={"optimizers": mlp.optimizers[:1], "seeds": [0]})
-    return [measure("MLP example (adam, 500 epochs)", mlp, TRIALS["mlp"]),
-            measure("rosenbrock (adam, 20k steps)", ComparisonSpec.model_validate(FUNCTION_SPEC), TRIALS["function"])]
+    return [
+        measure("MLP example (adam, 500 epochs)", mlp, TRIALS["mlp"]),
+        measure("rosenbrock (adam, 20k steps)", ComparisonSpec.model_validate(FUNCTION_SPEC), TRIALS["function"]),
+    ]

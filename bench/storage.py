@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from bench.common import Result, fresh_databases, seeded_run
 from db import leases
 from db.session import make_engine
-from sqlalchemy.orm import Session
 
 ROWS = 1_000_000
 FLUSH_ROWS = 10_000
@@ -22,8 +22,14 @@ def synthetic_columns(n: int, start: int = 0, seed: int = 0) -> dict[str, np.nda
     rng = np.random.default_rng(seed)
     steps = np.arange(start, start + n)
     loss = np.exp(-steps / 2e5) + 0.05 * rng.random(n)
-    return {"step": steps, "epoch": steps // 1000, "loss": loss, "time_s": steps * 2e-4,
-            "step_time_ms": 0.2 + 0.01 * rng.random(n), "lr": np.full(n, 1e-3)}
+    return {
+        "step": steps,
+        "epoch": steps // 1000,
+        "loss": loss,
+        "time_s": steps * 2e-4,
+        "step_time_ms": 0.2 + 0.01 * rng.random(n),
+        "lr": np.full(n, 1e-3),
+    }
 
 
 def write(url: str, rows: int = ROWS) -> tuple[str, float]:
@@ -46,7 +52,14 @@ def run() -> list[Result]:
         for backend, url in urls.items():
             _, seconds = write(url)
             rate = ROWS / seconds
-            results.append(Result(f"step rows into {backend}", "rows/s (1M rows, 10k-row flushes)",
-                                  f">= {TARGETS[backend]:,}", rate, rate >= TARGETS[backend],
-                                  {"rows": ROWS, "flush_rows": FLUSH_ROWS, "seconds": seconds}))
+            results.append(
+                Result(
+                    f"step rows into {backend}",
+                    "rows/s (1M rows, 10k-row flushes)",
+                    f">= {TARGETS[backend]:,}",
+                    rate,
+                    rate >= TARGETS[backend],
+                    {"rows": ROWS, "flush_rows": FLUSH_ROWS, "seconds": seconds},
+                )
+            )
     return results

@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-
 from sqlalchemy.orm import Session
 
 from bench.common import Result, fresh_databases
@@ -39,8 +38,11 @@ TARGETS = {"postgresql": 25, "sqlite": 50}
 SERVICE_TARGETS = {"postgresql": 10, "sqlite": 5}
 REDIS_URL = os.environ.get("OPTIBENCH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SWEEP_SPEC = {
-    "name": "bench: 1,000-run sweep", "problem": {"function": {"name": "rosenbrock"}},
-    "training": {"steps": STEPS}, "reuse": False, "seeds": list(range(SEEDS)),
+    "name": "bench: 1,000-run sweep",
+    "problem": {"function": {"name": "rosenbrock"}},
+    "training": {"steps": STEPS},
+    "reuse": False,
+    "seeds": list(range(SEEDS)),
     "optimizers": [{"name": "sgd", "label": f"sgd {i}", "params": {"lr": 1e-4 * (i + 1)}} for i in range(ENTRIES)],
 }
 
@@ -106,10 +108,17 @@ def finish_sweep_through_celery(database_url: str, broker_url: str | None) -> tu
     its final status. ``broker_url`` None: the embedded default (`optibench serve` with its worker)."""
     data_dir = Path(tempfile.mkdtemp(prefix="optibench-bench-sweep-"))
     port = _free_port()
-    env = {**os.environ, "OPTIBENCH_DATABASE_URL": database_url, "OPTIBENCH_DATA_DIR": str(data_dir),
-           "OPTIBENCH_PORT": str(port), "OPTIBENCH_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
-           "OPTIBENCH_VECTORIZE": "false", "OPTIBENCH_WORKER_CONCURRENCY": "2", "OPTIBENCH_TORCH_THREADS": "1",
-           "OPTIBENCH_SECRET_KEY": secrets.token_urlsafe(48)}
+    env = {
+        **os.environ,
+        "OPTIBENCH_DATABASE_URL": database_url,
+        "OPTIBENCH_DATA_DIR": str(data_dir),
+        "OPTIBENCH_PORT": str(port),
+        "OPTIBENCH_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
+        "OPTIBENCH_VECTORIZE": "false",
+        "OPTIBENCH_WORKER_CONCURRENCY": "2",
+        "OPTIBENCH_TORCH_THREADS": "1",
+        "OPTIBENCH_SECRET_KEY": secrets.token_urlsafe(48),
+    }
     if broker_url is not None:
         env["OPTIBENCH_BROKER_URL"] = broker_url
     log = data_dir / "service.log"
@@ -117,8 +126,14 @@ def finish_sweep_through_celery(database_url: str, broker_url: str | None) -> tu
         serve = [sys.executable, "-m", "optibench.cli", "serve"] + ([] if broker_url is None else ["--no-worker"])
         processes = [subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT)]
         if broker_url is not None:
-            processes.append(subprocess.Popen([sys.executable, "-m", "optibench.cli", "worker", "--device", "cpu"],
-                                              env=env, stdout=out, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "optibench.cli", "worker", "--device", "cpu"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, processes, log)
@@ -148,16 +163,28 @@ def run() -> list[Result]:
             seconds, status = finish_sweep_through_celery(url, REDIS_URL if backend == "postgresql" else None)
             rate = runs / seconds
             deployment = "PostgreSQL + Redis" if backend == "postgresql" else "embedded SQLite + its broker"
-            results.append(Result(f"sweep through Celery, {deployment}",
-                                  f"runs finished/s ({runs:,} tiny runs, one task each, a worker of 2 processes)",
-                                  f">= {SERVICE_TARGETS[backend]:,}", rate,
-                                  rate >= SERVICE_TARGETS[backend] and status == "succeeded",
-                                  {"runs": runs, "seconds": seconds, "status": status}))
+            results.append(
+                Result(
+                    f"sweep through Celery, {deployment}",
+                    f"runs finished/s ({runs:,} tiny runs, one task each, a worker of 2 processes)",
+                    f">= {SERVICE_TARGETS[backend]:,}",
+                    rate,
+                    rate >= SERVICE_TARGETS[backend] and status == "succeeded",
+                    {"runs": runs, "seconds": seconds, "status": status},
+                )
+            )
     with fresh_databases() as urls:
         for backend, url in urls.items():
             seconds, status = finish_sweep(url)
             rate = runs / seconds
-            results.append(Result(f"sweep on {backend}", f"runs finished/s ({runs:,} tiny runs, {WORKERS} workers)",
-                                  f">= {TARGETS[backend]:,}", rate, rate >= TARGETS[backend] and status == "succeeded",
-                                  {"runs": runs, "seconds": seconds, "status": status}))
+            results.append(
+                Result(
+                    f"sweep on {backend}",
+                    f"runs finished/s ({runs:,} tiny runs, {WORKERS} workers)",
+                    f">= {TARGETS[backend]:,}",
+                    rate,
+                    rate >= TARGETS[backend] and status == "succeeded",
+                    {"runs": runs, "seconds": seconds, "status": status},
+                )
+            )
     return results

@@ -30,23 +30,36 @@ def _keep_nothing(batch: Any) -> bool:
 
 def _sweep_spec(n_lrs: int, steps: int, optimizer: str, device: str) -> ComparisonSpec:
     lrs = np.logspace(-4, -1, n_lrs)
-    return ComparisonSpec.model_validate({
-        "name": "bench: lr sweep on rosenbrock", "problem": {"function": {"name": "rosenbrock"}},
-        "training": {"steps": steps}, "device": device, "dtype": "float64",
-        "optimizers": [{"name": optimizer, "params": {"lr": float(lr)}} for lr in lrs],
-    })
+    return ComparisonSpec.model_validate(
+        {
+            "name": "bench: lr sweep on rosenbrock",
+            "problem": {"function": {"name": "rosenbrock"}},
+            "training": {"steps": steps},
+            "device": device,
+            "dtype": "float64",
+            "optimizers": [{"name": optimizer, "params": {"lr": float(lr)}} for lr in lrs],
+        }
+    )
 
 
-def _mlp_spec(n_lrs: int, n_seeds: int, hidden: list[int], training: dict, device: str,
-              dataset: dict | None = None) -> ComparisonSpec:
+def _mlp_spec(
+    n_lrs: int, n_seeds: int, hidden: list[int], training: dict, device: str, dataset: dict | None = None
+) -> ComparisonSpec:
     lrs = np.logspace(-3, -1.5, n_lrs)
-    return ComparisonSpec.model_validate({
-        "name": "bench: small MLPs", "device": device, "seeds": list(range(n_seeds)),
-        "problem": {"model": {"name": "mlp", "params": {"hidden": hidden}},
-                    "dataset": dataset or {"name": "digits"}, "loss": "cross_entropy"},
-        "training": training,
-        "optimizers": [{"name": "adam", "params": {"lr": float(lr)}} for lr in lrs],
-    })
+    return ComparisonSpec.model_validate(
+        {
+            "name": "bench: small MLPs",
+            "device": device,
+            "seeds": list(range(n_seeds)),
+            "problem": {
+                "model": {"name": "mlp", "params": {"hidden": hidden}},
+                "dataset": dataset or {"name": "digits"},
+                "loss": "cross_entropy",
+            },
+            "training": training,
+            "optimizers": [{"name": "adam", "params": {"lr": float(lr)}} for lr in lrs],
+        }
+    )
 
 
 def _sync(device: str) -> None:
@@ -79,44 +92,82 @@ def compare(spec: ComparisonSpec, trials: int = 1) -> dict[str, float]:
     sequential(min(total, 20))
     times = [(_seconds(vectorized, device), _seconds(sequential, device)) for _ in range(trials)]
     best_vectorized, best_sequential = min(t[0] for t in times), min(t[1] for t in times)
-    return {"members": len(members), "steps": total, "sequential_s": best_sequential,
-            "vectorized_s": best_vectorized, "speedup": best_sequential / best_vectorized}
+    return {
+        "members": len(members),
+        "steps": total,
+        "sequential_s": best_sequential,
+        "vectorized_s": best_vectorized,
+        "speedup": best_sequential / best_vectorized,
+    }
 
 
 def lr_sweep(n_lrs: int = 64, steps: int = 2000, optimizer: str = "adam", device: str = "cpu") -> dict[str, Any]:
     """A log-spaced lr sweep on Rosenbrock, one seed."""
     timing = compare(_sweep_spec(n_lrs, steps, optimizer, device))
-    return {"name": f"{n_lrs}-config lr sweep on rosenbrock ({optimizer}, {steps} steps, {device})",
-            "target": SWEEP_TARGET, "measured": timing["speedup"], "unit": "x faster than sequential",
-            "passed": timing["speedup"] >= SWEEP_TARGET, **timing}
+    return {
+        "name": f"{n_lrs}-config lr sweep on rosenbrock ({optimizer}, {steps} steps, {device})",
+        "target": SWEEP_TARGET,
+        "measured": timing["speedup"],
+        "unit": "x faster than sequential",
+        "passed": timing["speedup"] >= SWEEP_TARGET,
+        **timing,
+    }
 
 
-def small_mlps(device: str, n_lrs: int = 4, n_seeds: int = 4, hidden: list[int] | None = None,
-               batch_size: int = 32, epochs: int = 2, trials: int = 3) -> dict[str, Any]:
+def small_mlps(
+    device: str,
+    n_lrs: int = 4,
+    n_seeds: int = 4,
+    hidden: list[int] | None = None,
+    batch_size: int = 32,
+    epochs: int = 2,
+    trials: int = 3,
+) -> dict[str, Any]:
     """n_lrs × n_seeds Adam runs of an MLP on digits (1797 samples), mini-batches, shuffled epochs."""
     hidden = [64] if hidden is None else hidden
     timing = compare(_mlp_spec(n_lrs, n_seeds, hidden, {"epochs": epochs, "batch_size": batch_size}, device), trials)
-    return {"name": f"{n_lrs * n_seeds} MLP{hidden} runs on digits (batch {batch_size}, {device})",
-            "target": MLP_TARGET if device == "cuda" else None, "measured": timing["speedup"],
-            "unit": "x faster than sequential", "passed": timing["speedup"] >= MLP_TARGET if device == "cuda" else None,
-            **timing}
+    return {
+        "name": f"{n_lrs * n_seeds} MLP{hidden} runs on digits (batch {batch_size}, {device})",
+        "target": MLP_TARGET if device == "cuda" else None,
+        "measured": timing["speedup"],
+        "unit": "x faster than sequential",
+        "passed": timing["speedup"] >= MLP_TARGET if device == "cuda" else None,
+        **timing,
+    }
 
 
 #: (width, batch size) pairs around the CPU's break-even point
-GRID = ((16, 16), (16, 128), (16, 1024), (64, 16), (64, 128), (64, 1024), (256, 16), (256, 128), (256, 512),
-        (512, 16), (512, 64))
+GRID = (
+    (16, 16),
+    (16, 128),
+    (16, 1024),
+    (64, 16),
+    (64, 128),
+    (64, 1024),
+    (256, 16),
+    (256, 128),
+    (256, 512),
+    (512, 16),
+    (512, 64),
+)
 
 
-def where_it_pays(device: str, grid: tuple[tuple[int, int], ...] = GRID, members: int = 16, steps: int = 30,
-                  trials: int = 2) -> Iterator[dict]:
+def where_it_pays(
+    device: str, grid: tuple[tuple[int, int], ...] = GRID, members: int = 16, steps: int = 30, trials: int = 2
+) -> Iterator[dict]:
     """Speed-up of ``members`` runs of a two-hidden-layer MLP (width × width) as one ensemble, over width ×
     batch size, on 2048 synthetic samples × 64 features: the measurements behind ``should_vectorize``."""
     dataset = {"name": "synthetic_classification", "params": {"n_samples": 2048, "n_features": 64, "n_classes": 10}}
     for width, batch_size in grid:
         spec = _mlp_spec(members, 1, [width, width], {"steps": steps, "batch_size": batch_size}, device, dataset)
         n_params = parameter_count(spec)
-        yield {"width": width, "batch_size": batch_size, "params": n_params, "work_per_member": n_params * batch_size,
-               **compare(spec, trials)}
+        yield {
+            "width": width,
+            "batch_size": batch_size,
+            "params": n_params,
+            "work_per_member": n_params * batch_size,
+            **compare(spec, trials),
+        }
 
 
 def run() -> Iterator[Result]:
@@ -127,11 +178,19 @@ def run() -> Iterator[Result]:
     for device in devices:
         yield _result(small_mlps(device), f"vectorized vs sequential, {device.upper()}")
     if not torch.cuda.is_available():
-        yield Result("16 small MLP runs", "vectorized vs sequential, GPU", f">= {MLP_TARGET:g}x", None, None,
-                     {"reason": "no CUDA device on this machine"})
+        yield Result(
+            "16 small MLP runs",
+            "vectorized vs sequential, GPU",
+            f">= {MLP_TARGET:g}x",
+            None,
+            None,
+            {"reason": "no CUDA device on this machine"},
+        )
 
 
 def _result(measured: dict[str, Any], measure: str) -> Result:
     details = {k: v for k, v in measured.items() if k not in ("name", "target", "measured", "passed")}
-    target = f">= {measured['target']:g}x" if measured["target"] is not None else f"none on CPU (GPU: >= {MLP_TARGET:g}x)"
+    target = (
+        f">= {measured['target']:g}x" if measured["target"] is not None else f"none on CPU (GPU: >= {MLP_TARGET:g}x)"
+    )
     return Result(measured["name"], measure, target, measured["measured"], measured["passed"], details)

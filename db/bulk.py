@@ -56,12 +56,15 @@ def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.nd
         if missing == len(values):
             return None
         if missing:
-            raise ValueError(f"step column {name!r} mixes values and None: "
-                             "a column has a value in every row, or in none")
+            raise ValueError(
+                f"step column {name!r} mixes values and None: a column has a value in every row, or in none"
+            )
     array = np.asarray(values, dtype=np.int64 if KINDS[name] == "int4" else np.float64)
     if len(array) != rows or array.ndim != (2 if name == "x" else 1):
-        raise ValueError(f"step column {name!r} has shape {array.shape}; {rows} steps need "
-                         f"{(rows, 'dimensions') if name == 'x' else (rows,)}")
+        raise ValueError(
+            f"step column {name!r} has shape {array.shape}; {rows} steps need "
+            f"{(rows, 'dimensions') if name == 'x' else (rows,)}"
+        )
     return x_json(array) if name == "x" else array
 
 

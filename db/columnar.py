@@ -28,8 +28,15 @@ _TRAILER = b"\xff\xff"
 _SQLITE_PARAMETERS = 32_766
 
 
-def insert(session: Session, table: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int,
-           *, skip_existing: bool = False) -> None:
+def insert(
+    session: Session,
+    table: str,
+    kinds: Mapping[str, str],
+    columns: Mapping[str, object],
+    rows: int,
+    *,
+    skip_existing: bool = False,
+) -> None:
     """Insert ``rows`` rows given as ``columns`` (name: values, see the module's doc) whose kinds
     ``kinds`` gives. ``skip_existing``: rows whose key is taken are left out instead of failing."""
     with inserting(session, table, kinds, columns, rows, skip_existing=skip_existing):
@@ -37,15 +44,28 @@ def insert(session: Session, table: str, kinds: Mapping[str, str], columns: Mapp
 
 
 @contextmanager
-def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int,
-              *, skip_existing: bool = False) -> Iterator[None]:
+def inserting(
+    session: Session,
+    table: str,
+    kinds: Mapping[str, str],
+    columns: Mapping[str, object],
+    rows: int,
+    *,
+    skip_existing: bool = False,
+) -> Iterator[None]:
     """``insert``, whose body runs while PostgreSQL inserts the rows (their data sent, the COPY not
     yet ended), so the client's next work overlaps the server's."""
     names = [name for name, values in columns.items() if values is not None]  # the others default to NULL
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
-        _sqlite_insert(session.connection().connection.driver_connection, table, names, rows, skip_existing,
-                       [_driver_values(dialect, kinds[name], columns[name], rows) for name in names])
+        _sqlite_insert(
+            session.connection().connection.driver_connection,
+            table,
+            names,
+            rows,
+            skip_existing,
+            [_driver_values(dialect, kinds[name], columns[name], rows) for name in names],
+        )
         yield
         return
     payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
@@ -54,13 +74,19 @@ def inserting(session: Session, table: str, kinds: Mapping[str, str], columns: M
         session.execute(text(f"CREATE TEMPORARY TABLE {target} (LIKE {table})"))
     with session.connection().connection.driver_connection.cursor() as cursor:
         # flush_threshold=0: every slice goes out at once, none waits in the client's buffer for the COPY's end
-        with cursor.copy(f"COPY {target} ({column_list(names)}) FROM STDIN (FORMAT BINARY)",
-                         writer=LibpqWriter(cursor, flush_threshold=0)) as copy:
+        with cursor.copy(
+            f"COPY {target} ({column_list(names)}) FROM STDIN (FORMAT BINARY)",
+            writer=LibpqWriter(cursor, flush_threshold=0),
+        ) as copy:
             copy.write(memoryview(payload))  # psycopg sends a large buffer in slices: views, not copies
             yield
     if skip_existing:
-        session.execute(text(f"INSERT INTO {table} ({column_list(names)}) "
-                             f"SELECT {column_list(names)} FROM {target} ON CONFLICT DO NOTHING"))
+        session.execute(
+            text(
+                f"INSERT INTO {table} ({column_list(names)}) "
+                f"SELECT {column_list(names)} FROM {target} ON CONFLICT DO NOTHING"
+            )
+        )
         session.execute(text(f"DROP TABLE {target}"))
 
 
@@ -86,8 +112,9 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
     """The payload (bytes) of ``COPY ... FROM STDIN (FORMAT BINARY)`` for ``rows`` rows of ``fields``
     (kind, values). Each row is laid out at its widest in one structured array; when some value is
     NULL or a text is shorter than the longest, one mask drops the unused bytes."""
-    fields = [(kind, Text.of(values) if kind == "text" and isinstance(values, list) else values)
-              for kind, values in fields]
+    fields = [
+        (kind, Text.of(values) if kind == "text" and isinstance(values, list) else values) for kind, values in fields
+    ]
     layout: list[tuple] = [("count", ">i2")]
     for i, (kind, values) in enumerate(fields):
         layout.append((f"length{i}", ">i4"))
@@ -99,7 +126,7 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
             layout.append((f"value{i}", KINDS[kind]))
     layout = np.dtype(layout)
     payload = _payload(rows * layout.itemsize)  # one buffer: no copy of the rows to add the header
-    table = payload[len(_HEADER):-len(_TRAILER)].view(layout)
+    table = payload[len(_HEADER) : -len(_TRAILER)].view(layout)
     table["count"] = len(fields)
     used: np.ndarray | None = None  # per row and byte: part of the payload
     for i, (_, values) in enumerate(fields):
@@ -119,19 +146,19 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
             keep = ~null[:, None]
         if used is None:
             used = np.ones((rows, table.dtype.itemsize), dtype=bool)
-        used[:, offset:offset + width] = keep
+        used[:, offset : offset + width] = keep
     if used is None:
         return payload
     kept = _payload(np.count_nonzero(used))
-    kept[len(_HEADER):-len(_TRAILER)] = table.view(np.uint8)[used.ravel()]
+    kept[len(_HEADER) : -len(_TRAILER)] = table.view(np.uint8)[used.ravel()]
     return kept
 
 
 def _payload(size: int) -> np.ndarray:
     """A COPY payload's bytes with its header and trailer written, ``size`` bytes of rows left between."""
     payload = np.empty(len(_HEADER) + size + len(_TRAILER), dtype=np.uint8)
-    payload[:len(_HEADER)] = np.frombuffer(_HEADER, dtype=np.uint8)
-    payload[len(payload) - len(_TRAILER):] = np.frombuffer(_TRAILER, dtype=np.uint8)
+    payload[: len(_HEADER)] = np.frombuffer(_HEADER, dtype=np.uint8)
+    payload[len(payload) - len(_TRAILER) :] = np.frombuffer(_TRAILER, dtype=np.uint8)
     return payload
 
 
@@ -144,8 +171,10 @@ class Text:
     @classmethod
     def of(cls, strings: Sequence[str]) -> Text:
         encoded = [s.encode() for s in strings]
-        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8),
-                   np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+        return cls(
+            np.frombuffer(b"".join(encoded), dtype=np.uint8),
+            np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)),
+        )
 
     def strings(self) -> list[str]:
         data, ends = self.data.tobytes(), np.cumsum(self.lengths).tolist()

@@ -13,7 +13,18 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from analysis import summary
 from db.models import (
-    CANCELLED, FAILED, LOCAL_TEAM_ID, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Comparison, Eval, Run, new_id, utcnow,
+    CANCELLED,
+    FAILED,
+    LOCAL_TEAM_ID,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Comparison,
+    Eval,
+    Run,
+    new_id,
+    utcnow,
 )
 from engine.identity import ALONE, ENSEMBLE, device_kind, execution_plan, run_hasher
 from engine.spec import ComparisonSpec
@@ -22,16 +33,22 @@ from engine.vectorized import Member
 from optibench.settings import get_settings
 from optibench.status import RunStatus
 
-
-
 #: rows with every column unset
 _NO_COMPARISON, _NO_RUN = (dict.fromkeys(model.__table__.columns.keys()) for model in (Comparison, Run))
 
 
-def create_comparison(session: Session, spec: dict[str, Any], steps_total: int | Sequence[int],
-                      team_id: str = LOCAL_TEAM_ID, submitted_by: str | None = None, *, reuse: bool = False,
-                      idempotency_key: str | None = None, request_hash: str | None = None,
-                      publishing: bool = False) -> Comparison:
+def create_comparison(
+    session: Session,
+    spec: dict[str, Any],
+    steps_total: int | Sequence[int],
+    team_id: str = LOCAL_TEAM_ID,
+    submitted_by: str | None = None,
+    *,
+    reuse: bool = False,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    publishing: bool = False,
+) -> Comparison:
     """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
     only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
 
@@ -51,9 +68,20 @@ def create_comparison(session: Session, spec: dict[str, Any], steps_total: int |
     than the rest of a submit. The objects returned are in the session as if read back."""
     if isinstance(steps_total, int):
         steps_total = [steps_total] * len(spec["optimizers"])
-    row = {**_NO_COMPARISON, "id": new_id(), "team_id": team_id, "name": spec["name"], "status": QUEUED,
-           "spec": spec, "tags": spec.get("tags", []), "submitted_by": submitted_by, "created_at": utcnow(),
-           "idempotency_key": idempotency_key, "request_hash": request_hash, **_history_columns(spec)}
+    row = {
+        **_NO_COMPARISON,
+        "id": new_id(),
+        "team_id": team_id,
+        "name": spec["name"],
+        "status": QUEUED,
+        "spec": spec,
+        "tags": spec.get("tags", []),
+        "submitted_by": submitted_by,
+        "created_at": utcnow(),
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        **_history_columns(spec),
+    }
     runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
     if publishing:
         for run in runs:
@@ -90,20 +118,37 @@ def _persistent(session: Session, instance: Comparison | Run) -> Comparison | Ru
 def _history_columns(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec's component names, which the history filters on."""
     problem = spec["problem"]
-    return {"model_name": (problem.get("model") or {}).get("name"),
-            "dataset_name": (problem.get("dataset") or {}).get("name"),
-            "function_name": (problem.get("function") or {}).get("name"),
-            "optimizer_names": list(dict.fromkeys(entry["name"] for entry in spec["optimizers"]))}
+    return {
+        "model_name": (problem.get("model") or {}).get("name"),
+        "dataset_name": (problem.get("dataset") or {}).get("name"),
+        "function_name": (problem.get("function") or {}).get("name"),
+        "optimizer_names": list(dict.fromkeys(entry["name"] for entry in spec["optimizers"])),
+    }
 
 
 #: what a reused run copies from its source
-_OUTCOME = ("steps_done", "final_loss", "best_loss", "wall_time_s", "diverged_step", "device", "hardware",
-            "started_at", "finished_at")
+_OUTCOME = (
+    "steps_done",
+    "final_loss",
+    "best_loss",
+    "wall_time_s",
+    "diverged_step",
+    "device",
+    "hardware",
+    "started_at",
+    "finished_at",
+)
 
 
-def _run_rows(session: Session, comparison: Mapping[str, Any], configs: Sequence[RunConfig],
-              steps_total: Sequence[int] | Mapping[int, int], reuse: bool,
-              first_position: int, grouped: bool) -> tuple[list[dict[str, Any]], bool]:
+def _run_rows(
+    session: Session,
+    comparison: Mapping[str, Any],
+    configs: Sequence[RunConfig],
+    steps_total: Sequence[int] | Mapping[int, int],
+    reuse: bool,
+    first_position: int,
+    grouped: bool,
+) -> tuple[list[dict[str, Any]], bool]:
     """The complete rows of a comparison's new runs, each with its config hash and execution mode,
     numbered from ``first_position``; ``grouped``: they are dispatched together, so some may train as
     ensembles (else each alone, as a tuning job's final runs). With ``reuse``, the runs of a task whose
@@ -116,8 +161,11 @@ def _run_rows(session: Session, comparison: Mapping[str, Any], configs: Sequence
     hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
     members = [Member(c.entry_index, c.seed, c.params) for c in configs]
     index_of = {id(member): i for i, member in enumerate(members)}
-    plan = (execution_plan(ComparisonSpec.model_validate(spec), members, device, settings.vectorize) if grouped
-            else [([member], ALONE) for member in members])
+    plan = (
+        execution_plan(ComparisonSpec.model_validate(spec), members, device, settings.vectorize)
+        if grouped
+        else [([member], ALONE) for member in members]
+    )
     modes: list[str] = [ALONE] * len(configs)
     for group, mode in plan:
         for member in group:
@@ -132,26 +180,49 @@ def _run_rows(session: Session, comparison: Mapping[str, Any], configs: Sequence
     rows = []
     for index, (config, config_hash) in enumerate(zip(configs, hashes)):
         position = first_position + index
-        row = {**_NO_RUN, "id": new_id(), "comparison_id": comparison["id"], "position": position,
-               "entry_index": config.entry_index, "label": config.label, "seed": config.seed,
-               "optimizer_name": spec["optimizers"][config.entry_index]["name"], "optimizer_params": config.params,
-               "sweep_values": config.sweep_values, "phase": config.phase, "config_hash": config_hash,
-               "status": QUEUED, "steps_total": steps_total[config.entry_index], "steps_done": 0, "attempt": 0,
-               "device": device, "execution": modes[index]}
+        row = {
+            **_NO_RUN,
+            "id": new_id(),
+            "comparison_id": comparison["id"],
+            "position": position,
+            "entry_index": config.entry_index,
+            "label": config.label,
+            "seed": config.seed,
+            "optimizer_name": spec["optimizers"][config.entry_index]["name"],
+            "optimizer_params": config.params,
+            "sweep_values": config.sweep_values,
+            "phase": config.phase,
+            "config_hash": config_hash,
+            "status": QUEUED,
+            "steps_total": steps_total[config.entry_index],
+            "steps_done": 0,
+            "attempt": 0,
+            "device": device,
+            "execution": modes[index],
+        }
         source = sources.get(index)
         if source is not None:
-            row.update({column: getattr(source, column) for column in _OUTCOME},
-                       status=SUCCEEDED, reused_from_id=source.reused_from_id or source.id)
+            row.update(
+                {column: getattr(source, column) for column in _OUTCOME},
+                status=SUCCEEDED,
+                reused_from_id=source.reused_from_id or source.id,
+            )
         rows.append(row)
     return rows, bool(sources)
 
 
-def _add_runs(session: Session, comparison: Comparison, configs: Sequence[RunConfig],
-              steps_total: Sequence[int] | Mapping[int, int], reuse: bool) -> None:
+def _add_runs(
+    session: Session,
+    comparison: Comparison,
+    configs: Sequence[RunConfig],
+    steps_total: Sequence[int] | Mapping[int, int],
+    reuse: bool,
+) -> None:
     """Append runs to a stored comparison, after its existing ones; the caller flushes."""
     columns = {"id": comparison.id, "team_id": comparison.team_id, "spec": comparison.spec}
-    rows, _ = _run_rows(session, columns, configs, steps_total, reuse, first_position=len(comparison.runs),
-                        grouped=False)
+    rows, _ = _run_rows(
+        session, columns, configs, steps_total, reuse, first_position=len(comparison.runs), grouped=False
+    )
     comparison.runs.extend(Run(**row) for row in rows)
 
 
@@ -163,9 +234,15 @@ def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dic
     if not hashes:
         return found
     candidates = session.scalars(
-        select(Run).join(Comparison)
-        .where(Run.config_hash.in_(set(hashes)), Run.status == SUCCEEDED, Run.execution.in_((ALONE, ENSEMBLE)),
-               Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+        select(Run)
+        .join(Comparison)
+        .where(
+            Run.config_hash.in_(set(hashes)),
+            Run.status == SUCCEEDED,
+            Run.execution.in_((ALONE, ENSEMBLE)),
+            Comparison.team_id == team_id,
+            Comparison.deleted_at.is_(None),
+        )
         .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
     )
     for run in candidates:
@@ -203,8 +280,9 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
     if comparison.status in TERMINAL and comparison.finished_at is None:
         comparison.finished_at = utcnow()
         # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
-        session.scalars(select(Run).where(Run.comparison_id == comparison_id)
-                        .execution_options(populate_existing=True)).all()
+        session.scalars(
+            select(Run).where(Run.comparison_id == comparison_id).execution_options(populate_existing=True)
+        ).all()
         scores = None
         if comparison.spec.get("tuning"):
             search = [run for run in comparison.runs if run.phase == SEARCH]
@@ -214,15 +292,17 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
 
 def _statuses_present(session: Session, comparison_id: str) -> set[str]:
     """The statuses at least one of the comparison's runs has: one EXISTS per status, each an index probe."""
-    probes = [select(Run.id).where(Run.comparison_id == comparison_id, Run.status == status).exists()
-              for status in RunStatus]
+    probes = [
+        select(Run.id).where(Run.comparison_id == comparison_id, Run.status == status).exists() for status in RunStatus
+    ]
     found = session.execute(select(*probes)).one()
     return {status.value for status, exists in zip(RunStatus, found) if exists}
 
 
 def _has_final_phase(session: Session, comparison_id: str) -> bool:
-    return bool(session.scalar(select(select(Run.id).where(Run.comparison_id == comparison_id,
-                                                           Run.phase == FINAL).exists())))
+    return bool(
+        session.scalar(select(select(Run.id).where(Run.comparison_id == comparison_id, Run.phase == FINAL).exists()))
+    )
 
 
 def _start_final_phase(session: Session, comparison: Comparison) -> None:
@@ -233,10 +313,18 @@ def _start_final_phase(session: Session, comparison: Comparison) -> None:
     search = [run for run in comparison.runs if run.phase == SEARCH]
     scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
     best = summary.tuning_choice(search, scores)  # runs load in position order, which is sweep order
-    finals = [RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, seed, FINAL)
-              for run in best.values() for seed in comparison.spec["tuning"]["seeds"][1:]]
-    _add_runs(session, comparison, finals, {run.entry_index: run.steps_total for run in search},
-              comparison.spec.get("reuse", True))
+    finals = [
+        RunConfig(run.entry_index, run.label, run.optimizer_params, run.sweep_values or {}, seed, FINAL)
+        for run in best.values()
+        for seed in comparison.spec["tuning"]["seeds"][1:]
+    ]
+    _add_runs(
+        session,
+        comparison,
+        finals,
+        {run.entry_index: run.steps_total for run in search},
+        comparison.spec.get("reuse", True),
+    )
     session.flush()
 
 
@@ -248,10 +336,18 @@ def _tuning_scores(session: Session, runs: Sequence[Run], metric: str) -> dict[s
         values = {run.id: run.final_loss for run in succeeded}
     else:
         data_ids = {run.reused_from_id or run.id for run in succeeded}
-        last = (select(Eval.run_id, func.max(Eval.step).label("step")).where(Eval.run_id.in_(data_ids))
-                .group_by(Eval.run_id).subquery())
-        val_losses = dict(session.execute(
-            select(Eval.run_id, Eval.val_loss).join(last, and_(Eval.run_id == last.c.run_id, Eval.step == last.c.step))
-        ).all())
+        last = (
+            select(Eval.run_id, func.max(Eval.step).label("step"))
+            .where(Eval.run_id.in_(data_ids))
+            .group_by(Eval.run_id)
+            .subquery()
+        )
+        val_losses = dict(
+            session.execute(
+                select(Eval.run_id, Eval.val_loss).join(
+                    last, and_(Eval.run_id == last.c.run_id, Eval.step == last.c.step)
+                )
+            ).all()
+        )
         values = {run.id: val_losses.get(run.reused_from_id or run.id) for run in succeeded}
     return {run_id: value for run_id, value in values.items() if value is not None and math.isfinite(value)}

@@ -10,8 +10,8 @@ a range are found on the index and a bucket's first and last rows are its lowest
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Double, Integer, and_, case, cast, func, literal, select
@@ -53,16 +53,16 @@ def _in_range(table, value, x, run_ids: Sequence[str], start: float, end: float)
     return and_(table.run_id.in_(run_ids), value.is_not(None), x >= start, x <= end)
 
 
-def count_rows(session: Session, run_id: str, metric: Metric, axis: Axis, start: float, end: float,
-               up_to: int) -> int:
+def count_rows(session: Session, run_id: str, metric: Metric, axis: Axis, start: float, end: float, up_to: int) -> int:
     """Rows in [start, end], counted only up to ``up_to`` + 1: the cost stays bounded by the answer's size."""
     table, value, x = _columns(metric, axis)
     rows = select(literal(1)).where(_in_range(table, value, x, [run_id], start, end)).limit(up_to + 1)
     return session.scalar(select(func.count()).select_from(rows.subquery()))
 
 
-def buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis, grid: Grid,
-            raw: bool = False) -> dict[str, list[Bucket]]:
+def buckets(
+    session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis, grid: Grid, raw: bool = False
+) -> dict[str, list[Bucket]]:
     """Each run's rows with x in [grid.start, grid.end], in the grid's buckets (raw: one per row),
     in x order. Runs without such rows are left out. Long loss curves are read from the rollups."""
     curves: dict[str, list[Bucket]] = {}
@@ -90,8 +90,11 @@ def _grid_index(session: Session, x, grid: Grid):
 #: the rollups serve a curve when each bucket gathers at least this many blocks; bucket edges then
 #: fall on block edges, so a bucket's width is the nominal one within one block (at most half of it)
 MIN_BLOCKS_PER_BUCKET = 2
-_ROLLUP_AXIS = {"step": ("first_step", "last_step"), "time": ("first_time_s", "last_time_s"),
-                "epoch": ("first_epoch", "last_epoch")}
+_ROLLUP_AXIS = {
+    "step": ("first_step", "last_step"),
+    "time": ("first_time_s", "last_time_s"),
+    "epoch": ("first_epoch", "last_epoch"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,10 @@ def _rollup_plan(session: Session, run_id: str, axis: Axis, grid: Grid) -> _Roll
     top-level blocks overlapping the range (a few rows); None: read the rows themselves."""
     first, last = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
     rows, first_step, last_step = session.execute(
-        select(func.sum(StepRollup.count), func.min(StepRollup.first_step), func.max(StepRollup.last_step))
-        .where(StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1],
-               last >= grid.start, first <= grid.end)).one()
+        select(func.sum(StepRollup.count), func.min(StepRollup.first_step), func.max(StepRollup.last_step)).where(
+            StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1], last >= grid.start, first <= grid.end
+        )
+    ).one()
     for level in reversed(rollups.LEVELS):
         if (rows or 0) >> level >= MIN_BLOCKS_PER_BUCKET * grid.points:
             return _RollupPlan(level, first_step, last_step)
@@ -125,37 +129,74 @@ def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, plan:
     index = _grid_index(session, first_x, grid).label("index")
     whole_bucket = {"partition_by": index, "order_by": r.block, "rows": (None, None)}
     blocks = (
-        select(r, index, func.first_value(r.first).over(**whole_bucket).label("bucket_first"),
-               func.last_value(r.last).over(**whole_bucket).label("bucket_last"),
-               func.first_value(first_x).over(**whole_bucket).label("x_start"),
-               func.last_value(last_x).over(**whole_bucket).label("x_end"))
+        select(
+            r,
+            index,
+            func.first_value(r.first).over(**whole_bucket).label("bucket_first"),
+            func.last_value(r.last).over(**whole_bucket).label("bucket_last"),
+            func.first_value(first_x).over(**whole_bucket).label("x_start"),
+            func.last_value(last_x).over(**whole_bucket).label("x_end"),
+        )
         .where(r.run_id == run_id, r.level == level, first_x >= grid.start, last_x <= grid.end)
         .subquery()
     )
     b = blocks.c
     rows = session.execute(
-        select(b.index, func.sum(b.count).label("count"), func.sum(b.nan_count).label("nan"),
-               func.sum(b.pos_inf_count).label("pos_inf"), func.sum(b.neg_inf_count).label("neg_inf"),
-               func.sum(b.finite_sum).label("total"), func.min(b.min).label("min"), func.max(b.max).label("max"),
-               func.min(b.first_step).label("first_step"), func.max(b.last_step).label("last_step"),
-               # one value per bucket, repeated on each of its blocks: min() just picks it
-               func.min(b.bucket_first, type_=FaithfulFloat()).label("first"),
-               func.min(b.bucket_last, type_=FaithfulFloat()).label("last"),
-               func.min(b.x_start).label("x_start"), func.min(b.x_end).label("x_end"))
-        .group_by(b.index).order_by(b.index)
+        select(
+            b.index,
+            func.sum(b.count).label("count"),
+            func.sum(b.nan_count).label("nan"),
+            func.sum(b.pos_inf_count).label("pos_inf"),
+            func.sum(b.neg_inf_count).label("neg_inf"),
+            func.sum(b.finite_sum).label("total"),
+            func.min(b.min).label("min"),
+            func.max(b.max).label("max"),
+            func.min(b.first_step).label("first_step"),
+            func.max(b.last_step).label("last_step"),
+            # one value per bucket, repeated on each of its blocks: min() just picks it
+            func.min(b.bucket_first, type_=FaithfulFloat()).label("first"),
+            func.min(b.bucket_last, type_=FaithfulFloat()).label("last"),
+            func.min(b.x_start).label("x_start"),
+            func.min(b.x_end).label("x_end"),
+        )
+        .group_by(b.index)
+        .order_by(b.index)
     ).all()
     if not rows:
         return _scanned_buckets(session, [run_id], "loss", axis, grid).get(run_id, [])
-    middle = {index: Bucket(index, x_start, x_end, count, first, last, low, high,
-                            total if count - nan - pos_inf - neg_inf else None, nan, pos_inf, neg_inf)
-              for (index, count, nan, pos_inf, neg_inf, total, low, high, _, _, first, last, x_start, x_end)
-              in map(tuple, rows)}
+    middle = {
+        index: Bucket(
+            index,
+            x_start,
+            x_end,
+            count,
+            first,
+            last,
+            low,
+            high,
+            total if count - nan - pos_inf - neg_inf else None,
+            nan,
+            pos_inf,
+            neg_inf,
+        )
+        for (index, count, nan, pos_inf, neg_inf, total, low, high, _, _, first, last, x_start, x_end) in map(
+            tuple, rows
+        )
+    }
     block = 1 << level
     first_step, last_step = rows[0].first_step, rows[-1].last_step
-    before, after = ({edge.index: edge for edge in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span)
-                      .get(run_id, [])} if needed else {}
-                     for span, needed in (((first_step - block, first_step - 1), first_step > plan.first_step),
-                                          ((last_step + 1, last_step + block), last_step < plan.last_step)))
+    before, after = (
+        {
+            edge.index: edge
+            for edge in _scanned_buckets(session, [run_id], "loss", axis, grid, steps=span).get(run_id, [])
+        }
+        if needed
+        else {}
+        for span, needed in (
+            ((first_step - block, first_step - 1), first_step > plan.first_step),
+            ((last_step + 1, last_step + block), last_step < plan.last_step),
+        )
+    )
     merged = []
     for index in sorted({*before, *middle, *after}):
         parts = [part[index] for part in (before, middle, after) if index in part]
@@ -166,8 +207,15 @@ def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, plan:
     return merged
 
 
-def _scanned_buckets(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis, grid: Grid,
-                     raw: bool = False, steps: tuple[int, int] | None = None) -> dict[str, list[Bucket]]:
+def _scanned_buckets(
+    session: Session,
+    run_ids: Sequence[str],
+    metric: Metric,
+    axis: Axis,
+    grid: Grid,
+    raw: bool = False,
+    steps: tuple[int, int] | None = None,
+) -> dict[str, list[Bucket]]:
     """``buckets`` from the step rows; ``steps``: only the rows in that span of steps."""
     table, value, x = _columns(metric, axis)
     if raw:
@@ -180,12 +228,19 @@ def _scanned_buckets(session: Session, run_ids: Sequence[str], metric: Metric, a
     if steps is not None:
         in_range = and_(in_range, table.step.between(*steps))
     grouped = (
-        select(table.run_id, key.label("index"), func.count().label("count"),
-               func.min(table.step).label("first_step"), func.max(table.step).label("last_step"),
-               func.min(case((not_nan, value))).label("min"), func.max(case((not_nan, value))).label("max"),
-               func.sum(case((finite, value))).label("total"), func.count(case((value == _NAN, 1))).label("nan"),
-               func.count(case((value == _INF, 1))).label("pos_inf"),
-               func.count(case((value == _NEG_INF, 1))).label("neg_inf"))
+        select(
+            table.run_id,
+            key.label("index"),
+            func.count().label("count"),
+            func.min(table.step).label("first_step"),
+            func.max(table.step).label("last_step"),
+            func.min(case((not_nan, value))).label("min"),
+            func.max(case((not_nan, value))).label("max"),
+            func.sum(case((finite, value))).label("total"),
+            func.count(case((value == _NAN, 1))).label("nan"),
+            func.count(case((value == _INF, 1))).label("pos_inf"),
+            func.count(case((value == _NEG_INF, 1))).label("neg_inf"),
+        )
         .where(in_range)
         .group_by(table.run_id, key)
         .subquery()
@@ -198,16 +253,51 @@ def _scanned_buckets(session: Session, run_ids: Sequence[str], metric: Metric, a
         .order_by(grouped.c.run_id, grouped.c.first_step)
     )
     curves: dict[str, list[Bucket]] = {}
-    for (run_id, index, count, _, _, low, high, total, nan, pos_inf, neg_inf,
-         x_start, first_value, x_end, last_value) in rows:
-        curves.setdefault(run_id, []).append(Bucket(
-            index=index, x_start=x_start, x_end=x_end, count=count, first=first_value, last=last_value,
-            min=low, max=high, total=total, nan=nan, pos_inf=pos_inf, neg_inf=neg_inf))
+    for (
+        run_id,
+        index,
+        count,
+        _,
+        _,
+        low,
+        high,
+        total,
+        nan,
+        pos_inf,
+        neg_inf,
+        x_start,
+        first_value,
+        x_end,
+        last_value,
+    ) in rows:
+        curves.setdefault(run_id, []).append(
+            Bucket(
+                index=index,
+                x_start=x_start,
+                x_end=x_end,
+                count=count,
+                first=first_value,
+                last=last_value,
+                min=low,
+                max=high,
+                total=total,
+                nan=nan,
+                pos_inf=pos_inf,
+                neg_inf=neg_inf,
+            )
+        )
     return curves
 
 
-def run_curve(session: Session, run_id: str, metric: Metric, axis: Axis, points: int,
-              start: float | None = None, end: float | None = None) -> Curve:
+def run_curve(
+    session: Session,
+    run_id: str,
+    metric: Metric,
+    axis: Axis,
+    points: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> Curve:
     """``analysis.downsample.downsample`` of the run's rows, in SQL. ``run_id``: the run that holds
     the rows (a reused run's source)."""
     if start is None or end is None:

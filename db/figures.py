@@ -31,9 +31,11 @@ class PathPoint:
 
 def path_points(session: Session, run_id: str, steps: Sequence[int]) -> list[PathPoint]:
     """The run's rows at these steps (primary-key lookups), in step order."""
-    rows = session.execute(select(Step.step, Step.x, Step.loss)
-                           .where(Step.run_id == run_id, Step.step.in_(steps), Step.x.is_not(None))
-                           .order_by(Step.step))
+    rows = session.execute(
+        select(Step.step, Step.x, Step.loss)
+        .where(Step.run_id == run_id, Step.step.in_(steps), Step.x.is_not(None))
+        .order_by(Step.step)
+    )
     return [PathPoint(step, x, loss) for step, x, loss in rows]
 
 
@@ -54,11 +56,18 @@ def step_time_histogram(session: Session, run_ids: Sequence[str], bins: int) -> 
         return Histogram(edges=[], counts={})
     edges = np.geomspace(low, high, bins + 1) if high > low else np.array([low, high])
     inner = edges[1:-1]
-    index = case(*((Step.step_time_ms < literal(float(edge), Double()), i) for i, edge in enumerate(inner)),
-                 else_=len(edges) - 2) if len(inner) else literal(0)
+    index = (
+        case(
+            *((Step.step_time_ms < literal(float(edge), Double()), i) for i, edge in enumerate(inner)),
+            else_=len(edges) - 2,
+        )
+        if len(inner)
+        else literal(0)
+    )
     counts = {run_id: [0] * (len(edges) - 1) for run_id in run_ids}
-    for run_id, i, n in session.execute(select(Step.run_id, index.label("bin"), func.count())
-                                        .where(*positive).group_by(Step.run_id, index)):
+    for run_id, i, n in session.execute(
+        select(Step.run_id, index.label("bin"), func.count()).where(*positive).group_by(Step.run_id, index)
+    ):
         counts[run_id][i] = n
     return Histogram(edges=[low, *inner.tolist(), high], counts=counts)
 
@@ -95,17 +104,26 @@ def step_figures(session: Session, run_ids: Sequence[str]) -> dict[str, StepFigu
     return {run_id: StepFigures(auc, low) for run_id, auc, low in rows}
 
 
-def _at_chosen_step(session: Session, table: type[Step] | type[Eval], pick: Callable, run_ids: Sequence[str],
-                    columns: Sequence, *conditions) -> list[tuple]:
+def _at_chosen_step(
+    session: Session,
+    table: type[Step] | type[Eval],
+    pick: Callable,
+    run_ids: Sequence[str],
+    columns: Sequence,
+    *conditions,
+) -> list[tuple]:
     """For each run, ``columns`` of its row at the step that ``pick`` (min or max) chooses among the
     rows meeting ``conditions``: one grouped pass joined back on the primary key. (A per-run subquery
     that walks the key in step order is faster when the row comes early, but several times slower on
     PostgreSQL when it comes late, as the default target does for its slowest run.)"""
-    chosen = (select(table.run_id, pick(table.step).label("step"))
-              .where(table.run_id.in_(run_ids), *conditions).group_by(table.run_id).subquery())
+    chosen = (
+        select(table.run_id, pick(table.step).label("step"))
+        .where(table.run_id.in_(run_ids), *conditions)
+        .group_by(table.run_id)
+        .subquery()
+    )
     return session.execute(
-        select(table.run_id, *columns)
-        .join(chosen, and_(table.run_id == chosen.c.run_id, table.step == chosen.c.step))
+        select(table.run_id, *columns).join(chosen, and_(table.run_id == chosen.c.run_id, table.step == chosen.c.step))
     ).all()
 
 

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, selectinload
 from db.models import TERMINAL, Comparison, Eval, Run, Step, UTCDateTime
 
 
-
 def get_comparison(session: Session, comparison_id: str, team_id: str) -> Comparison | None:
     """The team's comparison, or None: another team's and deleted ones look exactly like missing ones."""
     return session.scalar(
@@ -30,7 +29,8 @@ def get_comparison(session: Session, comparison_id: str, team_id: str) -> Compar
 def get_run(session: Session, run_id: str, team_id: str) -> Run | None:
     """The team's run, or None, as for get_comparison."""
     return session.scalar(
-        select(Run).join(Comparison)
+        select(Run)
+        .join(Comparison)
         .where(Run.id == run_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
     )
 
@@ -73,8 +73,12 @@ class HistoryFilter:
 
 
 #: the history's filters on plain columns, by name
-_EQUAL = {"status": Comparison.status, "model": Comparison.model_name, "dataset": Comparison.dataset_name,
-          "function": Comparison.function_name}
+_EQUAL = {
+    "status": Comparison.status,
+    "model": Comparison.model_name,
+    "dataset": Comparison.dataset_name,
+    "function": Comparison.function_name,
+}
 
 
 #: and on JSON lists of names
@@ -84,8 +88,9 @@ _LISTED = {"optimizer": Comparison.optimizer_names, "tag": Comparison.tags}
 def _filter_conditions(dialect: str, given: tuple[str, ...]) -> list:
     """The conditions of these filters, on bound parameters named after them (HistoryFilter.params)."""
     found = [_EQUAL[name] == bindparam(name, type_=String) for name in given if name in _EQUAL]
-    found += [_json_list_contains(_LISTED[name], bindparam(name, type_=String), dialect)
-              for name in given if name in _LISTED]
+    found += [
+        _json_list_contains(_LISTED[name], bindparam(name, type_=String), dialect) for name in given if name in _LISTED
+    ]
     if "q" in given:
         found.append(Comparison.name.icontains(bindparam("q", type_=String), escape="/"))
     return found
@@ -112,20 +117,33 @@ def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], 
     it walks the (team_id[, status], created_at, id) index in order and stops after ``limit``
     matches, whatever the filters."""
     columns = [getattr(Comparison, name) for name in SUMMARY_COLUMNS] if summaries else [Comparison]
-    query = (select(*columns)
-             .where(Comparison.team_id == bindparam("team_id"), Comparison.deleted_at.is_(None),
-                    *_filter_conditions(dialect, filters))
-             .order_by(Comparison.created_at.desc(), Comparison.id.desc())
-             .limit(bindparam("limit", type_=Integer)))
+    query = (
+        select(*columns)
+        .where(
+            Comparison.team_id == bindparam("team_id"),
+            Comparison.deleted_at.is_(None),
+            *_filter_conditions(dialect, filters),
+        )
+        .order_by(Comparison.created_at.desc(), Comparison.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
     if paged:
         created_at, comparison_id = bindparam("after_created_at", type_=UTCDateTime()), bindparam("after_id")
-        query = query.where(or_(Comparison.created_at < created_at,
-                                and_(Comparison.created_at == created_at, Comparison.id < comparison_id)))
+        query = query.where(
+            or_(
+                Comparison.created_at < created_at,
+                and_(Comparison.created_at == created_at, Comparison.id < comparison_id),
+            )
+        )
     if not summaries:
         return query
     # the page first, then its runs' progress: grouping the join would aggregate the whole history
-    aggregates = (func.count().label("runs"), func.sum(case((Run.status.in_(TERMINAL), 1), else_=0)).label("done"),
-                  func.sum(Run.steps_total).label("steps"), func.sum(Run.steps_done).label("steps_done"))
+    aggregates = (
+        func.count().label("runs"),
+        func.sum(case((Run.status.in_(TERMINAL), 1), else_=0)).label("done"),
+        func.sum(Run.steps_total).label("steps"),
+        func.sum(Run.steps_done).label("steps_done"),
+    )
     if dialect == "postgresql":
         # each comparison's runs through the comparison_id index: a third of the planning and running
         # time of grouping them all
@@ -134,16 +152,23 @@ def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], 
         joined = true()
     else:  # SQLite has no LATERAL
         page = query.cte("page")
-        progress = (select(Run.comparison_id, *aggregates).where(Run.comparison_id.in_(select(page.c.id)))
-                    .group_by(Run.comparison_id).subquery("progress"))
+        progress = (
+            select(Run.comparison_id, *aggregates)
+            .where(Run.comparison_id.in_(select(page.c.id)))
+            .group_by(Run.comparison_id)
+            .subquery("progress")
+        )
         joined = progress.c.comparison_id == page.c.id
-    return (select(*page.c, *(func.coalesce(progress.c[column.name], 0) for column in aggregates))
-            .outerjoin(progress, joined)
-            .order_by(page.c.created_at.desc(), page.c.id.desc()))
+    return (
+        select(*page.c, *(func.coalesce(progress.c[column.name], 0) for column in aggregates))
+        .outerjoin(progress, joined)
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+    )
 
 
-def _history(session: Session, summaries: bool, team_id: str, limit: int, cursor: str | None,
-             where: HistoryFilter) -> tuple[list, str | None]:
+def _history(
+    session: Session, summaries: bool, team_id: str, limit: int, cursor: str | None, where: HistoryFilter
+) -> tuple[list, str | None]:
     filters = where.params()
     params = {"team_id": team_id, "limit": limit + 1, **filters}
     if cursor:
@@ -155,14 +180,16 @@ def _history(session: Session, summaries: bool, team_id: str, limit: int, cursor
     return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
 
 
-def list_comparisons(session: Session, team_id: str, limit: int, cursor: str | None = None,
-                     where: HistoryFilter = HistoryFilter()) -> tuple[list[Comparison], str | None]:
+def list_comparisons(
+    session: Session, team_id: str, limit: int, cursor: str | None = None, where: HistoryFilter = HistoryFilter()
+) -> tuple[list[Comparison], str | None]:
     """The team's history, newest first, and the cursor of the next page (None on the last)."""
     return _history(session, False, team_id, limit, cursor, where)
 
 
-def history_page(session: Session, team_id: str, limit: int, cursor: str | None = None,
-                 where: HistoryFilter = HistoryFilter()) -> tuple[list[tuple], str | None]:
+def history_page(
+    session: Session, team_id: str, limit: int, cursor: str | None = None, where: HistoryFilter = HistoryFilter()
+) -> tuple[list[tuple], str | None]:
     """list_comparisons' page as plain rows, in one query: the SUMMARY_COLUMNS, then the runs'
     progress (runs_total, runs_done, steps_total, steps_done). No ORM objects, and no column the page
     does not show (the spec is most of a row)."""

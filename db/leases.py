@@ -16,10 +16,18 @@ from sqlalchemy.orm import Session, aliased
 from db import bulk, rollups
 from db.comparisons import refresh_comparison
 from db.models import (
-    CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, Checkpoint, Comparison, Eval, Run, Step, utcnow,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    Checkpoint,
+    Comparison,
+    Eval,
+    Run,
+    Step,
+    utcnow,
 )
-
-
 
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -50,19 +58,30 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     resumes exactly where the checkpoint left it (from step 0 without one)."""
     now = utcnow()
     stale = now - timedelta(seconds=lease_timeout_s)
-    checkpoint = session.execute(select(Checkpoint.step, Checkpoint.state).where(Checkpoint.run_id == run_id)).one_or_none()
+    checkpoint = session.execute(
+        select(Checkpoint.step, Checkpoint.state).where(Checkpoint.run_id == run_id)
+    ).one_or_none()
     resume_step = checkpoint.step if checkpoint else 0
-    kept_best = (select(func.min(Step.loss)).where(Step.run_id == run_id, Step.step < resume_step)
-                 .scalar_subquery())
+    kept_best = select(func.min(Step.loss)).where(Step.run_id == run_id, Step.step < resume_step).scalar_subquery()
     claimed = session.execute(
         update(Run)
         .where(Run.id == run_id)
         .where(or_(Run.status == QUEUED, and_(Run.status == RUNNING, Run.heartbeat_at < stale)))
-        .values(status=RUNNING, attempt=Run.attempt + 1, heartbeat_at=now, steps_done=resume_step, error=None,
-                best_loss=kept_best, final_loss=None, diverged_step=None, wall_time_s=None,
-                started_at=func.coalesce(Run.started_at, now))
-        .returning(Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total, Run.optimizer_params,
-                   Run.device)
+        .values(
+            status=RUNNING,
+            attempt=Run.attempt + 1,
+            heartbeat_at=now,
+            steps_done=resume_step,
+            error=None,
+            best_loss=kept_best,
+            final_loss=None,
+            diverged_step=None,
+            wall_time_s=None,
+            started_at=func.coalesce(Run.started_at, now),
+        )
+        .returning(
+            Run.attempt, Run.comparison_id, Run.entry_index, Run.seed, Run.steps_total, Run.optimizer_params, Run.device
+        )
     ).one_or_none()
     if claimed is None:
         return None
@@ -73,8 +92,18 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
     refresh_comparison(session, comparison_id)
     spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
-    return Claim(run_id, attempt, comparison_id, entry_index, seed, steps_total, spec, optimizer_params, device,
-                 checkpoint.state if checkpoint else None)
+    return Claim(
+        run_id,
+        attempt,
+        comparison_id,
+        entry_index,
+        seed,
+        steps_total,
+        spec,
+        optimizer_params,
+        device,
+        checkpoint.state if checkpoint else None,
+    )
 
 
 def _holding(run_id: str, attempt: int):
@@ -86,14 +115,22 @@ def _heartbeat(flushed: bool):
     """append_steps' lease check and heartbeat, built once: it runs at every flush."""
     values = {"heartbeat_at": bindparam("now", type_=Run.heartbeat_at.type)}
     if flushed:
-        values.update(steps_done=bindparam("steps_done", type_=Run.steps_done.type),
-                      best_loss=bindparam("best_loss", type_=Run.best_loss.type))
+        values.update(
+            steps_done=bindparam("steps_done", type_=Run.steps_done.type),
+            best_loss=bindparam("best_loss", type_=Run.best_loss.type),
+        )
     return update(Run.__table__).where(_holding(bindparam("holder"), bindparam("holder_attempt"))).values(values)
 
 
-def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str, Sequence | None] | None,
-                 best_loss: float | None, evals: Sequence[dict[str, Any]] = (),
-                 checkpoint: tuple[int, bytes] | None = None) -> str:
+def append_steps(
+    session: Session,
+    run_id: str,
+    attempt: int,
+    steps: Mapping[str, Sequence | None] | None,
+    best_loss: float | None,
+    evals: Sequence[dict[str, Any]] = (),
+    checkpoint: tuple[int, bytes] | None = None,
+) -> str:
     """Write a flush (step rows as columns, see ``StepBatch.columns``; evaluations; the checkpoint
     taken right after it) and beat the heart, only while this attempt holds the lease. Returns the
     run's status as others left it: 'cancelled' stops the trainer."""
@@ -110,7 +147,9 @@ def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str
     if steps:
         bulk.ingest_steps(session, run_id, steps)
     if evals:
-        statement = _INSERT[session.get_bind().dialect.name](Eval).on_conflict_do_nothing(index_elements=["run_id", "step"])
+        statement = _INSERT[session.get_bind().dialect.name](Eval).on_conflict_do_nothing(
+            index_elements=["run_id", "step"]
+        )
         session.execute(statement, [{"run_id": run_id, **row} for row in evals])
     if checkpoint is not None:
         step, state = checkpoint
@@ -119,15 +158,34 @@ def append_steps(session: Session, run_id: str, attempt: int, steps: Mapping[str
     return RUNNING
 
 
-def finish_run(session: Session, run_id: str, attempt: int, status: str, *, steps_done: int | None = None,
-               final_loss: float | None = None, best_loss: float | None = None, wall_time_s: float | None = None,
-               diverged_step: int | None = None, device: str | None = None, error: str | None = None,
-               hardware: dict[str, Any] | None = None, execution: str | None = None) -> bool:
+def finish_run(
+    session: Session,
+    run_id: str,
+    attempt: int,
+    status: str,
+    *,
+    steps_done: int | None = None,
+    final_loss: float | None = None,
+    best_loss: float | None = None,
+    wall_time_s: float | None = None,
+    diverged_step: int | None = None,
+    device: str | None = None,
+    error: str | None = None,
+    hardware: dict[str, Any] | None = None,
+    execution: str | None = None,
+) -> bool:
     """End a held run; ``execution``: how it trained ('alone' or 'ensemble'), which reuse compares."""
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
-    for key, value in (("steps_done", steps_done), ("final_loss", final_loss), ("best_loss", best_loss),
-                       ("wall_time_s", wall_time_s), ("diverged_step", diverged_step), ("device", device),
-                       ("hardware", hardware), ("execution", execution)):
+    for key, value in (
+        ("steps_done", steps_done),
+        ("final_loss", final_loss),
+        ("best_loss", best_loss),
+        ("wall_time_s", wall_time_s),
+        ("diverged_step", diverged_step),
+        ("device", device),
+        ("hardware", hardware),
+        ("execution", execution),
+    ):
         if value is not None:
             values[key] = value
     held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
@@ -147,8 +205,9 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
     if not targets:
         return []
     ids = [t.id for t in targets]
-    session.execute(update(Run).where(Run.id.in_(ids), Run.status.not_in(TERMINAL))
-                    .values(status=CANCELLED, finished_at=utcnow()))
+    session.execute(
+        update(Run).where(Run.id.in_(ids), Run.status.not_in(TERMINAL)).values(status=CANCELLED, finished_at=utcnow())
+    )
     session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(ids)))
     for cid in {t.comparison_id for t in targets}:
         refresh_comparison(session, cid)
@@ -158,18 +217,22 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
 def fail_unfinished(session: Session, comparison_id: str, error: str) -> list[str]:
     """Fail every unfinished run of a comparison with ``error`` (a submit that broke after storing
     it), so that nothing stays queued with no one to train it."""
-    ids = list(session.scalars(select(Run.id).where(Run.comparison_id == comparison_id,
-                                                    Run.status.not_in(TERMINAL))))
+    ids = list(session.scalars(select(Run.id).where(Run.comparison_id == comparison_id, Run.status.not_in(TERMINAL))))
     if ids:
-        session.execute(update(Run).where(Run.id.in_(ids), Run.status.not_in(TERMINAL))
-                        .values(status=FAILED, error=error, finished_at=utcnow()))
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(ids), Run.status.not_in(TERMINAL))
+            .values(status=FAILED, error=error, finished_at=utcnow())
+        )
         refresh_comparison(session, comparison_id)
     return ids
 
 
-_MARK_ENQUEUED = (update(Run.__table__)
-                  .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == QUEUED)
-                  .values(enqueued_at=bindparam("at", type_=Run.enqueued_at.type)))
+_MARK_ENQUEUED = (
+    update(Run.__table__)
+    .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == QUEUED)
+    .values(enqueued_at=bindparam("at", type_=Run.enqueued_at.type))
+)
 
 
 def mark_enqueued(session: Session, run_ids: Sequence[str], published: bool = True) -> None:
@@ -191,8 +254,9 @@ class Publish:
         return cls(run.steps_total, run.device, run.comparison_id)
 
 
-def unpublished_runs(session: Session, republish_before: datetime | None = None, limit: int = 500,
-                     comparison_id: str | None = None) -> dict[str, Publish]:
+def unpublished_runs(
+    session: Session, republish_before: datetime | None = None, limit: int = 500, comparison_id: str | None = None
+) -> dict[str, Publish]:
     """The outbox: queued runs whose task was never published (the broker was down at submit, or a
     tuning job's final phase was just created), and those published before ``republish_before`` that
     nobody has taken (the broker may have lost them)."""
@@ -209,8 +273,11 @@ def unpublished_runs(session: Session, republish_before: datetime | None = None,
 def published_runs(session: Session, published_before: datetime, limit: int = 50_000) -> dict[str, Publish]:
     """Queued runs published before ``published_before`` and not taken since: their message should be
     in the broker (worker.sweeper.republish_lost checks that it is). Served by the index on enqueued_at."""
-    rows = session.execute(select(Run.id, Run.steps_total, Run.device, Run.comparison_id)
-                           .where(Run.enqueued_at < published_before, Run.status == QUEUED).limit(limit))
+    rows = session.execute(
+        select(Run.id, Run.steps_total, Run.device, Run.comparison_id)
+        .where(Run.enqueued_at < published_before, Run.status == QUEUED)
+        .limit(limit)
+    )
     return {run_id: Publish(steps_total, device, cid) for run_id, steps_total, device, cid in rows}
 
 
@@ -220,9 +287,16 @@ def backlog_ahead(session: Session, comparison_ids: Sequence[str]) -> dict[str, 
     earlier = aliased(Comparison)
     rows = session.execute(
         select(Comparison.id, func.count(earlier.id))
-        .outerjoin(earlier, and_(earlier.team_id == Comparison.team_id, earlier.status.in_((QUEUED, RUNNING)),
-                                 earlier.created_at < Comparison.created_at))
-        .where(Comparison.id.in_(list(set(comparison_ids)))).group_by(Comparison.id)
+        .outerjoin(
+            earlier,
+            and_(
+                earlier.team_id == Comparison.team_id,
+                earlier.status.in_((QUEUED, RUNNING)),
+                earlier.created_at < Comparison.created_at,
+            ),
+        )
+        .where(Comparison.id.in_(list(set(comparison_ids))))
+        .group_by(Comparison.id)
     )
     return dict(rows.all())
 
@@ -241,10 +315,15 @@ def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int)
     if requeued:
         session.execute(update(Run).where(Run.id.in_(requeued)).values(status=QUEUED, enqueued_at=None))
     if failed:
-        session.execute(update(Run).where(Run.id.in_(failed)).values(
-            status=FAILED, finished_at=utcnow(),
-            error=f"lost its worker {max_attempts} times (no heartbeat for {lease_timeout_s:.0f}s); giving up",
-        ))
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(failed))
+            .values(
+                status=FAILED,
+                finished_at=utcnow(),
+                error=f"lost its worker {max_attempts} times (no heartbeat for {lease_timeout_s:.0f}s); giving up",
+            )
+        )
         session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(failed)))
     for cid in {r.comparison_id for r in rows}:
         refresh_comparison(session, cid)
@@ -253,10 +332,13 @@ def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int)
 
 def requeue_orphans(session: Session, older_than: datetime) -> list[str]:
     """Runs left 'running' by a worker that died: back to the outbox, to be enqueued again."""
-    orphans = list(session.scalars(
-        select(Run.id).where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < older_than))
-    ))
+    orphans = list(
+        session.scalars(
+            select(Run.id).where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < older_than))
+        )
+    )
     if orphans:
-        session.execute(update(Run).where(Run.id.in_(orphans), Run.status == RUNNING)
-                        .values(status=QUEUED, enqueued_at=None))
+        session.execute(
+            update(Run).where(Run.id.in_(orphans), Run.status == RUNNING).values(status=QUEUED, enqueued_at=None)
+        )
     return orphans

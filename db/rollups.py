@@ -23,10 +23,25 @@ from db.models import Step, StepRollup
 #: each one costs a row per 2^level steps at every flush, and finer ones cost ingest more than they save
 LEVELS = (6, 8, 10, 12, 14, 16)
 #: each column's kind (see ``db.columnar.KINDS``)
-KINDS = {"level": "int4", "block": "int4", "count": "int4", "nan_count": "int4", "pos_inf_count": "int4",
-         "neg_inf_count": "int4", "finite_sum": "float8", "min": "float8", "max": "float8", "first": "faithful",
-         "last": "faithful", "first_step": "int4", "last_step": "int4", "first_time_s": "float8",
-         "last_time_s": "float8", "first_epoch": "int4", "last_epoch": "int4"}
+KINDS = {
+    "level": "int4",
+    "block": "int4",
+    "count": "int4",
+    "nan_count": "int4",
+    "pos_inf_count": "int4",
+    "neg_inf_count": "int4",
+    "finite_sum": "float8",
+    "min": "float8",
+    "max": "float8",
+    "first": "faithful",
+    "last": "faithful",
+    "first_step": "int4",
+    "last_step": "int4",
+    "first_time_s": "float8",
+    "last_time_s": "float8",
+    "first_epoch": "int4",
+    "last_epoch": "int4",
+}
 
 #: a rollup row per block, as columns (KINDS's keys): arrays, None for epochs when steps have none
 Blocks = dict[str, np.ndarray | None]
@@ -100,17 +115,25 @@ def _merge(session: Session, run_id: str, blocks: Blocks) -> None:
 @cache
 def _upsert(placeholder: str) -> str:
     """The merge of blocks into the stored ones, in the driver's SQL (it runs at every flush)."""
+
     def extreme(column: str, beats: str) -> str:  # min and max are NULL in a block of NaN only
-        return (f'"{column}" = CASE WHEN step_rollups."{column}" IS NULL OR excluded."{column}" {beats} '
-                f'step_rollups."{column}" THEN excluded."{column}" ELSE step_rollups."{column}" END')
+        return (
+            f'"{column}" = CASE WHEN step_rollups."{column}" IS NULL OR excluded."{column}" {beats} '
+            f'step_rollups."{column}" THEN excluded."{column}" ELSE step_rollups."{column}" END'
+        )
+
     names = ("run_id", *KINDS)
-    merged = [f'"{c}" = step_rollups."{c}" + excluded."{c}"'
-              for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")]
+    merged = [
+        f'"{c}" = step_rollups."{c}" + excluded."{c}"'
+        for c in ("count", "nan_count", "pos_inf_count", "neg_inf_count", "finite_sum")
+    ]
     merged += [extreme("min", "<"), extreme("max", ">")]
     merged += [f'"{c}" = excluded."{c}"' for c in ("last", "last_step", "last_time_s", "last_epoch")]
-    return (f"INSERT INTO step_rollups ({columnar.column_list(names)}) "
-            f"VALUES ({', '.join([placeholder] * len(names))}) "
-            f"ON CONFLICT (run_id, level, block) DO UPDATE SET {', '.join(merged)}")
+    return (
+        f"INSERT INTO step_rollups ({columnar.column_list(names)}) "
+        f"VALUES ({', '.join([placeholder] * len(names))}) "
+        f"ON CONFLICT (run_id, level, block) DO UPDATE SET {', '.join(merged)}"
+    )
 
 
 def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None = None) -> None:
@@ -118,10 +141,21 @@ def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None =
     span = 1 << LEVELS[-1]
     first = (from_step // span) * span
     last = None if to_step is None else (to_step // span + 1) * span - 1
-    session.execute(delete(StepRollup).where(StepRollup.run_id == run_id, or_(*(
-        and_(StepRollup.level == level, StepRollup.block >= (from_step >> level),
-             true() if to_step is None else StepRollup.block <= (to_step >> level))
-        for level in LEVELS))))
+    session.execute(
+        delete(StepRollup).where(
+            StepRollup.run_id == run_id,
+            or_(
+                *(
+                    and_(
+                        StepRollup.level == level,
+                        StepRollup.block >= (from_step >> level),
+                        true() if to_step is None else StepRollup.block <= (to_step >> level),
+                    )
+                    for level in LEVELS
+                )
+            ),
+        )
+    )
     query = select(Step.step, Step.loss, Step.time_s, Step.epoch).where(Step.run_id == run_id, Step.step >= first)
     if last is not None:
         query = query.where(Step.step <= last)

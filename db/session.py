@@ -59,8 +59,9 @@ def get_engine(url: str | None = None) -> Engine:
 @lru_cache
 def _factory(url: str | None, autocommit: bool) -> sessionmaker[Session]:
     engine = get_engine(url)
-    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine,
-                        expire_on_commit=False)
+    return sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine, expire_on_commit=False
+    )
 
 
 def new_session(url: str | None = None, *, autocommit: bool = False) -> Session:

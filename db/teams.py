@@ -9,8 +9,20 @@ from sqlalchemy import Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from db import leases
-from db.models import (QUEUED, RUNNING, ApiKey, Comparison, DashboardSession, Eval, Run, ShareLink, Step, StepRollup,
-                       Team, utcnow)
+from db.models import (
+    QUEUED,
+    RUNNING,
+    ApiKey,
+    Comparison,
+    DashboardSession,
+    Eval,
+    Run,
+    ShareLink,
+    Step,
+    StepRollup,
+    Team,
+    utcnow,
+)
 from optibench.settings import Settings
 
 #: last_used_at is a hint for admins, not an audit log: at most one write per key per interval
@@ -56,8 +68,9 @@ def add_key(session: Session, team_id: str, name: str, role: str, key_hash: str,
 
 #: what authenticating a request reads of its key, as a plain row from a statement built once: every
 #: request with a key runs it, and building an ORM query and object cost more than the query
-_KEY_BY_HASH = (select(ApiKey.id, ApiKey.team_id, ApiKey.role, ApiKey.name, ApiKey.revoked_at, ApiKey.last_used_at)
-                .where(ApiKey.key_hash == bindparam("key_hash")))
+_KEY_BY_HASH = select(
+    ApiKey.id, ApiKey.team_id, ApiKey.role, ApiKey.name, ApiKey.revoked_at, ApiKey.last_used_at
+).where(ApiKey.key_hash == bindparam("key_hash"))
 
 
 def key_by_hash(session: Session, key_hash: str) -> Row | None:
@@ -84,10 +97,20 @@ def add_dashboard_session(session: Session, session_id: str, key_id: str, lifeti
 
 #: what authenticating a dashboard request reads: its key's columns (as _KEY_BY_HASH) and the
 #: session's, through the primary key, built once like the key lookup
-_KEY_BY_SESSION = (select(ApiKey.id, ApiKey.team_id, ApiKey.role, ApiKey.name, ApiKey.revoked_at, ApiKey.last_used_at,
-                          DashboardSession.expires_at, DashboardSession.revoked_at.label("session_revoked_at"))
-                   .join(ApiKey, ApiKey.id == DashboardSession.key_id)
-                   .where(DashboardSession.id == bindparam("session_id")))
+_KEY_BY_SESSION = (
+    select(
+        ApiKey.id,
+        ApiKey.team_id,
+        ApiKey.role,
+        ApiKey.name,
+        ApiKey.revoked_at,
+        ApiKey.last_used_at,
+        DashboardSession.expires_at,
+        DashboardSession.revoked_at.label("session_revoked_at"),
+    )
+    .join(ApiKey, ApiKey.id == DashboardSession.key_id)
+    .where(DashboardSession.id == bindparam("session_id"))
+)
 
 
 def key_by_session(session: Session, session_id: str) -> Row | None:
@@ -96,9 +119,11 @@ def key_by_session(session: Session, session_id: str) -> Row | None:
 
 
 def end_dashboard_session(session: Session, session_id: str) -> None:
-    session.execute(update(DashboardSession)
-                    .where(DashboardSession.id == session_id, DashboardSession.revoked_at.is_(None))
-                    .values(revoked_at=utcnow()))
+    session.execute(
+        update(DashboardSession)
+        .where(DashboardSession.id == session_id, DashboardSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
 
 
 def list_keys(session: Session, team_id: str) -> list[ApiKey]:
@@ -117,9 +142,11 @@ def touch_key(session: Session, key: ApiKey | Row) -> bool:
     stale = now - LAST_USED_RESOLUTION
     if key.last_used_at is not None and key.last_used_at > stale:
         return False
-    session.execute(update(ApiKey)
-                    .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= stale))
-                    .values(last_used_at=now))
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= stale))
+        .values(last_used_at=now)
+    )
     return True
 
 
@@ -147,22 +174,32 @@ class LimitExceeded(Exception):
 
 
 def limits_of(team: Team | Row, settings: Settings) -> dict[str, Limit]:
-    return {name: Limit(name, getattr(team, name) or getattr(settings, name), getattr(team, name) is not None)
-            for name in LIMITS}
+    return {
+        name: Limit(name, getattr(team, name) or getattr(settings, name), getattr(team, name) is not None)
+        for name in LIMITS
+    }
 
 
 #: what the limits read of a team: its name and its own limits
 _TEAM_LIMITS = select(Team.name, *(getattr(Team, name) for name in LIMITS)).where(Team.id == bindparam("team_id"))
 #: the team's comparisons queued or running, but the one this transaction submits
-_ACTIVE = (select(func.count()).select_from(Comparison)
-           .where(Comparison.team_id == bindparam("team_id"), Comparison.status.in_((QUEUED, RUNNING)),
-                  Comparison.deleted_at.is_(None), Comparison.id != bindparam("submitted")))
+_ACTIVE = (
+    select(func.count())
+    .select_from(Comparison)
+    .where(
+        Comparison.team_id == bindparam("team_id"),
+        Comparison.status.in_((QUEUED, RUNNING)),
+        Comparison.deleted_at.is_(None),
+        Comparison.id != bindparam("submitted"),
+    )
+)
 #: the advisory lock that serialises a team's submits: keys 0x6F62 ("ob") and the team's id, hashed
 _SUBMIT_LOCK = select(func.pg_advisory_xact_lock(0x6F62, func.hashtext(bindparam("team_id"))))
 
 
-def check_submit_limits(session: Session, team_id: str, settings: Settings, run_steps: list[int],
-                        submitted: str = "") -> None:
+def check_submit_limits(
+    session: Session, team_id: str, settings: Settings, run_steps: list[int], submitted: str = ""
+) -> None:
     """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
     team. From the count on, the team's other submits wait until this transaction ends, so that
     concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
@@ -174,11 +211,17 @@ def check_submit_limits(session: Session, team_id: str, settings: Settings, run_
 
     runs, steps = limits["max_runs_per_comparison"], limits["max_steps_per_comparison"]
     if len(run_steps) > runs.value:
-        raise LimitExceeded(runs, f"{len(run_steps)} runs exceed the limit of {runs.value} "
-                                  f"runs per comparison ({runs.how_to_change(team.name)})")
+        raise LimitExceeded(
+            runs,
+            f"{len(run_steps)} runs exceed the limit of {runs.value} "
+            f"runs per comparison ({runs.how_to_change(team.name)})",
+        )
     if sum(run_steps) > steps.value:
-        raise LimitExceeded(steps, f"{sum(run_steps)} steps over all runs exceed the limit of {steps.value} "
-                                   f"steps per comparison ({steps.how_to_change(team.name)})")
+        raise LimitExceeded(
+            steps,
+            f"{sum(run_steps)} steps over all runs exceed the limit of {steps.value} "
+            f"steps per comparison ({steps.how_to_change(team.name)})",
+        )
     running = limits["max_running_comparisons"]
     # a lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not the
     # team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that to a
@@ -187,9 +230,12 @@ def check_submit_limits(session: Session, team_id: str, settings: Settings, run_
         connection.execute(_SUBMIT_LOCK, {"team_id": team_id})
     active = connection.execute(_ACTIVE, {"team_id": team_id, "submitted": submitted}).scalar_one()
     if active >= running.value:
-        raise LimitExceeded(running, f"the team has {active} comparisons queued or running, the most it may have "
-                                     f"at once is {running.value}: wait for one to finish or cancel one "
-                                     f"({running.how_to_change(team.name)})")
+        raise LimitExceeded(
+            running,
+            f"the team has {active} comparisons queued or running, the most it may have "
+            f"at once is {running.value}: wait for one to finish or cancel one "
+            f"({running.how_to_change(team.name)})",
+        )
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -220,8 +266,9 @@ def purge_deleted(session: Session, deleted_before: datetime) -> int:
     for source, heir in sources:
         for table in RUN_DATA:
             session.execute(update(table).where(table.run_id == source).values(run_id=heir))
-        session.execute(update(Run).where(Run.reused_from_id == source)
-                        .values(reused_from_id=func.nullif(heir, Run.id)))
+        session.execute(
+            update(Run).where(Run.reused_from_id == source).values(reused_from_id=func.nullif(heir, Run.id))
+        )
     for table in RUN_DATA:
         session.execute(delete(table).where(table.run_id.in_(doomed_runs)))
     return session.execute(delete(Comparison).where(Comparison.id.in_(doomed))).rowcount
@@ -238,20 +285,31 @@ def create_share_link(session: Session, comparison_id: str, created_by: str, exp
 
 
 def share_links(session: Session, comparison_id: str) -> list[ShareLink]:
-    return list(session.scalars(select(ShareLink).where(ShareLink.comparison_id == comparison_id)
-                                .order_by(ShareLink.created_at)))
+    return list(
+        session.scalars(
+            select(ShareLink).where(ShareLink.comparison_id == comparison_id).order_by(ShareLink.created_at)
+        )
+    )
 
 
 def team_share_link(session: Session, link_id: str, team_id: str) -> ShareLink | None:
-    return session.scalar(select(ShareLink).join(Comparison).where(
-        ShareLink.id == link_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None)))
+    return session.scalar(
+        select(ShareLink)
+        .join(Comparison)
+        .where(ShareLink.id == link_id, Comparison.team_id == team_id, Comparison.deleted_at.is_(None))
+    )
 
 
 def shared_comparison(session: Session, link_id: str) -> Comparison | None:
     """The comparison a live link shows: not revoked, not expired, the comparison not deleted."""
     return session.scalar(
-        select(Comparison).join(ShareLink)
-        .where(ShareLink.id == link_id, ShareLink.revoked_at.is_(None), ShareLink.expires_at > utcnow(),
-               Comparison.deleted_at.is_(None))
+        select(Comparison)
+        .join(ShareLink)
+        .where(
+            ShareLink.id == link_id,
+            ShareLink.revoked_at.is_(None),
+            ShareLink.expires_at > utcnow(),
+            Comparison.deleted_at.is_(None),
+        )
         .options(selectinload(Comparison.runs))
     )

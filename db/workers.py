@@ -23,8 +23,9 @@ def live_within_s(settings: Settings) -> float:
 def beat(session: Session, hostname: str, queues: Sequence[str], pid: int) -> None:
     """Insert or refresh the worker's row (an UPDATE first: every sweep but the first finds its row)."""
     now = utcnow()
-    refreshed = session.execute(update(Worker).where(Worker.hostname == hostname)
-                                .values(queues=sorted(queues), pid=pid, last_seen=now))
+    refreshed = session.execute(
+        update(Worker).where(Worker.hostname == hostname).values(queues=sorted(queues), pid=pid, last_seen=now)
+    )
     if not refreshed.rowcount:
         session.add(Worker(hostname=hostname, queues=sorted(queues), pid=pid, started_at=now, last_seen=now))
 

@@ -65,19 +65,27 @@ def run_hasher(spec: Mapping[str, Any], device: str) -> Callable[[int, Mapping[s
     """``hash(entry_index, params, seed)``: the SHA-256 of a run's identity, for the runs of one comparison.
     ``spec`` is the validated spec in its JSON form, ``params`` a run's own optimizer params, ``device`` a
     kind from ``device_kind``. What the runs share (the problem may hold 10,000 coordinates) is hashed once."""
-    shared = hashlib.sha256(canonical_json({
-        "engine": ENGINE_VERSION,
-        "problem": spec["problem"],
-        # the entry's batch size (filled from training.batch_size when it has none) is the one used
-        "training": {k: v for k, v in spec["training"].items() if k != "batch_size"},
-        "dtype": spec["dtype"],
-        "device": device,
-    }).encode())
+    shared = hashlib.sha256(
+        canonical_json(
+            {
+                "engine": ENGINE_VERSION,
+                "problem": spec["problem"],
+                # the entry's batch size (filled from training.batch_size when it has none) is the one used
+                "training": {k: v for k, v in spec["training"].items() if k != "batch_size"},
+                "dtype": spec["dtype"],
+                "device": device,
+            }
+        ).encode()
+    )
 
     def run_hash(entry_index: int, params: Mapping[str, Any], seed: int) -> str:
         entry = spec["optimizers"][entry_index]
-        optimizer = {"name": entry["name"], "params": params, "schedule": entry["schedule"],
-                     "batch_size": entry["batch_size"]}
+        optimizer = {
+            "name": entry["name"],
+            "params": params,
+            "schedule": entry["schedule"],
+            "batch_size": entry["batch_size"],
+        }
         digest = shared.copy()  # the shared JSON object ends where it closes, so the two cannot blur
         digest.update(canonical_json({"optimizer": optimizer, "seed": seed}).encode())
         return digest.hexdigest()
@@ -85,14 +93,16 @@ def run_hasher(spec: Mapping[str, Any], device: str) -> Callable[[int, Mapping[s
     return run_hash
 
 
-def run_config_hash(spec: Mapping[str, Any], entry_index: int, params: Mapping[str, Any], seed: int,
-                    device: str) -> str:
+def run_config_hash(
+    spec: Mapping[str, Any], entry_index: int, params: Mapping[str, Any], seed: int, device: str
+) -> str:
     """One run's hash; ``run_hasher`` for the many runs of one comparison."""
     return run_hasher(spec, device)(entry_index, params, seed)
 
 
-def execution_plan(spec: ComparisonSpec, members: Sequence[Member], device: str,
-                   vectorize: bool = True) -> list[tuple[list[Member], Execution]]:
+def execution_plan(
+    spec: ComparisonSpec, members: Sequence[Member], device: str, vectorize: bool = True
+) -> list[tuple[list[Member], Execution]]:
     """``members`` partitioned into the tasks that train them, each with its mode: the groups of
     ``engine.vectorized.group_runs`` that ``should_vectorize`` on ``device`` (a kind) train as one ensemble,
     every other run alone. Deterministic, from the spec alone: submit and dispatch both call it."""

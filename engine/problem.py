@@ -51,7 +51,7 @@ class BatchPlan:
     seed: int
 
     @classmethod
-    def for_training(cls, n: int, training: Training, seed: int, batch_size: int | str | None = None) -> "BatchPlan":
+    def for_training(cls, n: int, training: Training, seed: int, batch_size: int | str | None = None) -> BatchPlan:
         """``batch_size`` overrides the training's own (an optimizer entry may set its own)."""
         batch_size = batch_size or training.batch_size
         size = batch_size if isinstance(batch_size, int) and batch_size < n else None  # "full", or all n
@@ -63,8 +63,9 @@ class BatchPlan:
             return 1
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
-    def batches(self, device: torch.device, start_step: int = 0,
-                seeds: Sequence[int] | None = None) -> Iterator[tuple[int, torch.Tensor | None]]:
+    def batches(
+        self, device: torch.device, start_step: int = 0, seeds: Sequence[int] | None = None
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
         """(epoch, sample indices) for every step from ``start_step`` on, forever; None is the full batch.
         With ``seeds``, the batches of several runs at once: [len(seeds), B], each row its seed's order."""
         per_epoch = self.batches_per_epoch
@@ -165,9 +166,11 @@ class DatasetProblem(BuiltProblem):
         data = dataset.component.load(dataset.typed_params)
         if data.task == "regression" and tuple(data.y.shape) != (len(data), data.n_outputs):
             # the model outputs [N, n_outputs]; a loss would silently broadcast other targets against it
-            raise ValueError(f"dataset '{dataset.name}' has regression targets of shape "
-                             f"{tuple(data.y.shape)}, but the model outputs {(len(data), data.n_outputs)} "
-                             f"for its {len(data)} samples and {data.n_outputs} targets")
+            raise ValueError(
+                f"dataset '{dataset.name}' has regression targets of shape "
+                f"{tuple(data.y.shape)}, but the model outputs {(len(data), data.n_outputs)} "
+                f"for its {len(data)} samples and {data.n_outputs} targets"
+            )
         train, val = split_indices(len(data), problem.validation_fraction, problem.split_seed)
         x = data.x
         if problem.standardize:  # in float64, in place: engine.sizing counts one float64 copy
@@ -213,7 +216,9 @@ class DatasetProblem(BuiltProblem):
         return metrics
 
     @torch.no_grad()
-    def _whole_set(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _whole_set(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss over a whole set in chunks, as the batch loss would be on all of it, and accuracy."""
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)

@@ -37,31 +37,49 @@ class StepBatch:
         return len(self.step)
 
     @classmethod
-    def empty(cls, evals: list[dict]) -> "StepBatch":
+    def empty(cls, evals: list[dict]) -> StepBatch:
         none = np.zeros(0)
-        return cls(step=np.zeros(0, dtype=np.int64), epoch=None, loss=none, time_s=none, step_time_ms=none, lr=none,
-                   x=None, evals=evals)
+        return cls(
+            step=np.zeros(0, dtype=np.int64),
+            epoch=None,
+            loss=none,
+            time_s=none,
+            step_time_ms=none,
+            lr=none,
+            x=None,
+            evals=evals,
+        )
 
     def first_non_finite(self) -> int | None:
         bad = np.flatnonzero(~np.isfinite(self.loss))
         return int(bad[0]) if len(bad) else None
 
-    def head(self, rows: int) -> "StepBatch":
+    def head(self, rows: int) -> StepBatch:
         """The first ``rows`` steps, and the evaluations made up to the end of the last of them."""
         cut = slice(0, rows)
         updates = int(self.step[rows - 1]) + 1 if rows else 0
         return StepBatch(
-            step=self.step[cut], epoch=None if self.epoch is None else self.epoch[cut], loss=self.loss[cut],
-            time_s=self.time_s[cut], step_time_ms=self.step_time_ms[cut], lr=self.lr[cut],
-            x=None if self.x is None else self.x[cut], extras={k: v[cut] for k, v in self.extras.items()},
+            step=self.step[cut],
+            epoch=None if self.epoch is None else self.epoch[cut],
+            loss=self.loss[cut],
+            time_s=self.time_s[cut],
+            step_time_ms=self.step_time_ms[cut],
+            lr=self.lr[cut],
+            x=None if self.x is None else self.x[cut],
+            extras={k: v[cut] for k, v in self.extras.items()},
             evals=[e for e in self.evals if e["step"] <= updates],
         )
 
     def columns(self) -> dict[str, np.ndarray | None]:
         """The arrays per column, as the database layer bulk-inserts them (``db.bulk.ingest_steps``); None: all NULL."""
         return {
-            "step": self.step, "epoch": self.epoch, "loss": self.loss, "time_s": self.time_s,
-            "step_time_ms": self.step_time_ms, "lr": self.lr, "x": self.x,
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.loss,
+            "time_s": self.time_s,
+            "step_time_ms": self.step_time_ms,
+            "lr": self.lr,
+            "x": self.x,
             **{name: self.extras.get(name) for name in EXTRAS},
         }
 
@@ -123,8 +141,14 @@ class _HostColumn:
 
 
 class StepRecorder:
-    def __init__(self, device: torch.device, flush_every: int, flush_interval_s: float, first_step: int = 0,
-                 time_offset_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        flush_every: int,
+        flush_interval_s: float,
+        first_step: int = 0,
+        time_offset_s: float = 0.0,
+    ) -> None:
         self.cuda = device.type == "cuda"
         self._column = _HostColumn if device.type == "cpu" else _DeviceColumn
         self.flush_every = flush_every
@@ -163,8 +187,13 @@ class StepRecorder:
         """Function problems: the point of the step about to run, before its update changes it."""
         self._points.append(point)
 
-    def record(self, loss: torch.Tensor, epoch: int | None, lr: float | np.ndarray,
-               extras: dict[str, torch.Tensor] | None = None) -> bool:
+    def record(
+        self,
+        loss: torch.Tensor,
+        epoch: int | None,
+        lr: float | np.ndarray,
+        extras: dict[str, torch.Tensor] | None = None,
+    ) -> bool:
         """Note one finished step; True when a flush is due."""
         now = time.perf_counter()
         if self.cuda:
@@ -187,7 +216,11 @@ class StepRecorder:
         if not self._marks and not self._evals:
             return None
         evals = [
-            {"step": step, "epoch": epoch, **dict(zip(metrics, torch.stack(list(metrics.values())).double().cpu().tolist()))}
+            {
+                "step": step,
+                "epoch": epoch,
+                **dict(zip(metrics, torch.stack(list(metrics.values())).double().cpu().tolist())),
+            }
             for step, epoch, metrics in self._evals
         ]
         if not self._marks:

@@ -87,9 +87,17 @@ def _lax_errors(model: type[BaseModel], data: Any) -> list[InitErrorDetails]:
         if lax is not None:
             found, where = lax
             expected = " or ".join(sorted({_KIND_NAMES.get(kind, "null") for kind in kinds} | set(map(repr, literals))))
-            errors.append({"type": PydanticCustomError("strict_type", "{found} is not taken here: give {expected}",
-                                                       {"found": found, "expected": expected}),
-                           "loc": (name, *where), "input": value})
+            errors.append(
+                {
+                    "type": PydanticCustomError(
+                        "strict_type",
+                        "{found} is not taken here: give {expected}",
+                        {"found": found, "expected": expected},
+                    ),
+                    "loc": (name, *where),
+                    "input": value,
+                }
+            )
     return errors
 
 
@@ -106,9 +114,15 @@ def validate_strictly(model: type[BaseModel], data: Any, handler: ValidatorFunct
         handler(data)
         others: list[InitErrorDetails] = []
     except ValidationError as exc:
-        others = [{"type": PydanticCustomError(error["type"], "{message}", {"message": error["msg"]}),
-                   "loc": error["loc"], "input": error["input"]}
-                  for error in exc.errors() if not any(tuple(error["loc"])[:len(loc)] == loc for loc in refused)]
+        others = [
+            {
+                "type": PydanticCustomError(error["type"], "{message}", {"message": error["msg"]}),
+                "loc": error["loc"],
+                "input": error["input"],
+            }
+            for error in exc.errors()
+            if not any(tuple(error["loc"])[: len(loc)] == loc for loc in refused)
+        ]
     raise ValidationError.from_exception_data(model.__name__, lax + others)
 
 

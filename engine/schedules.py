@@ -7,9 +7,7 @@ actually used is stored with every step row.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, get_args
-
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, model_validator
 
@@ -85,7 +83,16 @@ def describe() -> list[dict]:
     entries = []
     for cls in SCHEDULES:
         schema = cls.model_json_schema()
-        params = [{"name": k, "required": k in schema.get("required", []), **{kk: vv for kk, vv in v.items() if kk != "title"}}
-                  for k, v in schema["properties"].items() if k != "name"]
-        entries.append({"name": get_args(cls.model_fields["name"].annotation)[0], "description": cls.__doc__, "params": params})
+        params = [
+            {
+                "name": k,
+                "required": k in schema.get("required", []),
+                **{kk: vv for kk, vv in v.items() if kk != "title"},
+            }
+            for k, v in schema["properties"].items()
+            if k != "name"
+        ]
+        entries.append(
+            {"name": get_args(cls.model_fields["name"].annotation)[0], "description": cls.__doc__, "params": params}
+        )
     return entries

@@ -47,8 +47,11 @@ class MemoryEstimate:
     @property
     def loc(self) -> Loc:
         """The field to change to make the run smaller: the one behind its largest part."""
-        groups = {"data": self.parts["data"], "activations": self.parts["activations"],
-                  "model": self.parts["parameters"] + self.parts["gradients"] + self.parts["optimizer state"]}
+        groups = {
+            "data": self.parts["data"],
+            "activations": self.parts["activations"],
+            "model": self.parts["parameters"] + self.parts["gradients"] + self.parts["optimizer state"],
+        }
         largest = max(groups, key=lambda group: groups[group])
         if largest != "model":
             return self.locs[largest]
@@ -68,8 +71,9 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def estimate(spec: ComparisonSpec, entry_index: int = 0, optimizer_params: dict[str, Any] | None = None,
-             members: int = 1) -> MemoryEstimate:
+def estimate(
+    spec: ComparisonSpec, entry_index: int = 0, optimizer_params: dict[str, Any] | None = None, members: int = 1
+) -> MemoryEstimate:
     """The peak memory of one run of ``spec.optimizers[entry_index]`` (with a swept run's own
     ``optimizer_params``), or of an ensemble of ``members`` such runs trained together."""
     entry = spec.optimizers[entry_index]
@@ -77,12 +81,20 @@ def estimate(spec: ComparisonSpec, entry_index: int = 0, optimizer_params: dict[
     state_multiple = entry.component.state_multiple(hyper) + ("update_norm" in spec.training.extras)
     width = DTYPE_BYTES[spec.dtype]
     problem = spec.problem
-    optimizer_loc: Loc = (("optimizers", entry_index, "params", entry.component.size_param)
-                          if entry.component.size_param else ("optimizers", entry_index, "name"))
+    optimizer_loc: Loc = (
+        ("optimizers", entry_index, "params", entry.component.size_param)
+        if entry.component.size_param
+        else ("optimizers", entry_index, "name")
+    )
     if problem.is_function:
         n_params = len(problem.start)
-        parts = {"data": 0, "parameters": n_params * width, "gradients": n_params * width,
-                 "optimizer state": math.ceil(state_multiple * n_params * width), "activations": n_params * width}
+        parts = {
+            "data": 0,
+            "parameters": n_params * width,
+            "gradients": n_params * width,
+            "optimizer state": math.ceil(state_multiple * n_params * width),
+            "activations": n_params * width,
+        }
         locs = dict.fromkeys(parts, ("problem", "x0")) | {"optimizer state": optimizer_loc}
         return _stacked(parts, locs, members)
 
@@ -101,16 +113,30 @@ def estimate(spec: ComparisonSpec, entry_index: int = 0, optimizer_params: dict[
     rows = BatchPlan.for_training(n_train, spec.training, 0, entry.batch_size).batch_size or n_train
     training = rows * (features + 2 * per_sample) * width  # the batch, each layer's output and its gradient
     evaluation = min(EVAL_CHUNK_ROWS, n_train) * (features + per_sample) * width
-    parts = {"data": shape.n_samples * (x_bytes + y_bytes), "parameters": n_params * width,
-             "gradients": n_params * width, "optimizer state": math.ceil(state_multiple * n_params * width),
-             "activations": max(training, evaluation)}
-    model_loc: Loc = (("problem", "model", "params", model.component.size_param)
-                      if model.component.size_param else ("problem", "model", "name"))
+    parts = {
+        "data": shape.n_samples * (x_bytes + y_bytes),
+        "parameters": n_params * width,
+        "gradients": n_params * width,
+        "optimizer state": math.ceil(state_multiple * n_params * width),
+        "activations": max(training, evaluation),
+    }
+    model_loc: Loc = (
+        ("problem", "model", "params", model.component.size_param)
+        if model.component.size_param
+        else ("problem", "model", "name")
+    )
     own_batch = entry.batch_size != spec.training.batch_size
-    locs = {"data": (("problem", "dataset", "params", dataset.component.size_param)
-                     if dataset.component.size_param else ("problem", "dataset", "name")),
-            "parameters": model_loc, "gradients": model_loc, "optimizer state": optimizer_loc,
-            "activations": ("optimizers", entry_index, "batch_size") if own_batch else ("training", "batch_size")}
+    locs = {
+        "data": (
+            ("problem", "dataset", "params", dataset.component.size_param)
+            if dataset.component.size_param
+            else ("problem", "dataset", "name")
+        ),
+        "parameters": model_loc,
+        "gradients": model_loc,
+        "optimizer state": optimizer_loc,
+        "activations": ("optimizers", entry_index, "batch_size") if own_batch else ("training", "batch_size"),
+    }
     return _stacked(parts, locs, members)
 
 
@@ -120,8 +146,11 @@ def _stacked(parts: dict[str, int], locs: dict[str, Loc], members: int) -> Memor
 
 def largest_run(spec: ComparisonSpec) -> MemoryEstimate:
     """The estimate of the comparison's largest run, over every entry and every swept setting."""
-    runs = [estimate(spec, i, {**entry.params, **setting} if setting else None)
-            for i, entry in enumerate(spec.optimizers) for setting in entry.settings]
+    runs = [
+        estimate(spec, i, {**entry.params, **setting} if setting else None)
+        for i, entry in enumerate(spec.optimizers)
+        for setting in entry.settings
+    ]
     return max(runs, key=lambda run: run.total)
 
 

@@ -26,12 +26,12 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import registry, sweeps
+from engine.columns import Extra
 from engine.datasets import Dataset
 from engine.functions import Function
 from engine.losses import Loss
 from engine.models import Model
 from engine.optimizers import Optimizer, OptimizerParams
-from engine.columns import Extra
 from engine.schedules import Constant, Schedule
 
 MAX_SEED = 2**31 - 1
@@ -141,7 +141,8 @@ class UniformGrid(_Grid):
 
 class LogUniformGrid(_Grid):
     log_uniform: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
-        description="[lo, hi]: n points evenly spaced in log space")
+        description="[lo, hi]: n points evenly spaced in log space"
+    )
 
 
 class OptimizerEntry(ComponentRef):
@@ -166,8 +167,10 @@ class OptimizerEntry(ComponentRef):
         if self.label is None:
             raise ValueError(f"optimizer entry '{self.name}' has no label before its comparison is validated")
         return self.label
-    label: str | None = Field(None, min_length=1, max_length=MAX_LABEL,
-                              description="default: derived from name and params")
+
+    label: str | None = Field(
+        None, min_length=1, max_length=MAX_LABEL, description="default: derived from name and params"
+    )
     schedule: Schedule = Field(default_factory=Constant, description="learning-rate schedule; default constant")
     batch_size: BatchSize | None = Field(
         None, description="this entry's own batch size, to compare update rules; default: training.batch_size"
@@ -175,8 +178,8 @@ class OptimizerEntry(ComponentRef):
     sweep: dict[str, list[Any] | dict[str, Any]] = Field(
         default_factory=dict,
         description="params to sweep, each a list of values or a grid {'log_uniform': [lo, hi], 'n': k} / "
-                    "{'uniform': [lo, hi], 'n': k}; one run per setting (the Cartesian product) and seed. "
-                    "Normalised to explicit lists; see docs/sweeps.md",
+        "{'uniform': [lo, hi], 'n': k}; one run per setting (the Cartesian product) and seed. "
+        "Normalised to explicit lists; see docs/sweeps.md",
     )
 
     @field_validator("sweep")
@@ -189,8 +192,11 @@ class OptimizerEntry(ComponentRef):
         axes = {name: _sweep_values(params_model, name, axis) for name, axis in sweep.items()}
         count = math.prod(len(values) for values in axes.values())
         if count > sweeps.MAX_SETTINGS:
-            raise spec_error((), f"the sweep has {count} settings (the product of its value counts); "
-                             f"at most {sweeps.MAX_SETTINGS}", count)
+            raise spec_error(
+                (),
+                f"the sweep has {count} settings (the product of its value counts); at most {sweeps.MAX_SETTINGS}",
+                count,
+            )
         # each setting as a whole (params may constrain each other), normalised as its run will get it
         normalised: dict[str, list[Any]] = {name: list(values) for name, values in axes.items()}
         for indices in itertools.product(*(range(len(values)) for values in axes.values())):
@@ -203,8 +209,9 @@ class OptimizerEntry(ComponentRef):
                 name = error["loc"][0] if error["loc"] else None
                 if name in where:  # one value's own error
                     raise spec_error((name, where[name], *error["loc"][1:]), error["msg"], setting[name]) from None
-                raise spec_error((), f"the setting {sweeps.describe(setting)} is invalid: {error['msg']}",
-                                 setting) from None
+                raise spec_error(
+                    (), f"the setting {sweeps.describe(setting)} is invalid: {error['msg']}", setting
+                ) from None
             for name, i in where.items():
                 normalised[name][i] = params[name]
         for name, values in normalised.items():
@@ -216,15 +223,17 @@ class OptimizerEntry(ComponentRef):
 def _sweep_values(params_model: type[registry.Params], name: str, axis: Any) -> list[Any]:
     """One swept parameter's values: the list given, or its grid's points."""
     if name not in params_model.model_fields:
-        raise spec_error((name,), f"'{name}' is not a parameter of this optimizer; its parameters: "
-                         f"{', '.join(params_model.model_fields)}", name)
+        raise spec_error(
+            (name,),
+            f"'{name}' is not a parameter of this optimizer; its parameters: {', '.join(params_model.model_fields)}",
+            name,
+        )
     if not isinstance(axis, dict):
         if not 1 <= len(axis) <= sweeps.MAX_SETTINGS:
             raise spec_error((name,), f"give 1 to {sweeps.MAX_SETTINGS} values", axis)
         return axis
     if "log_uniform" not in axis and "uniform" not in axis:
-        raise spec_error((name,), "a grid is {'log_uniform': [lo, hi], 'n': k} or {'uniform': [lo, hi], 'n': k}",
-                         axis)
+        raise spec_error((name,), "a grid is {'log_uniform': [lo, hi], 'n': k} or {'uniform': [lo, hi], 'n': k}", axis)
     grid_model = LogUniformGrid if "log_uniform" in axis else UniformGrid
     try:
         grid = grid_model.model_validate(axis)
@@ -263,7 +272,8 @@ class Problem(_Strict):
         known = registry.names("loss")
         if loss is not None and loss not in known:
             raise PydanticCustomError(
-                "unknown_loss", "unknown loss '{name}'; available: {available}",
+                "unknown_loss",
+                "unknown loss '{name}'; available: {available}",
                 {"name": loss, "available": ", ".join(known)},
             )
         return loss
@@ -306,39 +316,52 @@ class Problem(_Strict):
                 if getattr(self, other) is not None:
                     raise spec_error((other,), f"a function problem takes no '{other}'", getattr(self, other))
             if self.validation_fraction:
-                raise spec_error(("validation_fraction",), "a function problem has no data to hold out",
-                                 self.validation_fraction)
+                raise spec_error(
+                    ("validation_fraction",), "a function problem has no data to hold out", self.validation_fraction
+                )
             self._fill_x0()
             return self
         if self.x0 is not None:
             raise spec_error(("x0",), "x0 is only for function problems", self.x0)
         for required in ("model", "dataset", "loss"):
             if getattr(self, required) is None:
-                raise spec_error((required,), f"a dataset problem needs '{required}' "
-                                 "(or give 'function' for a function problem)", None)
+                raise spec_error(
+                    (required,),
+                    f"a dataset problem needs '{required}' (or give 'function' for a function problem)",
+                    None,
+                )
         dataset, model_ref = self.dataset_ref, self.model_ref
         try:
             shape = dataset.component.shape(dataset.typed_params)
         except (OSError, ValueError) as exc:
-            raise spec_error(("dataset", "params"), f"dataset '{dataset.name}' cannot be read: {exc}",
-                             dataset.params) from None
+            raise spec_error(
+                ("dataset", "params"), f"dataset '{dataset.name}' cannot be read: {exc}", dataset.params
+            ) from None
         model = model_ref.component
         if model.input_ranks is not None and len(shape.sample_shape) not in model.input_ranks:
             ranks = " or ".join(map(str, sorted(model.input_ranks)))
-            raise spec_error(("model", "name"), f"model '{model_ref.name}' takes samples of rank {ranks}, but "
-                             f"dataset '{dataset.name}' has samples of shape {shape.sample_shape}", model_ref.name)
+            raise spec_error(
+                ("model", "name"),
+                f"model '{model_ref.name}' takes samples of rank {ranks}, but "
+                f"dataset '{dataset.name}' has samples of shape {shape.sample_shape}",
+                model_ref.name,
+            )
         try:  # arithmetic (or a build on the meta device): a model that cannot take this data says so here
             model.parameter_count(model_ref.typed_params, shape.sample_shape, shape.n_outputs)
         except ValueError as exc:
-            raise spec_error(("model",), f"model '{model_ref.name}' cannot take dataset '{dataset.name}': "
-                             f"{exc}", model_ref.name) from None
+            raise spec_error(
+                ("model",), f"model '{model_ref.name}' cannot take dataset '{dataset.name}': {exc}", model_ref.name
+            ) from None
         if self.standardize is None:
             self.standardize = dataset.component.standardize_by_default
         dataset_task = dataset.component.task
         loss_task = self.loss_component.task
         if dataset_task != loss_task:
-            raise spec_error(("loss",), f"loss '{self.loss}' is for {loss_task}, but dataset "
-                             f"'{dataset.name}' is a {dataset_task} dataset", self.loss)
+            raise spec_error(
+                ("loss",),
+                f"loss '{self.loss}' is for {loss_task}, but dataset '{dataset.name}' is a {dataset_task} dataset",
+                self.loss,
+            )
         return self
 
     def _fill_x0(self) -> None:
@@ -348,8 +371,7 @@ class Problem(_Strict):
         if self.x0 is None:
             self.x0 = list(function.component.default_x0(params))
         elif dim is not None and len(self.x0) != dim:
-            raise spec_error(("x0",), f"x0 has {len(self.x0)} coordinates; "
-                             f"'{function.name}' takes {dim}", self.x0)
+            raise spec_error(("x0",), f"x0 has {len(self.x0)} coordinates; '{function.name}' takes {dim}", self.x0)
 
 
 class Training(_Strict):
@@ -377,9 +399,13 @@ class Tuning(_Strict):
     ``metric``, rerun it on the remaining seeds."""
 
     metric: Literal["final_loss", "val_loss"] = Field(
-        "final_loss", description="final_loss: the run's final training loss; val_loss: its last evaluation's")
-    seeds: Seeds = Field(min_length=1, max_length=100, description="the first for the search, the rest for the "
-                         "chosen settings; replaces the top-level seeds")
+        "final_loss", description="final_loss: the run's final training loss; val_loss: its last evaluation's"
+    )
+    seeds: Seeds = Field(
+        min_length=1,
+        max_length=100,
+        description="the first for the search, the rest for the chosen settings; replaces the top-level seeds",
+    )
 
 
 class ComparisonSpec(_Strict):
@@ -394,8 +420,12 @@ class ComparisonSpec(_Strict):
     tuning: Tuning | None = Field(None, description="run the DeepOBS tuning protocol over the entries' sweeps")
     reuse: bool = Field(True, description="reuse the team's identical succeeded runs instead of training again")
     target_loss: float | None = Field(None, description="the loss to reach, for time-to-target in the summary")
-    baseline: str | None = Field(None, max_length=MAX_LABEL, description="label the other entries are compared "
-                                 "with: an entry's, or one setting's of a swept entry; default: the first entry")
+    baseline: str | None = Field(
+        None,
+        max_length=MAX_LABEL,
+        description="label the other entries are compared "
+        "with: an entry's, or one setting's of a swept entry; default: the first entry",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -404,8 +434,11 @@ class ComparisonSpec(_Strict):
                 entry.batch_size = self.training.batch_size
             full_batch = entry.batch_size == "full" or self.problem.is_function
             if entry.component.full_batch_only and not full_batch:
-                raise spec_error(("optimizers", i, "name"), f"'{entry.name}' re-evaluates the loss in a "
-                                 "closure and needs batch_size = 'full'", entry.name)
+                raise spec_error(
+                    ("optimizers", i, "name"),
+                    f"'{entry.name}' re-evaluates the loss in a closure and needs batch_size = 'full'",
+                    entry.name,
+                )
         labels = _default_labels(self.optimizers, self.training.batch_size)
         for i, entry in enumerate(self.optimizers):
             if entry.label is None:
@@ -413,14 +446,22 @@ class ComparisonSpec(_Strict):
         seen: dict[str, int] = {}
         for i, entry in enumerate(self.optimizers):
             if entry.given_label in seen:
-                raise spec_error(("optimizers", i, "label"), f"label '{entry.label}' is already used by "
-                                 f"optimizers.{seen[entry.given_label]}; labels must be distinct", entry.label)
+                raise spec_error(
+                    ("optimizers", i, "label"),
+                    f"label '{entry.label}' is already used by "
+                    f"optimizers.{seen[entry.given_label]}; labels must be distinct",
+                    entry.label,
+                )
             seen[entry.given_label] = i
         run_labels = self._check_run_labels()
         self._check_tuning()
         if self.baseline is not None and self.baseline not in seen and self.baseline not in run_labels:
-            raise spec_error(("baseline",), f"baseline '{self.baseline}' is not the label of an optimizer entry "
-                             f"or of a swept setting; entry labels: {', '.join(seen)}", self.baseline)
+            raise spec_error(
+                ("baseline",),
+                f"baseline '{self.baseline}' is not the label of an optimizer entry "
+                f"or of a swept setting; entry labels: {', '.join(seen)}",
+                self.baseline,
+            )
         return self
 
     def _check_run_labels(self) -> set[str]:
@@ -430,11 +471,19 @@ class ComparisonSpec(_Strict):
             for setting in entry.settings:
                 label = sweeps.swept_label(entry.given_label, setting)
                 if len(label) > MAX_LABEL:
-                    raise spec_error(("optimizers", i, "label"), f"the run label '{label}' is longer than "
-                                     f"{MAX_LABEL} characters; give the entry a shorter label", entry.label)
+                    raise spec_error(
+                        ("optimizers", i, "label"),
+                        f"the run label '{label}' is longer than "
+                        f"{MAX_LABEL} characters; give the entry a shorter label",
+                        entry.label,
+                    )
                 if labels.setdefault(label, i) != i:
-                    raise spec_error(("optimizers", i, "label"), f"run label '{label}' is also a run label of "
-                                     f"optimizers.{labels[label]}; labels must be distinct", entry.label)
+                    raise spec_error(
+                        ("optimizers", i, "label"),
+                        f"run label '{label}' is also a run label of "
+                        f"optimizers.{labels[label]}; labels must be distinct",
+                        entry.label,
+                    )
         return set(labels)
 
     def _check_tuning(self) -> None:
@@ -442,20 +491,29 @@ class ComparisonSpec(_Strict):
             return
         # an explicit seeds list, even the default's [0], is the user's: it is never silently replaced
         if "seeds" in self.model_fields_set and self.seeds != self.tuning.seeds:
-            raise spec_error(("seeds",), "with tuning, tuning.seeds replaces seeds: leave seeds out (or give "
-                             "the same list)", self.seeds)
+            raise spec_error(
+                ("seeds",),
+                "with tuning, tuning.seeds replaces seeds: leave seeds out (or give the same list)",
+                self.seeds,
+            )
         self.seeds = list(self.tuning.seeds)
         if not any(entry.sweep for entry in self.optimizers):
-            raise spec_error(("tuning",), "tuning picks the best setting of a sweep, but no optimizer entry "
-                             "has a sweep", None)
+            raise spec_error(
+                ("tuning",), "tuning picks the best setting of a sweep, but no optimizer entry has a sweep", None
+            )
         if self.tuning.metric == "val_loss":
             if not self.problem.validation_fraction:
-                raise spec_error(("problem", "validation_fraction"), "tuning.metric 'val_loss' needs a "
-                                 "validation set: a dataset problem with validation_fraction > 0",
-                                 self.problem.validation_fraction)
+                raise spec_error(
+                    ("problem", "validation_fraction"),
+                    "tuning.metric 'val_loss' needs a validation set: a dataset problem with validation_fraction > 0",
+                    self.problem.validation_fraction,
+                )
             if self.training.eval_every is None:
-                raise spec_error(("training", "eval_every"), "tuning.metric 'val_loss' needs evaluations: set "
-                                 "training.eval_every", None)
+                raise spec_error(
+                    ("training", "eval_every"),
+                    "tuning.metric 'val_loss' needs evaluations: set training.eval_every",
+                    None,
+                )
 
 
 def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> list[str]:

@@ -86,4 +86,3 @@ def runs_per_entry(spec: Mapping[str, Any]) -> list[int]:
     if tuning:
         return [n + len(tuning["seeds"]) - 1 for n in counts]
     return [n * len(spec["seeds"]) for n in counts]
-

@@ -86,8 +86,16 @@ def _global_norm(tensors: list[Tensor]) -> Tensor:
 class ModuleStepper(Stepper):
     """One module and its torch optimizer, the rate set from the schedule at every step."""
 
-    def __init__(self, problem: BuiltProblem, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 lr: float, schedule, total_steps: int, extras: Sequence[str]) -> None:
+    def __init__(
+        self,
+        problem: BuiltProblem,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        schedule,
+        total_steps: int,
+        extras: Sequence[str],
+    ) -> None:
         self.problem, self.module, self.optimizer = problem, module, optimizer
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
@@ -122,10 +130,20 @@ class ModuleStepper(Stepper):
         return loss, self.first_group["lr"], extras
 
 
-def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], plan: BatchPlan,
-             training: Training, recorder: StepRecorder, device: torch.device, *, total_steps: int, start: int = 0,
-             checkpoint: Callable[[Track], bytes] | None = None,
-             checkpoint_interval_s: float | None = None) -> list[RunOutcome]:
+def run_loop(
+    problem: BuiltProblem,
+    stepper: Stepper,
+    tracks: Sequence[Track],
+    plan: BatchPlan,
+    training: Training,
+    recorder: StepRecorder,
+    device: torch.device,
+    *,
+    total_steps: int,
+    start: int = 0,
+    checkpoint: Callable[[Track], bytes] | None = None,
+    checkpoint_interval_s: float | None = None,
+) -> list[RunOutcome]:
     """Train ``tracks`` (the runs) from update ``start`` to ``total_steps``, handing each its flushes; one outcome
     per member, in order. A member whose loss turns non-finite (diverged) or whose sink returns False
     (cancelled) leaves at that flush; the others go on. ``checkpoint``: a flush at least
@@ -148,8 +166,15 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
             member.best = min(member.best, final)
         elif status == "succeeded":
             status, diverged_step = "diverged", steps_done - 1
-        member.outcome = RunOutcome(status, steps_done, final if math.isfinite(final) else None,
-                                    finite_or_none(member.best), recorder.elapsed_s, diverged_step, device.type)
+        member.outcome = RunOutcome(
+            status,
+            steps_done,
+            final if math.isfinite(final) else None,
+            finite_or_none(member.best),
+            recorder.elapsed_s,
+            diverged_step,
+            device.type,
+        )
 
     def hand_over(member: Track, rows: StepBatch) -> bool:
         """One member's flush: False once it has stopped, diverged or cancelled."""
@@ -161,15 +186,27 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
         if len(finite):
             member.best = min(member.best, float(finite.min()))
         rows.best_loss = finite_or_none(member.best)
-        if (bad is None and checkpoint is not None and checkpoint_interval_s is not None and len(rows)
-                and time.monotonic() - last_checkpoint >= checkpoint_interval_s):
+        if (
+            bad is None
+            and checkpoint is not None
+            and checkpoint_interval_s is not None
+            and len(rows)
+            and time.monotonic() - last_checkpoint >= checkpoint_interval_s
+        ):
             rows.checkpoint = (recorder.next_step, checkpoint(member))
             last_checkpoint = time.monotonic()
         keep_going = member.sink(rows)
         if bad is not None:
             diverged_step = int(rows.step[-1])
-            member.outcome = RunOutcome("diverged", diverged_step + 1, None, finite_or_none(member.best),
-                                        recorder.elapsed_s, diverged_step, device.type)
+            member.outcome = RunOutcome(
+                "diverged",
+                diverged_step + 1,
+                None,
+                finite_or_none(member.best),
+                recorder.elapsed_s,
+                diverged_step,
+                device.type,
+            )
             return False
         if not keep_going:
             finish(member, "cancelled")
@@ -180,8 +217,11 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
     def flush(last: bool) -> None:
         nonlocal active, batches
         batch = recorder.drain()
-        staying = [row for row, m in enumerate(active)
-                   if batch is None or hand_over(tracks[m], stepper.member_rows(batch, row))]
+        staying = [
+            row
+            for row, m in enumerate(active)
+            if batch is None or hand_over(tracks[m], stepper.member_rows(batch, row))
+        ]
         if last:
             for row in staying:
                 finish(tracks[active[row]], "succeeded")
@@ -194,8 +234,9 @@ def run_loop(problem: BuiltProblem, stepper: Stepper, tracks: Sequence[Track], p
 
     def evaluate(updates: int, epoch: int | None) -> None:
         if eval_every is not None:
-            recorder.record_eval(updates, None if is_function else epoch,
-                                 stepper.evaluate(problem, [tracks[m].module for m in active]))
+            recorder.record_eval(
+                updates, None if is_function else epoch, stepper.evaluate(problem, [tracks[m].module for m in active])
+            )
 
     recorder.start()
     batches = batches_from(start)
@@ -227,13 +268,23 @@ def _settled(track: Track) -> RunOutcome:
     return track.outcome
 
 
-def _snapshot(module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float,
-              best: float) -> bytes:
+def _snapshot(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float, best: float
+) -> bytes:
     """Everything a resumed run needs to continue bit for bit. The batch order is a pure function
     of (seed, epoch), so the data position is the step alone."""
     buffer = io.BytesIO()
-    torch.save({"step": step, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "elapsed_s": elapsed_s, "best": best}, buffer)
+    torch.save(
+        {
+            "step": step,
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "elapsed_s": elapsed_s,
+            "best": best,
+        },
+        buffer,
+    )
     return buffer.getvalue()
 
 
@@ -278,8 +329,19 @@ def train(
     def checkpoint(track: Track) -> bytes:
         return _snapshot(module, optimizer, recorder.next_step, recorder.elapsed_s, track.best)
 
-    [outcome] = run_loop(problem, stepper, [track], plan, spec.training, recorder, device, total_steps=total_steps,
-                         start=start, checkpoint=checkpoint, checkpoint_interval_s=checkpoint_interval_s)
+    [outcome] = run_loop(
+        problem,
+        stepper,
+        [track],
+        plan,
+        spec.training,
+        recorder,
+        device,
+        total_steps=total_steps,
+        start=start,
+        checkpoint=checkpoint,
+        checkpoint_interval_s=checkpoint_interval_s,
+    )
     return outcome
 
 

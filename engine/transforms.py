@@ -137,12 +137,14 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Gr
     def scalars(h: Hyper, step: Any) -> dict[str, Any]:
         return {"one_minus_dampening": 1 - h["dampening"]}
 
-    return GradientTransformation(init, update, ("trace", nesterov), {"momentum": momentum, "dampening": dampening},
-                                  scalars)
+    return GradientTransformation(
+        init, update, ("trace", nesterov), {"momentum": momentum, "dampening": dampening}, scalars
+    )
 
 
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
-                  bias_correction: bool = True) -> GradientTransformation:
+def scale_by_adam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False, bias_correction: bool = True
+) -> GradientTransformation:
     """m̂ / (√v̂ + ε), as torch.optim.Adam: AMSGrad normalises by the running maximum of v; without bias
     correction m̂ = m and v̂ = v."""
 
@@ -168,8 +170,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad
             out |= {"bias_correction1": 1 - h["b1"] ** step, "bias_correction2_sqrt": (1 - h["b2"] ** step) ** 0.5}
         return out
 
-    return GradientTransformation(init, update, ("scale_by_adam", amsgrad, bias_correction),
-                                  {"b1": b1, "b2": b2, "eps": eps}, scalars)
+    return GradientTransformation(
+        init, update, ("scale_by_adam", amsgrad, bias_correction), {"b1": b1, "b2": b2, "eps": eps}, scalars
+    )
 
 
 def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> GradientTransformation:
@@ -209,7 +212,9 @@ def scale_by_local_gain(beta: float = 0.05) -> GradientTransformation:
     def update(u: Tensor, state: State, param: Tensor, h: Hyper) -> tuple[Tensor, State]:
         agreement = u * state["prev_grad"]
         gain = state["gain"]
-        gain = torch.where(agreement > 0, gain + h["beta"], torch.where(agreement < 0, gain * h["one_minus_beta"], gain))
+        gain = torch.where(
+            agreement > 0, gain + h["beta"], torch.where(agreement < 0, gain * h["one_minus_beta"], gain)
+        )
         # the clone keeps the state from aliasing p.grad, which a closure may zero in place
         return gain * u, {"gain": gain, "prev_grad": u.clone()}
 
@@ -233,39 +238,55 @@ def add_decoupled_weight_decay(weight_decay: float = 1e-2) -> GradientTransforma
     def scalars(h: Hyper, step: Any) -> dict[str, Any]:
         return {"neg_lr_weight_decay": -(h["lr"] * h["weight_decay"])}
 
-    return GradientTransformation(_no_state, update, ("add_decoupled_weight_decay",), {"weight_decay": weight_decay},
-                                  scalars)
+    return GradientTransformation(
+        _no_state, update, ("add_decoupled_weight_decay",), {"weight_decay": weight_decay}, scalars
+    )
 
 
 # The compositions the optimizers use.
 
 
-def sgd(momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0) -> GradientTransformation:
+def sgd(
+    momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+) -> GradientTransformation:
     """torch.optim.SGD; without momentum there is no buffer (a different code path)."""
     momentum_rule = trace(momentum, dampening, nesterov) if momentum != 0 else identity()
     return chain(add_decayed_weights(weight_decay), momentum_rule, scale_by_learning_rate())
 
 
-def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-         bias_correction: bool = True) -> GradientTransformation:
+def adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    bias_correction: bool = True,
+) -> GradientTransformation:
     """torch.optim.Adam: L2 weight decay added to the gradient; optionally AMSGrad, or no bias correction."""
-    return chain(add_decayed_weights(weight_decay), scale_by_adam(b1, b2, eps, amsgrad, bias_correction),
-                 scale_by_learning_rate())
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adam(b1, b2, eps, amsgrad, bias_correction),
+        scale_by_learning_rate(),
+    )
 
 
-def adamw(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2,
-          amsgrad: bool = False) -> GradientTransformation:
+def adamw(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False
+) -> GradientTransformation:
     """torch.optim.AdamW: Adam with decoupled weight decay."""
-    return chain(scale_by_adam(b1, b2, eps, amsgrad), scale_by_learning_rate(), add_decoupled_weight_decay(weight_decay))
+    return chain(
+        scale_by_adam(b1, b2, eps, amsgrad), scale_by_learning_rate(), add_decoupled_weight_decay(weight_decay)
+    )
 
 
-def rmsprop(alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-            centered: bool = False) -> GradientTransformation:
+def rmsprop(
+    alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False
+) -> GradientTransformation:
     """torch.optim.RMSprop: optionally centered, with momentum over the normalised gradient."""
     momentum_rule = trace(momentum) if momentum > 0 else identity()
-    return chain(add_decayed_weights(weight_decay), scale_by_rms(alpha, eps, centered), momentum_rule,
-                 scale_by_learning_rate())
+    return chain(
+        add_decayed_weights(weight_decay), scale_by_rms(alpha, eps, centered), momentum_rule, scale_by_learning_rate()
+    )
 
 
 def local_gain(beta: float = 0.05) -> GradientTransformation:

@@ -27,15 +27,23 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
+from engine import sizing
 from engine.optimizers import OptimizerParams
-from engine.problem import (BatchPlan, BuiltProblem, DatasetProblem, FunctionProblem, build_problem, resolve_device,
-                            to_device, train_size)
+from engine.problem import (
+    BatchPlan,
+    BuiltProblem,
+    DatasetProblem,
+    FunctionProblem,
+    build_problem,
+    resolve_device,
+    to_device,
+    train_size,
+)
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Schedule
-from engine import sizing
 from engine.spec import ComparisonSpec
-from engine.transforms import GradientTransformation
 from engine.training import DTYPES, FlushSink, RunOutcome, Stepper, Track, run_loop
+from engine.transforms import GradientTransformation
 
 #: steps of learning rates moved to the device at once
 RATE_BLOCK_STEPS = 256
@@ -123,8 +131,11 @@ def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
         return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule (only torch.optim's)")
     if not optimizer.elementwise:
         return Eligibility(False, f"optimizer '{entry.name}' is not elementwise, so its members cannot be stacked")
-    needs = [need for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes")
-             if getattr(optimizer, need)]
+    needs = [
+        need
+        for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes")
+        if getattr(optimizer, need)
+    ]
     if needs:
         return Eligibility(False, f"optimizer '{entry.name}' declares {', '.join(needs)}, which ensembles do not do")
     problem = spec.problem
@@ -168,8 +179,10 @@ def _check_group(spec: ComparisonSpec, members: Sequence[Member]) -> None:
     n_train = train_size(spec.problem)
     keys = {_group_key(spec, member, n_train) for member in members}
     if len(keys) > 1:
-        raise ValueError("ensemble members must share the optimizer, the batch size and the update code path "
-                         f"(use group_runs); got {sorted(map(str, keys))}")
+        raise ValueError(
+            "ensemble members must share the optimizer, the batch size and the update code path "
+            f"(use group_runs); got {sorted(map(str, keys))}"
+        )
 
 
 def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: torch.device | str) -> bool:
@@ -180,8 +193,9 @@ def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: to
     n_params = parameter_count(spec)
     if torch.device(device).type == "cuda":
         return len(members) * n_params * 4 <= CUDA_MAX_STACKED_ELEMENTS  # params, grads, two moments
-    plan = BatchPlan.for_training(train_size(spec.problem), spec.training, 0,
-                                  spec.optimizers[members[0].entry_index].batch_size)
+    plan = BatchPlan.for_training(
+        train_size(spec.problem), spec.training, 0, spec.optimizers[members[0].entry_index].batch_size
+    )
     rows = plan.batch_size or plan.n
     return n_params <= CPU_MAX_PARAMS and n_params * rows <= CPU_MAX_WORK_PER_MEMBER
 
@@ -196,8 +210,16 @@ class _StepScalars:
     """Each member's per-step scalars: its rate (its lr times its schedule's factor, as ``train`` computes
     it) and the rule's own, computed on the host and moved to the device a block of steps at a time."""
 
-    def __init__(self, lrs: np.ndarray, schedules: list[Schedule], hyper: dict[str, np.ndarray], scalars: Scalars,
-                 total_steps: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        lrs: np.ndarray,
+        schedules: list[Schedule],
+        hyper: dict[str, np.ndarray],
+        scalars: Scalars,
+        total_steps: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
         self.unique = list(dict.fromkeys(schedules))
         self.which = np.array([self.unique.index(s) for s in schedules])
         self.lrs, self.hyper, self.scalars = lrs, hyper, scalars
@@ -242,8 +264,10 @@ class _Ensemble:
 
     def _alias(self) -> None:
         """Per-parameter [M, ...] leaves for autograd, sharing the stacked tensor's memory."""
-        self.leaves = [self.flat[:, offset : offset + math.prod(shape)].unflatten(1, shape).detach().requires_grad_()
-                       for _, offset, shape in self.layout]
+        self.leaves = [
+            self.flat[:, offset : offset + math.prod(shape)].unflatten(1, shape).detach().requires_grad_()
+            for _, offset, shape in self.layout
+        ]
 
     def bind(self, modules: Sequence[torch.nn.Module]) -> None:
         """Make each module's parameters views of its row, so that whole-set losses see every update."""
@@ -284,8 +308,14 @@ class _EnsembleStepper(Stepper):
 
     stacked = True
 
-    def __init__(self, ensemble: _Ensemble, update: Update, scalars: _StepScalars, extras: Sequence[str],
-                 modules: list[torch.nn.Module]) -> None:
+    def __init__(
+        self,
+        ensemble: _Ensemble,
+        update: Update,
+        scalars: _StepScalars,
+        extras: Sequence[str],
+        modules: list[torch.nn.Module],
+    ) -> None:
         self.ensemble, self.update, self.scalars, self.modules = ensemble, update, scalars, modules
         self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
         self.point = ensemble.flat if ensemble.problem.is_function else None
@@ -316,9 +346,15 @@ class _EnsembleStepper(Stepper):
         if not len(batch):
             return StepBatch.empty(evals)
         return StepBatch(
-            step=batch.step, epoch=batch.epoch, loss=batch.loss[:, row], time_s=batch.time_s,
-            step_time_ms=batch.step_time_ms, lr=batch.lr[:, row], x=None if batch.x is None else batch.x[:, row],
-            extras={k: v[:, row] for k, v in batch.extras.items()}, evals=evals,
+            step=batch.step,
+            epoch=batch.epoch,
+            loss=batch.loss[:, row],
+            time_s=batch.time_s,
+            step_time_ms=batch.step_time_ms,
+            lr=batch.lr[:, row],
+            x=None if batch.x is None else batch.x[:, row],
+            extras={k: v[:, row] for k, v in batch.extras.items()},
+            evals=evals,
         )
 
     def keep(self, rows: Sequence[int]) -> None:
@@ -357,11 +393,23 @@ def train_ensemble(
         layout.append((name, offset, tuple(value.shape[1:])))
         offset += value[0].numel()
     flat = torch.cat([value.detach().flatten(1) for value in stacked.values()], dim=1)
-    ensemble = _Ensemble(problem, modules[0], layout, flat,
-                         {k: torch.tensor(v, dtype=dtype, device=device)[:, None] for k, v in hyper.items()})
+    ensemble = _Ensemble(
+        problem,
+        modules[0],
+        layout,
+        flat,
+        {k: torch.tensor(v, dtype=dtype, device=device)[:, None] for k, v in hyper.items()},
+    )
     ensemble.bind(modules)
-    scalars = _StepScalars(np.array([h.lr for h in hypers]), [e.schedule for e in entries], hyper, update.scalars,
-                           total_steps, device, dtype)
+    scalars = _StepScalars(
+        np.array([h.lr for h in hypers]),
+        [e.schedule for e in entries],
+        hyper,
+        update.scalars,
+        total_steps,
+        device,
+        dtype,
+    )
     stepper = _EnsembleStepper(ensemble, update, scalars, spec.training.extras, modules)
     tracks = [Track(sink, module, m.seed) for sink, module, m in zip(sinks, modules, members)]
     plan = BatchPlan.for_training(problem.n_train, spec.training, 0, entries[0].batch_size)

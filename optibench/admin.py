@@ -8,7 +8,7 @@ The database modules are imported in the commands: the client commands of the sa
 from __future__ import annotations
 
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
@@ -26,7 +26,7 @@ MAX_STEPS = typer.Option(None, "--max-steps", min=0, help="total steps per compa
 MAX_RUNNING = typer.Option(None, "--max-running", min=0, help="comparisons queued or running at once (0: the setting)")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     member = "member"
     admin = "admin"
 
@@ -57,12 +57,17 @@ def _print_key(team_name: str, key, secret: str) -> None:
 
 
 @admin_app.command("create-team")
-def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, max_running: int = MAX_RUNNING,
-                key_name: str = typer.Option("admin", help="name of the team's first admin key")) -> None:
+def create_team(
+    name: str,
+    max_runs: int = MAX_RUNS,
+    max_steps: int = MAX_STEPS,
+    max_running: int = MAX_RUNNING,
+    key_name: str = typer.Option("admin", help="name of the team's first admin key"),
+) -> None:
     """Create a team and its first admin key, printed once. Limits left out follow the server's settings."""
-    from services import keys
     from db import teams
     from db.session import transaction
+    from services import keys
 
     _check_name("team", name)
     _check_name("key", key_name)
@@ -70,19 +75,24 @@ def create_team(name: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS,
         if teams.find_team(session, name) is not None:
             raise _fail(f"a team {name!r} exists already")
         team = teams.create_team(session, name)
-        teams.set_limits(team, max_runs_per_comparison=max_runs, max_steps_per_comparison=max_steps,
-                         max_running_comparisons=max_running)
+        teams.set_limits(
+            team,
+            max_runs_per_comparison=max_runs,
+            max_steps_per_comparison=max_steps,
+            max_running_comparisons=max_running,
+        )
         key, secret = keys.issue_key(session, team.id, key_name, Role.admin.value)
     typer.echo(f"team {name!r} created (id {team.id})")
     _print_key(name, key, secret)
 
 
 @admin_app.command("create-key")
-def create_key(team: str, name: str,
-               role: Role = typer.Option(Role.member, help="admins also manage keys and delete")) -> None:
+def create_key(
+    team: str, name: str, role: Role = typer.Option(Role.member, help="admins also manage keys and delete")
+) -> None:
     """Create an API key for TEAM (a name or id), printed once."""
-    from services import keys
     from db.session import transaction
+    from services import keys
 
     _check_name("key", name)
     with transaction() as session:
@@ -100,8 +110,11 @@ def revoke_key(key_id_or_prefix: str) -> None:
     with transaction() as session:
         keys = teams.keys_by_id_or_prefix(session, key_id_or_prefix)
         if len(keys) != 1:
-            raise _fail(f"no key {key_id_or_prefix!r}" if not keys else
-                        f"{len(keys)} keys match {key_id_or_prefix!r}; use the id: " + ", ".join(k.id for k in keys))
+            raise _fail(
+                f"no key {key_id_or_prefix!r}"
+                if not keys
+                else f"{len(keys)} keys match {key_id_or_prefix!r}; use the id: " + ", ".join(k.id for k in keys)
+            )
         teams.revoke_key(keys[0])
         typer.echo(f"revoked key {keys[0].name!r} ({keys[0].prefix}) of team {keys[0].team.name!r}")
 
@@ -118,8 +131,9 @@ def list_keys(team: str) -> None:
     with transaction() as session:
         for key in teams.list_keys(session, _team(session, team).id):
             state = f"revoked {when(key.revoked_at)}" if key.revoked_at else "active"
-            typer.echo("\t".join((key.id, key.prefix, key.role, key.name, when(key.created_at), when(key.last_used_at),
-                                  state)))
+            typer.echo(
+                "\t".join((key.id, key.prefix, key.role, key.name, when(key.created_at), when(key.last_used_at), state))
+            )
 
 
 @admin_app.command("set-limits")
@@ -130,8 +144,12 @@ def set_limits(team: str, max_runs: int = MAX_RUNS, max_steps: int = MAX_STEPS, 
 
     with transaction() as session:
         found = _team(session, team)
-        teams.set_limits(found, max_runs_per_comparison=max_runs, max_steps_per_comparison=max_steps,
-                         max_running_comparisons=max_running)
+        teams.set_limits(
+            found,
+            max_runs_per_comparison=max_runs,
+            max_steps_per_comparison=max_steps,
+            max_running_comparisons=max_running,
+        )
         session.flush()
         for limit in teams.limits_of(found, get_settings()).values():
             typer.echo(f"{limit.name} = {limit.value} ({'this team' if limit.per_team else 'the setting'})")

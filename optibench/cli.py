@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -52,8 +52,20 @@ def db_upgrade(revision: str = "head") -> None:
 
 def _worker_command(concurrency: int | None, queues: list[str], name: str = "optibench") -> list[str]:
     # a distinct node name per process, so several workers on one host (one per GPU) don't clash
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-               "--hostname", f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues)]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"{name}-{os.getpid()}@%h",
+        "--queues",
+        ",".join(queues),
+    ]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
     return command
@@ -80,8 +92,11 @@ def _gpu_indices(gpus: str) -> list[str]:
 def worker(
     concurrency: int = typer.Option(None, help="training processes; default OPTIBENCH_WORKER_CONCURRENCY"),
     device: str = typer.Option("auto", help="queues to serve: cpu, gpu, or auto (cpu, and gpu where a GPU is seen)"),
-    gpus: str = typer.Option(None, help="'all' or '0,1,...': one GPU worker per GPU, each seeing only its own "
-                             "(CUDA_VISIBLE_DEVICES), serving the gpu queue one run at a time"),
+    gpus: str = typer.Option(
+        None,
+        help="'all' or '0,1,...': one GPU worker per GPU, each seeing only its own "
+        "(CUDA_VISIBLE_DEVICES), serving the gpu queue one run at a time",
+    ),
 ) -> None:
     """Run Celery workers alone (the team deployment: point them at the shared broker and database)."""
     if device not in ("auto", "cpu", "gpu"):
@@ -93,9 +108,14 @@ def worker(
         typer.echo("no GPU found (torch.cuda.device_count() is 0); run `optibench worker` for CPU runs", err=True)
         raise typer.Exit(2)
     queue = get_settings().queue_for("cuda")
-    processes = [subprocess.Popen(_worker_command(1, [queue], name=f"optibench-gpu{i}"),
-                                  env={**os.environ, "CUDA_VISIBLE_DEVICES": i}, start_new_session=True)
-                 for i in indices]
+    processes = [
+        subprocess.Popen(
+            _worker_command(1, [queue], name=f"optibench-gpu{i}"),
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": i},
+            start_new_session=True,
+        )
+        for i in indices
+    ]
     log.info("one worker per GPU: %s", ", ".join(f"GPU {i} (pid {p.pid})" for i, p in zip(indices, processes)))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,8 +161,9 @@ def _restore_unacknowledged_messages(broker_url: str) -> int:
         with engine.begin() as connection:
             if not inspect(connection).has_table("kombu_message"):
                 return 0
-            return connection.execute(text("UPDATE kombu_message SET visible = :yes WHERE visible = :no"),
-                                      {"yes": True, "no": False}).rowcount
+            return connection.execute(
+                text("UPDATE kombu_message SET visible = :yes WHERE visible = :no"), {"yes": True, "no": False}
+            ).rowcount
     finally:
         engine.dispose()
 
@@ -205,8 +226,12 @@ class WorkerSupervisor:
                 while now - crashes[0] > WORKER_CRASH_WINDOW_S:
                     crashes.popleft()
                 if len(crashes) >= WORKER_CRASHES_TO_GIVE_UP:
-                    log.error("the Celery worker exited with %s, crashing %d times in %.0f s; stopping the server",
-                              code, len(crashes), WORKER_CRASH_WINDOW_S)
+                    log.error(
+                        "the Celery worker exited with %s, crashing %d times in %.0f s; stopping the server",
+                        code,
+                        len(crashes),
+                        WORKER_CRASH_WINDOW_S,
+                    )
                     self.gave_up = True
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
@@ -253,10 +278,16 @@ def serve(
             _recover()
             # on the embedded broker the server owns the only worker, so a dead worker's runs are its
             # orphans; elsewhere other workers may hold runs, which the watchdog reaps if they die
-            supervisor = WorkerSupervisor(_worker_command(None, _local_queues("auto")),
-                                          _recover if settings.embedded_broker else lambda: None).start()
-        log.info("optibench on http://%s:%d  (database %s, broker %s)", host, port,
-                 _redact(settings.database_url), _redact(settings.broker_url))
+            supervisor = WorkerSupervisor(
+                _worker_command(None, _local_queues("auto")), _recover if settings.embedded_broker else lambda: None
+            ).start()
+        log.info(
+            "optibench on http://%s:%d  (database %s, broker %s)",
+            host,
+            port,
+            _redact(settings.database_url),
+            _redact(settings.broker_url),
+        )
         run_api(host, port, settings.api_workers)
     except KeyboardInterrupt:
         pass
@@ -273,16 +304,25 @@ def _check_auth(settings, host: str) -> None:
 
     if settings.auth == "required":
         if settings.secret_key is None:
-            log.warning("OPTIBENCH_SECRET_KEY is not set: sessions and share links are signed with %s, "
-                        "and stop working if that file is lost", settings.data_dir / "secret_key")
+            log.warning(
+                "OPTIBENCH_SECRET_KEY is not set: sessions and share links are signed with %s, "
+                "and stop working if that file is lost",
+                settings.data_dir / "secret_key",
+            )
         return
     if not is_loopback(host):
-        typer.echo(f"refusing to serve on {host} with authentication off: anyone reaching it would act as the "
-                   f"local admin. Set OPTIBENCH_AUTH=required (and create keys with `optibench admin "
-                   f"create-team`), or serve on 127.0.0.1.", err=True)
+        typer.echo(
+            f"refusing to serve on {host} with authentication off: anyone reaching it would act as the "
+            f"local admin. Set OPTIBENCH_AUTH=required (and create keys with `optibench admin "
+            f"create-team`), or serve on 127.0.0.1.",
+            err=True,
+        )
         raise typer.Exit(2)
-    log.warning("authentication is off (OPTIBENCH_AUTH=off): every request on %s acts as the local admin; "
-                "set OPTIBENCH_AUTH=required for a team", host)
+    log.warning(
+        "authentication is off (OPTIBENCH_AUTH=off): every request on %s acts as the local admin; "
+        "set OPTIBENCH_AUTH=required for a team",
+        host,
+    )
 
 
 def _stop_worker(process: subprocess.Popen) -> None:
@@ -317,7 +357,7 @@ KEY = typer.Option(None, "--key", help="an API key; default $OPTIBENCH_API_KEY (
 LS_LIMIT = 20
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
 
@@ -342,8 +382,10 @@ def _api(url: str | None, key: str | None) -> Iterator[Client]:
             for path, message in exc.fields:
                 typer.echo(f"  {path}: {message}", err=True)
             raise typer.Exit(2) from None
-        hint = {None: " (is the server running? set OPTIBENCH_URL or --url)",
-                401: " (set OPTIBENCH_API_KEY or --key to a valid key)"}.get(exc.status, "")
+        hint = {
+            None: " (is the server running? set OPTIBENCH_URL or --url)",
+            401: " (set OPTIBENCH_API_KEY or --key to a valid key)",
+        }.get(exc.status, "")
         typer.echo(f"error: {exc}{hint}", err=True)
         raise typer.Exit(1) from None
 
@@ -375,25 +417,44 @@ def _time_to_target(reach: dict) -> str:
 
 def _leaderboard_tables(summary: dict) -> list[Table]:
     """The leaderboard and the paired tests against the baseline (docs/statistics.md)."""
-    board = Table(title=f"leaderboard: final loss, target loss {_number(summary['target_loss'])} "
-                        f"({summary['target_loss_source']})")
-    for header in ("rank", "label", "seeds (diverged)", "final loss mean [95% CI]", "best final", "time to target",
-                   "steps/s"):
+    board = Table(
+        title=f"leaderboard: final loss, target loss {_number(summary['target_loss'])} "
+        f"({summary['target_loss_source']})"
+    )
+    for header in (
+        "rank",
+        "label",
+        "seeds (diverged)",
+        "final loss mean [95% CI]",
+        "best final",
+        "time to target",
+        "steps/s",
+    ):
         board.add_column(header, justify="left" if header == "label" else "right")
     for row in summary["rows"]:
         loss = row["final_loss"]
-        board.add_row(str(row["rank"] or "-"), row["label"], f"{row['n_seeds']} ({row['n_diverged']})",
-                      _interval(loss["mean"], loss["ci_low"], loss["ci_high"]), _number(loss["best"]),
-                      _time_to_target(row["time_to_target"]), _number(row["steps_per_s"]))
+        board.add_row(
+            str(row["rank"] or "-"),
+            row["label"],
+            f"{row['n_seeds']} ({row['n_diverged']})",
+            _interval(loss["mean"], loss["ci_low"], loss["ci_high"]),
+            _number(loss["best"]),
+            _time_to_target(row["time_to_target"]),
+            _number(row["steps_per_s"]),
+        )
     tables = [board]
     if summary["paired"]:
         paired = Table(title=f"paired on seeds, final loss minus {summary['baseline']}'s")
         for header in ("label", "pairs", "mean difference [95% CI]", "t-test p", "Wilcoxon p"):
             paired.add_column(header, justify="left" if header == "label" else "right")
         for pair in summary["paired"]:
-            paired.add_row(pair["label"], str(pair["n_pairs"]), _interval(pair["mean_diff"], pair["ci_low"],
-                                                                         pair["ci_high"]),
-                           _number(pair["t_pvalue"]), _number(pair["wilcoxon_pvalue"]))
+            paired.add_row(
+                pair["label"],
+                str(pair["n_pairs"]),
+                _interval(pair["mean_diff"], pair["ci_low"], pair["ci_high"]),
+                _number(pair["t_pvalue"]),
+                _number(pair["wilcoxon_pvalue"]),
+            )
         tables.append(paired)
     return tables
 
@@ -411,15 +472,25 @@ def _load_spec(path: Path) -> dict:
 
 
 def _wait_with_progress(client: Client, comparison: dict) -> dict:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-               TextColumn("{task.fields[runs]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TextColumn("{task.fields[runs]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=_console(stderr=True)) as bar:
         task = bar.add_task(comparison["name"], total=comparison["progress"]["steps_total"], runs="")
 
         def show(current: dict) -> None:
             progress = current["progress"]
-            bar.update(task, total=progress["steps_total"], completed=progress["steps_done"],
-                       runs=f"{progress['runs_done']}/{progress['runs_total']} runs done, {current['status']}")
+            bar.update(
+                task,
+                total=progress["steps_total"],
+                completed=progress["steps_done"],
+                runs=f"{progress['runs_done']}/{progress['runs_total']} runs done, {current['status']}",
+            )
 
         return client.wait(comparison["id"], on_progress=show)
 
@@ -428,9 +499,11 @@ def _wait_with_progress(client: Client, comparison: dict) -> dict:
 def submit(
     spec: Path = typer.Argument(..., exists=True, dir_okay=False, help="a comparison spec (JSON)"),
     wait: bool = typer.Option(False, "--wait", help="show the progress until it finishes, then the leaderboard"),
-    idempotency_key: str = typer.Option(None, help="the same key and spec return the same comparison; "
-                                        "default: a fresh key"),
-    url: str = URL, key: str = KEY,
+    idempotency_key: str = typer.Option(
+        None, help="the same key and spec return the same comparison; default: a fresh key"
+    ),
+    url: str = URL,
+    key: str = KEY,
 ) -> None:
     """Submit a comparison and print its id.
 
@@ -445,8 +518,11 @@ def submit(
         try:
             comparison = _wait_with_progress(client, comparison)
         except KeyboardInterrupt:
-            typer.echo(f"stopped waiting; comparison {comparison_id} goes on (`optibench show {comparison_id}`, "
-                       f"`optibench cancel {comparison_id}`)", err=True)
+            typer.echo(
+                f"stopped waiting; comparison {comparison_id} goes on (`optibench show {comparison_id}`, "
+                f"`optibench cancel {comparison_id}`)",
+                err=True,
+            )
             raise typer.Exit(130) from None
         _console().print(*_leaderboard_tables(client.summary(comparison_id)))
     if comparison["status"] != "succeeded":
@@ -464,18 +540,34 @@ def list_comparisons(
     function: str = typer.Option(None, help="only comparisons minimising this test function"),
     q: str = typer.Option(None, "--name", help="only comparisons whose name contains this, in any case"),
     limit: int = typer.Option(LS_LIMIT, min=1, help="at most this many"),
-    url: str = URL, key: str = KEY,
+    url: str = URL,
+    key: str = KEY,
 ) -> None:
     """The team's comparisons, newest first; every filter given must hold."""
     table = Table()
     for header in ("id", "name", "status", "progress", "created", "submitted by"):
         table.add_column(header, no_wrap=header == "id")
     with _api(url, key) as client:
-        found = client.comparisons(limit, page_size=min(limit, 500), status=status and status.value, tag=tag,
-                                   optimizer=optimizer, model=model, dataset=dataset, function=function, q=q)
+        found = client.comparisons(
+            limit,
+            page_size=min(limit, 500),
+            status=status and status.value,
+            tag=tag,
+            optimizer=optimizer,
+            model=model,
+            dataset=dataset,
+            function=function,
+            q=q,
+        )
         for comparison in found:
-            table.add_row(comparison["id"], comparison["name"], comparison["status"], _progress(comparison),
-                          _when(comparison["created_at"]), comparison["submitted_by"] or "-")
+            table.add_row(
+                comparison["id"],
+                comparison["name"],
+                comparison["status"],
+                _progress(comparison),
+                _when(comparison["created_at"]),
+                comparison["submitted_by"] or "-",
+            )
     _console().print(table)
 
 
@@ -486,19 +578,32 @@ def show(comparison_id: str, url: str = URL, key: str = KEY) -> None:
     with _api(url, key) as client:
         comparison = client.comparison(comparison_id)
         header = Table.grid(padding=(0, 2))
-        for name, value in (("name", comparison["name"]), ("id", comparison["id"]), ("status", comparison["status"]),
-                            ("progress", _progress(comparison)), ("created", _when(comparison["created_at"])),
-                            ("finished", _when(comparison["finished_at"])),
-                            ("submitted by", comparison["submitted_by"] or "-"),
-                            ("tags", ", ".join(comparison["tags"]) or "-"), ("note", comparison["note"] or "-")):
+        for name, value in (
+            ("name", comparison["name"]),
+            ("id", comparison["id"]),
+            ("status", comparison["status"]),
+            ("progress", _progress(comparison)),
+            ("created", _when(comparison["created_at"])),
+            ("finished", _when(comparison["finished_at"])),
+            ("submitted by", comparison["submitted_by"] or "-"),
+            ("tags", ", ".join(comparison["tags"]) or "-"),
+            ("note", comparison["note"] or "-"),
+        ):
             header.add_row(name, value)
         runs = Table(title="runs")
         for column in ("label", "seed", "status", "steps", "final loss", "best loss", "wall time s", "run id"):
             runs.add_column(column, no_wrap=column == "run id")
         for run in comparison["runs"]:
-            runs.add_row(run["label"], str(run["seed"]), run["status"] + (f": {run['error']}" if run["error"] else ""),
-                         f"{run['steps_done']}/{run['steps_total']}", _number(run["final_loss"]),
-                         _number(run["best_loss"]), _number(run["wall_time_s"]), run["id"])
+            runs.add_row(
+                run["label"],
+                str(run["seed"]),
+                run["status"] + (f": {run['error']}" if run["error"] else ""),
+                f"{run['steps_done']}/{run['steps_total']}",
+                _number(run["final_loss"]),
+                _number(run["best_loss"]),
+                _number(run["wall_time_s"]),
+                run["id"],
+            )
         console.print(header, runs)
         if comparison["status"] in FINISHED:
             console.print(*_leaderboard_tables(client.summary(comparison_id)))
@@ -509,7 +614,8 @@ def export(
     comparison_id: str,
     format: ExportFormat = typer.Option(ExportFormat.csv, "--format", help="csv or parquet"),
     output: Path = typer.Option(None, "--output", "-o", help="default: comparison-ID.FORMAT"),
-    url: str = URL, key: str = KEY,
+    url: str = URL,
+    key: str = KEY,
 ) -> None:
     """Write every step of every run to a file, streamed (docs/curves.md has the columns)."""
     output = output or Path(f"comparison-{comparison_id}.{format.value}")

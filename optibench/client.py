@@ -84,8 +84,15 @@ class Client:
     idempotent, and each submit carries an Idempotency-Key, so a submit whose answer was lost
     returns the comparison it created."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout_s: float = 30.0,
-                 retries: int = 3, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("OPTIBENCH_URL") or DEFAULT_URL).rstrip("/")
         api_key = api_key or os.environ.get("OPTIBENCH_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -103,8 +110,13 @@ class Client:
 
     # --- comparisons ---------------------------------------------------------------------------
 
-    def submit(self, spec: dict | str | os.PathLike, idempotency_key: str | None = None, wait: bool = False,
-               on_progress: Callable[[dict], None] | None = None) -> dict:
+    def submit(
+        self,
+        spec: dict | str | os.PathLike,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> dict:
         """Submit a comparison spec (a dict, or the path of a JSON file); the accepted comparison,
         or with ``wait`` the finished one (see ``wait``). Without ``idempotency_key`` a fresh one is
         sent, so retries of this call's requests never submit twice."""
@@ -118,8 +130,9 @@ class Client:
         """The comparison with its spec, progress and every run."""
         return self._json("GET", f"/api/v1/comparisons/{comparison_id}")
 
-    def comparisons(self, limit: int | None = None, cursor: str | None = None, page_size: int = 100,
-                    **filters: str) -> Iterator[dict]:
+    def comparisons(
+        self, limit: int | None = None, cursor: str | None = None, page_size: int = 100, **filters: str
+    ) -> Iterator[dict]:
         """The team's history, newest first, page after page from ``cursor``: at most ``limit``
         comparisons (all without). ``filters`` are the list's query parameters (status, tag, ...)."""
         count = 0
@@ -132,23 +145,39 @@ class Client:
             if cursor is None:
                 return
 
-    def summary(self, comparison_id: str, phase: Literal["chosen", "all"] | None = None,
-                baseline: str | None = None) -> dict:
+    def summary(
+        self, comparison_id: str, phase: Literal["chosen", "all"] | None = None, baseline: str | None = None
+    ) -> dict:
         """The leaderboard and the paired tests against the baseline (docs/statistics.md)."""
-        return self._json("GET", f"/api/v1/comparisons/{comparison_id}/summary",
-                          params=_present(phase=phase, baseline=baseline))
+        return self._json(
+            "GET", f"/api/v1/comparisons/{comparison_id}/summary", params=_present(phase=phase, baseline=baseline)
+        )
 
-    def curves(self, comparison_id: str, metric: str = "loss", x: str = "step", points: int = 1000,
-               band: str = "ci") -> dict:
+    def curves(
+        self, comparison_id: str, metric: str = "loss", x: str = "step", points: int = 1000, band: str = "ci"
+    ) -> dict:
         """Each optimizer setting's curve aggregated over seeds (docs/curves.md)."""
-        return self._json("GET", f"/api/v1/comparisons/{comparison_id}/curves",
-                          params={"metric": metric, "x": x, "points": points, "band": band})
+        return self._json(
+            "GET",
+            f"/api/v1/comparisons/{comparison_id}/curves",
+            params={"metric": metric, "x": x, "points": points, "band": band},
+        )
 
-    def run_curve(self, run_id: str, metric: str = "loss", x: str = "step", points: int = 1000,
-                  start: float | None = None, end: float | None = None) -> dict:
+    def run_curve(
+        self,
+        run_id: str,
+        metric: str = "loss",
+        x: str = "step",
+        points: int = 1000,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> dict:
         """One run's metric downsampled into ``points`` buckets of x (docs/curves.md)."""
-        return self._json("GET", f"/api/v1/runs/{run_id}/curve",
-                          params=_present(metric=metric, x=x, points=points, start=start, end=end))
+        return self._json(
+            "GET",
+            f"/api/v1/runs/{run_id}/curve",
+            params=_present(metric=metric, x=x, points=points, start=start, end=end),
+        )
 
     def cancel(self, comparison_id: str) -> dict:
         """Cancel every unfinished run; the comparison as it is after that."""
@@ -159,8 +188,9 @@ class Client:
         only once complete: an interrupted download leaves nothing behind."""
         path = Path(path)
         partial = path.with_name(f".{path.name}.partial")
-        request = self._http.build_request("GET", f"/api/v1/comparisons/{comparison_id}/export",
-                                           params={"format": format})
+        request = self._http.build_request(
+            "GET", f"/api/v1/comparisons/{comparison_id}/export", params={"format": format}
+        )
         response = self._send(request, stream=True)
         try:
             with partial.open("wb") as file:
@@ -174,8 +204,13 @@ class Client:
             response.close()
         return path
 
-    def wait(self, comparison_id: str, on_progress: Callable[[dict], None] | None = None, poll_s: float = 1.0,
-             timeout_s: float | None = None) -> dict:
+    def wait(
+        self,
+        comparison_id: str,
+        on_progress: Callable[[dict], None] | None = None,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> dict:
         """Poll until the comparison is succeeded, failed or cancelled, and return it. Each poll's
         comparison goes to ``on_progress`` first. Raises TimeoutError after ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -35,8 +35,9 @@ def run(session: Session, run_id: str, team_id: str) -> Run:
     return found
 
 
-def cancel(session: Session, team_id: str, *, comparison_id: str | None = None,
-           run_id: str | None = None) -> Comparison | Run:
+def cancel(
+    session: Session, team_id: str, *, comparison_id: str | None = None, run_id: str | None = None
+) -> Comparison | Run:
     """Cancel every unfinished run of the team's comparison, or one run, and commit; returns it as it
     is now. Queued runs stop at once, running ones at their next flush; recorded rows are kept."""
     if comparison_id is not None:

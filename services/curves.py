@@ -19,8 +19,9 @@ from services.access import InvalidQuery
 
 def _check_axis(metric: Metric, x: Axis) -> None:
     if not curves.has_axis(metric, x):
-        raise InvalidQuery("x", f"x={x} is not available for {metric}: evaluations record no wall time; "
-                                "use x=step or x=epoch", x)
+        raise InvalidQuery(
+            "x", f"x={x} is not available for {metric}: evaluations record no wall time; use x=step or x=epoch", x
+        )
 
 
 def _non_finite_counts(point: Bucket | SeedPoint) -> dict[str, int]:
@@ -28,17 +29,26 @@ def _non_finite_counts(point: Bucket | SeedPoint) -> dict[str, int]:
 
 
 def _bucket(bucket: Bucket) -> dict[str, Any]:
-    return {"x_start": bucket.x_start, "x_end": bucket.x_end, "count": bucket.count, "first": bucket.first,
-            "last": bucket.last, "min": bucket.min, "max": bucket.max, "mean": bucket.mean,
-            **_non_finite_counts(bucket)}
+    return {
+        "x_start": bucket.x_start,
+        "x_end": bucket.x_end,
+        "count": bucket.count,
+        "first": bucket.first,
+        "last": bucket.last,
+        "min": bucket.min,
+        "max": bucket.max,
+        "mean": bucket.mean,
+        **_non_finite_counts(bucket),
+    }
 
 
 def _seed_point(point: SeedPoint) -> dict[str, Any]:
     return {"x": point.x, "n": point.n, "mean": point.mean, "lo": point.lo, "hi": point.hi, **_non_finite_counts(point)}
 
 
-def run_curve(session: Session, run: Run, metric: Metric, x: Axis, points: int, start: float | None,
-              end: float | None) -> dict[str, Any]:
+def run_curve(
+    session: Session, run: Run, metric: Metric, x: Axis, points: int, start: float | None, end: float | None
+) -> dict[str, Any]:
     """The body of GET /runs/{id}/curve, for a run the caller may read."""
     _check_axis(metric, x)
     if start is not None and end is not None:
@@ -47,8 +57,17 @@ def run_curve(session: Session, run: Run, metric: Metric, x: Axis, points: int, 
         if not math.isfinite(end - start):
             raise InvalidQuery("end", f"end - start ({end} - {start}) must be a finite width", end)
     curve = curves.run_curve(session, run.reused_from_id or run.id, metric, x, points, start, end)
-    return {"run_id": run.id, "metric": metric, "x": x, "points": points, "start": curve.start, "end": curve.end,
-            "raw": curve.raw, "rows": curve.rows, "buckets": [_bucket(b) for b in curve.buckets]}
+    return {
+        "run_id": run.id,
+        "metric": metric,
+        "x": x,
+        "points": points,
+        "start": curve.start,
+        "end": curve.end,
+        "raw": curve.raw,
+        "rows": curve.rows,
+        "buckets": [_bucket(b) for b in curve.buckets],
+    }
 
 
 def _seed_groups(runs: list[Run]) -> list[list[Run]]:
@@ -59,8 +78,9 @@ def _seed_groups(runs: list[Run]) -> list[list[Run]]:
     return list(groups.values())
 
 
-def comparison_curves(session: Session, comparison: Comparison, metric: Metric, x: Axis, points: int,
-                      band: Band) -> dict[str, Any]:
+def comparison_curves(
+    session: Session, comparison: Comparison, metric: Metric, x: Axis, points: int, band: Band
+) -> dict[str, Any]:
     """The body of GET /comparisons/{id}/curves, for a comparison the caller may read."""
     _check_axis(metric, x)
     source = {run.id: run.reused_from_id or run.id for run in comparison.runs}
@@ -68,11 +88,26 @@ def comparison_curves(session: Session, comparison: Comparison, metric: Metric, 
     ends = [found[1] for found in (curves.x_range(session, s, metric, x) for s in sources) if found]
     x_max = max(ends, default=None)
     by_source = curves.buckets(session, sources, metric, x, Grid(0.0, x_max, points)) if x_max is not None else {}
-    groups = [{
-        "label": group[0].label, "optimizer": group[0].optimizer_name, "params": group[0].optimizer_params,
-        "sweep_values": group[0].sweep_values or {}, "run_ids": [run.id for run in group],
-        "seeds": [run.seed for run in group],
-        "points": [_seed_point(p) for p in aggregate_seeds([by_source.get(source[run.id], []) for run in group], band)],
-    } for group in _seed_groups(comparison.runs)]
-    return {"comparison_id": comparison.id, "metric": metric, "x": x, "points": points, "band": band,
-            "x_max": x_max, "groups": groups}
+    groups = [
+        {
+            "label": group[0].label,
+            "optimizer": group[0].optimizer_name,
+            "params": group[0].optimizer_params,
+            "sweep_values": group[0].sweep_values or {},
+            "run_ids": [run.id for run in group],
+            "seeds": [run.seed for run in group],
+            "points": [
+                _seed_point(p) for p in aggregate_seeds([by_source.get(source[run.id], []) for run in group], band)
+            ],
+        }
+        for group in _seed_groups(comparison.runs)
+    ]
+    return {
+        "comparison_id": comparison.id,
+        "metric": metric,
+        "x": x,
+        "points": points,
+        "band": band,
+        "x_max": x_max,
+        "groups": groups,
+    }

@@ -61,10 +61,13 @@ def _check_memory(spec: ComparisonSpec, budget: int) -> None:
     spec alone: nothing is loaded or built, so a memory bomb costs the API nothing."""
     run = sizing.largest_run(spec)
     if run.total > budget:
-        raise Refused("memory_budget", run.loc,
-                      f"a run of this comparison needs {run.describe()} of memory, over the worker memory budget of "
-                      f"{sizing.human_bytes(budget)} (OPTIBENCH_WORKER_MEMORY_BYTES); make this field smaller",
-                      run.total)
+        raise Refused(
+            "memory_budget",
+            run.loc,
+            f"a run of this comparison needs {run.describe()} of memory, over the worker memory budget of "
+            f"{sizing.human_bytes(budget)} (OPTIBENCH_WORKER_MEMORY_BYTES); make this field smaller",
+            run.total,
+        )
 
 
 def _over_limit(exc: teams.LimitExceeded, run_steps: list[int]) -> Exception:
@@ -86,8 +89,10 @@ def _enqueue_or_fail(session: Session, spec: ComparisonSpec, comparison: Compari
         session.rollback()
         leases.fail_unfinished(session, comparison.id, reason[:2000])
         session.commit()
-        raise NotQueued(f"comparison {comparison.id} was stored but could not be queued, and is "
-                        f"marked failed: {type(exc).__name__}: {exc}") from exc
+        raise NotQueued(
+            f"comparison {comparison.id} was stored but could not be queued, and is "
+            f"marked failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _earlier_submit(session: Session, team_id: str, idempotency_key: str, request_hash: str) -> Comparison | None:
@@ -96,15 +101,23 @@ def _earlier_submit(session: Session, team_id: str, idempotency_key: str, reques
     if earlier is None:
         return None
     if earlier.request_hash != request_hash:
-        raise IdempotencyConflict("this Idempotency-Key was used for a different comparison; "
-                                  "send a new key with a new body")
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used for a different comparison; send a new key with a new body"
+        )
     if earlier.deleted_at is not None:
         raise IdempotencyConflict("the comparison created with this Idempotency-Key was deleted; send a new key")
     return access.comparison(session, earlier.id, team_id)
 
 
-def submit(session: Session, spec: ComparisonSpec, settings: Settings, *, team_id: str, submitted_by: str,
-           idempotency_key: str | None = None) -> Submitted:
+def submit(
+    session: Session,
+    spec: ComparisonSpec,
+    settings: Settings,
+    *,
+    team_id: str,
+    submitted_by: str,
+    idempotency_key: str | None = None,
+) -> Submitted:
     """Store a validated comparison with one queued run per optimizer × seed, then enqueue its runs."""
     body = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -112,15 +125,28 @@ def submit(session: Session, spec: ComparisonSpec, settings: Settings, *, team_i
         return Submitted(earlier, created=False)
     totals = [steps_total(spec, i) for i in range(len(spec.optimizers))]
     if max(totals) > settings.max_steps_per_run:
-        raise Refused("limit_exceeded", ("training",), f"{max(totals)} steps per run exceed the limit of "
-                      f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN", max(totals))
+        raise Refused(
+            "limit_exceeded",
+            ("training",),
+            f"{max(totals)} steps per run exceed the limit of "
+            f"{settings.max_steps_per_run}; set OPTIBENCH_MAX_STEPS_PER_RUN",
+            max(totals),
+        )
     _check_memory(spec, settings.worker_memory_bytes)
     # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
     run_steps = [steps for steps, n in zip(totals, runs_per_entry(body)) for _ in range(n)]
     try:
-        comparison = comparisons.create_comparison(session, body, totals, team_id=team_id, submitted_by=submitted_by,
-                                                   reuse=spec.reuse, idempotency_key=idempotency_key,
-                                                   request_hash=request_hash, publishing=True)
+        comparison = comparisons.create_comparison(
+            session,
+            body,
+            totals,
+            team_id=team_id,
+            submitted_by=submitted_by,
+            reuse=spec.reuse,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            publishing=True,
+        )
         # the limits lock the team's submits until the commit: taken last, the lock is held the shortest
         teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
         session.commit()

@@ -14,8 +14,9 @@ from db.models import Comparison
 from services.access import InvalidQuery
 
 
-def summarize(session: Session, comparison: Comparison, phase: Phase = "chosen",
-              baseline: str | None = None) -> dict[str, Any]:
+def summarize(
+    session: Session, comparison: Comparison, phase: Phase = "chosen", baseline: str | None = None
+) -> dict[str, Any]:
     """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
     try:
         return summary.summarize(RowFigures(session), comparison, phase, baseline)

@@ -129,8 +129,9 @@ def test_postgres_and_redis_keep_their_data_in_declared_named_volumes(compose, s
 def test_postgres_and_redis_have_healthchecks(services):
     postgres = services["postgres"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert {key: _environment(postgres).get(key) for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")} \
-        == dict.fromkeys(("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"), "optibench")
+    assert {
+        key: _environment(postgres).get(key) for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
+    } == dict.fromkeys(("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"), "optibench")
     redis = services["redis"]
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
     command = redis["command"] if isinstance(redis["command"], str) else " ".join(redis["command"])
@@ -172,13 +173,16 @@ def _compose_command() -> list[str] | None:
 def test_a_compose_implementation_accepts_the_file():
     command = _compose_command()
     if command is None:
-        reason = ("neither `docker compose` nor `docker-compose` is installed; "
-                  "`.ci/run` must install Debian's docker-compose (apt-get install docker-compose)")
+        reason = (
+            "neither `docker compose` nor `docker-compose` is installed; "
+            "`.ci/run` must install Debian's docker-compose (apt-get install docker-compose)"
+        )
         if IN_CI:
             pytest.fail(f"{reason} (CI=true)", pytrace=False)
         pytest.skip(reason)
-    result = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, f"{' '.join(command)} config failed:\n{result.stderr}"
     normalised = yaml.safe_load(result.stdout)
     assert set(normalised["services"]) == SERVICES

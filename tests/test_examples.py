@@ -14,7 +14,10 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.json"))
 
 def test_there_is_one_example_per_reference_situation():
     assert {p.stem for p in EXAMPLES} >= {
-        "mlp_adam_amsgrad", "adam_vs_sgd_quadratic", "update_rules", "local_gain_vs_rmsprop_momentum_adam",
+        "mlp_adam_amsgrad",
+        "adam_vs_sgd_quadratic",
+        "update_rules",
+        "local_gain_vs_rmsprop_momentum_adam",
         "adam_bias_correction",
     }
 

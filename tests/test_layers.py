@@ -1,6 +1,6 @@
 """The layers point one way: api → services → worker → db → analysis → engine, with optibench.settings and
-optibench.status beneath them all but the engine (which is handed what it needs: engine.config). Every import of every module counts, function-level
-ones included; the graph of modules has no cycle."""
+optibench.status beneath them all but the engine (which is handed what it needs: engine.config). Every import
+of every module counts, function-level ones included; the graph of modules has no cycle."""
 
 from __future__ import annotations
 
@@ -45,24 +45,39 @@ MODULES = _modules()
 
 @pytest.mark.parametrize("package", FORBIDDEN)
 def test_no_package_imports_a_layer_above_it(package):
-    wrong = {(module, target) for module, targets in MODULES.items() if module.split(".")[0] == package
-             for target in targets for above in FORBIDDEN[package]
-             if target == above or target.startswith(above + ".")}
+    wrong = {
+        (module, target)
+        for module, targets in MODULES.items()
+        if module.split(".")[0] == package
+        for target in targets
+        for above in FORBIDDEN[package]
+        if target == above or target.startswith(above + ".")
+    }
     assert not wrong, sorted(wrong)
 
 
 def test_the_cli_imports_no_api_module():
     """The CLI and the client work without FastAPI's app: keys are minted in services.keys, and
     optibench.serving names the app by string for uvicorn."""
-    wrong = {(module, target) for module, targets in MODULES.items() if module.split(".")[0] == "optibench"
-             for target in targets if target.split(".")[0] == "api"}
+    wrong = {
+        (module, target)
+        for module, targets in MODULES.items()
+        if module.split(".")[0] == "optibench"
+        for target in targets
+        if target.split(".")[0] == "api"
+    }
     assert not wrong, sorted(wrong)
 
 
 def test_no_route_imports_another_route():
     """What two routes share lives in services (or api.reads, for query parameters and response models)."""
-    wrong = {(module, target) for module, targets in MODULES.items() if module.startswith("api.routes.")
-             for target in targets if target.startswith("api.routes.") and not target.startswith(module)}
+    wrong = {
+        (module, target)
+        for module, targets in MODULES.items()
+        if module.startswith("api.routes.")
+        for target in targets
+        if target.startswith("api.routes.") and not target.startswith(module)
+    }
     assert not wrong, sorted(wrong)
 
 
@@ -74,7 +89,7 @@ def test_the_modules_import_each_other_without_a_cycle():
         state[module] = 1
         for target in sorted(graph[module]):
             if state.get(target) == 1:
-                pytest.fail("import cycle: " + " → ".join([*path[path.index(target):], target]))
+                pytest.fail("import cycle: " + " → ".join([*path[path.index(target) :], target]))
             if target not in state:
                 visit(target, [*path, target])
         state[module] = 2
@@ -97,7 +112,11 @@ def test_the_api_and_the_worker_hand_the_engine_its_data_root(settings_env, tmp_
     assert engine_config.config.data_root == tmp_path / "api"
 
     settings_env("OPTIBENCH_IDX_ROOT", str(tmp_path / "worker"))
-    spec = {"name": "t", "training": {"steps": 1}, "optimizers": [{"name": "sgd"}],
-            "problem": {"function": {"name": "rosenbrock"}}}
+    spec = {
+        "name": "t",
+        "training": {"steps": 1},
+        "optimizers": [{"name": "sgd"}],
+        "problem": {"function": {"name": "rosenbrock"}},
+    }
     _run_spec(Claim("run", 1, "comparison", 0, 0, 1, spec, {}))
     assert engine_config.config.data_root == tmp_path / "worker"

@@ -67,9 +67,11 @@ def create_celery(settings: Settings) -> Celery:
         # (The SQLAlchemy transport hands its options to create_engine, so it gets none.)
         # Priorities keep one team's backlog from starving another's (worker.dispatch: a run's priority
         # is its team's backlog ahead of it); on Redis, 0 is served first, FIFO within a priority.
-        app.conf.broker_transport_options = {"visibility_timeout": settings.longest_run_s,
-                                             "queue_order_strategy": "priority",
-                                             "priority_steps": list(range(MAX_PRIORITY + 1))}
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.longest_run_s,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(MAX_PRIORITY + 1)),
+        }
     return app
 
 
@@ -93,8 +95,6 @@ def _one_trainer_per_core(**_) -> None:
     torch.set_num_threads(threads)
 
 
-
-
 def _exit_when_a_pool_process_dies(task_pool) -> None:
     """On a broker without asynchronous I/O (the embedded SQLAlchemy one) Celery runs its synchronous
     loop, whose pool processes share one task pipe behind one lock, taken by an idle process while it
@@ -112,12 +112,20 @@ def _exit_when_a_pool_process_dies(task_pool) -> None:
     from billiard.pool import EX_OK, EX_RECYCLE, RUN
 
     def on_process_down(process) -> None:
-        if sweeper_stop.is_set() or pool._state != RUN or process.exitcode in (EX_OK, EX_RECYCLE) \
-                or getattr(process, "_controlled_termination", False):
+        if (
+            sweeper_stop.is_set()
+            or pool._state != RUN
+            or process.exitcode in (EX_OK, EX_RECYCLE)
+            or getattr(process, "_controlled_termination", False)
+        ):
             return  # a shutdown, or a process recycled on purpose
-        log.error("pool process %s exited with %s; a replacement could wait forever on the lock it held: "
-                  "exiting (status %d) for the supervisor to start a fresh worker", process.pid, process.exitcode,
-                  POOL_PROCESS_LOST)
+        log.error(
+            "pool process %s exited with %s; a replacement could wait forever on the lock it held: "
+            "exiting (status %d) for the supervisor to start a fresh worker",
+            process.pid,
+            process.exitcode,
+            POOL_PROCESS_LOST,
+        )
         logging.shutdown()
         os._exit(POOL_PROCESS_LOST)  # the pool processes die with it (PR_SET_PDEATHSIG, set by Celery)
 

@@ -45,8 +45,10 @@ def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool 
             soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(group)
             tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device, grouped[0].comparison_id))
         else:
-            tasks += [(TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device, r.comparison_id)
-                      for r in grouped]
+            tasks += [
+                (TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device, r.comparison_id)
+                for r in grouped
+            ]
     return _publish(tasks, marked)
 
 
@@ -55,9 +57,18 @@ def enqueue_runs(runs: Mapping[str, leases.Publish]) -> int:
     broker outage leaves the runs in the outbox (queued, never published), from where the sweeper
     publishes them later; it never fails a submit. Publishing twice is harmless: runs are leased."""
     settings = get_settings()
-    return _publish([(TRAIN_TASK, [run_id], settings.soft_time_limit_s(run.steps_total),
-                      run.device or device_kind("auto", settings.auto_device), run.comparison_id)
-                     for run_id, run in runs.items()])
+    return _publish(
+        [
+            (
+                TRAIN_TASK,
+                [run_id],
+                settings.soft_time_limit_s(run.steps_total),
+                run.device or device_kind("auto", settings.auto_device),
+                run.comparison_id,
+            )
+            for run_id, run in runs.items()
+        ]
+    )
 
 
 def _priorities(tasks: Sequence[Task]) -> dict[str | None, int]:
@@ -87,9 +98,15 @@ def _publish(tasks: Sequence[Task], marked: bool = False) -> int:
     try:
         with celery_app.producer_or_acquire() as producer, producer.batch():
             for name, run_ids, soft, device, comparison_id in tasks:
-                celery_app.send_task(name, args=[run_ids] if name == ENSEMBLE_TASK else run_ids, producer=producer,
-                                     queue=settings.queue_for(device), soft_time_limit=soft,
-                                     time_limit=soft + HARD_LIMIT_GRACE_S, priority=priorities.get(comparison_id, 0))
+                celery_app.send_task(
+                    name,
+                    args=[run_ids] if name == ENSEMBLE_TASK else run_ids,
+                    producer=producer,
+                    queue=settings.queue_for(device),
+                    soft_time_limit=soft,
+                    time_limit=soft + HARD_LIMIT_GRACE_S,
+                    priority=priorities.get(comparison_id, 0),
+                )
         _record_sent(sent)
     except Exception as exc:
         log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, len(sent))
@@ -97,8 +114,11 @@ def _publish(tasks: Sequence[Task], marked: bool = False) -> int:
             try:
                 _mark(sent, published=False)
             except SQLAlchemyError as db_exc:  # the submit is committed: answer it; the sweeper republishes later
-                log.warning("database unreachable too (%s); %d runs wait OPTIBENCH_REPUBLISH_AFTER_S to be "
-                            "published", type(db_exc).__name__, len(sent))
+                log.warning(
+                    "database unreachable too (%s); %d runs wait OPTIBENCH_REPUBLISH_AFTER_S to be published",
+                    type(db_exc).__name__,
+                    len(sent),
+                )
         return 0
     if not marked:
         _mark(sent, published=True)

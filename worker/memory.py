@@ -32,18 +32,24 @@ def over_budget(estimate: MemoryEstimate, budget: int) -> str | None:
     """The error of a run whose estimate exceeds the budget, or None if it fits."""
     if estimate.total <= budget:
         return None
-    return (f"{OUT_OF_BUDGET}: the run needs {estimate.describe()}, over the worker's budget of "
-            f"{human_bytes(budget)} ({_SETTING})")
+    return (
+        f"{OUT_OF_BUDGET}: the run needs {estimate.describe()}, over the worker's budget of "
+        f"{human_bytes(budget)} ({_SETTING})"
+    )
 
 
 def allocation_failure(exc: BaseException, budget: int) -> str | None:
-    """The error of a run that failed to allocate memory (torch's or Python's), or None if ``exc`` is another failure."""
+    """The error of a run that failed to allocate memory (torch's or Python's), or None if ``exc`` is
+    another failure."""
     failed = isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc)))
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+    )
     if not failed:
         return None
-    return f"{OUT_OF_BUDGET}: an allocation failed within the worker's budget of {human_bytes(budget)} ({_SETTING}): " \
-           f"{type(exc).__name__}: {str(exc)[:300]}"
+    return (
+        f"{OUT_OF_BUDGET}: an allocation failed within the worker's budget of {human_bytes(budget)} ({_SETTING}): "
+        f"{type(exc).__name__}: {str(exc)[:300]}"
+    )
 
 
 def _data_bytes() -> int:

@@ -62,8 +62,9 @@ def sweep(reap: bool = True) -> None:
     if requeued:
         log.warning("requeued %d runs whose worker stopped beating: %s", len(requeued), ", ".join(requeued))
     if failed:
-        log.error("failed %d runs that lost their worker %d times: %s", len(failed), settings.max_attempts,
-                  ", ".join(failed))
+        log.error(
+            "failed %d runs that lost their worker %d times: %s", len(failed), settings.max_attempts, ", ".join(failed)
+        )
     with transaction() as session:
         pending = leases.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:

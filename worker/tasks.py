@@ -11,15 +11,18 @@ from sqlalchemy import select
 from db import leases
 from db.models import CANCELLED, FAILED, Run
 from db.session import transaction
-from engine import config as engine_config, hardware, sizing
+from engine import config as engine_config
+from engine import hardware, sizing
 from engine.identity import ALONE, ENSEMBLE, Execution
 from engine.spec import ComparisonSpec, with_run_params
 from engine.training import RunOutcome, train
 from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings
+from worker import (
+    memory,
+    sweeper,  # noqa: F401 (connects the sweeper to the worker's start and stop)
+)
 from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK, celery_app
-from worker import memory
-from worker import sweeper  # noqa: F401 (connects the sweeper to the worker's start and stop)
 from worker.dispatch import enqueue_runs
 from worker.writer import StepWriter
 
@@ -46,15 +49,25 @@ def _run_spec(claim: leases.Claim) -> ComparisonSpec:
 
 def _writer(claim: leases.Claim) -> StepWriter:
     settings = get_settings()
-    return StepWriter(claim.run_id, claim.attempt,
-                      heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4))
+    return StepWriter(
+        claim.run_id, claim.attempt, heartbeat_s=min(settings.flush_interval_s, settings.lease_timeout_s / 4)
+    )
 
 
 def _finish_outcome(claim: leases.Claim, outcome: RunOutcome, execution: Execution) -> None:
     """``execution``: how the run actually trained (a member that fell back to training alone says so)."""
-    _finish(claim, outcome.status, steps_done=outcome.steps_done, final_loss=outcome.final_loss,
-            best_loss=outcome.best_loss, wall_time_s=outcome.wall_time_s, diverged_step=outcome.diverged_step,
-            device=outcome.device, hardware=hardware.describe(torch.device(outcome.device)), execution=execution)
+    _finish(
+        claim,
+        outcome.status,
+        steps_done=outcome.steps_done,
+        final_loss=outcome.final_loss,
+        best_loss=outcome.best_loss,
+        wall_time_s=outcome.wall_time_s,
+        diverged_step=outcome.diverged_step,
+        device=outcome.device,
+        hardware=hardware.describe(torch.device(outcome.device)),
+        execution=execution,
+    )
     log.info("run %s %s after %d steps", claim.run_id, outcome.status, outcome.steps_done)
 
 
@@ -98,9 +111,15 @@ def _train_claimed(claim: leases.Claim, writer: StepWriter) -> str:
             return FAILED
         with memory.data_limit(budget if _capped_device(spec) else None):
             outcome = train(
-                spec, claim.entry_index, claim.seed, writer, total_steps=claim.steps_total,
-                flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s,
-                checkpoint_interval_s=settings.checkpoint_interval_s, resume=claim.checkpoint,
+                spec,
+                claim.entry_index,
+                claim.seed,
+                writer,
+                total_steps=claim.steps_total,
+                flush_every=settings.flush_every_steps,
+                flush_interval_s=settings.flush_interval_s,
+                checkpoint_interval_s=settings.checkpoint_interval_s,
+                resume=claim.checkpoint,
                 stop_requested=lambda: _cancelled(claim.run_id),
             )
         writer.close()
@@ -168,8 +187,14 @@ def train_ensemble_runs(run_ids: list[str]) -> dict[str, str]:
     spec = _run_spec(fresh[0])
     members = [Member(c.entry_index, c.seed, c.optimizer_params) for c in fresh]
     try:
-        outcomes = train_ensemble(spec, members, guards, total_steps=fresh[0].steps_total,
-                                  flush_every=settings.flush_every_steps, flush_interval_s=settings.flush_interval_s)
+        outcomes = train_ensemble(
+            spec,
+            members,
+            guards,
+            total_steps=fresh[0].steps_total,
+            flush_every=settings.flush_every_steps,
+            flush_interval_s=settings.flush_interval_s,
+        )
         for guard in guards:
             try:
                 guard.writer.close()

@@ -87,14 +87,25 @@ class StepWriter:
         while True:
             try:
                 with transaction() as session:
-                    status = leases.append_steps(session, self.run_id, self.attempt, steps, best, evals,
-                                                    batch.checkpoint if batch is not None else None)
+                    status = leases.append_steps(
+                        session,
+                        self.run_id,
+                        self.attempt,
+                        steps,
+                        best,
+                        evals,
+                        batch.checkpoint if batch is not None else None,
+                    )
                 break
             except OperationalError:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("database unavailable; keeping %d rows of run %s, retrying in %.1fs",
-                            len(batch) if batch is not None else 0, self.run_id, delay)
+                log.warning(
+                    "database unavailable; keeping %d rows of run %s, retrying in %.1fs",
+                    len(batch) if batch is not None else 0,
+                    self.run_id,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         if status == CANCELLED:

@@ -18,9 +18,15 @@ def me(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> M
     team = session.get(Team, principal.team_id)
     key = teams.key_by_id(session, principal.key_id) if principal.key_id else None
     limits = teams.limits_of(team, settings)
-    return Me(team_id=team.id, team_name=team.name, role=principal.role, key_name=principal.name,
-              key_id=principal.key_id, key_prefix=key.prefix if key else None,
-              limits=Limits(**{name: limit.value for name, limit in limits.items()}))
+    return Me(
+        team_id=team.id,
+        team_name=team.name,
+        role=principal.role,
+        key_name=principal.name,
+        key_id=principal.key_id,
+        key_prefix=key.prefix if key else None,
+        limits=Limits(**{name: limit.value for name, limit in limits.items()}),
+    )
 
 
 @router.post("/admin/keys", status_code=201, response_model=KeyCreated)

@@ -29,24 +29,51 @@ def _refused(exc: submitting.Refused) -> RequestValidationError:
     return RequestValidationError([{"type": exc.kind, "loc": ("body", *exc.loc), "msg": str(exc), "input": exc.value}])
 
 
-@router.post("", status_code=202, response_model=ComparisonOut, responses={
-    200: {"model": ComparisonOut, "description": "a retry: the Idempotency-Key and the body were seen before; "
-                                                 "the comparison they created"},
-    409: {"model": HTTPError, "description": "the Idempotency-Key was used before with a different body"},
-    413: {"model": HTTPError, "description": "body larger than OPTIBENCH_MAX_BODY_BYTES"},
-    429: {"model": HTTPError, "description": "the team already has OPTIBENCH_MAX_RUNNING_COMPARISONS "
-                                             "comparisons queued or running; see Retry-After"},
-})
+@router.post(
+    "",
+    status_code=202,
+    response_model=ComparisonOut,
+    responses={
+        200: {
+            "model": ComparisonOut,
+            "description": "a retry: the Idempotency-Key and the body were seen before; the comparison they created",
+        },
+        409: {"model": HTTPError, "description": "the Idempotency-Key was used before with a different body"},
+        413: {"model": HTTPError, "description": "body larger than OPTIBENCH_MAX_BODY_BYTES"},
+        429: {
+            "model": HTTPError,
+            "description": "the team already has OPTIBENCH_MAX_RUNNING_COMPARISONS "
+            "comparisons queued or running; see Retry-After",
+        },
+    },
+)
 def submit_comparison(
-    spec: ComparisonSpec, session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, description=(
-        "makes the submit safe to retry: the same key and body answer the same comparison (200), "
-        "the same key with another body 409"))] = None,
+    spec: ComparisonSpec,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description=(
+                "makes the submit safe to retry: the same key and body answer the same comparison (200), "
+                "the same key with another body 409"
+            ),
+        ),
+    ] = None,
 ) -> Response:
     """Validate a comparison completely, store it with one queued run per optimizer × seed, then enqueue."""
     try:
-        done = submitting.submit(session, spec, settings, team_id=principal.team_id, submitted_by=principal.name,
-                                 idempotency_key=idempotency_key)
+        done = submitting.submit(
+            session,
+            spec,
+            settings,
+            team_id=principal.team_id,
+            submitted_by=principal.name,
+            idempotency_key=idempotency_key,
+        )
     except submitting.Refused as exc:
         raise _refused(exc) from None
     except submitting.TooManyRunning as exc:
@@ -81,8 +108,9 @@ def get_comparison(comparison_id: str, session: SessionDep, principal: Principal
 
 
 @router.patch("/{comparison_id}", response_model=ComparisonOut, responses=NOT_FOUND)
-def edit_comparison(comparison_id: str, edit: ComparisonPatch, session: SessionDep,
-                    principal: PrincipalDep) -> ComparisonOut:
+def edit_comparison(
+    comparison_id: str, edit: ComparisonPatch, session: SessionDep, principal: PrincipalDep
+) -> ComparisonOut:
     """Edit the tags and the note; the submitted spec stays as it was."""
     comparison = access.comparison(session, comparison_id, principal.team_id)
     for field in edit.model_fields_set:

@@ -15,8 +15,16 @@ router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
 
 @router.get("/runs/{run_id}/curve", responses=NOT_FOUND)
-def run_curve(run_id: str, session: SessionDep, principal: PrincipalDep, metric: Metric = "loss",
-              x: Axis = "step", points: Points = 1000, start: Bound = None, end: Bound = None) -> dict:
+def run_curve(
+    run_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    metric: Metric = "loss",
+    x: Axis = "step",
+    points: Points = 1000,
+    start: Bound = None,
+    end: Bound = None,
+) -> dict:
     """One metric of a run in ``points`` equal-width buckets of x over [start, end], each with
     first, last, min, max and mean; the raw rows when there are no more than ``points``."""
     run = access.run(session, run_id, principal.team_id)
@@ -24,8 +32,15 @@ def run_curve(run_id: str, session: SessionDep, principal: PrincipalDep, metric:
 
 
 @router.get("/comparisons/{comparison_id}/curves", responses=NOT_FOUND)
-def comparison_curves(comparison_id: str, session: SessionDep, principal: PrincipalDep, metric: Metric = "loss",
-                      x: SeedAxis = "step", points: Points = 1000, band: Band = "ci") -> dict:
+def comparison_curves(
+    comparison_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    metric: Metric = "loss",
+    x: SeedAxis = "step",
+    points: Points = 1000,
+    band: Band = "ci",
+) -> dict:
     """Per optimizer entry, its runs' curves aggregated over seeds on one grid of ``points``
     equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band."""
     comparison = access.comparison(session, comparison_id, principal.team_id)

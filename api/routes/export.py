@@ -27,12 +27,22 @@ router = APIRouter(prefix="/api/v1", tags=["analysis"])
 #: rows per chunk read, per Parquet row group, per piece of the response
 CHUNK_ROWS = 50_000
 _MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-_RUN_FIELDS = [("comparison_id", pa.string()), ("run_id", pa.string()), ("label", pa.string()),
-               ("optimizer", pa.string()), ("params", pa.string()), ("seed", pa.int64()), ("phase", pa.string()),
-               ("status", pa.string())]
+_RUN_FIELDS = [
+    ("comparison_id", pa.string()),
+    ("run_id", pa.string()),
+    ("label", pa.string()),
+    ("optimizer", pa.string()),
+    ("params", pa.string()),
+    ("seed", pa.int64()),
+    ("phase", pa.string()),
+    ("status", pa.string()),
+]
 _STEP_COLUMNS = tuple(getattr(Step, column.name) for column in STEP_COLUMNS if column.name != "x")
-_STEP_FIELDS = [(column.name, pa.int64() if column.kind == "int4" else pa.float64())
-                for column in STEP_COLUMNS if column.name != "x"]
+_STEP_FIELDS = [
+    (column.name, pa.int64() if column.kind == "int4" else pa.float64())
+    for column in STEP_COLUMNS
+    if column.name != "x"
+]
 
 
 #: a CSV cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV injection")
@@ -79,16 +89,23 @@ def _rows(runs: list[tuple[tuple, str]], dim: int) -> Iterator[tuple]:
     no_point = (None,) * dim
     with new_session() as session:
         for run_columns, source_id in runs:
-            query = (select(*_STEP_COLUMNS, Step.x).where(Step.run_id == source_id).order_by(Step.step)
-                     .execution_options(yield_per=CHUNK_ROWS))
+            query = (
+                select(*_STEP_COLUMNS, Step.x)
+                .where(Step.run_id == source_id)
+                .order_by(Step.step)
+                .execution_options(yield_per=CHUNK_ROWS)
+            )
             for *values, x in session.execute(query):
                 yield (*run_columns, *values, *(no_point if x is None else x))
 
 
 def _stream(runs: list[tuple[tuple, str]], dim: int, format: str) -> Iterator[bytes]:
     schema, sink = _schema(dim), _Drain()
-    writer = (pq.ParquetWriter(sink, schema) if format == "parquet"
-              else pa_csv.CSVWriter(sink, schema, write_options=pa_csv.WriteOptions(quoting_style="needed")))
+    writer = (
+        pq.ParquetWriter(sink, schema)
+        if format == "parquet"
+        else pa_csv.CSVWriter(sink, schema, write_options=pa_csv.WriteOptions(quoting_style="needed"))
+    )
     rows = _rows(runs, dim)
     while chunk := list(islice(rows, CHUNK_ROWS)):
         writer.write_batch(pa.record_batch(list(zip(*chunk)), schema=schema))
@@ -97,18 +114,36 @@ def _stream(runs: list[tuple[tuple, str]], dim: int, format: str) -> Iterator[by
     yield sink.take()
 
 
-@router.get("/comparisons/{comparison_id}/export",
-            responses={200: {"content": {t: {} for t in _MEDIA_TYPES.values()}}, **NOT_FOUND})
-def export_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep,
-                      format: Literal["csv", "parquet"] = "csv") -> StreamingResponse:
+@router.get(
+    "/comparisons/{comparison_id}/export",
+    responses={200: {"content": {t: {} for t in _MEDIA_TYPES.values()}}, **NOT_FOUND},
+)
+def export_comparison(
+    comparison_id: str, session: SessionDep, principal: PrincipalDep, format: Literal["csv", "parquet"] = "csv"
+) -> StreamingResponse:
     """Every step row of every run, in run then step order, with the run's columns on each row."""
     comparison = access.comparison(session, comparison_id, principal.team_id)
     x0 = comparison.spec["problem"].get("x0")
-    runs = [((comparison.id, run.id, run.label, run.optimizer_name, json.dumps(run.optimizer_params, sort_keys=True),
-              run.seed, run.phase, run.status), run.reused_from_id or run.id) for run in comparison.runs]
+    runs = [
+        (
+            (
+                comparison.id,
+                run.id,
+                run.label,
+                run.optimizer_name,
+                json.dumps(run.optimizer_params, sort_keys=True),
+                run.seed,
+                run.phase,
+                run.status,
+            ),
+            run.reused_from_id or run.id,
+        )
+        for run in comparison.runs
+    ]
     if format == "csv":  # the run's text columns, once per run: Parquet is typed and keeps them as they are
         runs = [(tuple(csv_text(value) for value in columns), source) for columns, source in runs]
     return StreamingResponse(
-        _stream(runs, len(x0) if x0 else 0, format), media_type=_MEDIA_TYPES[format],
+        _stream(runs, len(x0) if x0 else 0, format),
+        media_type=_MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="comparison-{comparison.id}.{format}"'},
     )

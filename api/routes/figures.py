@@ -47,9 +47,17 @@ def surface_of(session: Session, comparison: Comparison, grid_points: int, path_
     dim = len(problem.get("x0") or [])
     if problem.get("function") is None or dim not in (1, 2):
         what = "a dataset problem" if problem.get("function") is None else f"a {dim}-D function problem"
-        raise RequestValidationError([{"type": "value_error", "loc": ("path", "comparison_id"), "input": comparison.id,
-                                       "msg": f"comparison {comparison.id} is {what}: a loss surface is drawn "
-                                              "for 1-D and 2-D function problems only"}])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("path", "comparison_id"),
+                    "input": comparison.id,
+                    "msg": f"comparison {comparison.id} is {what}: a loss surface is drawn "
+                    "for 1-D and 2-D function problems only",
+                }
+            ]
+        )
     function = problem["function"]
     per_run = max(2, min(path_points, MAX_PATH_POINTS_TOTAL // max(1, len(comparison.runs))))
     paths = []
@@ -57,13 +65,32 @@ def surface_of(session: Session, comparison: Comparison, grid_points: int, path_
         data_id = run.reused_from_id or run.id
         found = curves.x_range(session, data_id, "loss", "step")
         points = figures.path_points(session, data_id, surface.path_steps(int(found[1]), per_run)) if found else []
-        paths.append({"run_id": run.id, "label": run.label, "seed": run.seed, "status": run.status,
-                      "steps": [p.step for p in points], "x": [p.x for p in points], "loss": [p.loss for p in points]})
+        paths.append(
+            {
+                "run_id": run.id,
+                "label": run.label,
+                "seed": run.seed,
+                "status": run.status,
+                "steps": [p.step for p in points],
+                "x": [p.x for p in points],
+                "loss": [p.loss for p in points],
+            }
+        )
     minimizers = _minimizers(function)
     box = surface.box_around([problem["x0"], *minimizers, *(x for path in paths for x in path["x"])], dim)
-    return json_safe({"comparison_id": comparison.id, "function": function["name"], "params": function["params"],
-                      "dim": dim, "x0": problem["x0"], "minimizers": minimizers, "box": {"lo": box.lo, "hi": box.hi},
-                      "grid": surface.grid(function["name"], function["params"], box, grid_points), "paths": paths})
+    return json_safe(
+        {
+            "comparison_id": comparison.id,
+            "function": function["name"],
+            "params": function["params"],
+            "dim": dim,
+            "x0": problem["x0"],
+            "minimizers": minimizers,
+            "box": {"lo": box.lo, "hi": box.hi},
+            "grid": surface.grid(function["name"], function["params"], box, grid_points),
+            "paths": paths,
+        }
+    )
 
 
 def _minimizers(function: dict[str, Any]) -> list[list[float]]:
@@ -84,16 +111,25 @@ def step_times_of(session: Session, comparison: Comparison, bins: int) -> dict[s
         counts = histogram.counts.get(source[run.id], [])
         total = groups.setdefault(run.label, [0] * len(counts))
         groups[run.label] = [a + b for a, b in zip(total, counts)]
-    return {"comparison_id": comparison.id, "unit": "ms", "edges": histogram.edges,
-            "groups": [{"label": label, "counts": counts} for label, counts in groups.items()]}
+    return {
+        "comparison_id": comparison.id,
+        "unit": "ms",
+        "edges": histogram.edges,
+        "groups": [{"label": label, "counts": counts} for label, counts in groups.items()],
+    }
 
 
 # --- the team's routes -------------------------------------------------------------------------
 
 
 @router.get("/comparisons/{comparison_id}/surface", responses=NOT_FOUND)
-def comparison_surface(comparison_id: str, session: SessionDep, principal: PrincipalDep, points: GridPoints = 80,
-                       path_points: PathPoints = 500) -> dict:
+def comparison_surface(
+    comparison_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    points: GridPoints = 80,
+    path_points: PathPoints = 500,
+) -> dict:
     """A 1-D or 2-D function problem: f on a grid of ``points`` per coordinate over a box around
     the start, the known minimizers and every run's path, and each path (the point before each
     update, and f there), evenly sampled down to ``path_points``. z[i][j] = f(x[j], y[i]) in 2-D."""
@@ -111,15 +147,29 @@ def comparison_step_times(comparison_id: str, session: SessionDep, principal: Pr
 
 
 @shared_router.get("/curves")
-def shared_curves(comparison: SharedComparisonDep, session: SessionDep, metric: Metric = "loss",
-                  x: SeedAxis = "step", points: Points = 1000, band: Band = "ci") -> dict:
+def shared_curves(
+    comparison: SharedComparisonDep,
+    session: SessionDep,
+    metric: Metric = "loss",
+    x: SeedAxis = "step",
+    points: Points = 1000,
+    band: Band = "ci",
+) -> dict:
     """GET /api/v1/comparisons/{id}/curves of the shared comparison."""
     return json_body(json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band)))
 
 
 @shared_router.get("/runs/{run_id}/curve")
-def shared_run_curve(comparison: SharedComparisonDep, run_id: str, session: SessionDep, metric: Metric = "loss",
-                     x: Axis = "step", points: Points = 1000, start: Bound = None, end: Bound = None) -> dict:
+def shared_run_curve(
+    comparison: SharedComparisonDep,
+    run_id: str,
+    session: SessionDep,
+    metric: Metric = "loss",
+    x: Axis = "step",
+    points: Points = 1000,
+    start: Bound = None,
+    end: Bound = None,
+) -> dict:
     """GET /api/v1/runs/{id}/curve, for the runs of the shared comparison only."""
     run = next((run for run in comparison.runs if run.id == run_id), None)
     if run is None:
@@ -128,8 +178,9 @@ def shared_run_curve(comparison: SharedComparisonDep, run_id: str, session: Sess
 
 
 @shared_router.get("/summary", response_model=SummaryOut)
-def shared_summary(comparison: SharedComparisonDep, session: SessionDep, phase: PhaseQuery = "chosen",
-                   baseline: BaselineQuery = None) -> Any:
+def shared_summary(
+    comparison: SharedComparisonDep, session: SessionDep, phase: PhaseQuery = "chosen", baseline: BaselineQuery = None
+) -> Any:
     """GET /api/v1/comparisons/{id}/summary of the shared comparison."""
     return json_safe(summaries.summarize(session, comparison, phase, baseline))
 
@@ -141,8 +192,9 @@ def shared_sensitivity(comparison: SharedComparisonDep, param: ParamQuery = "lr"
 
 
 @shared_router.get("/surface")
-def shared_surface(comparison: SharedComparisonDep, session: SessionDep, points: GridPoints = 80,
-                   path_points: PathPoints = 500) -> dict:
+def shared_surface(
+    comparison: SharedComparisonDep, session: SessionDep, points: GridPoints = 80, path_points: PathPoints = 500
+) -> dict:
     """GET /api/v1/comparisons/{id}/surface of the shared comparison."""
     return surface_of(session, comparison, points, path_points)
 

@@ -16,8 +16,9 @@ router = APIRouter(tags=["login"], include_in_schema=False)
 
 
 def _form(request: Request, next_path: str, error: str | None = None, status_code: int = 200) -> HTMLResponse:
-    return auth.templates.TemplateResponse(request, "login.html", {"next": next_path, "error": error},
-                                           status_code=status_code)
+    return auth.templates.TemplateResponse(
+        request, "login.html", {"next": next_path, "error": error}, status_code=status_code
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -26,9 +27,14 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def log_in(request: Request, session: SessionDep, settings: SettingsDep,
-           key: Annotated[str, Form(max_length=200)] = "", next: Annotated[str, Form(max_length=2000)] = "/",
-           csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+def log_in(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/",
+    csrf_token: Annotated[str | None, Form(max_length=200)] = None,
+) -> Response:
     auth.check_csrf(request, csrf_token)
     next_path = auth.local_path(next)
     if settings.auth == "off":
@@ -43,8 +49,9 @@ def log_in(request: Request, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/logout")
-def log_out(request: Request, session: SessionDep,
-            csrf_token: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+def log_out(
+    request: Request, session: SessionDep, csrf_token: Annotated[str | None, Form(max_length=200)] = None
+) -> Response:
     if request.session.get(auth.SESSION_FIELD):
         auth.check_csrf(request, request.headers.get(auth.CSRF_HEADER) or csrf_token)
     auth.log_out(request, session)

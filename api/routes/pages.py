@@ -43,16 +43,18 @@ def _page(request: Request, name: str, status_code: int = 200, **context: Any) -
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _message(request: Request, status_code: int, title: str, message: str,
-             principal: Principal | None = None) -> HTMLResponse:
+def _message(
+    request: Request, status_code: int, title: str, message: str, principal: Principal | None = None
+) -> HTMLResponse:
     return _page(request, "message.html", status_code, title=title, message=message, principal=principal)
 
 
 @public_router.get("/static/vendor/plotly.min.js")
 def plotly_js() -> FileResponse:
     """The plotly.js bundled with the installed ``plotly`` package: charts work on a closed network."""
-    return FileResponse(PLOTLY_JS, media_type="text/javascript",
-                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return FileResponse(
+        PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+    )
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -65,80 +67,129 @@ def _problem(comparison: Comparison) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def history(request: Request, principal: PageDep, session: SessionDep,
-            where: Annotated[HistoryQuery, Query()],
-            cursor: Annotated[str | None, Query(max_length=512)] = None,
-            limit: Annotated[int, Query(ge=1, le=500)] = HISTORY_PAGE) -> HTMLResponse:
+def history(
+    request: Request,
+    principal: PageDep,
+    session: SessionDep,
+    where: Annotated[HistoryQuery, Query()],
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = HISTORY_PAGE,
+) -> HTMLResponse:
     """The team's comparisons, newest first, filtered, keyset-paginated (db.history.list_comparisons)."""
     try:
         page, next_cursor = stored.list_comparisons(session, principal.team_id, limit, cursor, where.filter())
     except ValueError:
-        return _message(request, 400, "Bad page link",
-                        "The cursor of this link is malformed: start from the first page.", principal)
+        return _message(
+            request, 400, "Bad page link", "The cursor of this link is malformed: start from the first page.", principal
+        )
     progress = stored.progress_of(session, [c.id for c in page])
     filters = where.model_dump(exclude_none=True)
     rows = [{"comparison": c, "problem": _problem(c), "progress": progress.get(c.id, stored.Progress())} for c in page]
-    return _page(request, "history.html", principal=principal, rows=rows, filters=filters,
-                 next_query={**filters, "cursor": next_cursor} if next_cursor else None, first_page=cursor is not None,
-                 statuses=list(ComparisonStatus),
-                 choices={kind: registry.names(kind) for kind in ("optimizer", "model", "dataset", "function")})
+    return _page(
+        request,
+        "history.html",
+        principal=principal,
+        rows=rows,
+        filters=filters,
+        next_query={**filters, "cursor": next_cursor} if next_cursor else None,
+        first_page=cursor is not None,
+        statuses=list(ComparisonStatus),
+        choices={kind: registry.names(kind) for kind in ("optimizer", "model", "dataset", "function")},
+    )
 
 
 # --- one comparison ----------------------------------------------------------------------------
 
 
-def _comparison_page(request: Request, comparison: Comparison, *, api: str, run_curve: str,
-                     principal: Principal | None = None) -> HTMLResponse:
+def _comparison_page(
+    request: Request, comparison: Comparison, *, api: str, run_curve: str, principal: Principal | None = None
+) -> HTMLResponse:
     """``api``: where the page's script reads the comparison and its figures; ``run_curve``: one run's
     curve, with {run_id} in it. Without a principal (a share link) the page is read-only."""
     shared = principal is None
-    data = {"api": api, "run_curve": run_curve, "readonly": shared,
-            "comparison": json_safe(ComparisonOut.full(comparison).model_dump(mode="json"))}
-    return _page(request, "comparison.html", principal=principal, comparison=comparison, data=data,
-                 running=comparison.status not in TERMINAL, shared=shared)
+    data = {
+        "api": api,
+        "run_curve": run_curve,
+        "readonly": shared,
+        "comparison": json_safe(ComparisonOut.full(comparison).model_dump(mode="json")),
+    }
+    return _page(
+        request,
+        "comparison.html",
+        principal=principal,
+        comparison=comparison,
+        data=data,
+        running=comparison.status not in TERMINAL,
+        shared=shared,
+    )
 
 
 @router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
 def comparison_page(comparison_id: str, request: Request, principal: PageDep, session: SessionDep) -> HTMLResponse:
     comparison = stored.get_comparison(session, comparison_id, principal.team_id)
     if comparison is None:
-        return _message(request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.",
-                        principal)
-    return _comparison_page(request, comparison, api=f"/api/v1/comparisons/{comparison.id}",
-                            run_curve="/api/v1/runs/{run_id}/curve", principal=principal)
+        return _message(
+            request, 404, "Not found", f"There is no comparison {comparison_id!r} in your team's history.", principal
+        )
+    return _comparison_page(
+        request,
+        comparison,
+        api=f"/api/v1/comparisons/{comparison.id}",
+        run_curve="/api/v1/runs/{run_id}/curve",
+        principal=principal,
+    )
 
 
 @public_router.get("/shared/{token}", response_class=HTMLResponse)
-def shared_page(token: Annotated[str, Path(max_length=200)], request: Request, session: SessionDep,
-                settings: SettingsDep) -> HTMLResponse:
+def shared_page(
+    token: Annotated[str, Path(max_length=200)], request: Request, session: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
     """The comparison page, read-only, for anyone holding a share link: its data comes from the
     token's own routes (/api/v1/shared/{token}/...)."""
     try:
         comparison = shared_comparison(token, session, settings)
     except HTTPException as exc:
         return _message(request, exc.status_code, "Link not valid", exc.detail)
-    return _comparison_page(request, comparison, api=f"/api/v1/shared/{token}",
-                            run_curve=f"/api/v1/shared/{token}/runs/{{run_id}}/curve")
+    return _comparison_page(
+        request, comparison, api=f"/api/v1/shared/{token}", run_curve=f"/api/v1/shared/{token}/runs/{{run_id}}/curve"
+    )
 
 
 # --- runs of several comparisons ---------------------------------------------------------------
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, principal: PageDep, session: SessionDep,
-                 runs: Annotated[str, Query(max_length=4000, description="run ids, comma-separated")] = ""
-                 ) -> HTMLResponse:
+def compare_page(
+    request: Request,
+    principal: PageDep,
+    session: SessionDep,
+    runs: Annotated[str, Query(max_length=4000, description="run ids, comma-separated")] = "",
+) -> HTMLResponse:
     """Loss curves of runs from any of the team's comparisons, overlaid."""
     ids = list(dict.fromkeys(run_id.strip() for run_id in runs.split(",") if run_id.strip()))
     if len(ids) > MAX_COMPARED_RUNS:
-        return _message(request, 422, "Too many runs", f"Compare at most {MAX_COMPARED_RUNS} runs at once; "
-                                                       f"this link names {len(ids)}.", principal)
+        return _message(
+            request,
+            422,
+            "Too many runs",
+            f"Compare at most {MAX_COMPARED_RUNS} runs at once; this link names {len(ids)}.",
+            principal,
+        )
     found = {run_id: stored.get_run(session, run_id, principal.team_id) for run_id in ids}
     unknown = [run_id for run_id, run in found.items() if run is None]
     if unknown:
         return _page(request, "compare.html", 404, principal=principal, runs=[], ids=ids, unknown=unknown)
-    shown = [{"id": run.id, "label": run.label, "seed": run.seed, "status": run.status,
-              "comparison_id": run.comparison_id, "comparison_name": run.comparison.name} for run in found.values()]
+    shown = [
+        {
+            "id": run.id,
+            "label": run.label,
+            "seed": run.seed,
+            "status": run.status,
+            "comparison_id": run.comparison_id,
+            "comparison_name": run.comparison.name,
+        }
+        for run in found.values()
+    ]
     return _page(request, "compare.html", principal=principal, runs=shown, ids=ids, unknown=[])
 
 
@@ -151,24 +202,38 @@ def _examples() -> dict[str, dict]:
 
 
 @router.get("/new", response_class=HTMLResponse)
-def new_page(request: Request, principal: PageDep, session: SessionDep,
-             clone: Annotated[str | None, Query(max_length=64, description="a comparison to start from")] = None,
-             template: Annotated[str | None, Query(max_length=100, description="an example's file name")] = None
-             ) -> HTMLResponse:
+def new_page(
+    request: Request,
+    principal: PageDep,
+    session: SessionDep,
+    clone: Annotated[str | None, Query(max_length=64, description="a comparison to start from")] = None,
+    template: Annotated[str | None, Query(max_length=100, description="an example's file name")] = None,
+) -> HTMLResponse:
     """A form that submits a spec through POST /api/v1/comparisons; errors show at their field."""
     starts = {f"example:{name}": {"title": spec["name"], "spec": spec} for name, spec in _examples().items()}
     chosen = f"example:{template}" if template else next(iter(starts), None)
     if clone:
         source = stored.get_comparison(session, clone, principal.team_id)
         if source is None:
-            return _message(request, 404, "Not found", f"There is no comparison {clone!r} to clone in your team's "
-                                                       "history.", principal)
+            return _message(
+                request,
+                404,
+                "Not found",
+                f"There is no comparison {clone!r} to clone in your team's history.",
+                principal,
+            )
         chosen = f"clone:{source.id}"
-        starts = {chosen: {"title": f"Clone of {source.name}",
-                           "spec": source.spec | {"name": f"{source.name} (copy)"}}} | starts
+        starts = {
+            chosen: {"title": f"Clone of {source.name}", "spec": source.spec | {"name": f"{source.name} (copy)"}}
+        } | starts
     if chosen is not None and chosen not in starts:
-        return _message(request, 404, "No such template", f"There is no example {template!r}; "
-                                                          f"examples: {', '.join(sorted(_examples()))}.", principal)
+        return _message(
+            request,
+            404,
+            "No such template",
+            f"There is no example {template!r}; examples: {', '.join(sorted(_examples()))}.",
+            principal,
+        )
     return _page(request, "new.html", principal=principal, starts=starts, chosen=chosen)
 
 
@@ -176,8 +241,11 @@ def new_page(request: Request, principal: PageDep, session: SessionDep,
 
 
 def _range(prop: dict[str, Any]) -> str:
-    bounds = [f"{symbol} {prop[key]}" for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"),
-                                                           ("maximum", "≤"), ("exclusiveMaximum", "<")) if key in prop]
+    bounds = [
+        f"{symbol} {prop[key]}"
+        for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+        if key in prop
+    ]
     if "enum" in prop:
         bounds.append("one of " + ", ".join(map(json.dumps, prop["enum"])))
     return ", ".join(bounds)
@@ -193,15 +261,21 @@ def _type(prop: dict[str, Any]) -> str:
 
 def _param_row(prop: dict[str, Any]) -> dict[str, Any]:
     """A catalogue parameter (its JSON schema) as the page's table shows it."""
-    return {"name": prop["name"], "type": _type(prop), "required": prop["required"],
-            "default": json.dumps(prop["default"]) if "default" in prop else "",
-            "range": _range(prop) or " ".join(filter(None, map(_range, prop.get("anyOf", [])))),
-            "description": prop.get("description", "")}
+    return {
+        "name": prop["name"],
+        "type": _type(prop),
+        "required": prop["required"],
+        "default": json.dumps(prop["default"]) if "default" in prop else "",
+        "range": _range(prop) or " ".join(filter(None, map(_range, prop.get("anyOf", [])))),
+        "description": prop.get("description", ""),
+    }
 
 
 @router.get("/catalog", response_class=HTMLResponse)
 def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
     """Every registered component and schedule with its parameters: what a spec may name."""
-    sections = {kind: [{**entry, "params": [_param_row(prop) for prop in entry["params"]]} for entry in entries]
-                for kind, entries in catalog().items()}
+    sections = {
+        kind: [{**entry, "params": [_param_row(prop) for prop in entry["params"]]} for entry in entries]
+        for kind, entries in catalog().items()
+    }
     return _page(request, "catalog.html", principal=principal, sections=sections)

@@ -76,8 +76,9 @@ def cancel_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> Run
 
 
 @router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
-def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
-              format: Literal["json", "csv"] = "json") -> StreamingResponse:
+def get_steps(
+    run_id: str, session: SessionDep, principal: PrincipalDep, format: Literal["json", "csv"] = "json"
+) -> StreamingResponse:
     """Every step row of the run, in step order (a reused run's are its source's)."""
     run = access.run(session, run_id, principal.team_id)
     data_id = run.reused_from_id or run.id
@@ -85,8 +86,11 @@ def get_steps(run_id: str, session: SessionDep, principal: PrincipalDep,
         spec = run.comparison.spec
         x0 = spec["problem"].get("x0")
         extras = [e for e in EXTRAS if e in spec["training"].get("extras", [])]
-        return StreamingResponse(_stream_csv(data_id, len(x0) if x0 else None, extras), media_type="text/csv",
-                                 headers={"Content-Disposition": f'attachment; filename="run-{run_id}-steps.csv"'})
+        return StreamingResponse(
+            _stream_csv(data_id, len(x0) if x0 else None, extras),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-steps.csv"'},
+        )
     return StreamingResponse(_stream_json(run_id, data_id), media_type="application/json")
 
 

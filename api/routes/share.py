@@ -32,17 +32,27 @@ def share_url(request: Request, settings: Settings, token: str) -> str:
 
 def _out(link: ShareLink, request: Request, settings: Settings) -> ShareLinkOut:
     token = auth.share_token(settings, link.id)
-    return ShareLinkOut(id=link.id, comparison_id=link.comparison_id, token=token,
-                        url=share_url(request, settings, token),
-                        created_by=link.created_by, created_at=link.created_at, expires_at=link.expires_at,
-                        revoked_at=link.revoked_at)
+    return ShareLinkOut(
+        id=link.id,
+        comparison_id=link.comparison_id,
+        token=token,
+        url=share_url(request, settings, token),
+        created_by=link.created_by,
+        created_at=link.created_at,
+        expires_at=link.expires_at,
+        revoked_at=link.revoked_at,
+    )
 
 
-@router.post("/comparisons/{comparison_id}/share", status_code=201, response_model=ShareLinkOut,
-             responses=NOT_FOUND)
-def create_share_link(comparison_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                      settings: SettingsDep, body: ShareLinkCreate = Body(default_factory=ShareLinkCreate)
-                      ) -> ShareLinkOut:
+@router.post("/comparisons/{comparison_id}/share", status_code=201, response_model=ShareLinkOut, responses=NOT_FOUND)
+def create_share_link(
+    comparison_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: ShareLinkCreate = Body(default_factory=ShareLinkCreate),
+) -> ShareLinkOut:
     """A link that lets anyone read this comparison until it expires (default 7 days) or is revoked."""
     access.comparison(session, comparison_id, principal.team_id)
     link = teams.create_share_link(session, comparison_id, principal.name, timedelta(hours=body.expires_in_hours))
@@ -51,8 +61,9 @@ def create_share_link(comparison_id: str, request: Request, principal: Principal
 
 
 @router.get("/comparisons/{comparison_id}/share", response_model=list[ShareLinkOut], responses=NOT_FOUND)
-def list_share_links(comparison_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                     settings: SettingsDep) -> list[ShareLinkOut]:
+def list_share_links(
+    comparison_id: str, request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
+) -> list[ShareLinkOut]:
     """Every link of the comparison, expired and revoked ones included, oldest first."""
     access.comparison(session, comparison_id, principal.team_id)
     return [_out(link, request, settings) for link in teams.share_links(session, comparison_id)]

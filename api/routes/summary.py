@@ -16,8 +16,13 @@ router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
 
 @router.get("/comparisons/{comparison_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
-def get_summary(comparison_id: str, session: SessionDep, principal: PrincipalDep, phase: PhaseQuery = "chosen",
-                baseline: BaselineQuery = None) -> Any:
+def get_summary(
+    comparison_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    phase: PhaseQuery = "chosen",
+    baseline: BaselineQuery = None,
+) -> Any:
     """One row per optimizer setting, by rank, and each setting against the baseline on matched seeds.
     Runs still running are left out; a running comparison is summarised as far as it got."""
     comparison = access.comparison(session, comparison_id, principal.team_id)
@@ -25,8 +30,7 @@ def get_summary(comparison_id: str, session: SessionDep, principal: PrincipalDep
 
 
 @router.get("/comparisons/{comparison_id}/sensitivity", response_model=SensitivityOut, responses=NOT_FOUND)
-def get_sensitivity(comparison_id: str, session: SessionDep, principal: PrincipalDep,
-                    param: ParamQuery = "lr") -> Any:
+def get_sensitivity(comparison_id: str, session: SessionDep, principal: PrincipalDep, param: ParamQuery = "lr") -> Any:
     """The final loss against the value of a swept hyperparameter, per optimizer entry (the
     learning-rate sensitivity plot of DeepOBS)."""
     return json_safe(sensitivity(access.comparison(session, comparison_id, principal.team_id), param))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -77,7 +77,9 @@ class SklearnTable(Dataset[Params]):
     def load(cls, params: Params) -> Data:
         bunch = cls.loader()
         x = torch.tensor(bunch.data, dtype=torch.float32)
-        return Data(x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=cls.n_classes)
+        return Data(
+            x=x, y=torch.tensor(bunch.target, dtype=torch.int64), task="classification", n_outputs=cls.n_classes
+        )
 
     @classmethod
     def shape(cls, params: Params) -> DataShape:

@@ -2,7 +2,7 @@ import torch
 from pydantic import Field
 from sklearn.datasets import load_digits
 
-from engine.datasets import Data, DataShape, Dataset
+from engine.datasets import Data, Dataset, DataShape
 from engine.registry import Params
 
 

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, field_validator
 
 from engine.config import config
-from engine.datasets import Data, DataShape, Dataset
+from engine.datasets import Data, Dataset, DataShape
 from engine.registry import Params
 
 ROOT_ENV = "OPTIBENCH_IDX_ROOT"

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from engine.datasets import Data, DataShape, Dataset
+from engine.datasets import Data, Dataset, DataShape
 from engine.registry import Params
 
 

@@ -8,7 +8,6 @@ import torch
 
 from engine.registry import Component, Params
 
-
 FP = TypeVar("FP", bound=Params)
 
 

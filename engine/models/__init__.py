@@ -10,7 +10,6 @@ from torch import nn
 
 from engine.registry import Component, Params
 
-
 MP = TypeVar("MP", bound=Params)
 
 

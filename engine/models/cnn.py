@@ -30,7 +30,11 @@ class CNN(Model[CNNParams]):
     description = "Small conv net for images (C, H, W) or (H, W): conv-activation-maxpool blocks, then a Linear head."
     Params = CNNParams
     vmap_safe = True
-    test_problem = {"params": {"channels": [2], "hidden": 4}, "dataset": {"name": "digits", "params": {"as_images": True}}, "loss": "cross_entropy"}
+    test_problem = {
+        "params": {"channels": [2], "hidden": 4},
+        "dataset": {"name": "digits", "params": {"as_images": True}},
+        "loss": "cross_entropy",
+    }
     input_ranks = frozenset({2, 3})
     size_param = "channels"
 

@@ -23,7 +23,11 @@ class MLP(Model[MLPParams]):
     description = "Fully connected network: Linear layers with an activation between them."
     Params = MLPParams
     vmap_safe = True
-    test_problem = {"params": {"hidden": [8], "activation": "tanh"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"}
+    test_problem = {
+        "params": {"hidden": [8], "activation": "tanh"},
+        "dataset": {"name": "iris"},
+        "loss": "cross_entropy",
+    }
     size_param = "hidden"
 
     @classmethod

@@ -18,7 +18,9 @@ class AdamW(Optimizer[AdamWParams]):
     Params = AdamWParams
     torch_optimizer = torch.optim.AdamW
     elementwise = True
-    test_settings = TestSettings({"parabola": {"lr": 0.1, "weight_decay": 0.0}, "rosenbrock": {"lr": 0.02, "weight_decay": 0.0}})
+    test_settings = TestSettings(
+        {"parabola": {"lr": 0.1, "weight_decay": 0.0}, "rosenbrock": {"lr": 0.02, "weight_decay": 0.0}}
+    )
 
     @classmethod
     def rule(cls, params: AdamWParams) -> transforms.GradientTransformation:

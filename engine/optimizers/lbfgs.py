@@ -12,10 +12,16 @@ MAX_HISTORY = 1000
 
 class LBFGSParams(OptimizerParams):
     lr: float = Field(1.0, gt=0.0, description="learning rate")
-    max_iter: int = Field(20, ge=1, le=MAX_ITER, description="iterations per optimizer step (each a forward and "
-                          "backward pass over the full batch; at most 1.25 × as many loss evaluations)")
-    history_size: int = Field(100, ge=1, le=MAX_HISTORY, description="number of curvature pairs kept (each two "
-                              "copies of the parameters)")
+    max_iter: int = Field(
+        20,
+        ge=1,
+        le=MAX_ITER,
+        description="iterations per optimizer step (each a forward and "
+        "backward pass over the full batch; at most 1.25 × as many loss evaluations)",
+    )
+    history_size: int = Field(
+        100, ge=1, le=MAX_HISTORY, description="number of curvature pairs kept (each two copies of the parameters)"
+    )
     tolerance_grad: NonNegative = Field(1e-7, description="stop when the largest gradient entry is below this")
     tolerance_change: NonNegative = Field(1e-9, description="stop when the loss or the step changes less than this")
     line_search_fn: Literal["strong_wolfe"] | None = None

@@ -20,7 +20,9 @@ class RMSprop(Optimizer[RMSpropParams]):
     Params = RMSpropParams
     torch_optimizer = torch.optim.RMSprop
     elementwise = True
-    test_settings = TestSettings({"parabola": {"lr": 0.01, "momentum": 0.9}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}})
+    test_settings = TestSettings(
+        {"parabola": {"lr": 0.01, "momentum": 0.9}, "rosenbrock": {"lr": 1e-3, "momentum": 0.9}}
+    )
 
     @classmethod
     def rule(cls, params: RMSpropParams) -> transforms.GradientTransformation:

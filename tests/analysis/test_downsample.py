@@ -58,8 +58,9 @@ def _same(a: float | None, b: float | None) -> bool:
     return (a is None) == (b is None) and (a is None or a == b or (math.isnan(a) and math.isnan(b)))
 
 
-def check_invariants(curve: Curve, x: np.ndarray, values: np.ndarray, points: int,
-                     start: float | None, end: float | None) -> None:
+def check_invariants(
+    curve: Curve, x: np.ndarray, values: np.ndarray, points: int, start: float | None, end: float | None
+) -> None:
     start = x[0] if start is None else start
     end = x[-1] if end is None else end
     inside = (x >= start) & (x <= end)
@@ -73,14 +74,17 @@ def check_invariants(curve: Curve, x: np.ndarray, values: np.ndarray, points: in
     width = (end - start) / points
     row = 0
     for i, bucket in enumerate(curve.buckets):
-        bx, bv = xs[row:row + bucket.count], vs[row:row + bucket.count]
+        bx, bv = xs[row : row + bucket.count], vs[row : row + bucket.count]
         row += bucket.count
         assert bucket.count >= 1
         assert (bucket.x_start, bucket.x_end) == (bx[0], bx[-1])
         assert _same(bucket.first, bv[0]) and _same(bucket.last, bv[-1])
         not_nan, finite = bv[~np.isnan(bv)], bv[np.isfinite(bv)]
         assert (bucket.nan, bucket.pos_inf, bucket.neg_inf) == (
-            np.isnan(bv).sum(), (bv == np.inf).sum(), (bv == -np.inf).sum())
+            np.isnan(bv).sum(),
+            (bv == np.inf).sum(),
+            (bv == -np.inf).sum(),
+        )
         if len(not_nan):
             # every raw value lies within the bucket's min and max, which are attained
             assert bucket.min == not_nan.min() and bucket.max == not_nan.max()
@@ -186,8 +190,13 @@ def _equal_but_total(a: Bucket, b: Bucket) -> bool:
 @settings(max_examples=60, deadline=None)
 @given(runs=st.lists(st.lists(FINITE, min_size=1, max_size=8), min_size=1, max_size=6))
 def test_seed_band_is_the_t_interval_over_the_runs_present_at_each_point(runs):
-    curves_ = [[Bucket(index=i, x_start=i, x_end=i, count=1, first=v, last=v, min=v, max=v, total=v)
-                for i, v in enumerate(run)] for run in runs]
+    curves_ = [
+        [
+            Bucket(index=i, x_start=i, x_end=i, count=1, first=v, last=v, min=v, max=v, total=v)
+            for i, v in enumerate(run)
+        ]
+        for run in runs
+    ]
     for point, index in zip(aggregate_seeds(curves_, "ci"), range(max(map(len, runs))), strict=True):
         here = np.array([run[index] for run in runs if index < len(run)])
         assert point.x == index and point.n == len(here)
@@ -206,8 +215,10 @@ def test_seed_band_is_the_t_interval_over_the_runs_present_at_each_point(runs):
 
 def test_a_nan_seed_makes_the_mean_nan_and_is_counted():
     def run(*values):
-        return [Bucket(index=i, x_start=i, x_end=i, count=1, first=v, last=v, min=v, max=v, total=v)
-                for i, v in enumerate(values)]
+        return [
+            Bucket(index=i, x_start=i, x_end=i, count=1, first=v, last=v, min=v, max=v, total=v)
+            for i, v in enumerate(values)
+        ]
 
     first, second = aggregate_seeds([run(1.0, math.nan), run(3.0, 2.0), run(5.0, math.inf)], "minmax")
     assert (first.n, first.mean, first.lo, first.hi, first.nan) == (3, 3.0, 1.0, 5.0, 0)
@@ -221,17 +232,24 @@ def test_a_nan_seed_makes_the_mean_nan_and_is_counted():
 
 @pytest.fixture
 def run_id(use_database):
-    spec = ComparisonSpec.model_validate({
-        "name": "curves", "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-        "training": {"steps": 1}, "optimizers": [{"name": "sgd", "params": {"lr": 0.1}}], "seeds": [0],
-    }).model_dump(mode="json")
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "curves",
+            "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
+            "training": {"steps": 1},
+            "optimizers": [{"name": "sgd", "params": {"lr": 0.1}}],
+            "seeds": [0],
+        }
+    ).model_dump(mode="json")
     with transaction() as session:
         return comparisons.create_comparison(session, spec, 1).runs[0].id
 
 
 def _store(run_id: str, axis: str, x: np.ndarray, values: np.ndarray) -> None:
-    rows = [{"run_id": run_id, "step": i, "epoch": None, "loss": v, "time_s": float(i), "step_time_ms": 1.0}
-            for i, v in enumerate(values.tolist())]
+    rows = [
+        {"run_id": run_id, "step": i, "epoch": None, "loss": v, "time_s": float(i), "step_time_ms": 1.0}
+        for i, v in enumerate(values.tolist())
+    ]
     for row, xi in zip(rows, x.tolist()):
         row[{"step": "step", "time": "time_s", "epoch": "epoch"}[axis]] = int(xi) if axis != "time" else xi
     with transaction() as session:
@@ -257,7 +275,11 @@ def test_sql_invariants_and_agreement_with_the_reference(run_id, axis, data):
     check_invariants(curve, x, values, points, start, end)
     reference = downsample(x, values, points, start, end)
     assert (curve.raw, curve.start, curve.end, len(curve.buckets)) == (
-        reference.raw, reference.start, reference.end, len(reference.buckets))
+        reference.raw,
+        reference.start,
+        reference.end,
+        len(reference.buckets),
+    )
     for ours, theirs in zip(curve.buckets, reference.buckets):
         # raw buckets are keyed by step in SQL, by position in the reference
         assert _equal_but_total(ours, replace(theirs, index=ours.index) if curve.raw else theirs)

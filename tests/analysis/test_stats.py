@@ -69,8 +69,11 @@ def test_wilcoxon_exact_p_values_by_hand():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(finite, finite), min_size=2, max_size=20, unique_by=lambda pair: pair[0] - pair[1])
-       .filter(lambda pairs: np.std([a - b for a, b in pairs]) > 1e-6))
+@given(
+    st.lists(st.tuples(finite, finite), min_size=2, max_size=20, unique_by=lambda pair: pair[0] - pair[1]).filter(
+        lambda pairs: np.std([a - b for a, b in pairs]) > 1e-6
+    )
+)
 def test_paired_test_is_scipys_ttest_rel_and_wilcoxon(pairs):
     candidate, baseline = [a for a, _ in pairs], [b for _, b in pairs]
     result = paired_test(candidate, baseline)

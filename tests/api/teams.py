@@ -64,11 +64,23 @@ def submit(client: TestClient, key: str, **overrides) -> dict:
 def record_steps(run_id: str, losses: list[float]) -> None:
     """What a worker would have written: the rows and the run's outcome."""
     with transaction() as session:
-        session.add_all(Step(run_id=run_id, step=i, loss=loss, time_s=0.01 * i, step_time_ms=10.0, lr=0.1, x=[loss])
-                        for i, loss in enumerate(losses))
-        session.execute(update(Run).where(Run.id == run_id).values(
-            status="succeeded", steps_done=len(losses), final_loss=losses[-1], best_loss=min(losses),
-            wall_time_s=0.01 * len(losses), started_at=utcnow(), finished_at=utcnow()))
+        session.add_all(
+            Step(run_id=run_id, step=i, loss=loss, time_s=0.01 * i, step_time_ms=10.0, lr=0.1, x=[loss])
+            for i, loss in enumerate(losses)
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status="succeeded",
+                steps_done=len(losses),
+                final_loss=losses[-1],
+                best_loss=min(losses),
+                wall_time_s=0.01 * len(losses),
+                started_at=utcnow(),
+                finished_at=utcnow(),
+            )
+        )
 
 
 @pytest.fixture

@@ -80,13 +80,16 @@ def test_a_revoked_keys_comparisons_keep_their_submitter(team_client):
     assert again["submitted_by"] == "former member"
 
 
-@pytest.mark.parametrize(("body", "loc"), [
-    ({"name": ""}, ["body", "name"]),
-    ({"name": "x" * 101}, ["body", "name"]),
-    ({"name": "k", "role": "owner"}, ["body", "role"]),
-    ({"role": "member"}, ["body", "name"]),
-    ({"name": "k", "team_id": "another"}, ["body", "team_id"]),
-])
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"name": ""}, ["body", "name"]),
+        ({"name": "x" * 101}, ["body", "name"]),
+        ({"name": "k", "role": "owner"}, ["body", "role"]),
+        ({"role": "member"}, ["body", "name"]),
+        ({"name": "k", "team_id": "another"}, ["body", "team_id"]),
+    ],
+)
 def test_a_bad_key_request_is_422_naming_the_field(team_client, body, loc):
     team = make_team()
     response = team_client.post(KEYS, json=body, headers=bearer(team.admin))
@@ -100,8 +103,11 @@ def test_me_shows_the_limits_in_force(team_client):
     settings = get_settings()
     team = make_team(max_running_comparisons=3)
     limits = team_client.get("/api/v1/me", headers=bearer(team.member)).json()["limits"]
-    assert limits == {"max_runs_per_comparison": settings.max_runs_per_comparison,
-                      "max_steps_per_comparison": settings.max_steps_per_comparison, "max_running_comparisons": 3}
+    assert limits == {
+        "max_runs_per_comparison": settings.max_runs_per_comparison,
+        "max_steps_per_comparison": settings.max_steps_per_comparison,
+        "max_running_comparisons": 3,
+    }
 
 
 # --- auth off: the embedded single-user default ---------------------------------------------------

@@ -160,14 +160,18 @@ def test_submit_dataset_problem_counts_steps_from_epochs_and_batches(client):
     problem = body["spec"]["problem"]
     assert problem["model"]["params"] == _defaults("model", "linear")
     assert problem["dataset"]["params"] == _defaults("dataset", "synthetic_regression") | {
-        "n_samples": 40, "n_features": 3, "n_targets": 2}
+        "n_samples": 40,
+        "n_features": 3,
+        "n_targets": 2,
+    }
     assert problem["x0"] is None
     assert body["spec"]["training"]["batch_size"] == 16 and body["spec"]["training"]["shuffle"] is True
 
 
 def test_duplicate_optimizers_get_distinct_default_labels(client):
-    spec = function_spec(optimizers=[{"name": "adam", "params": {"lr": 0.1}}, {"name": "adam", "params": {"lr": 0.01}}],
-                         seeds=[0])
+    spec = function_spec(
+        optimizers=[{"name": "adam", "params": {"lr": 0.1}}, {"name": "adam", "params": {"lr": 0.01}}], seeds=[0]
+    )
     response = client.post(BASE, json=spec)
     assert response.status_code == 202, response.text
     labels = [r["label"] for r in response.json()["runs"]]
@@ -194,27 +198,49 @@ INVALID = {
     "unknown loss": (dataset_spec(), ("problem", "loss"), "hinge2", ("problem", "loss")),
     "lr zero": (function_spec(), ("optimizers", 1, "params", "lr"), 0, ("optimizers", 1, "params", "lr")),
     "lr negative": (function_spec(), ("optimizers", 0, "params", "lr"), -0.1, ("optimizers", 0, "params", "lr")),
-    "unknown hyperparameter": (function_spec(), ("optimizers", 0, "params", "momentum"), 0.9,
-                               ("optimizers", 0, "params", "momentum")),
-    "beta2 = 1": (function_spec(), ("optimizers", 0, "params", "betas"), [0.9, 1.0],
-                  ("optimizers", 0, "params", "betas", 1)),
-    "beta1 < 0": (function_spec(), ("optimizers", 0, "params", "betas"), [-0.1, 0.999],
-                  ("optimizers", 0, "params", "betas", 0)),
+    "unknown hyperparameter": (
+        function_spec(),
+        ("optimizers", 0, "params", "momentum"),
+        0.9,
+        ("optimizers", 0, "params", "momentum"),
+    ),
+    "beta2 = 1": (
+        function_spec(),
+        ("optimizers", 0, "params", "betas"),
+        [0.9, 1.0],
+        ("optimizers", 0, "params", "betas", 1),
+    ),
+    "beta1 < 0": (
+        function_spec(),
+        ("optimizers", 0, "params", "betas"),
+        [-0.1, 0.999],
+        ("optimizers", 0, "params", "betas", 0),
+    ),
     "eps zero": (function_spec(), ("optimizers", 0, "params", "eps"), 0.0, ("optimizers", 0, "params", "eps")),
     "eps negative": (function_spec(), ("optimizers", 0, "params", "eps"), -1e-8, ("optimizers", 0, "params", "eps")),
     "epochs and steps": (function_spec(), ("training",), {"epochs": 3, "steps": 30}, ("training", "epochs")),
     "neither epochs nor steps": (function_spec(), ("training",), {"batch_size": "full"}, ("training", "epochs")),
     "duplicate seeds": (function_spec(), ("seeds",), [1, 2, 1], ("seeds",)),
-    "duplicate labels": (function_spec(), ("optimizers",),
-                         [{"name": "adam", "label": "same"}, {"name": "sgd", "label": "same"}],
-                         ("optimizers", 1, "label")),
-    "duplicate default labels": (function_spec(), ("optimizers",),
-                                 [{"name": "sgd", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
-                                 ("optimizers", 1, "label")),
+    "duplicate labels": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "adam", "label": "same"}, {"name": "sgd", "label": "same"}],
+        ("optimizers", 1, "label"),
+    ),
+    "duplicate default labels": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "sgd", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
+        ("optimizers", 1, "label"),
+    ),
     "x0 dimension": (function_spec(), ("problem", "x0"), [8.0, 1.0], ("problem", "x0")),
     "cross_entropy on regression": (dataset_spec(), ("problem", "loss"), "cross_entropy", ("problem", "loss")),
-    "lbfgs on mini-batches": (dataset_spec(), ("optimizers",), [{"name": "lbfgs", "params": {}}],
-                              ("optimizers", 0, "name")),
+    "lbfgs on mini-batches": (
+        dataset_spec(),
+        ("optimizers",),
+        [{"name": "lbfgs", "params": {}}],
+        ("optimizers", 0, "name"),
+    ),
     "epochs as a string": (dataset_spec(), ("training", "epochs"), "ten", ("training", "epochs")),
     "seed as a string": (function_spec(), ("seeds",), ["zero"], ("seeds", 0)),
 }
@@ -291,8 +317,17 @@ def test_too_many_runs_is_422_naming_the_setting(client, settings_env):
     assert "OPTIBENCH_MAX_RUNS_PER_COMPARISON" in detail[0]["msg"] and "4 runs" in detail[0]["msg"]
     assert len(client.get(BASE, params={"limit": 500}).json()["items"]) == before
     # at the limit is fine
-    ok = client.post(BASE, json=function_spec(seeds=[0], optimizers=[
-        {"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}, {"name": "rprop", "params": {}}]))
+    ok = client.post(
+        BASE,
+        json=function_spec(
+            seeds=[0],
+            optimizers=[
+                {"name": "adam", "params": {"lr": 0.1}},
+                {"name": "sgd", "params": {"lr": 0.1}},
+                {"name": "rprop", "params": {}},
+            ],
+        ),
+    )
     assert ok.status_code == 202, ok.text
 
 
@@ -308,13 +343,16 @@ def test_too_many_steps_is_422_naming_the_setting(client, settings_env):
 # --- reads ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    f"{BASE}/0123456789abcdef0123456789abcdef",
-    f"{BASE}/no-such-comparison",
-    "/api/v1/runs/0123456789abcdef0123456789abcdef",
-    "/api/v1/runs/0123456789abcdef0123456789abcdef/steps",
-    "/api/v1/runs/0123456789abcdef0123456789abcdef/steps?format=csv",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{BASE}/0123456789abcdef0123456789abcdef",
+        f"{BASE}/no-such-comparison",
+        "/api/v1/runs/0123456789abcdef0123456789abcdef",
+        "/api/v1/runs/0123456789abcdef0123456789abcdef/steps",
+        "/api/v1/runs/0123456789abcdef0123456789abcdef/steps?format=csv",
+    ],
+)
 def test_unknown_ids_are_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
@@ -334,7 +372,9 @@ def test_steps_of_a_queued_run_are_empty(client):
     assert as_csv.headers["content-type"].startswith("text/csv")
     assert run_id in as_csv.headers["content-disposition"]
     assert as_csv.text == "step,epoch,loss,time_s,step_time_ms,lr,x0\n"
-    assert list(csv.reader(io.StringIO(as_csv.text))) == [["step", "epoch", "loss", "time_s", "step_time_ms", "lr", "x0"]]
+    assert list(csv.reader(io.StringIO(as_csv.text))) == [
+        ["step", "epoch", "loss", "time_s", "step_time_ms", "lr", "x0"]
+    ]
 
 
 def test_steps_csv_header_of_a_dataset_run_has_no_coordinates(client):
@@ -446,8 +486,14 @@ def test_openapi_and_docs(client):
     schema = client.get("/openapi.json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    for path in ("/api/v1/comparisons", "/api/v1/comparisons/{comparison_id}", "/api/v1/runs/{run_id}",
-                 "/api/v1/runs/{run_id}/steps", "/api/v1/catalog", "/healthz"):
+    for path in (
+        "/api/v1/comparisons",
+        "/api/v1/comparisons/{comparison_id}",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/steps",
+        "/api/v1/catalog",
+        "/healthz",
+    ):
         assert path in paths, path
     assert "post" in paths["/api/v1/comparisons"]
     docs = client.get("/docs")

@@ -17,8 +17,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
-from starlette.routing import Mount
 from sqlalchemy import select, update
+from starlette.routing import Mount
 
 from api import auth
 from api.deps import PageDep
@@ -104,9 +104,14 @@ def expected_status(access: str, owner_status: int, path: str, caller: str) -> i
 
 
 def _headers(caller: str, team_a: Team, team_b: Team) -> dict[str, str]:
-    keys = {"wrong key": KEY_PREFIX + "x" * 43, "revoked key": team_a.revoked,
-            "other team's member": team_b.member, "other team's admin": team_b.admin,
-            "member": team_a.member, "admin": team_a.admin}
+    keys = {
+        "wrong key": KEY_PREFIX + "x" * 43,
+        "revoked key": team_a.revoked,
+        "other team's member": team_b.member,
+        "other team's admin": team_b.admin,
+        "member": team_a.member,
+        "admin": team_a.admin,
+    }
     return bearer(keys[caller]) if caller in keys else {}
 
 
@@ -117,8 +122,13 @@ def _targets(client, team_a: Team) -> dict[str, str]:
     record_steps(run_id, [4.0, 2.0, 1.0])
     link = client.post(f"{COMPARISONS}/{comparison['id']}/share", json={}, headers=bearer(team_a.member)).json()
     spare = client.post("/api/v1/admin/keys", json={"name": "spare"}, headers=bearer(team_a.admin)).json()
-    return {"comparison_id": comparison["id"], "run_id": run_id, "link_id": link["id"], "token": link["token"],
-            "key_id": spare["id"]}
+    return {
+        "comparison_id": comparison["id"],
+        "run_id": run_id,
+        "link_id": link["id"],
+        "token": link["token"],
+        "key_id": spare["id"],
+    }
 
 
 def _served_path(route) -> str:
@@ -127,8 +137,11 @@ def _served_path(route) -> str:
 
 
 def test_every_route_has_an_access_decision(team_client):
-    served = {(method, _served_path(route)) for route in iter_route_contexts(team_client.app.routes)
-              for method in (route.methods or {"GET"}) - {"HEAD"}}
+    served = {
+        (method, _served_path(route))
+        for route in iter_route_contexts(team_client.app.routes)
+        for method in (route.methods or {"GET"}) - {"HEAD"}
+    }
     assert not served - ROUTES.keys(), f"routes without an entry in ROUTES: {sorted(served - ROUTES.keys())}"
     assert not ROUTES.keys() - served, f"entries of ROUTES the app does not serve: {sorted(ROUTES.keys() - served)}"
 
@@ -145,8 +158,9 @@ def test_route_matrix(team_client, caller):
         # a call that is to change something gets its own targets; a refused one must change nothing
         ids = _targets(client, team_a) if method in UNSAFE and want < 400 and "{" in path else shared
         client.cookies.clear()
-        response = client.request(method, path.format(file="dashboard.css", **ids), headers=headers,
-                                  follow_redirects=False, **kwargs)
+        response = client.request(
+            method, path.format(file="dashboard.css", **ids), headers=headers, follow_redirects=False, **kwargs
+        )
         if response.status_code != want:
             wrong.append(f"{method} {path}: {response.status_code}, expected {want}: {response.text[:200]}")
         elif want == 401 and response.headers.get("www-authenticate") != "Bearer":
@@ -164,8 +178,10 @@ def test_other_teams_lists_are_their_own(team_client):
     mine = submit(client, team_a.member)["id"]
     theirs = submit(client, team_b.member)["id"]
     for team, own, other in ((team_a, mine, theirs), (team_b, theirs, mine)):
-        listed = {item["id"] for item in client.get(COMPARISONS, params={"limit": 500},
-                                                    headers=bearer(team.member)).json()["items"]}
+        listed = {
+            item["id"]
+            for item in client.get(COMPARISONS, params={"limit": 500}, headers=bearer(team.member)).json()["items"]
+        }
         assert own in listed and other not in listed
         names = [key["name"] for key in client.get("/api/v1/admin/keys", headers=bearer(team.admin)).json()]
         assert names and all(name.endswith(f"of {team.name}") for name in names)
@@ -206,7 +222,9 @@ def test_last_used_is_written_at_most_once_a_minute(team_client):
         client.get("/api/v1/me", headers=bearer(team.member))
     assert last_used() == first
     with transaction() as session:
-        session.execute(update(ApiKey).where(ApiKey.id == me["key_id"]).values(last_used_at=first - timedelta(minutes=2)))
+        session.execute(
+            update(ApiKey).where(ApiKey.id == me["key_id"]).values(last_used_at=first - timedelta(minutes=2))
+        )
     client.get("/api/v1/me", headers=bearer(team.member))
     assert last_used() > first - timedelta(minutes=1)
 
@@ -221,8 +239,9 @@ def _csrf_of(page: str) -> str:
 def _log_in(client, key: str, next_path: str = "/api/v1/me"):
     form = client.get("/login", params={"next": next_path})
     assert form.status_code == 200 and 'type="password"' in form.text
-    return client.post("/login", data={"key": key, "next": next_path, "csrf_token": _csrf_of(form.text)},
-                       follow_redirects=False)
+    return client.post(
+        "/login", data={"key": key, "next": next_path, "csrf_token": _csrf_of(form.text)}, follow_redirects=False
+    )
 
 
 def test_login_sets_an_httponly_samesite_session_that_authenticates_reads(team_client):
@@ -248,9 +267,22 @@ def test_login_with_a_wrong_or_revoked_key_shows_the_form_again(team_client):
 
 def test_login_goes_back_to_a_local_path_only(team_client):
     team = make_team()
-    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
-                   "///evil.example/x", "////evil.example", "/%2F%2Fevil.example", "/%5Cevil.example", "https:evil.example",
-                   "/\t/evil.example", "/\n/evil.example", "/%09/evil.example", "evil.example", ""):
+    for target in (
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "///evil.example/x",
+        "////evil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "https:evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/%09/evil.example",
+        "evil.example",
+        "",
+    ):
         response = _log_in(team_client, team.member, target)
         assert response.status_code == 303 and response.headers["location"] == "/", target
         # where the browser lands: this site's dashboard
@@ -314,8 +346,11 @@ def test_a_session_ends_when_it_expires_on_the_server(team_client):
     assert client.get("/api/v1/me").status_code == 200
     secret_hash = hash_key(_session_secret(client))
     with transaction() as session:
-        session.execute(update(DashboardSession).where(DashboardSession.id == secret_hash)
-                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(DashboardSession)
+            .where(DashboardSession.id == secret_hash)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     assert client.get("/api/v1/me").status_code == 401
 
 
@@ -370,7 +405,9 @@ def test_keys_appear_in_no_log_and_no_answer_after_creation(team_client, caplog)
     for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "celery", "httpx", "sqlalchemy.engine", "optibench"):
         caplog.set_level(logging.DEBUG, logger=name)
     team = make_team()
-    created = client.post("/api/v1/admin/keys", json={"name": "leak check", "role": "admin"}, headers=bearer(team.admin))
+    created = client.post(
+        "/api/v1/admin/keys", json={"name": "leak check", "role": "admin"}, headers=bearer(team.admin)
+    )
     assert created.status_code == 201
     new_key = created.json()["key"]
     keys = [team.member, team.admin, team.revoked, new_key]
@@ -380,9 +417,13 @@ def test_keys_appear_in_no_log_and_no_answer_after_creation(team_client, caplog)
     for key in keys:
         headers = bearer(key)
         comparison = client.post(COMPARISONS, json=function_spec(), headers=headers)
-        answers += [comparison, client.get("/api/v1/me", headers=headers),
-                    client.get("/api/v1/admin/keys", headers=headers), client.get(COMPARISONS, headers=headers),
-                    client.get("/api/v1/me", headers={"Authorization": key})]
+        answers += [
+            comparison,
+            client.get("/api/v1/me", headers=headers),
+            client.get("/api/v1/admin/keys", headers=headers),
+            client.get(COMPARISONS, headers=headers),
+            client.get("/api/v1/me", headers={"Authorization": key}),
+        ]
         if comparison.status_code == 202:
             answers.append(client.get(f"{COMPARISONS}/{comparison.json()['id']}", headers=headers))
     answers.append(_log_in(client, new_key))

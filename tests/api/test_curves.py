@@ -20,7 +20,6 @@ from db.models import LOCAL_TEAM_ID, Comparison, Eval, Run, Step, Team, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
 
-
 # --- data made directly in the database (no worker) ---------------------------------------------
 
 
@@ -31,13 +30,20 @@ class Made:
     runs: list[tuple[str, str, int]]
 
 
-def make_comparison(labels: tuple[str, ...] = ("adam",), seeds: tuple[int, ...] = (0,), dim: int = 1,
-                    team_id: str = LOCAL_TEAM_ID) -> Made:
-    spec = ComparisonSpec.model_validate({
-        "name": "curves", "training": {"steps": 10}, "seeds": list(seeds),
-        "problem": {"function": {"name": "quadratic", "params": {"center": [2.0] * dim}}, "x0": [8.0] * dim},
-        "optimizers": [{"name": "sgd", "label": label, "params": {"lr": 0.1 * (i + 1)}} for i, label in enumerate(labels)],
-    }).model_dump(mode="json")
+def make_comparison(
+    labels: tuple[str, ...] = ("adam",), seeds: tuple[int, ...] = (0,), dim: int = 1, team_id: str = LOCAL_TEAM_ID
+) -> Made:
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "curves",
+            "training": {"steps": 10},
+            "seeds": list(seeds),
+            "problem": {"function": {"name": "quadratic", "params": {"center": [2.0] * dim}}, "x0": [8.0] * dim},
+            "optimizers": [
+                {"name": "sgd", "label": label, "params": {"lr": 0.1 * (i + 1)}} for i, label in enumerate(labels)
+            ],
+        }
+    ).model_dump(mode="json")
     with transaction() as session:
         comparison = comparisons.create_comparison(session, spec, 10, team_id=team_id)
         return Made(comparison.id, [(run.id, run.label, run.seed) for run in comparison.runs])
@@ -46,10 +52,19 @@ def make_comparison(labels: tuple[str, ...] = ("adam",), seeds: tuple[int, ...] 
 def store_steps(run_id: str, loss, time_s=None, epoch=None, first_step: int = 0, **columns) -> list[dict]:
     """Step rows as a worker writes them; returns them."""
     n = len(loss)
-    rows = [{"run_id": run_id, "step": first_step + i, "loss": float(loss[i]),
-             "time_s": float(time_s[i]) if time_s is not None else 0.01 * (first_step + i + 1),
-             "epoch": None if epoch is None else int(epoch[i]), "step_time_ms": 10.0, "lr": 0.1,
-             **{name: values[i] for name, values in columns.items()}} for i in range(n)]
+    rows = [
+        {
+            "run_id": run_id,
+            "step": first_step + i,
+            "loss": float(loss[i]),
+            "time_s": float(time_s[i]) if time_s is not None else 0.01 * (first_step + i + 1),
+            "epoch": None if epoch is None else int(epoch[i]),
+            "step_time_ms": 10.0,
+            "lr": 0.1,
+            **{name: values[i] for name, values in columns.items()},
+        }
+        for i in range(n)
+    ]
     with transaction() as session:
         session.execute(insert(Step), rows)
     return rows
@@ -100,7 +115,7 @@ def noisy_losses(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_buckets_hold_first_last_min_max_mean_of_their_rows_and_spikes_stay(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     loss = noisy_losses(1000)
     loss[337], loss[512], loss[700], loss[999] = math.nan, math.inf, 1e6, -math.inf
     store_steps(run_id, loss)
@@ -118,7 +133,11 @@ def test_buckets_hold_first_last_min_max_mean_of_their_rows_and_spikes_stay(clie
         assert (bucket["first"], bucket["last"]) == (json_safe(values[0].item()), json_safe(values[-1].item()))
         assert (number(bucket["min"]), number(bucket["max"])) == (not_nan.min(), not_nan.max())
         assert bucket["mean"] == pytest.approx(finite.mean(), rel=1e-12)
-        counts = {"nan": np.isnan(values).sum(), "pos_inf": (values == np.inf).sum(), "neg_inf": (values == -np.inf).sum()}
+        counts = {
+            "nan": np.isnan(values).sum(),
+            "pos_inf": (values == np.inf).sum(),
+            "neg_inf": (values == -np.inf).sum(),
+        }
         assert {k: bucket[k] for k in counts if k in bucket} == {k: v for k, v in counts.items() if v}
     by_step = {s: buckets[index[s]] for s in (337, 512, 700)}
     assert by_step[337]["nan"] == 1 and math.isfinite(by_step[337]["max"])
@@ -129,7 +148,7 @@ def test_buckets_hold_first_last_min_max_mean_of_their_rows_and_spikes_stay(clie
 
 
 def test_no_more_rows_than_points_gives_the_raw_rows(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     rows = store_steps(run_id, [3.0, math.nan, math.inf, 0.5], first_step=7)
     body = curve(client, run_id, points=4)
     assert body["raw"] is True and body["rows"] == 4 and (body["start"], body["end"]) == (7, 10)
@@ -141,7 +160,7 @@ def test_no_more_rows_than_points_gives_the_raw_rows(client):
 
 
 def test_zoom_rebuckets_the_window_at_full_detail(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     loss = noisy_losses(2000, seed=1)
     store_steps(run_id, loss)
 
@@ -165,7 +184,7 @@ def test_zoom_rebuckets_the_window_at_full_detail(client):
 
 
 def test_time_and_epoch_axes(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     rng = np.random.default_rng(2)
     time_s = np.cumsum(rng.uniform(0.001, 0.2, 600))
     epoch = np.arange(600) // 100
@@ -183,15 +202,29 @@ def test_time_and_epoch_axes(client):
     assert window["raw"] is True and [b["x_start"] for b in window["buckets"]] == time_s[10:21].tolist()
 
     by_epoch = curve(client, run_id, x="epoch", points=3)
-    assert [(b["x_start"], b["x_end"], b["count"]) for b in by_epoch["buckets"]] == [(0, 1, 200), (2, 3, 200), (4, 5, 200)]
+    assert [(b["x_start"], b["x_end"], b["count"]) for b in by_epoch["buckets"]] == [
+        (0, 1, 200),
+        (2, 3, 200),
+        (4, 5, 200),
+    ]
     assert [b["last"] for b in by_epoch["buckets"]] == [loss[199], loss[399], loss[599]]
 
 
 def test_eval_metrics_and_optional_extras(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     store_steps(run_id, [1.0, 0.5, 0.25], grad_norm=[2.0, math.nan, 1.0])
-    evals = [{"run_id": run_id, "step": s, "epoch": s // 2, "train_loss": 1 / (s + 1), "val_loss": 2 / (s + 1),
-              "train_accuracy": None, "val_accuracy": None} for s in range(0, 30, 3)]
+    evals = [
+        {
+            "run_id": run_id,
+            "step": s,
+            "epoch": s // 2,
+            "train_loss": 1 / (s + 1),
+            "val_loss": 2 / (s + 1),
+            "train_accuracy": None,
+            "val_accuracy": None,
+        }
+        for s in range(0, 30, 3)
+    ]
     with transaction() as session:
         session.execute(insert(Eval), evals)
 
@@ -204,7 +237,13 @@ def test_eval_metrics_and_optional_extras(client):
     grad = curve(client, run_id, metric="grad_norm")
     assert [b["first"] for b in grad["buckets"]] == [2.0, "NaN", 1.0]
     absent = curve(client, run_id, metric="update_norm")
-    assert (absent["raw"], absent["rows"], absent["buckets"], absent["start"], absent["end"]) == (True, 0, [], None, None)
+    assert (absent["raw"], absent["rows"], absent["buckets"], absent["start"], absent["end"]) == (
+        True,
+        0,
+        [],
+        None,
+        None,
+    )
 
 
 def test_a_reused_run_reads_its_source_rows(client):
@@ -217,20 +256,23 @@ def test_a_reused_run_reads_its_source_rows(client):
     assert ours["buckets"] == theirs["buckets"]
 
 
-@pytest.mark.parametrize(("params", "field", "says"), [
-    ({"metric": "accuracy"}, "metric", "'val_accuracy'"),
-    ({"x": "wall"}, "x", "'epoch'"),
-    ({"points": 1}, "points", "2"),
-    ({"points": 10_001}, "points", "10000"),
-    ({"start": 5, "end": 5}, "end", "greater than start"),
-    ({"start": 9, "end": 2}, "end", "greater than start"),
-    ({"start": -1e308, "end": 1e308}, "end", "finite width"),
-    ({"start": "nan"}, "start", "finite"),
-    ({"end": "inf"}, "end", "finite"),
-    ({"metric": "val_loss", "x": "time"}, "x", "wall time"),
-])
+@pytest.mark.parametrize(
+    ("params", "field", "says"),
+    [
+        ({"metric": "accuracy"}, "metric", "'val_accuracy'"),
+        ({"x": "wall"}, "x", "'epoch'"),
+        ({"points": 1}, "points", "2"),
+        ({"points": 10_001}, "points", "10000"),
+        ({"start": 5, "end": 5}, "end", "greater than start"),
+        ({"start": 9, "end": 2}, "end", "greater than start"),
+        ({"start": -1e308, "end": 1e308}, "end", "finite width"),
+        ({"start": "nan"}, "start", "finite"),
+        ({"end": "inf"}, "end", "finite"),
+        ({"metric": "val_loss", "x": "time"}, "x", "wall time"),
+    ],
+)
 def test_bad_parameters_are_422_naming_the_field(client, params, field, says):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     response = client.get(f"/api/v1/runs/{run_id}/curve", params=params)
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
@@ -238,15 +280,24 @@ def test_bad_parameters_are_422_naming_the_field(client, params, field, says):
 
 
 def test_unknown_metric_lists_the_choices(client):
-    (run_id, *_), = make_comparison().runs
+    ((run_id, *_),) = make_comparison().runs
     message = client.get(f"/api/v1/runs/{run_id}/curve", params={"metric": "acc"}).json()["detail"][0]["msg"]
-    for metric in ("loss", "lr", "step_time_ms", "grad_norm", "update_norm", "train_loss", "val_loss",
-                   "train_accuracy", "val_accuracy"):
+    for metric in (
+        "loss",
+        "lr",
+        "step_time_ms",
+        "grad_norm",
+        "update_norm",
+        "train_loss",
+        "val_loss",
+        "train_accuracy",
+        "val_accuracy",
+    ):
         assert f"'{metric}'" in message
 
 
 def test_other_teams_deleted_and_missing_runs_are_404(client):
-    (theirs, *_), = make_comparison(team_id=other_team()).runs
+    ((theirs, *_),) = make_comparison(team_id=other_team()).runs
     deleted = make_comparison()
     soft_delete(deleted.id)
     for run_id in (theirs, deleted.runs[0][0]):
@@ -296,7 +347,10 @@ def test_seed_aggregation_per_step_with_t_interval_and_runs_that_stopped_early(c
     single = make_comparison(labels=("solo",))
     store_steps(single.runs[0][0], [1.0, 2.0])
     (solo,) = seed_curves(client, single.id)["groups"]
-    assert [(p["n"], p["mean"], p["lo"], p["hi"]) for p in solo["points"]] == [(1, 1.0, None, None), (1, 2.0, None, None)]
+    assert [(p["n"], p["mean"], p["lo"], p["hi"]) for p in solo["points"]] == [
+        (1, 1.0, None, None),
+        (1, 2.0, None, None),
+    ]
 
 
 def test_seed_aggregation_on_a_coarse_grid_takes_each_runs_last_value_per_bucket(client):
@@ -343,7 +397,9 @@ def test_seed_aggregation_on_wall_time_and_sweep_points_apart(client):
         session.execute(update(Run).where(Run.id == made.runs[1][0]).values(sweep_values={"lr": 0.5}))
     groups = seed_curves(client, made.id)["groups"]
     assert [(g["run_ids"], g["sweep_values"]) for g in groups] == [
-        ([made.runs[0][0]], {}), ([made.runs[1][0]], {"lr": 0.5})]
+        ([made.runs[0][0]], {}),
+        ([made.runs[1][0]], {"lr": 0.5}),
+    ]
 
 
 def test_a_comparison_without_rows_has_groups_without_points(client):

@@ -29,9 +29,13 @@ def _made_with_rows():
     made = make_comparison(labels=("adam", "sgd"), seeds=(0, 1), dim=2)
     (first, *_), (second, *_), (third, *_), (reuser, *_) = made.runs
     expected = {
-        first: store_steps(first, [1.0, math.nan, math.inf, -math.inf, 0.1], epoch=[0, 0, 1, 1, 2],
-                           x=[[1.0, -1.0], [math.nan, 2.0], [math.inf, 0.0], [0.5, -math.inf], [1e-300, 3.0]],
-                           grad_norm=[0.5, math.nan, None, 1.0, 2.0]),
+        first: store_steps(
+            first,
+            [1.0, math.nan, math.inf, -math.inf, 0.1],
+            epoch=[0, 0, 1, 1, 2],
+            x=[[1.0, -1.0], [math.nan, 2.0], [math.inf, 0.0], [0.5, -math.inf], [1e-300, 3.0]],
+            grad_norm=[0.5, math.nan, None, 1.0, 2.0],
+        ),
         second: store_steps(second, noisy_losses(7).tolist(), first_step=3, x=[[float(i), 0.0] for i in range(7)]),
         third: [],
     }
@@ -47,12 +51,21 @@ def _expected_rows(made, expected) -> list[dict]:
     rows = []
     for run_id, label, seed in made.runs:
         for row in expected[run_id]:
-            rows.append({
-                "comparison_id": made.id, "run_id": run_id, "label": label, "optimizer": "sgd",
-                "params_lr": 0.1 if label == "adam" else 0.2, "seed": seed,
-                "phase": "final" if run_id == made.runs[0][0] else None, "status": status.get(run_id, "queued"),
-                **{c: row.get(c) for c in STEP_COLUMNS}, "x0": row["x"][0], "x1": row["x"][1],
-            })
+            rows.append(
+                {
+                    "comparison_id": made.id,
+                    "run_id": run_id,
+                    "label": label,
+                    "optimizer": "sgd",
+                    "params_lr": 0.1 if label == "adam" else 0.2,
+                    "seed": seed,
+                    "phase": "final" if run_id == made.runs[0][0] else None,
+                    "status": status.get(run_id, "queued"),
+                    **{c: row.get(c) for c in STEP_COLUMNS},
+                    "x0": row["x"][0],
+                    "x1": row["x"][1],
+                }
+            )
     return rows
 
 
@@ -79,9 +92,15 @@ def test_csv_reads_back_as_the_rows_written(client):
 
     def parse(row: dict) -> dict:
         floats = {c: float(row[c]) if row[c] else None for c in STEP_COLUMNS[2:] + ["x0", "x1"]}
-        return {**row, **floats, "seed": int(row["seed"]), "step": int(row["step"]),
-                "epoch": int(row["epoch"]) if row["epoch"] else None, "phase": row["phase"] or None,
-                "params_lr": json.loads(row["params"])["lr"]}
+        return {
+            **row,
+            **floats,
+            "seed": int(row["seed"]),
+            "step": int(row["step"]),
+            "epoch": int(row["epoch"]) if row["epoch"] else None,
+            "phase": row["phase"] or None,
+            "params_lr": json.loads(row["params"])["lr"],
+        }
 
     _assert_rows([parse(r) for r in reader], _expected_rows(made, expected))
     header, *raw = csv.reader(io.StringIO(response.text))
@@ -132,7 +151,7 @@ def test_the_body_streams_in_pieces(client, monkeypatch, format):
 
 def test_memory_stays_bounded_by_the_chunk_not_the_comparison(use_database, monkeypatch):
     made = make_comparison()
-    (run_id, _, seed), = made.runs
+    ((run_id, _, seed),) = made.runs
     store_steps(run_id, noisy_losses(12_000).tolist(), x=[[1.0]] * 12_000)
     # the same run listed twice: twice the rows to hold, not twice the rows stored
     runs = [((made.id, run_id, "adam", "sgd", "{}", seed, None, "queued"), run_id)] * 2

@@ -26,13 +26,22 @@ def client(use_database):
     return TestClient(create_app())
 
 
-def _comparison(problem: dict, seeds=(0, 1), labels=("adam", "sgd"), team_id: str = LOCAL_TEAM_ID, **extra) -> list[str]:
+def _comparison(
+    problem: dict, seeds=(0, 1), labels=("adam", "sgd"), team_id: str = LOCAL_TEAM_ID, **extra
+) -> list[str]:
     """A comparison made directly in the database (no worker): its run ids, in position order."""
-    spec = ComparisonSpec.model_validate({
-        "name": "figures", "problem": problem, "training": {"steps": 10}, "seeds": list(seeds),
-        "optimizers": [{"name": "sgd", "label": label, "params": {"lr": 0.01 * (i + 1)}} for i, label in enumerate(labels)],
-        **extra,
-    }).model_dump(mode="json")
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "figures",
+            "problem": problem,
+            "training": {"steps": 10},
+            "seeds": list(seeds),
+            "optimizers": [
+                {"name": "sgd", "label": label, "params": {"lr": 0.01 * (i + 1)}} for i, label in enumerate(labels)
+            ],
+            **extra,
+        }
+    ).model_dump(mode="json")
     with transaction() as session:
         return [run.id for run in comparisons.create_comparison(session, spec, 10, team_id=team_id).runs]
 
@@ -46,9 +55,21 @@ def _store(run_id: str, xs: np.ndarray, losses: np.ndarray, step_time_ms: np.nda
     n = len(losses)
     times = np.full(n, 1.0) if step_time_ms is None else step_time_ms
     with transaction() as session:
-        session.execute(insert(Step), [
-            {"run_id": run_id, "step": i, "loss": float(losses[i]), "time_s": 0.001 * (i + 1), "step_time_ms": float(times[i]),
-             "lr": 0.1, "x": None if xs is None else [float(v) for v in xs[i]]} for i in range(n)])
+        session.execute(
+            insert(Step),
+            [
+                {
+                    "run_id": run_id,
+                    "step": i,
+                    "loss": float(losses[i]),
+                    "time_s": 0.001 * (i + 1),
+                    "step_time_ms": float(times[i]),
+                    "lr": 0.1,
+                    "x": None if xs is None else [float(v) for v in xs[i]],
+                }
+                for i in range(n)
+            ],
+        )
 
 
 ROSENBROCK = {"function": {"name": "rosenbrock", "params": {"a": 1.0, "b": 100.0}}, "x0": [-1.2, 1.0]}
@@ -66,7 +87,12 @@ def test_a_2d_surface_is_the_function_on_a_grid_around_every_path(client):
         _store(run_id, xs, _rosenbrock(xs[:, 0], xs[:, 1]))
 
     body = client.get(f"{BASE}/{_comparison_id(runs[0])}/surface", params={"points": 25, "path_points": 50}).json()
-    assert (body["function"], body["dim"], body["x0"], body["minimizers"]) == ("rosenbrock", 2, [-1.2, 1.0], [[1.0, 1.0]])
+    assert (body["function"], body["dim"], body["x0"], body["minimizers"]) == (
+        "rosenbrock",
+        2,
+        [-1.2, 1.0],
+        [[1.0, 1.0]],
+    )
     # the box holds what is drawn: the start, the minimizer and every path's sampled points
     every = np.vstack([*(path["x"] for path in body["paths"]), [[-1.2, 1.0], [1.0, 1.0]]])
     span = every.max(axis=0) - every.min(axis=0)
@@ -89,8 +115,9 @@ def test_a_2d_surface_is_the_function_on_a_grid_around_every_path(client):
 
 
 def test_a_1d_surface_a_short_path_whole_and_a_reused_run_from_its_source(client):
-    source, reuser = _comparison({"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-                                 labels=("adam",))
+    source, reuser = _comparison(
+        {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]}, labels=("adam",)
+    )
     xs = np.array([[8.0], [6.8], [5.84], [math.inf]])
     _store(source, xs, (xs[:, 0] - 2.0) ** 2)
     with transaction() as session:
@@ -107,10 +134,13 @@ def test_a_1d_surface_a_short_path_whole_and_a_reused_run_from_its_source(client
     assert ours["loss"][-1] == "Infinity"
 
 
-@pytest.mark.parametrize(("problem", "reason"), [
-    ({"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"}, "a dataset problem"),
-    ({"function": {"name": "rastrigin", "params": {"dim": 3}}, "x0": [1.0, 1.0, 1.0]}, "a 3-D function problem"),
-])
+@pytest.mark.parametrize(
+    ("problem", "reason"),
+    [
+        ({"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"}, "a dataset problem"),
+        ({"function": {"name": "rastrigin", "params": {"dim": 3}}, "x0": [1.0, 1.0, 1.0]}, "a 3-D function problem"),
+    ],
+)
 def test_no_surface_without_a_1d_or_2d_function_names_the_comparison(client, problem, reason):
     comparison_id = _comparison_id(_comparison(problem)[0])
     response = client.get(f"{BASE}/{comparison_id}/surface")
@@ -133,8 +163,10 @@ def test_step_times_are_counted_in_shared_log_bins_per_setting(client):
     assert body["unit"] == "ms" and len(edges) == 13
     assert (edges[0], edges[-1]) == (every.min(), every.max())
     assert np.diff(np.log(edges)) == pytest.approx(np.full(12, np.log(every.max() / every.min()) / 12))
-    expected = {label: sum(np.histogram(times[r], edges)[0] for r in group)
-                for label, group in (("adam", runs[:2]), ("sgd", runs[2:]))}
+    expected = {
+        label: sum(np.histogram(times[r], edges)[0] for r in group)
+        for label, group in (("adam", runs[:2]), ("sgd", runs[2:]))
+    }
     assert {g["label"]: g["counts"] for g in body["groups"]} == {k: v.tolist() for k, v in expected.items()}
     assert sum(map(sum, (g["counts"] for g in body["groups"]))) == 1200
 

@@ -106,8 +106,9 @@ def _describe(case, exc: BaseException) -> str:
         return str(exc)
     # anything else escaped the application (a server error the ASGI transport re-raises) or the client
     body = "" if isinstance(case.body, NotSet) else json.dumps(case.body, default=repr)[:1000]
-    return (f"{type(exc).__name__}: {exc}\n"
-            f"  request: {case.method} {case.formatted_path} query={case.query!r} body={body}")
+    return (
+        f"{type(exc).__name__}: {exc}\n  request: {case.method} {case.formatted_path} query={case.query!r} body={body}"
+    )
 
 
 #: schema keywords that do not constrain a value
@@ -117,8 +118,12 @@ _ANNOTATIONS = {"title", "description", "example", "examples", "deprecated"}
 def _has_invalid_inputs(operation) -> bool:
     """Whether any request to ``operation`` violates its schema. Not where the only inputs are path parameters
     typed as plain strings: every path segment is one, so negative generation could never produce a case."""
-    if operation.body or any(True for _ in operation.query) or any(True for _ in operation.headers) \
-            or any(True for _ in operation.cookies):
+    if (
+        operation.body
+        or any(True for _ in operation.query)
+        or any(True for _ in operation.headers)
+        or any(True for _ in operation.cookies)
+    ):
         return True
     for parameter in operation.path_parameters:
         schema = parameter.definition.get("schema", {})
@@ -184,8 +189,9 @@ def test_fuzz_every_operation_conforms_to_the_schema(app):
         runs = [(mode.value, operation.as_strategy(mode)) for mode in modes]
         path_params = {name: value for name, value in known.items() if f"{{{name}}}" in operation.path}
         if path_params:
-            runs.append(("positive, stored ids", operation.as_strategy(GenerationMode.POSITIVE,
-                                                                        path_parameters=path_params)))
+            runs.append(
+                ("positive, stored ids", operation.as_strategy(GenerationMode.POSITIVE, path_parameters=path_params))
+            )
         for label, strategy in runs:
             run_started = time.perf_counter()
             count, failure = _fuzz(strategy, counter)
@@ -215,14 +221,17 @@ def test_huge_body_is_413(client, chunked):
 
     raw = json.dumps(dict(VALID_SPEC, name="x" * (5 * 1024 * 1024))).encode()
     assert len(raw) > 5 * 1024 * 1024 > get_settings().max_body_bytes
-    content = (raw[i:i + 65536] for i in range(0, len(raw), 65536)) if chunked else raw
+    content = (raw[i : i + 65536] for i in range(0, len(raw), 65536)) if chunked else raw
     response = client.post(BASE, content=content, headers={"content-type": "application/json"})
     assert response.request.headers.get("transfer-encoding") == ("chunked" if chunked else None)
     assert response.status_code == 413, (response.status_code, response.text[:300])
 
 
-@pytest.mark.parametrize("raw", ['{"name": "x", ', "not json", '{"name": "x"}}', b"\x80{}"],
-                         ids=["truncated", "not-json", "trailing-brace", "not-utf8"])
+@pytest.mark.parametrize(
+    "raw",
+    ['{"name": "x", ', "not json", '{"name": "x"}}', b"\x80{}"],
+    ids=["truncated", "not-json", "trailing-brace", "not-utf8"],
+)
 def test_malformed_json_is_422(client, raw):
     response = client.post(BASE, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, (response.status_code, response.text[:300])
@@ -255,7 +264,7 @@ def _poisoned(document, bad: str):
     elif isinstance(document, list):
         for index, item in enumerate(document):
             for poisoned, loc in _poisoned(item, bad):
-                yield [*document[:index], poisoned, *document[index + 1:]], [index, *loc]
+                yield [*document[:index], poisoned, *document[index + 1 :]], [index, *loc]
 
 
 def _comparisons_stored() -> int:
@@ -278,24 +287,45 @@ def test_bad_text_in_every_string_position_of_every_operation_is_422_naming_it(c
             method = method.upper()
             names = re.findall(r"{(\w+)}", path)
             parameters = operation.get("parameters", [])
-            requests = [(path.format(**{n: percent if n == name else "x" for n in names}), {}, ["path", name])
-                        for name in names]
-            requests += [(path.format(**dict.fromkeys(names, "x")) + f"?{p['name']}={percent}", {}, ["query", p["name"]])
-                         for p in parameters if p["in"] == "query"]
-            requests += [(path.format(**dict.fromkeys(names, "x")), {"headers": {p["name"]: "a\x00b"}},
-                          ["header", p["name"].lower()]) for p in parameters if p["in"] == "header"]
+            requests = [
+                (path.format(**{n: percent if n == name else "x" for n in names}), {}, ["path", name]) for name in names
+            ]
+            requests += [
+                (path.format(**dict.fromkeys(names, "x")) + f"?{p['name']}={percent}", {}, ["query", p["name"]])
+                for p in parameters
+                if p["in"] == "query"
+            ]
+            requests += [
+                (
+                    path.format(**dict.fromkeys(names, "x")),
+                    {"headers": {p["name"]: "a\x00b"}},
+                    ["header", p["name"].lower()],
+                )
+                for p in parameters
+                if p["in"] == "header"
+            ]
             if "requestBody" in operation:
                 assert (method, path) in BODIES, f"{method} {path} takes a body: add a valid one to BODIES"
-                requests += [(path.format(**dict.fromkeys(names, "x")),
-                              {"content": json.dumps(body), "headers": {"content-type": "application/json"}},
-                              ["body", *loc]) for body, loc in _poisoned(BODIES[method, path], text)]
+                requests += [
+                    (
+                        path.format(**dict.fromkeys(names, "x")),
+                        {"content": json.dumps(body), "headers": {"content-type": "application/json"}},
+                        ["body", *loc],
+                    )
+                    for body, loc in _poisoned(BODIES[method, path], text)
+                ]
             for url, kwargs, loc in requests:
                 response = client.request(method, url, **kwargs)
                 sent += 1
                 detail = response.json().get("detail") if response.status_code == 422 else None
-                if not detail or loc not in [error["loc"] for error in detail] \
-                        or any(error["type"] != "invalid_text" for error in detail):
-                    wrong.append(f"{method} {url} {kwargs}: {response.status_code} {response.text[:200]}, "
-                                 f"expected a 422 at {loc}")
+                if (
+                    not detail
+                    or loc not in [error["loc"] for error in detail]
+                    or any(error["type"] != "invalid_text" for error in detail)
+                ):
+                    wrong.append(
+                        f"{method} {url} {kwargs}: {response.status_code} {response.text[:200]}, "
+                        f"expected a 422 at {loc}"
+                    )
     assert sent > 50 and not wrong, f"{len(wrong)} of {sent}:\n" + "\n".join(wrong)
     assert _comparisons_stored() == stored

@@ -48,8 +48,9 @@ def test_the_list_is_what_the_page_model_encodes(team_client):
         session.execute(update(Comparison).where(Comparison.id == first["id"]).values(finished_at=utcnow()))
     cursor, pages = None, 0
     while True:
-        response = client.get(COMPARISONS, params={"limit": 1, **({"cursor": cursor} if cursor else {})},
-                              headers=bearer(team.member))
+        response = client.get(
+            COMPARISONS, params={"limit": 1, **({"cursor": cursor} if cursor else {})}, headers=bearer(team.member)
+        )
         with transaction() as session:
             page, cursor = history.list_comparisons(session, team.id, 1, cursor)
             progress = history.progress_of(session, [c.id for c in page])
@@ -60,8 +61,6 @@ def test_the_list_is_what_the_page_model_encodes(team_client):
         if cursor is None:
             break
     assert pages == 2
-
-
 
 
 def test_history_records_the_submitter_and_shows_the_note(team_client):
@@ -81,7 +80,9 @@ def test_patch_edits_tags_and_note_only(team_client):
     created = submit(client, team.member, tags=["first"])
     path = f"{COMPARISONS}/{created['id']}"
 
-    edited = client.patch(path, json={"note": "lr too high for sgd", "tags": ["tuned", "sgd"]}, headers=bearer(team.member))
+    edited = client.patch(
+        path, json={"note": "lr too high for sgd", "tags": ["tuned", "sgd"]}, headers=bearer(team.member)
+    )
     assert edited.status_code == 200, edited.text
     assert edited.json()["note"] == "lr too high for sgd" and edited.json()["tags"] == ["tuned", "sgd"]
     assert edited.json()["spec"] == created["spec"]  # what was submitted stays on record
@@ -94,13 +95,16 @@ def test_patch_edits_tags_and_note_only(team_client):
     assert _listed(client, team.member)[created["id"]]["note"] is None
 
 
-@pytest.mark.parametrize(("body", "loc"), [
-    ({"tags": ["ok", ""]}, ["body", "tags", 1]),
-    ({"tags": ["x"] * 33}, ["body", "tags"]),
-    ({"tags": None}, ["body", "tags"]),
-    ({"note": "n" * 10_001}, ["body", "note"]),
-    ({"name": "renamed"}, ["body", "name"]),
-])
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"tags": ["ok", ""]}, ["body", "tags", 1]),
+        ({"tags": ["x"] * 33}, ["body", "tags"]),
+        ({"tags": None}, ["body", "tags"]),
+        ({"note": "n" * 10_001}, ["body", "note"]),
+        ({"name": "renamed"}, ["body", "name"]),
+    ],
+)
 def test_patch_rejects_bad_edits_naming_the_field(team_client, body, loc):
     team = make_team()
     created = submit(team_client, team.member)
@@ -142,8 +146,11 @@ def test_delete_hides_the_comparison_cancels_its_runs_and_keeps_its_rows(team_cl
 
 def _count_with_key(team_id: str, key: str) -> int:
     with transaction() as session:
-        return session.scalar(select(func.count()).select_from(Comparison).where(
-            Comparison.team_id == team_id, Comparison.idempotency_key == key))
+        return session.scalar(
+            select(func.count())
+            .select_from(Comparison)
+            .where(Comparison.team_id == team_id, Comparison.idempotency_key == key)
+        )
 
 
 def test_the_same_idempotency_key_and_body_answer_the_same_comparison(team_client):
@@ -163,8 +170,9 @@ def test_the_same_idempotency_key_and_body_answer_the_same_comparison(team_clien
     different = client.post(COMPARISONS, json=function_spec(seeds=[5]), headers=headers)
     assert different.status_code == 409 and "Idempotency-Key" in different.json()["detail"]
     # keys are per team
-    theirs = client.post(COMPARISONS, json=function_spec(),
-                         headers=bearer(other.member) | {"Idempotency-Key": "nightly-2026-11-21"})
+    theirs = client.post(
+        COMPARISONS, json=function_spec(), headers=bearer(other.member) | {"Idempotency-Key": "nightly-2026-11-21"}
+    )
     assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
     # without a key, every submit is a new comparison
     assert submit(client, team.member)["id"] != first.json()["id"]
@@ -183,7 +191,9 @@ def test_a_deleted_comparisons_idempotency_key_stays_spent(team_client):
 @pytest.mark.parametrize("key", ["", "k" * 201])
 def test_a_bad_idempotency_key_is_422_naming_the_header(team_client, key):
     team = make_team()
-    response = team_client.post(COMPARISONS, json=function_spec(), headers=bearer(team.member) | {"Idempotency-Key": key})
+    response = team_client.post(
+        COMPARISONS, json=function_spec(), headers=bearer(team.member) | {"Idempotency-Key": key}
+    )
     assert response.status_code == 422
     assert ["header", "idempotency-key"] in [error["loc"] for error in response.json()["detail"]]
 
@@ -267,8 +277,9 @@ def test_concurrent_submits_never_pass_the_running_limit(team_client, limit):
         codes = sorted(answer.status_code for answer in pool.map(post, range(n)))
     assert codes == [202] * limit + [429] * (n - limit)
     with transaction() as session:
-        assert session.scalar(select(func.count()).select_from(Comparison).where(Comparison.team_id == team.id)) \
-            == limit
+        assert (
+            session.scalar(select(func.count()).select_from(Comparison).where(Comparison.team_id == team.id)) == limit
+        )
 
 
 def test_a_retry_answers_even_at_the_limit(team_client):

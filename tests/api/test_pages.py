@@ -14,12 +14,12 @@ import plotly
 import pytest
 from fastapi.testclient import TestClient
 
-from services.catalog import PLURAL
 from db import comparisons
 from db.models import Team
 from db.session import transaction
 from engine import registry
 from engine.spec import ComparisonSpec
+from services.catalog import PLURAL
 from tests.api.teams import COMPARISONS, bearer, function_spec, make_team, record_steps, submit, team_client
 
 __all__ = ["team_client"]
@@ -54,24 +54,34 @@ def test_history_filters_combine_and_the_pager_keeps_them(client):
     token = uuid.uuid4().hex[:8]
     first = _submit(client, name=f"{token} one", tags=["nightly"])
     _submit(client, name=f"{token} two", optimizers=[{"name": "rmsprop"}])
-    third = _submit(client, name=f"{token} three", tags=["nightly"],
-                    problem={"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"})
+    third = _submit(
+        client,
+        name=f"{token} three",
+        tags=["nightly"],
+        problem={"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"},
+    )
     record_steps(first["runs"][0]["id"], [3.0, 1.0])
 
     page = client.get("/", params={"q": token})
     assert page.status_code == 200
     assert _history_names(page.text) == [f"{token} three", f"{token} two", f"{token} one"]
     assert "linear · iris" in page.text and "adam, sgd" in page.text and "quadratic" in page.text
-    assert _history_names(client.get("/", params={"q": token, "optimizer": "adam", "tag": "nightly"}).text) == \
-        [f"{token} three", f"{token} one"]
+    assert _history_names(client.get("/", params={"q": token, "optimizer": "adam", "tag": "nightly"}).text) == [
+        f"{token} three",
+        f"{token} one",
+    ]
     assert _history_names(client.get("/", params={"q": token, "model": "linear"}).text) == [f"{token} three"]
-    assert _history_names(client.get("/", params={"q": token, "function": "quadratic", "status": "queued"}).text) == \
-        [f"{token} two", f"{token} one"]
+    assert _history_names(client.get("/", params={"q": token, "function": "quadratic", "status": "queued"}).text) == [
+        f"{token} two",
+        f"{token} one",
+    ]
     # an unset form field is no filter
     assert len(_history_names(client.get("/", params={"q": token, "status": "", "model": ""}).text)) == 3
     assert "No comparison matches" in client.get("/", params={"q": token, "optimizer": "lbfgs"}).text
 
-    older = re.search(r'id="older" href="([^"]+)"', client.get("/", params={"q": token, "tag": "nightly", "limit": 1}).text)
+    older = re.search(
+        r'id="older" href="([^"]+)"', client.get("/", params={"q": token, "tag": "nightly", "limit": 1}).text
+    )
     next_page = client.get(older.group(1).replace("&amp;", "&"))
     assert _history_names(next_page.text) == [f"{token} one"] and 'id="older"' not in next_page.text
     assert client.get("/", params={"cursor": "not-a-cursor"}).status_code == 400
@@ -89,9 +99,18 @@ def test_the_json_list_takes_the_same_filters_and_names_a_bad_one(client):
         return [item["name"] for item in response.json()["items"]]
 
     assert listed() == [f"{token} sgd", f"{token} adam"]
-    assert listed(optimizer="adam") == listed(tag="x y") == listed(function="quadratic", optimizer="adam") == [made["name"]]
+    assert (
+        listed(optimizer="adam")
+        == listed(tag="x y")
+        == listed(function="quadratic", optimizer="adam")
+        == [made["name"]]
+    )
     assert listed(status="failed") == [] and listed(status="") == listed()
-    for params, field in (({"status": "done"}, "status"), ({"optimizer": "a" * 101}, "optimizer"), ({"q": "q" * 201}, "q")):
+    for params, field in (
+        ({"status": "done"}, "status"),
+        ({"optimizer": "a" * 101}, "optimizer"),
+        ({"q": "q" * 201}, "q"),
+    ):
         response = client.get(COMPARISONS, params=params)
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", field]
 
@@ -110,8 +129,17 @@ def test_every_page_is_served_without_an_external_url(client):
     run_id = made["runs"][0]["id"]
     record_steps(run_id, [2.0, 1.0, 0.5])
     link = client.post(f"{COMPARISONS}/{made['id']}/share", json={}).json()
-    for path in ("/", f"/comparisons/{made['id']}", f"/compare?runs={run_id}", "/compare", "/new",
-                 f"/new?clone={made['id']}", "/catalog", f"/shared/{link['token']}", "/login"):
+    for path in (
+        "/",
+        f"/comparisons/{made['id']}",
+        f"/compare?runs={run_id}",
+        "/compare",
+        "/new",
+        f"/new?clone={made['id']}",
+        "/catalog",
+        f"/shared/{link['token']}",
+        "/login",
+    ):
         response = client.get(path)
         assert response.status_code == 200, path
         _local_urls_only(response.text)
@@ -130,7 +158,9 @@ def test_the_comparison_page_embeds_what_its_script_reads(client):
     assert data["api"] == f"/api/v1/comparisons/{made['id']}" and data["run_curve"] == "/api/v1/runs/{run_id}/curve"
     assert data["readonly"] is False and data["comparison"]["runs"] == made["runs"]
     # the spec is shown in the order it was written, with a clone button
-    assert json.loads(re.search(r'<pre id="spec">(.*?)</pre>', page, re.S).group(1).replace("&#34;", '"')) == made["spec"]
+    assert (
+        json.loads(re.search(r'<pre id="spec">(.*?)</pre>', page, re.S).group(1).replace("&#34;", '"')) == made["spec"]
+    )
     assert f'href="/new?clone={made["id"]}"' in page
     assert client.get("/comparisons/not-an-id").status_code == 404
 
@@ -156,7 +186,9 @@ def test_compare_lists_the_runs_it_cannot_find(client):
 def test_new_starts_from_an_example_or_a_clone_that_submits_again(client):
     starts = _page_data(client.get("/new").text)
     assert {key for key in starts} == {f"example:{path.stem}" for path in EXAMPLES.glob("*.json")}
-    assert starts["example:adam_vs_sgd_quadratic"]["spec"] == json.loads((EXAMPLES / "adam_vs_sgd_quadratic.json").read_text())
+    assert starts["example:adam_vs_sgd_quadratic"]["spec"] == json.loads(
+        (EXAMPLES / "adam_vs_sgd_quadratic.json").read_text()
+    )
     chosen = client.get("/new", params={"template": "update_rules"}).text
     assert re.search(r'<option value="example:update_rules" selected>', chosen)
     assert client.get("/new", params={"template": "nope"}).status_code == 404

@@ -132,7 +132,11 @@ def test_a_resubmitted_sweep_reuses_every_run_and_trains_nothing(client, publish
     for run, source in zip(again["runs"], trained):
         assert run["status"] == "succeeded" and run["reused_from_id"] == source["id"]
         assert (run["label"], run["seed"], run["optimizer"], run["config_hash"]) == (
-            source["label"], source["seed"], source["optimizer"], source["config_hash"])
+            source["label"],
+            source["seed"],
+            source["optimizer"],
+            source["config_hash"],
+        )
         assert all(run[c] == source[c] for c in outcome)
         assert train_run.apply(args=[run["id"]]).get() == "skipped"  # even if delivered, nothing trains
         assert _stored_steps(run["id"]) == 0
@@ -188,22 +192,30 @@ def test_another_teams_runs_are_never_reused(client, published):
 
 
 def test_a_tuning_job_is_submitted_as_its_search_phase(client, published):
-    spec = _sweep(seeds=[4, 5, 6], tuning={"metric": "final_loss", "seeds": [4, 5, 6]},
-                  optimizers=[{"name": "sgd", "sweep": {"lr": LRS}}, {"name": "adam", "params": {"lr": 0.1}}])
+    spec = _sweep(
+        seeds=[4, 5, 6],
+        tuning={"metric": "final_loss", "seeds": [4, 5, 6]},
+        optimizers=[{"name": "sgd", "sweep": {"lr": LRS}}, {"name": "adam", "params": {"lr": 0.1}}],
+    )
     body = _submit(client, spec | {"reuse": False})
     assert body["spec"]["seeds"] == [4, 5, 6]
     assert [(r["label"], r["seed"], r["phase"]) for r in body["runs"]] == [
-        *((f"sgd(lr={lr})", 4, "search") for lr in LRS), ("adam", 4, "search")]
+        *((f"sgd(lr={lr})", 4, "search") for lr in LRS),
+        ("adam", 4, "search"),
+    ]
     assert sorted(published) == sorted(r["id"] for r in body["runs"])
 
 
-@pytest.mark.parametrize("change, loc", [
-    ({"optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2, -1.0]}}]}, ["optimizers", 0, "sweep", "lr", 2]),
-    ({"optimizers": [{"name": "sgd", "sweep": {"beta": [0.1]}}]}, ["optimizers", 0, "sweep", "beta"]),
-    ({"tuning": {"seeds": [1, 2]}}, ["seeds"]),
-    ({"seeds": [1, 2], "tuning": {"metric": "val_loss", "seeds": [1, 2]}}, ["problem", "validation_fraction"]),
-    ({"baseline": "nobody"}, ["baseline"]),
-])
+@pytest.mark.parametrize(
+    "change, loc",
+    [
+        ({"optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2, -1.0]}}]}, ["optimizers", 0, "sweep", "lr", 2]),
+        ({"optimizers": [{"name": "sgd", "sweep": {"beta": [0.1]}}]}, ["optimizers", 0, "sweep", "beta"]),
+        ({"tuning": {"seeds": [1, 2]}}, ["seeds"]),
+        ({"seeds": [1, 2], "tuning": {"metric": "val_loss", "seeds": [1, 2]}}, ["problem", "validation_fraction"]),
+        ({"baseline": "nobody"}, ["baseline"]),
+    ],
+)
 def test_bad_sweeps_answer_422_naming_the_field(client, published, change, loc):
     response = client.post(BASE, json=_sweep(**change))
     assert response.status_code == 422
@@ -299,12 +311,16 @@ def test_a_run_of_unknown_execution_mode_is_never_reused(client, published):
 def test_a_partly_reusable_ensemble_trains_whole(client, published):
     from worker.celery_app import ENSEMBLE_TASK
 
-    first = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:2]}}], seeds=[0]))
+    first = _submit(
+        client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:2]}}], seeds=[0])
+    )
     assert published.tasks == [(ENSEMBLE_TASK, [r["id"] for r in first["runs"]])]
     published.train()
 
     published.clear()
-    wider = _submit(client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:3]}}], seeds=[0]))
+    wider = _submit(
+        client, _sweep(optimizers=[{"name": "sgd", "params": {"momentum": 0.1}, "sweep": {"lr": LRS[:3]}}], seeds=[0])
+    )
     # two of its three runs have an identical ensemble-trained twin, but the three train as one ensemble
     assert [r["config_hash"] for r in wider["runs"][:2]] == [r["config_hash"] for r in first["runs"]]
     assert all(r["status"] == "queued" and r["reused_from_id"] is None for r in wider["runs"])

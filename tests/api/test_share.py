@@ -13,7 +13,7 @@ from api import auth
 from db.models import ShareLink
 from db.session import transaction
 from optibench.settings import get_settings
-from tests.api.teams import SECRET_KEY, COMPARISONS, bearer, function_spec, make_team, submit, team_client
+from tests.api.teams import COMPARISONS, SECRET_KEY, bearer, function_spec, make_team, submit, team_client
 
 __all__ = ["team_client"]
 
@@ -48,7 +48,10 @@ def test_links_are_listed_and_revoked(team_client):
     client = team_client
     team = make_team()
     comparison_id = submit(client, team.member)["id"]
-    week, hour = _share(client, team.member, comparison_id), _share(client, team.admin, comparison_id, expires_in_hours=1)
+    week, hour = (
+        _share(client, team.member, comparison_id),
+        _share(client, team.admin, comparison_id, expires_in_hours=1),
+    )
     listed = client.get(f"{COMPARISONS}/{comparison_id}/share", headers=bearer(team.member)).json()
     assert [link["id"] for link in listed] == [week["id"], hour["id"]]
     assert listed[1]["token"] == hour["token"] and listed[1]["url"] == hour["url"]
@@ -67,8 +70,11 @@ def test_an_expired_link_is_404(team_client):
     team = make_team()
     link = _share(client, team.member, submit(client, team.member)["id"], expires_in_hours=1)
     with transaction() as session:
-        session.execute(update(ShareLink).where(ShareLink.id == link["id"])
-                        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        session.execute(
+            update(ShareLink)
+            .where(ShareLink.id == link["id"])
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     response = client.get(link["url"])
     assert response.status_code == 404 and "expired" in response.json()["detail"]
 
@@ -113,8 +119,9 @@ def test_another_teams_link_cannot_be_revoked(team_client):
 def test_expiry_out_of_range_is_422(team_client, hours):
     team = make_team()
     comparison_id = submit(team_client, team.member)["id"]
-    response = team_client.post(f"{COMPARISONS}/{comparison_id}/share", json={"expires_in_hours": hours},
-                                headers=bearer(team.member))
+    response = team_client.post(
+        f"{COMPARISONS}/{comparison_id}/share", json={"expires_in_hours": hours}, headers=bearer(team.member)
+    )
     assert response.status_code == 422
     assert ["body", "expires_in_hours"] in [error["loc"] for error in response.json()["detail"]]
 

@@ -41,19 +41,28 @@ def mlp(hidden: list[int]) -> dict:
 
 BOMBS = {
     "mlp [50000, 50000]": (dataset_spec(mlp([50000, 50000]), regression()), ["problem", "model", "params", "hidden"]),
-    "mlp [65536, 65536] float64": (dataset_spec(mlp([65536, 65536]), regression(), dtype="float64"),
-                                   ["problem", "model", "params", "hidden"]),
+    "mlp [65536, 65536] float64": (
+        dataset_spec(mlp([65536, 65536]), regression(), dtype="float64"),
+        ["problem", "model", "params", "hidden"],
+    ),
     "mlp [65536] x 16": (dataset_spec(mlp([65536] * 16), regression()), ["problem", "model", "params", "hidden"]),
     "cnn 4096 channels, kernel 15": (
-        dataset_spec({"name": "cnn", "params": {"channels": [4096, 4096], "kernel_size": 15}},
-                     {"name": "digits", "params": {"as_images": True}}, loss="cross_entropy"),
-        ["problem", "model", "params", "channels"]),
-    "data 1e6 x 1e5": (dataset_spec({"name": "linear", "params": {}}, regression(1_000_000, 100_000)),
-                       ["problem", "dataset", "params", "n_samples"]),
+        dataset_spec(
+            {"name": "cnn", "params": {"channels": [4096, 4096], "kernel_size": 15}},
+            {"name": "digits", "params": {"as_images": True}},
+            loss="cross_entropy",
+        ),
+        ["problem", "model", "params", "channels"],
+    ),
+    "data 1e6 x 1e5": (
+        dataset_spec({"name": "linear", "params": {}}, regression(1_000_000, 100_000)),
+        ["problem", "dataset", "params", "n_samples"],
+    ),
 }
 #: within the default 4 GiB budget, but 200k x 1000 used to be built in the API (13 s for two seeds)
-LARGE_BUT_FITS = dataset_spec(mlp([100]), regression(200_000, 1000), seeds=[0, 1],
-                              training={"epochs": 1, "batch_size": 1000})
+LARGE_BUT_FITS = dataset_spec(
+    mlp([100]), regression(200_000, 1000), seeds=[0, 1], training={"epochs": 1, "batch_size": 1000}
+)
 
 _PROBE = r"""
 import json, resource, sys, time
@@ -97,11 +106,20 @@ def test_memory_bombs_are_refused_fast_without_allocating_and_nothing_is_stored(
     that drives the estimate; the process's peak RSS does not grow; no row is written."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIBENCH_")}
     env["OPTIBENCH_DATA_DIR"] = str(tmp_path)
-    probes = {"warm_refused": BOMBS["data 1e6 x 1e5"][0],
-              "warm_accepted": dataset_spec(mlp([10]), regression(64, 10)),
-              "specs": {name: spec for name, (spec, _) in BOMBS.items()} | {"fits": LARGE_BUT_FITS}}
-    done = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(probes), capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=120)
+    probes = {
+        "warm_refused": BOMBS["data 1e6 x 1e5"][0],
+        "warm_accepted": dataset_spec(mlp([10]), regression(64, 10)),
+        "specs": {name: spec for name, (spec, _) in BOMBS.items()} | {"fits": LARGE_BUT_FITS},
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        input=json.dumps(probes),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for name, (_, loc) in BOMBS.items():
@@ -170,31 +188,34 @@ def _with(spec: dict, path: tuple, value) -> dict:
     return spec
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    (("training", "epochs"), True),
-    (("training", "epochs"), "3"),
-    (("training", "batch_size"), "64"),
-    (("training", "batch_size"), False),
-    (("training", "shuffle"), 1),
-    (("training", "shuffle"), "true"),
-    (("training", "eval_every"), True),
-    (("seeds",), [True]),
-    (("seeds",), ["1"]),
-    (("target_loss",), "0.5"),
-    (("reuse",), 0),
-    (("problem", "validation_fraction"), "0.1"),
-    (("problem", "split_seed"), False),
-    (("problem", "standardize"), "false"),
-    (("problem", "model", "params", "hidden"), [True]),
-    (("problem", "model", "params", "bias"), 1),
-    (("problem", "dataset", "params", "n_samples"), "32"),
-    (("problem", "dataset", "params", "n_features"), True),
-    (("optimizers", 0, "params", "lr"), "0.1"),
-    (("optimizers", 0, "params", "lr"), True),
-    (("optimizers", 0, "params", "betas"), [0.9, "0.99"]),
-    (("optimizers", 0, "params", "amsgrad"), "yes"),
-    (("optimizers", 0, "batch_size"), "16"),
-])
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("training", "epochs"), True),
+        (("training", "epochs"), "3"),
+        (("training", "batch_size"), "64"),
+        (("training", "batch_size"), False),
+        (("training", "shuffle"), 1),
+        (("training", "shuffle"), "true"),
+        (("training", "eval_every"), True),
+        (("seeds",), [True]),
+        (("seeds",), ["1"]),
+        (("target_loss",), "0.5"),
+        (("reuse",), 0),
+        (("problem", "validation_fraction"), "0.1"),
+        (("problem", "split_seed"), False),
+        (("problem", "standardize"), "false"),
+        (("problem", "model", "params", "hidden"), [True]),
+        (("problem", "model", "params", "bias"), 1),
+        (("problem", "dataset", "params", "n_samples"), "32"),
+        (("problem", "dataset", "params", "n_features"), True),
+        (("optimizers", 0, "params", "lr"), "0.1"),
+        (("optimizers", 0, "params", "lr"), True),
+        (("optimizers", 0, "params", "betas"), [0.9, "0.99"]),
+        (("optimizers", 0, "params", "amsgrad"), "yes"),
+        (("optimizers", 0, "batch_size"), "16"),
+    ],
+)
 def test_lax_json_types_are_refused_at_their_field(client, path, value):
     [error] = refused(client, _with(SMALL, path, value))
     index = [i for i, item in enumerate(value) if isinstance(item, (str, bool))] if isinstance(value, list) else []
@@ -205,8 +226,11 @@ def test_a_lax_value_is_refused_beside_the_specs_other_errors(client):
     """The form shows every bad field at once: a strict-type refusal does not hide the others."""
     spec = _with(_with(_with(SMALL, ("name",), ""), ("seeds",), [0, "x"]), ("optimizers", 0, "params", "lr"), -1)
     errors = {tuple(error["loc"]): error["type"] for error in refused(client, spec)}
-    assert errors == {("body", "name"): "string_too_short", ("body", "seeds", 1): "strict_type",
-                      ("body", "optimizers", 0, "params", "lr"): "greater_than"}
+    assert errors == {
+        ("body", "name"): "string_too_short",
+        ("body", "seeds", 1): "strict_type",
+        ("body", "optimizers", 0, "params", "lr"): "greater_than",
+    }
 
 
 def test_strict_types_still_take_an_integer_for_a_float_and_a_steps_budget(client):
@@ -217,9 +241,12 @@ def test_strict_types_still_take_an_integer_for_a_float_and_a_steps_budget(clien
 
 
 def test_steps_true_and_lr_string_are_refused_on_function_problems_and_schedules(client):
-    function = {"name": "f", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": True},
-                "optimizers": [{"name": "sgd", "params": {"lr": "0.1"},
-                                "schedule": {"name": "step", "step_size": "10"}}]}
+    function = {
+        "name": "f",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": True},
+        "optimizers": [{"name": "sgd", "params": {"lr": "0.1"}, "schedule": {"name": "step", "step_size": "10"}}],
+    }
     locs = {tuple(error["loc"]) for error in refused(client, function)}
     assert ("body", "training", "steps") in locs
     assert ("body", "optimizers", 0, "params", "lr") in locs
@@ -229,8 +256,9 @@ def test_steps_true_and_lr_string_are_refused_on_function_problems_and_schedules
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
 def test_a_model_that_cannot_take_the_data_is_refused_before_storing(client, seeds):
     """cnn on a table (iris) used to answer 500 after storing, with three seeds, and stay queued."""
-    spec = dataset_spec({"name": "cnn", "params": {}}, {"name": "iris", "params": {}}, loss="cross_entropy",
-                        seeds=seeds)
+    spec = dataset_spec(
+        {"name": "cnn", "params": {}}, {"name": "iris", "params": {}}, loss="cross_entropy", seeds=seeds
+    )
     [error] = refused(client, spec)
     assert error["loc"] == ["body", "problem", "model", "name"]
     assert "rank 2 or 3" in error["msg"] and "iris" in error["msg"] and "(4,)" in error["msg"]

@@ -33,10 +33,15 @@ def client(use_database):
 
 def _spec(optimizers: list[dict], seeds: list[int], **extra: Any) -> dict:
     """A validated, normalised spec; the summary reads extra keys (target_loss, baseline, tuning) with .get()."""
-    spec = ComparisonSpec.model_validate({
-        "name": "summary test", "problem": {"function": {"name": "quadratic", "params": {}}},
-        "training": {"steps": 5}, "optimizers": optimizers, "seeds": seeds,
-    }).model_dump(mode="json")
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "summary test",
+            "problem": {"function": {"name": "quadratic", "params": {}}},
+            "training": {"steps": 5},
+            "optimizers": optimizers,
+            "seeds": seeds,
+        }
+    ).model_dump(mode="json")
     return spec | extra
 
 
@@ -47,8 +52,15 @@ def _create(spec: dict, team_id: str | None = None) -> dict:
         return {"id": comparison.id} | {(run.label, run.seed): run.id for run in comparison.runs}
 
 
-def _finish(run_id: str, losses: list[float], final: float | None, *, status: str = SUCCEEDED,
-            wall_time_s: float = 1.0, evals: list[tuple[int, float | None, float | None]] = ()) -> None:
+def _finish(
+    run_id: str,
+    losses: list[float],
+    final: float | None,
+    *,
+    status: str = SUCCEEDED,
+    wall_time_s: float = 1.0,
+    evals: list[tuple[int, float | None, float | None]] = (),
+) -> None:
     """Write a run's outcome columns and its rows: step k has loss losses[k] and time_s 0.1·(k+1)."""
     finite = [v for v in [*losses, final] if v is not None and math.isfinite(v)]
     with transaction() as session:
@@ -56,10 +68,14 @@ def _finish(run_id: str, losses: list[float], final: float | None, *, status: st
         run.status, run.final_loss, run.best_loss = status, final, min(finite, default=None)
         run.steps_done, run.wall_time_s = len(losses), wall_time_s
         run.diverged_step = len(losses) - 1 if status == DIVERGED else None
-        session.add_all(Step(run_id=run_id, step=k, loss=loss, time_s=0.1 * (k + 1), step_time_ms=100.0)
-                        for k, loss in enumerate(losses))
-        session.add_all(Eval(run_id=run_id, step=step, train_loss=1.0, val_loss=val_loss, val_accuracy=accuracy)
-                        for step, val_loss, accuracy in evals)
+        session.add_all(
+            Step(run_id=run_id, step=k, loss=loss, time_s=0.1 * (k + 1), step_time_ms=100.0)
+            for k, loss in enumerate(losses)
+        )
+        session.add_all(
+            Eval(run_id=run_id, step=step, train_loss=1.0, val_loss=val_loss, val_accuracy=accuracy)
+            for step, val_loss, accuracy in evals
+        )
         comparisons.refresh_comparison(session, run.comparison_id)
 
 
@@ -81,8 +97,11 @@ ADAM_WALL = {0: 2.0, 1: 3.0, 2: 1.0}
 
 
 def _adam_vs_sgd(**spec_extra: Any) -> dict:
-    ids = _create(_spec([{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
-                        [0, 1, 2], **spec_extra))
+    ids = _create(
+        _spec(
+            [{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}], [0, 1, 2], **spec_extra
+        )
+    )
     for seed, (losses, final) in ADAM.items():
         _finish(ids["adam", seed], losses, final, wall_time_s=ADAM_WALL[seed], evals=ADAM_EVALS[seed])
     for seed, (losses, final) in SGD.items():
@@ -108,8 +127,9 @@ def test_leaderboard_figures_rank_and_paired_test(client):
 
     finals = [final for _, final in ADAM.values()]
     low, high = stats.t.interval(0.95, 2, loc=np.mean(finals), scale=stats.sem(finals))
-    assert adam["final_loss"] == pytest.approx({"mean": np.mean(finals), "ci_low": low, "ci_high": high,
-                                                "median": 0.5, "best": 0.2, "worst": 0.8})
+    assert adam["final_loss"] == pytest.approx(
+        {"mean": np.mean(finals), "ci_low": low, "ci_high": high, "median": 0.5, "best": 0.2, "worst": 0.8}
+    )
     assert sgd["final_loss"]["mean"] == pytest.approx(0.2)  # the diverged seed is left out
     assert adam["best_so_far"] == pytest.approx(np.mean([0.2, 0.8, 0.0]))
     assert adam["val_loss"] == pytest.approx(np.mean([0.3, 0.7, 0.6]))  # each run's last evaluation
@@ -120,8 +140,9 @@ def test_leaderboard_figures_rank_and_paired_test(client):
 
     adam_steps = [_first_reach(losses, 1.0) for losses, _ in ADAM.values()]
     assert adam_steps == [2, 4, 2]
-    assert adam["time_to_target"] == pytest.approx({"steps": np.mean(adam_steps), "reached": 3, "of": 3,
-                                                    "seconds": np.mean([0.1 * (k + 1) for k in adam_steps])})
+    assert adam["time_to_target"] == pytest.approx(
+        {"steps": np.mean(adam_steps), "reached": 3, "of": 3, "seconds": np.mean([0.1 * (k + 1) for k in adam_steps])}
+    )
     assert sgd["time_to_target"] == pytest.approx({"steps": 1.5, "seconds": 0.25, "reached": 2, "of": 3})
     # losses of exactly 0 count as the 1e-12 floor; the diverged run is left out
     assert adam["auc_log_loss"] == pytest.approx(np.mean([_auc(losses) for losses, _ in ADAM.values()]))
@@ -159,8 +180,10 @@ def test_a_running_comparison_counts_finished_runs_only(client):
     _finish(ids["adam", 0], [3.0, 2.0, 1.0], 0.9)
     with transaction() as session:  # adam seed 1 is still training, and already lower
         session.get(Run, ids["adam", 1]).status = RUNNING
-        session.add_all(Step(run_id=ids["adam", 1], step=k, loss=loss, time_s=0.1, step_time_ms=1.0)
-                        for k, loss in enumerate([3.0, 0.001]))
+        session.add_all(
+            Step(run_id=ids["adam", 1], step=k, loss=loss, time_s=0.1, step_time_ms=1.0)
+            for k, loss in enumerate([3.0, 0.001])
+        )
         comparisons.refresh_comparison(session, ids["id"])
 
     body = client.get(f"{BASE}/{ids['id']}/summary").json()
@@ -168,12 +191,29 @@ def test_a_running_comparison_counts_finished_runs_only(client):
     assert body["target_loss"] == 1.0  # from the finished run alone
     adam, sgd = body["rows"]
     assert (adam["label"], adam["n_seeds"], adam["n_finished"], adam["rank"]) == ("adam", 2, 1, 1)
-    assert adam["final_loss"] == {"mean": 0.9, "ci_low": None, "ci_high": None, "median": 0.9, "best": 0.9, "worst": 0.9}
+    assert adam["final_loss"] == {
+        "mean": 0.9,
+        "ci_low": None,
+        "ci_high": None,
+        "median": 0.9,
+        "best": 0.9,
+        "worst": 0.9,
+    }
     assert adam["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}
     assert (sgd["label"], sgd["n_finished"], sgd["rank"], sgd["final_loss"]["mean"]) == ("sgd", 0, None, None)
     assert sgd["wall_time_s"] == {"total": None, "mean": None} and sgd["steps_per_s"] is None
-    assert body["paired"] == [{"label": "sgd", "baseline": "adam", "n_pairs": 0, "mean_diff": None, "ci_low": None,
-                               "ci_high": None, "t_pvalue": None, "wilcoxon_pvalue": None}]
+    assert body["paired"] == [
+        {
+            "label": "sgd",
+            "baseline": "adam",
+            "n_pairs": 0,
+            "mean_diff": None,
+            "ci_low": None,
+            "ci_high": None,
+            "t_pvalue": None,
+            "wilcoxon_pvalue": None,
+        }
+    ]
 
 
 def test_a_reused_run_reads_its_rows_from_its_source_and_non_finite_values_are_strings(client):
@@ -210,8 +250,11 @@ def test_a_trained_example_agrees_with_its_own_step_rows(client):
         steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
         losses = [step["loss"] for step in steps]
         first = _first_reach(losses, 1.0)
-        reached = {"steps": first, "seconds": steps[first]["time_s"], "reached": 1, "of": 1} if first is not None \
+        reached = (
+            {"steps": first, "seconds": steps[first]["time_s"], "reached": 1, "of": 1}
+            if first is not None
             else {"steps": None, "seconds": None, "reached": 0, "of": 1}
+        )
         assert row["time_to_target"] == pytest.approx(reached)
         assert row["auc_log_loss"] == pytest.approx(_auc(losses), rel=1e-12)
         stored = client.get(f"/api/v1/runs/{run['id']}").json()
@@ -227,27 +270,49 @@ def _store_runs(spec: dict, runs: list[dict]) -> str:
         comparison = Comparison(name=spec["name"], spec=spec, status=SUCCEEDED)
         for position, run in enumerate(runs):
             status = DIVERGED if run.get("final") is None else SUCCEEDED
-            comparison.runs.append(Run(position=position, steps_total=5, steps_done=5, status=status,
-                                       optimizer_params={}, best_loss=run.get("final"), final_loss=run.get("final"),
-                                       **{k: v for k, v in run.items() if k != "final"}))
+            comparison.runs.append(
+                Run(
+                    position=position,
+                    steps_total=5,
+                    steps_done=5,
+                    status=status,
+                    optimizer_params={},
+                    best_loss=run.get("final"),
+                    final_loss=run.get("final"),
+                    **{k: v for k, v in run.items() if k != "final"},
+                )
+            )
         session.add(comparison)
         session.flush()
         return comparison.id
 
 
-def _sweep_run(entry_index: int, name: str, seed: int, final: float | None, phase: str | None = None,
-               **values: float) -> dict:
+def _sweep_run(
+    entry_index: int, name: str, seed: int, final: float | None, phase: str | None = None, **values: float
+) -> dict:
     label = f"{name}({', '.join(f'{k}={v}' for k, v in values.items())})"
-    return {"entry_index": entry_index, "label": label, "optimizer_name": name, "seed": seed, "final": final,
-            "sweep_values": values, "phase": phase}
+    return {
+        "entry_index": entry_index,
+        "label": label,
+        "optimizer_name": name,
+        "seed": seed,
+        "final": final,
+        "sweep_values": values,
+        "phase": phase,
+    }
 
 
 def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(client):
     spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0, 1])
     adam = {0.1: [0.3, 0.5], 0.001: [0.6, 0.8], 1.0: [0.9, None]}
-    runs = [_sweep_run(0, "adam", seed, final, lr=lr) for lr, finals in adam.items() for seed, final in enumerate(finals)]
-    runs += [_sweep_run(1, "sgd", 0, 0.4, lr=0.1, momentum=0.9), _sweep_run(1, "sgd", 0, 0.7, lr=0.01, momentum=0.9),
-             _sweep_run(1, "sgd", 0, 0.2, lr=0.1, momentum=0.0)]
+    runs = [
+        _sweep_run(0, "adam", seed, final, lr=lr) for lr, finals in adam.items() for seed, final in enumerate(finals)
+    ]
+    runs += [
+        _sweep_run(1, "sgd", 0, 0.4, lr=0.1, momentum=0.9),
+        _sweep_run(1, "sgd", 0, 0.7, lr=0.01, momentum=0.9),
+        _sweep_run(1, "sgd", 0, 0.2, lr=0.1, momentum=0.0),
+    ]
     comparison_id = _store_runs(spec, runs)
 
     body = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "lr"}).json()
@@ -258,18 +323,27 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
     low, high = stats.t.interval(0.95, 1, loc=0.4, scale=stats.sem([0.3, 0.5]))
     middle, diverging = adam_series["points"][1:]
     assert (middle["value"], middle["n"], middle["n_diverged"]) == (0.1, 2, 0)
-    assert middle["final_loss"] == pytest.approx({"mean": 0.4, "ci_low": low, "ci_high": high, "median": 0.4,
-                                                  "best": 0.3, "worst": 0.5})
+    assert middle["final_loss"] == pytest.approx(
+        {"mean": 0.4, "ci_low": low, "ci_high": high, "median": 0.4, "best": 0.3, "worst": 0.5}
+    )
     assert (diverging["value"], diverging["n"], diverging["n_diverged"]) == (1.0, 1, 1)
-    assert diverging["final_loss"] == {"mean": 0.9, "ci_low": None, "ci_high": None, "median": 0.9, "best": 0.9,
-                                       "worst": 0.9}
+    assert diverging["final_loss"] == {
+        "mean": 0.9,
+        "ci_low": None,
+        "ci_high": None,
+        "median": 0.9,
+        "best": 0.9,
+        "worst": 0.9,
+    }
     assert (sgd_momentum["label"], sgd_momentum["fixed"]) == ("sgd", {"momentum": 0.9})
     assert [(p["value"], p["final_loss"]["mean"]) for p in sgd_momentum["points"]] == [(0.01, 0.7), (0.1, 0.4)]
     assert [(p["value"], p["final_loss"]["mean"]) for p in sgd_plain["points"]] == [(0.1, 0.2)]
 
     by_momentum = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "momentum"}).json()
     assert [(s["label"], s["fixed"], [p["value"] for p in s["points"]]) for s in by_momentum["series"]] == [
-        ("sgd", {"lr": 0.1}, [0.0, 0.9]), ("sgd", {"lr": 0.01}, [0.9])]
+        ("sgd", {"lr": 0.1}, [0.0, 0.9]),
+        ("sgd", {"lr": 0.01}, [0.9]),
+    ]
 
     response = client.get(f"{BASE}/{comparison_id}/sensitivity", params={"param": "beta1"})
     assert response.status_code == 422
@@ -279,17 +353,27 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
 
 def test_a_tuning_job_with_one_seed_shows_the_settings_its_search_chose(client):
     # one tuning seed: the search runs are the only runs, and the chosen settings are theirs
-    spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0],
-                 tuning={"metric": "final_loss", "seeds": [0]})
-    runs = [_sweep_run(0, "adam", 0, 0.4, "search", lr=0.1), _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
-            _sweep_run(1, "sgd", 0, None, "search", lr=1.0), _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1),
-            _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.01)]
+    spec = _spec(
+        [{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}],
+        [0],
+        tuning={"metric": "final_loss", "seeds": [0]},
+    )
+    runs = [
+        _sweep_run(0, "adam", 0, 0.4, "search", lr=0.1),
+        _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
+        _sweep_run(1, "sgd", 0, None, "search", lr=1.0),
+        _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1),
+        _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.01),
+    ]
     comparison_id = _store_runs(spec, runs)
 
     chosen = client.get(f"{BASE}/{comparison_id}/summary").json()
     assert chosen["baseline"] == "adam(lr=0.01)"
     # the diverged setting loses; a tie goes to the earlier setting
-    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [("adam(lr=0.01)", 1, 1), ("sgd(lr=0.1)", 1, 2)]
+    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [
+        ("adam(lr=0.01)", 1, 1),
+        ("sgd(lr=0.1)", 1, 2),
+    ]
     assert [p["label"] for p in chosen["paired"]] == ["sgd(lr=0.1)"]
     with transaction() as session:
         comparisons.refresh_comparison(session, comparison_id)
@@ -298,17 +382,29 @@ def test_a_tuning_job_with_one_seed_shows_the_settings_its_search_chose(client):
 
 
 def test_a_tuning_job_shows_its_chosen_settings_unless_phase_is_all(client):
-    spec = _spec([{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}], [0],
-                 tuning={"metric": "final_loss", "seeds": [0, 1, 2]})
-    runs = [_sweep_run(0, "adam", 0, 0.4, "search", lr=0.1), _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
-            _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1), _sweep_run(1, "sgd", 0, 0.7, "search", lr=0.01),
-            _sweep_run(0, "adam", 1, 0.3, "final", lr=0.01), _sweep_run(0, "adam", 2, 0.25, "final", lr=0.01),
-            _sweep_run(1, "sgd", 1, 0.65, "final", lr=0.1), _sweep_run(1, "sgd", 2, 0.55, "final", lr=0.1)]
+    spec = _spec(
+        [{"name": "adam", "params": {}}, {"name": "sgd", "params": {}}],
+        [0],
+        tuning={"metric": "final_loss", "seeds": [0, 1, 2]},
+    )
+    runs = [
+        _sweep_run(0, "adam", 0, 0.4, "search", lr=0.1),
+        _sweep_run(0, "adam", 0, 0.2, "search", lr=0.01),
+        _sweep_run(1, "sgd", 0, 0.5, "search", lr=0.1),
+        _sweep_run(1, "sgd", 0, 0.7, "search", lr=0.01),
+        _sweep_run(0, "adam", 1, 0.3, "final", lr=0.01),
+        _sweep_run(0, "adam", 2, 0.25, "final", lr=0.01),
+        _sweep_run(1, "sgd", 1, 0.65, "final", lr=0.1),
+        _sweep_run(1, "sgd", 2, 0.55, "final", lr=0.1),
+    ]
     comparison_id = _store_runs(spec, runs)
 
     chosen = client.get(f"{BASE}/{comparison_id}/summary").json()
     assert chosen["phase"] == "chosen" and chosen["baseline"] == "adam(lr=0.01)"  # the first entry's chosen setting
-    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [("adam(lr=0.01)", 3, 1), ("sgd(lr=0.1)", 3, 2)]
+    assert [(r["label"], r["n_seeds"], r["rank"]) for r in chosen["rows"]] == [
+        ("adam(lr=0.01)", 3, 1),
+        ("sgd(lr=0.1)", 3, 2),
+    ]
     [paired] = chosen["paired"]
     assert (paired["label"], paired["n_pairs"]) == ("sgd(lr=0.1)", 3)
     assert paired["t_pvalue"] == pytest.approx(stats.ttest_rel([0.5, 0.65, 0.55], [0.2, 0.3, 0.25]).pvalue)

@@ -40,8 +40,9 @@ def _locs(response) -> list[list]:
 
 def _post_json(client, path: str, document, key: str, **headers):
     # ensure_ascii: the bad characters travel as JSON escapes, which is how a client can send them
-    return client.post(path, content=json.dumps(document), headers={"content-type": "application/json",
-                                                                    **bearer(key), **headers})
+    return client.post(
+        path, content=json.dumps(document), headers={"content-type": "application/json", **bearer(key), **headers}
+    )
 
 
 @pytest.mark.parametrize("bad", BAD.values(), ids=BAD.keys())
@@ -50,11 +51,17 @@ def test_a_submit_with_bad_text_anywhere_is_422_naming_the_field_and_stores_noth
     positions = {
         ("body", "name"): function_spec(name=bad),
         ("body", "tags", 1): function_spec(tags=["fine", bad]),
-        ("body", "optimizers", 0, "label"): function_spec(optimizers=[{"name": "adam", "params": {"lr": 0.1},
-                                                                        "label": bad}]),
+        ("body", "optimizers", 0, "label"): function_spec(
+            optimizers=[{"name": "adam", "params": {"lr": 0.1}, "label": bad}]
+        ),
         ("body", "problem", "function", "name"): function_spec(problem={"function": {"name": bad}, "x0": [1.0]}),
-        ("body", "optimizers", 0, "params", bad.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace")
-         .decode()): function_spec(optimizers=[{"name": "adam", "params": {bad: 0.1}}]),
+        (
+            "body",
+            "optimizers",
+            0,
+            "params",
+            bad.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode(),
+        ): function_spec(optimizers=[{"name": "adam", "params": {bad: 0.1}}]),
     }
     for loc, spec in positions.items():
         response = _post_json(team_client, COMPARISONS, spec, team.member)
@@ -65,7 +72,7 @@ def test_a_submit_with_bad_text_anywhere_is_422_naming_the_field_and_stores_noth
 def test_valid_unicode_and_escaped_backslashes_are_stored_as_sent(team_client):
     team = make_team()
     # an astral character as its surrogate pair, and the six characters \u0000 written as text
-    for name in ("emoji \U0001F642 and é", "a literal \\u0000 and \\ud800"):
+    for name in ("emoji \U0001f642 and é", "a literal \\u0000 and \\ud800"):
         response = _post_json(team_client, COMPARISONS, function_spec(name=name), team.member)
         assert response.status_code == 202 and response.json()["name"] == name, response.text[:300]
     assert _stored(team.id) == 2
@@ -76,8 +83,11 @@ def test_an_edit_with_bad_text_is_422_and_changes_nothing(team_client, bad):
     team = make_team()
     created = submit(team_client, team.member, tags=["kept"])
     path = f"{COMPARISONS}/{created['id']}"
-    response = team_client.patch(path, content=json.dumps({"tags": ["ok", bad], "note": bad}),
-                                 headers={"content-type": "application/json", **bearer(team.member)})
+    response = team_client.patch(
+        path,
+        content=json.dumps({"tags": ["ok", bad], "note": bad}),
+        headers={"content-type": "application/json", **bearer(team.member)},
+    )
     assert _locs(response) == [["body", "tags", 1], ["body", "note"]]
     assert team_client.get(path, headers=bearer(team.member)).json()["tags"] == ["kept"]
 
@@ -97,9 +107,14 @@ def test_bad_text_in_the_query_string_is_422_naming_the_parameter(team_client, b
 def test_bad_text_in_the_path_is_422_naming_the_parameter(team_client, bad):
     team = make_team()
     created = submit(team_client, team.member)
-    cases = {f"{COMPARISONS}/{bad}": "comparison_id", f"/api/v1/runs/{bad}/steps": "run_id",
-             f"/api/v1/shared/{bad}": "token", f"/api/v1/share-links/{bad}": "link_id",
-             f"/comparisons/{bad}": "comparison_id", f"/static/{bad}.css": "path"}
+    cases = {
+        f"{COMPARISONS}/{bad}": "comparison_id",
+        f"/api/v1/runs/{bad}/steps": "run_id",
+        f"/api/v1/shared/{bad}": "token",
+        f"/api/v1/share-links/{bad}": "link_id",
+        f"/comparisons/{bad}": "comparison_id",
+        f"/static/{bad}.css": "path",
+    }
     for path, name in cases.items():
         for method in ("GET", "DELETE"):
             response = team_client.request(method, path, headers=bearer(team.admin))
@@ -119,15 +134,24 @@ def test_a_nul_in_a_header_is_422_naming_it(team_client):
 
 @pytest.mark.parametrize("bad", PERCENT.values(), ids=PERCENT.keys())
 def test_bad_text_in_a_form_is_422_naming_the_field(team_client, bad):
-    response = team_client.post("/login", content=f"key={bad}&next=/".encode(),
-                                headers={"content-type": "application/x-www-form-urlencoded"})
+    response = team_client.post(
+        "/login", content=f"key={bad}&next=/".encode(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert _locs(response) == [["body", "key"]]
 
 
 def test_the_validation_handler_writes_any_input_it_quotes():
     """Whatever reaches a 422 (here a surrogate, a NUL and NaN) comes back as valid UTF-8 JSON."""
-    error = RequestValidationError([{"type": "string_type", "loc": ("body", "name\ud800"), "msg": "bad",
-                                     "input": {"a\x00": ["\udfff", float("nan")]}}])
+    error = RequestValidationError(
+        [
+            {
+                "type": "string_type",
+                "loc": ("body", "name\ud800"),
+                "msg": "bad",
+                "input": {"a\x00": ["\udfff", float("nan")]},
+            }
+        ]
+    )
     response = asyncio.run(_validation_error(None, error))
     body = json.loads(response.body.decode("utf-8"))
     assert body["detail"][0]["loc"] == ["body", "name\\ud800"]
@@ -166,8 +190,9 @@ def test_text_stored_before_the_guard_is_replaced_by_the_migration_and_history_r
     stored_spec = {"name": "before", "tags": ["ok", "bad\x00tag"], "note": "x\ud800"}
     comparisons = table("comparisons", column("id"), column("tags", JSON), column("spec", JSON))
     with transaction() as session:
-        session.execute(update(comparisons).where(comparisons.c.id == made.id)
-                        .values(tags=["ok", "bad\x00tag"], spec=stored_spec))
+        session.execute(
+            update(comparisons).where(comparisons.c.id == made.id).values(tags=["ok", "bad\x00tag"], spec=stored_spec)
+        )
     upgrade(database_before_the_guard)
 
     client = TestClient(create_app())

@@ -14,8 +14,14 @@ from optibench.settings import get_settings
 
 
 def _spec(device: str) -> dict:
-    return {"name": f"waits on {device}", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-            "optimizers": [{"name": "sgd"}], "seeds": [0], "device": device}
+    return {
+        "name": f"waits on {device}",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [{"name": "sgd"}],
+        "seeds": [0],
+        "device": device,
+    }
 
 
 @pytest.fixture
@@ -46,8 +52,10 @@ def test_readyz_counts_the_workers_of_each_queue(client, cpu_worker):
     assert queues[settings.queue_for("cuda")] == {"workers": 0}  # reported, not a 503
     with transaction() as session:
         workers.forget(session, cpu_worker)
-    assert client.get("/readyz").json()["queues"][settings.queue_for("cpu")]["workers"] == \
-        queues[settings.queue_for("cpu")]["workers"] - 1
+    assert (
+        client.get("/readyz").json()["queues"][settings.queue_for("cpu")]["workers"]
+        == queues[settings.queue_for("cpu")]["workers"] - 1
+    )
 
 
 def test_a_cuda_run_without_a_gpu_worker_says_it_waits(client, cpu_worker):

@@ -16,8 +16,6 @@ from engine.spec import ComparisonSpec
 STEPS = 30_000
 
 
-
-
 def _same(a: float, b: float) -> bool:
     return a == b or (np.isnan(a) and np.isnan(b))
 
@@ -27,19 +25,36 @@ def _ingest(database_url) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
     loss = rng.lognormal(size=STEPS)
     loss[[11, 4_321, 29_999]] = np.nan
     loss[17_000], loss[23_456] = np.inf, -np.inf
-    axes = {"step": np.arange(STEPS, dtype=float), "time": np.cumsum(rng.random(STEPS) * 1e-3),
-            "epoch": (np.arange(STEPS) // 700).astype(float)}
-    spec = ComparisonSpec.model_validate({"name": "rollups", "problem": {"function": {"name": "rosenbrock"}},
-                                          "training": {"steps": STEPS}, "optimizers": [{"name": "sgd"}]})
+    axes = {
+        "step": np.arange(STEPS, dtype=float),
+        "time": np.cumsum(rng.random(STEPS) * 1e-3),
+        "epoch": (np.arange(STEPS) // 700).astype(float),
+    }
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "rollups",
+            "problem": {"function": {"name": "rosenbrock"}},
+            "training": {"steps": STEPS},
+            "optimizers": [{"name": "sgd"}],
+        }
+    )
     with transaction() as session:
         run_id = comparisons.create_comparison(session, spec.model_dump(mode="json"), STEPS).runs[0].id
     for start in range(0, STEPS, 3_000):
         cut = slice(start, start + 3_000)
         with transaction() as session:
-            ingest_steps(session, run_id, {
-                "step": list(range(start, start + 3_000)), "loss": loss[cut].tolist(),
-                "time_s": axes["time"][cut].tolist(), "epoch": axes["epoch"][cut].astype(int).tolist(),
-                "step_time_ms": [1.0] * 3_000, "lr": [0.1] * 3_000})
+            ingest_steps(
+                session,
+                run_id,
+                {
+                    "step": list(range(start, start + 3_000)),
+                    "loss": loss[cut].tolist(),
+                    "time_s": axes["time"][cut].tolist(),
+                    "epoch": axes["epoch"][cut].astype(int).tolist(),
+                    "step_time_ms": [1.0] * 3_000,
+                    "lr": [0.1] * 3_000,
+                },
+            )
     return run_id, axes, loss
 
 
@@ -62,7 +77,7 @@ def test_rollup_buckets_keep_every_promise(use_database, axis):
         nominal = (hi - lo) / points
         row = 0
         for bucket in curve.buckets:
-            rows = values[row:row + bucket.count]
+            rows = values[row : row + bucket.count]
             assert (bucket.x_start, bucket.x_end) == (xs[row], xs[row + bucket.count - 1])
             not_nan = rows[~np.isnan(rows)]
             assert (bucket.min, bucket.max) == (not_nan.min(), not_nan.max())

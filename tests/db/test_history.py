@@ -15,12 +15,12 @@ from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from services.summaries import summarize
 from db import comparisons, history, leases
 from db.migrate import upgrade
 from db.models import CANCELLED, FAILED, SUCCEEDED, Comparison, Team, utcnow
 from db.session import transaction
 from engine.spec import ComparisonSpec
+from services.summaries import summarize
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -38,10 +38,16 @@ def _spec(name: str, optimizers: tuple[str, ...], problem: str = "function", tag
         "function": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
         "dataset": {"model": {"name": "mlp"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"},
     }
-    return ComparisonSpec.model_validate({
-        "name": name, "problem": problems[problem], "training": {"steps": 5}, "seeds": [0], "tags": list(tags),
-        "optimizers": [{"name": o, "label": f"{o} {i}"} for i, o in enumerate(optimizers)],
-    }).model_dump(mode="json")
+    return ComparisonSpec.model_validate(
+        {
+            "name": name,
+            "problem": problems[problem],
+            "training": {"steps": 5},
+            "seeds": [0],
+            "tags": list(tags),
+            "optimizers": [{"name": o, "label": f"{o} {i}"} for i, o in enumerate(optimizers)],
+        }
+    ).model_dump(mode="json")
 
 
 def _create(team_id: str, spec: dict, status: str | None = None) -> str:
@@ -110,18 +116,29 @@ def _finish_all(comparison_id: str, finals: dict[tuple[str, int], float | None])
         with transaction() as session:
             claim = leases.claim_run(session, run_id, 60.0)
             final = finals[key]
-            leases.finish_run(session, run_id, claim.attempt, SUCCEEDED if final is not None else "diverged",
-                               final_loss=final, best_loss=final, wall_time_s=1.0, steps_done=5)
+            leases.finish_run(
+                session,
+                run_id,
+                claim.attempt,
+                SUCCEEDED if final is not None else "diverged",
+                final_loss=final,
+                best_loss=final,
+                wall_time_s=1.0,
+                steps_done=5,
+            )
 
 
-@pytest.mark.parametrize(("finals", "expected"), [
-    # the lowest mean final loss wins, not the single best run
-    ({("adam 0", 0): 0.1, ("adam 0", 1): 0.9, ("sgd 1", 0): 0.4, ("sgd 1", 1): 0.4}, ["sgd 1"]),
-    # a setting with a diverged run ranks behind every setting without one
-    ({("adam 0", 0): 0.01, ("adam 0", 1): None, ("sgd 1", 0): 0.5, ("sgd 1", 1): 0.6}, ["sgd 1"]),
-    # a tie: both are first
-    ({("adam 0", 0): 0.5, ("adam 0", 1): 0.5, ("sgd 1", 0): 0.5, ("sgd 1", 1): 0.5}, ["adam 0", "sgd 1"]),
-])
+@pytest.mark.parametrize(
+    ("finals", "expected"),
+    [
+        # the lowest mean final loss wins, not the single best run
+        ({("adam 0", 0): 0.1, ("adam 0", 1): 0.9, ("sgd 1", 0): 0.4, ("sgd 1", 1): 0.4}, ["sgd 1"]),
+        # a setting with a diverged run ranks behind every setting without one
+        ({("adam 0", 0): 0.01, ("adam 0", 1): None, ("sgd 1", 0): 0.5, ("sgd 1", 1): 0.6}, ["sgd 1"]),
+        # a tie: both are first
+        ({("adam 0", 0): 0.5, ("adam 0", 1): 0.5, ("sgd 1", 0): 0.5, ("sgd 1", 1): 0.5}, ["adam 0", "sgd 1"]),
+    ],
+)
 def test_winners_are_recorded_at_the_end_as_the_summarys_rank_one(finals, expected):
     spec = _spec("winners", ("adam", "sgd")) | {"seeds": [0, 1]}
     comparison_id = _create(_team(), spec)
@@ -156,10 +173,20 @@ def _many(team_id: str) -> None:
     """N comparisons straight into the table; every 1000th has the rare optimizer and tag."""
     now = utcnow()
     spec = _spec("bulk", ("adam", "sgd"))
-    rows = [{"id": uuid.uuid4().hex, "team_id": team_id, "name": f"bulk {i}", "spec": spec,
-             "status": "running" if i % 10 == 0 else "succeeded", "created_at": now - timedelta(seconds=N - i),
-             "tags": ["rare"] if i % 1000 == 0 else ["common"], "function_name": "quadratic",
-             "optimizer_names": ["lbfgs"] if i % 1000 == 0 else ["adam", "sgd"]} for i in range(N)]
+    rows = [
+        {
+            "id": uuid.uuid4().hex,
+            "team_id": team_id,
+            "name": f"bulk {i}",
+            "spec": spec,
+            "status": "running" if i % 10 == 0 else "succeeded",
+            "created_at": now - timedelta(seconds=N - i),
+            "tags": ["rare"] if i % 1000 == 0 else ["common"],
+            "function_name": "quadratic",
+            "optimizer_names": ["lbfgs"] if i % 1000 == 0 else ["adam", "sgd"],
+        }
+        for i in range(N)
+    ]
     with transaction() as session:
         session.execute(insert(Comparison), rows)
         session.execute(text("ANALYZE"))
@@ -220,8 +247,12 @@ def test_ten_thousand_comparisons_page_fast_the_deepest_page_too():
     first, _, _ = _timed(history.HistoryFilter(), team)
     deepest, page, _ = _timed(history.HistoryFilter(), team, cursor)
     assert len(page) == PAGE and first < 0.05 and deepest < 0.05, (first, deepest)
-    for where in (history.HistoryFilter(optimizer="lbfgs"), history.HistoryFilter(tag="rare"),
-                  history.HistoryFilter(q="bulk 10"), history.HistoryFilter(status="running", optimizer="sgd")):
+    for where in (
+        history.HistoryFilter(optimizer="lbfgs"),
+        history.HistoryFilter(tag="rare"),
+        history.HistoryFilter(q="bulk 10"),
+        history.HistoryFilter(status="running", optimizer="sgd"),
+    ):
         took, page, _ = _timed(where, team)
         assert page and took < 0.15, (where, took)
 
@@ -232,12 +263,17 @@ def test_migration_0004_fills_the_filter_columns_of_existing_comparisons(tmp_pat
     spec = _spec("old", ("adam", "sgd", "adam"), "dataset")
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO comparisons (id, team_id, name, status, spec, tags, created_at) "
-                                "VALUES ('old', 'local', 'old', 'succeeded', :spec, '[]', CURRENT_TIMESTAMP)"),
-                           {"spec": json.dumps(spec)})
+        connection.execute(
+            text(
+                "INSERT INTO comparisons (id, team_id, name, status, spec, tags, created_at) "
+                "VALUES ('old', 'local', 'old', 'succeeded', :spec, '[]', CURRENT_TIMESTAMP)"
+            ),
+            {"spec": json.dumps(spec)},
+        )
     upgrade(url)
     with engine.connect() as connection:
-        row = connection.execute(text("SELECT model_name, dataset_name, function_name, optimizer_names, winners "
-                                      "FROM comparisons")).one()
+        row = connection.execute(
+            text("SELECT model_name, dataset_name, function_name, optimizer_names, winners FROM comparisons")
+        ).one()
     engine.dispose()
     assert tuple(row) == ("mlp", "iris", None, '["adam", "sgd"]', None)

@@ -25,8 +25,12 @@ def test_downgrade_to_the_first_revision_and_back(tmp_path):
     upgrade(url, "0001")
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO comparisons (id, name, status, spec, tags, created_at) "
-                                "VALUES ('c1', 'old', 'succeeded', '{}', '[]', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO comparisons (id, name, status, spec, tags, created_at) "
+                "VALUES ('c1', 'old', 'succeeded', '{}', '[]', CURRENT_TIMESTAMP)"
+            )
+        )
     upgrade(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT team_id FROM comparisons")).scalar_one() == LOCAL_TEAM_ID
@@ -36,8 +40,12 @@ def test_downgrade_to_the_first_revision_and_back(tmp_path):
 
 
 def _collations(connection) -> dict[tuple[str, str], str | None]:
-    rows = connection.execute(text("SELECT table_name, column_name, collation_name FROM information_schema.columns "
-                                   "WHERE table_schema = 'public'"))
+    rows = connection.execute(
+        text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        )
+    )
     return {(table, column): collation for table, column, collation in rows}
 
 
@@ -64,14 +72,20 @@ def test_run_keys_turn_bytewise_on_postgresql_and_back_keeping_the_rows(empty_po
     upgrade(url, "0004")
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO steps (run_id, step, loss, time_s, step_time_ms) "
-                                "VALUES ('b0', 1, 0.5, 1.0, 1.0), ('a1', 2, 0.25, 2.0, 1.0)"))
+        connection.execute(
+            text(
+                "INSERT INTO steps (run_id, step, loss, time_s, step_time_ms) "
+                "VALUES ('b0', 1, 0.5, 1.0, 1.0), ('a1', 2, 0.25, 2.0, 1.0)"
+            )
+        )
     upgrade(url)
     with engine.connect() as connection:
         collations = _collations(connection)
         assert (collations[("steps", "run_id")], collations[("step_rollups", "run_id")]) == ("C", "C")
         assert connection.execute(text("SELECT run_id, step, loss FROM steps ORDER BY run_id")).all() == [
-            ("a1", 2, 0.25), ("b0", 1, 0.5)]
+            ("a1", 2, 0.25),
+            ("b0", 1, 0.5),
+        ]
     command.downgrade(alembic_config(url), "0004")
     with engine.connect() as connection:
         collations = _collations(connection)

@@ -20,8 +20,13 @@ WORKERS = 4
 
 def _spec(seeds: int, sweep: list[float] | None = None, tuning: list[int] | None = None) -> dict:
     entry = {"name": "sgd", "params": {"lr": 0.1}} if sweep is None else {"name": "sgd", "sweep": {"lr": sweep}}
-    spec = {"name": "progress", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-            "optimizers": [entry], "reuse": False}
+    spec = {
+        "name": "progress",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [entry],
+        "reuse": False,
+    }
     spec |= {"tuning": {"seeds": tuning}} if tuning else {"seeds": list(range(seeds))}
     return ComparisonSpec.model_validate(spec).model_dump(mode="json")
 
@@ -51,8 +56,9 @@ def _finish_concurrently(attempts: dict[str, int], outcome=lambda run_id, index:
             for index, run_id in share:
                 status, loss = outcome(run_id, index)
                 with transaction() as session:
-                    assert leases.finish_run(session, run_id, attempts[run_id], status, steps_done=5,
-                                             final_loss=loss, best_loss=loss)
+                    assert leases.finish_run(
+                        session, run_id, attempts[run_id], status, steps_done=5, final_loss=loss, best_loss=loss
+                    )
         except Exception as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
 
@@ -96,8 +102,7 @@ def test_cancel_and_reaping_beside_finishers(use_database):
     comparison_id, run_ids = _create(_spec(seeds=8))
     attempts = _claim_all(run_ids[:6])
     with transaction() as session:  # two runs lose their worker: one is reaped back to the queue
-        session.execute(update(Run).where(Run.id.in_(run_ids[4:6]))
-                        .values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        session.execute(update(Run).where(Run.id.in_(run_ids[4:6])).values(heartbeat_at=utcnow() - timedelta(hours=1)))
         requeued, failed = leases.reap_stale_runs(session, 60.0, max_attempts=3)
     assert set(run_ids[4:6]) <= set(requeued) and failed == []
     assert _comparison(comparison_id).status == "running"
@@ -113,8 +118,9 @@ def test_concurrent_finishers_of_a_search_phase_start_one_final_phase(use_databa
     comparison_id, search = _create(_spec(seeds=0, sweep=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5], tuning=[0, 1, 2]))
     _finish_concurrently(_claim_all(search), lambda run_id, index: ("succeeded", float(index)))
     with transaction() as session:
-        finals = session.execute(select(Run.sweep_values, Run.seed).where(Run.comparison_id == comparison_id,
-                                                                          Run.phase == FINAL)).all()
+        finals = session.execute(
+            select(Run.sweep_values, Run.seed).where(Run.comparison_id == comparison_id, Run.phase == FINAL)
+        ).all()
     # the best search run (lr 0.01, loss 0) on the two remaining seeds, created once
     assert sorted(finals, key=lambda row: row.seed) == [({"lr": 0.01}, 1), ({"lr": 0.01}, 2)]
     assert _comparison(comparison_id).status == "running"

@@ -22,13 +22,15 @@ LEASE_S = 60.0
 
 
 def _spec(name: str = "quadratic 2x2") -> dict:
-    return ComparisonSpec.model_validate({
-        "name": name,
-        "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-        "training": {"steps": 20},
-        "optimizers": [{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
-        "seeds": [0, 1],
-    }).model_dump(mode="json")
+    return ComparisonSpec.model_validate(
+        {
+            "name": name,
+            "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
+            "training": {"steps": 20},
+            "optimizers": [{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd", "params": {"lr": 0.1}}],
+            "seeds": [0, 1],
+        }
+    ).model_dump(mode="json")
 
 
 def _create(name: str = "quadratic 2x2", steps_total: int = 20) -> tuple[str, list[str]]:
@@ -83,8 +85,15 @@ def _make_stale(run_id: str) -> None:
 
 
 def _row(step: int, loss: float = 1.0, x: list[float] | None = None, **overrides) -> dict:
-    row = {"step": step, "epoch": None, "loss": loss, "time_s": 0.01 * (step + 1), "step_time_ms": 0.5,
-           "lr": 0.1, "x": x if x is not None else [float(step)]}
+    row = {
+        "step": step,
+        "epoch": None,
+        "loss": loss,
+        "time_s": 0.01 * (step + 1),
+        "step_time_ms": 0.5,
+        "lr": 0.1,
+        "x": x if x is not None else [float(step)],
+    }
     return row | overrides
 
 
@@ -123,12 +132,19 @@ def test_non_finite_losses_and_coordinates_survive_a_round_trip(use_database):
 def test_ordinary_floats_are_bit_exact_float64(use_database):
     _, (run_id, *_) = _create()
     claim = _claim(run_id)
-    values = [0.1, 1 / 3, math.pi * 1e-300, 1.7976931348623157e308, 2.2250738585072014e-308, 5e-324,
-              123456789.12345678, 1.0000000000000002, 2.0 ** -1074 * 3, 6.02214076e23]
-    rows = [
-        _row(i, loss=v, x=[v, -v, v / 7], time_s=v * 2, step_time_ms=v / 3, lr=v)
-        for i, v in enumerate(values)
+    values = [
+        0.1,
+        1 / 3,
+        math.pi * 1e-300,
+        1.7976931348623157e308,
+        2.2250738585072014e-308,
+        5e-324,
+        123456789.12345678,
+        1.0000000000000002,
+        2.0**-1074 * 3,
+        6.02214076e23,
     ]
+    rows = [_row(i, loss=v, x=[v, -v, v / 7], time_s=v * 2, step_time_ms=v / 3, lr=v) for i, v in enumerate(values)]
     _append(run_id, claim.attempt, rows, best=min(values))
 
     steps = _steps(run_id)
@@ -155,10 +171,17 @@ def test_a_redelivered_flush_leaves_one_row_per_step(use_database):
     _append(run_id, claim.attempt, [_row(i, loss=-1.0) for i in range(3, 8)])
     _append(other_id, other.attempt, first)
     with transaction() as session:
-        counts = dict(session.execute(text(
-            "SELECT step, count(*) FROM steps WHERE run_id = :r GROUP BY step"), {"r": run_id}).all())
-        assert session.execute(text("SELECT count(*) FROM steps WHERE run_id IN (:a, :b)"),
-                               {"a": run_id, "b": other_id}).scalar_one() == 13
+        counts = dict(
+            session.execute(
+                text("SELECT step, count(*) FROM steps WHERE run_id = :r GROUP BY step"), {"r": run_id}
+            ).all()
+        )
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM steps WHERE run_id IN (:a, :b)"), {"a": run_id, "b": other_id}
+            ).scalar_one()
+            == 13
+        )
     assert counts == {step: 1 for step in range(8)}
     assert [s.loss for s in _steps(run_id)] == [10.0, 9.0, 8.0, 7.0, 6.0, -1.0, -1.0, -1.0]
     assert _run(run_id).steps_done == 8
@@ -253,23 +276,26 @@ def test_append_steps_on_a_cancelled_run_reports_cancelled_and_writes_nothing(us
 # --- comparison status ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("statuses", "expected"), [
-    (["queued"], "queued"),
-    (["queued", "queued", "queued"], "queued"),
-    (["running", "queued"], "running"),
-    (["succeeded", "queued"], "running"),
-    (["succeeded", "running"], "running"),
-    (["failed", "running"], "running"),
-    (["cancelled", "queued"], "running"),
-    (["succeeded"], "succeeded"),
-    (["succeeded", "succeeded"], "succeeded"),
-    (["diverged"], "succeeded"),
-    (["succeeded", "diverged"], "succeeded"),
-    (["succeeded", "failed"], "failed"),
-    (["diverged", "failed", "succeeded"], "failed"),
-    (["succeeded", "cancelled"], "cancelled"),
-    (["diverged", "cancelled"], "cancelled"),
-])
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        (["queued"], "queued"),
+        (["queued", "queued", "queued"], "queued"),
+        (["running", "queued"], "running"),
+        (["succeeded", "queued"], "running"),
+        (["succeeded", "running"], "running"),
+        (["failed", "running"], "running"),
+        (["cancelled", "queued"], "running"),
+        (["succeeded"], "succeeded"),
+        (["succeeded", "succeeded"], "succeeded"),
+        (["diverged"], "succeeded"),
+        (["succeeded", "diverged"], "succeeded"),
+        (["succeeded", "failed"], "failed"),
+        (["diverged", "failed", "succeeded"], "failed"),
+        (["succeeded", "cancelled"], "cancelled"),
+        (["diverged", "cancelled"], "cancelled"),
+    ],
+)
 def test_comparison_status(statuses, expected):
     assert comparisons.comparison_status(statuses) == expected
 
@@ -299,8 +325,12 @@ def _drive(outcomes: list[str]) -> list[tuple[str, bool]]:
 def test_refresh_comparison_succeeds_when_every_run_has_a_result(use_database):
     seen = _drive(["succeeded", "diverged", "succeeded", "succeeded"])
     assert seen == [
-        ("queued", False), ("running", False),
-        ("running", False), ("running", False), ("running", False), ("succeeded", True),
+        ("queued", False),
+        ("running", False),
+        ("running", False),
+        ("running", False),
+        ("running", False),
+        ("succeeded", True),
     ]
 
 
@@ -335,8 +365,11 @@ def test_list_comparisons_keyset_pagination(use_database):
     offsets = [0, 1, 1, 1, 2, 3, 3]
     with transaction() as session:
         for comparison_id, offset in zip(created, offsets):
-            session.execute(update(Comparison).where(Comparison.id == comparison_id)
-                            .values(created_at=base + timedelta(seconds=offset)))
+            session.execute(
+                update(Comparison)
+                .where(Comparison.id == comparison_id)
+                .values(created_at=base + timedelta(seconds=offset))
+            )
 
     seen: list[Comparison] = []
     pages = 0
@@ -353,8 +386,11 @@ def test_list_comparisons_keyset_pagination(use_database):
     ids = [c.id for c in seen]
     assert len(ids) == len(set(ids)), "a comparison appeared on two pages"
     with transaction() as session:
-        assert set(ids) == set(session.scalars(select(Comparison.id).where(
-            Comparison.team_id == LOCAL_TEAM_ID, Comparison.deleted_at.is_(None))))
+        assert set(ids) == set(
+            session.scalars(
+                select(Comparison.id).where(Comparison.team_id == LOCAL_TEAM_ID, Comparison.deleted_at.is_(None))
+            )
+        )
     assert pages == math.ceil(len(ids) / 3)
     keys = [(c.created_at, c.id) for c in seen]
     assert keys == sorted(keys, reverse=True)
@@ -363,14 +399,17 @@ def test_list_comparisons_keyset_pagination(use_database):
     assert ids[:7] == expected
 
 
-@pytest.mark.parametrize("cursor", [
-    "not a cursor",
-    "%%%",
-    base64.urlsafe_b64encode(b"garbage").decode(),
-    base64.urlsafe_b64encode(b'{"a": 1}').decode(),
-    base64.urlsafe_b64encode(b'["yesterday", "x"]').decode(),
-    base64.urlsafe_b64encode(b"[1, 2, 3]").decode(),
-])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor",
+        "%%%",
+        base64.urlsafe_b64encode(b"garbage").decode(),
+        base64.urlsafe_b64encode(b'{"a": 1}').decode(),
+        base64.urlsafe_b64encode(b'["yesterday", "x"]').decode(),
+        base64.urlsafe_b64encode(b"[1, 2, 3]").decode(),
+    ],
+)
 def test_a_malformed_cursor_raises_value_error(use_database, cursor):
     with transaction() as session, pytest.raises(ValueError):
         history.list_comparisons(session, LOCAL_TEAM_ID, 3, cursor)
@@ -405,19 +444,22 @@ def test_history_page_rows_are_the_listed_comparisons_with_their_progress(use_da
             progress = history.progress_of(session, [c.id for c in objects])
             assert next_cursor == expected_cursor
             assert [tuple(row) for row in rows] == [
-                (*(getattr(c, column) for column in history.SUMMARY_COLUMNS), *astuple(progress[c.id])) for c in objects]
+                (*(getattr(c, column) for column in history.SUMMARY_COLUMNS), *astuple(progress[c.id])) for c in objects
+            ]
             pages.append(rows)
             if next_cursor is None:
                 break
             cursor = next_cursor
     assert [len(rows) for rows in pages] == [3, 1]
     assert {row.id for row in pages[1]} == {created[0]}
-    assert tuple(pages[0][0])[len(history.SUMMARY_COLUMNS):] == (4, 1, 80, 20)
+    assert tuple(pages[0][0])[len(history.SUMMARY_COLUMNS) :] == (4, 1, 80, 20)
 
 
 def test_created_objects_are_what_a_read_gives_and_need_no_query(use_database):
     with transaction() as session:
-        comparison = comparisons.create_comparison(session, _spec(), 20, idempotency_key="retry-1", request_hash="ab" * 32)
+        comparison = comparisons.create_comparison(
+            session, _spec(), 20, idempotency_key="retry-1", request_hash="ab" * 32
+        )
         statements = []
 
         def record(_connection, _cursor, statement, *_) -> None:
@@ -434,10 +476,18 @@ def test_created_objects_are_what_a_read_gives_and_need_no_query(use_database):
         assert (_columns(stored), [_columns(run) for run in stored.runs]) == created
         assert stored.idempotency_key == "retry-1" and stored.request_hash == "ab" * 32
         # what was not set is SQL NULL, not JSON's null
-        assert session.execute(text("SELECT count(*) FROM runs WHERE comparison_id = :c AND hardware IS NULL"),
-                               {"c": comparison.id}).scalar_one() == 4
-        assert session.execute(text("SELECT count(*) FROM comparisons WHERE id = :c AND winners IS NULL"),
-                               {"c": comparison.id}).scalar_one() == 1
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM runs WHERE comparison_id = :c AND hardware IS NULL"), {"c": comparison.id}
+            ).scalar_one()
+            == 4
+        )
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM comparisons WHERE id = :c AND winners IS NULL"), {"c": comparison.id}
+            ).scalar_one()
+            == 1
+        )
     # and they stay usable objects of the session: an edit is written at the commit
     with transaction() as session:
         comparison = comparisons.create_comparison(session, _spec(), 20)

@@ -40,8 +40,9 @@ def _env(url: str, **extra: str) -> dict[str, str]:
 
 
 def optibench(service, *args: str, code: int | None = 0, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([OPTIBENCH, *args], env=_env(service.url, **env), capture_output=True, text=True,
-                            timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [OPTIBENCH, *args], env=_env(service.url, **env), capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     if code is not None:
         assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     return result
@@ -49,8 +50,14 @@ def optibench(service, *args: str, code: int | None = 0, **env: str) -> subproce
 
 def _waiting_submit(service, spec_path: Path) -> tuple[subprocess.Popen, str]:
     """`optibench submit SPEC --wait` in the background, and the comparison id it printed."""
-    process = subprocess.Popen([OPTIBENCH, "submit", str(spec_path), "--wait"], env=_env(service.url),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(
+        [OPTIBENCH, "submit", str(spec_path), "--wait"],
+        env=_env(service.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     return process, process.stdout.readline().strip()
 
 
@@ -97,13 +104,24 @@ def test_ls_lists_and_filters(service, finished):
     line = next(line for line in listed.splitlines() if comparison["id"] in line)
     assert "succeeded" in line and "100% (2/2 runs)" in line and comparison["name"] in line and "local" in line
     # filters from both of the example's tags, its optimizers, its function and its name
-    for filters in (("--status", "succeeded", "--tag", "trajectory"), ("--tag", "example", "--optimizer", "sgd"),
-                    ("--function", "quadratic", "--name", "ADAM VS sgd")):
+    for filters in (
+        ("--status", "succeeded", "--tag", "trajectory"),
+        ("--tag", "example", "--optimizer", "sgd"),
+        ("--function", "quadratic", "--name", "ADAM VS sgd"),
+    ):
         assert comparison["id"] in optibench(service, "ls", *filters).stdout, filters
     for filters in (("--tag", "no-such-tag"), ("--status", "failed"), ("--optimizer", "rmsprop"), ("--model", "mlp")):
         assert comparison["id"] not in optibench(service, "ls", *filters).stdout, filters
-    assert len([line for line in optibench(service, "ls", "--limit", "1").stdout.splitlines()
-                if re.search(r"[0-9a-f]{32}", line)]) == 1
+    assert (
+        len(
+            [
+                line
+                for line in optibench(service, "ls", "--limit", "1").stdout.splitlines()
+                if re.search(r"[0-9a-f]{32}", line)
+            ]
+        )
+        == 1
+    )
     bad = optibench(service, "ls", "--status", "done", code=2)
     assert "--status" in bad.stderr
 
@@ -133,8 +151,12 @@ def test_export_writes_every_step(service, finished, tmp_path, format):
         columns, labels = table.column_names, table.column("label").to_pylist()
     assert len(labels) == sum(run["steps_done"] for run in comparison["runs"]) == 100
     assert sorted(set(labels)) == ["adam", "sgd"]
-    assert columns[:10] == ["comparison_id", "run_id", "label", "optimizer", "params", "seed", "phase", "status",
-                            "step", "epoch"] and "loss" in columns and columns[-1] == "x0"
+    assert (
+        columns[:10]
+        == ["comparison_id", "run_id", "label", "optimizer", "params", "seed", "phase", "status", "step", "epoch"]
+        and "loss" in columns
+        and columns[-1] == "x0"
+    )
 
 
 def _newest_comparison_id(service) -> str | None:
@@ -191,8 +213,13 @@ def test_submit_wait_exits_1_when_the_comparison_is_cancelled(service, tmp_path)
 
 
 def test_unreachable_server():
-    result = subprocess.run([OPTIBENCH, "ls", "--url", "http://127.0.0.1:9"], env=_env("http://unused"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [OPTIBENCH, "ls", "--url", "http://127.0.0.1:9"],
+        env=_env("http://unused"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "no answer from http://127.0.0.1:9" in result.stderr and "OPTIBENCH_URL" in result.stderr
 
@@ -204,8 +231,14 @@ def secured(tmp_path_factory):
     overrides = {"OPTIBENCH_AUTH": "required", "OPTIBENCH_SECRET_KEY": "cli-test-secret-of-the-e2e-suite-0123456789"}
     service = start_service("embedded", overrides, data_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("OPTIBENCH_DATABASE_URL", "OPTIBENCH_BROKER_URL")}
-    created = subprocess.run([OPTIBENCH, "admin", "create-team", "cli-team"], capture_output=True, text=True,
-                             check=True, cwd=REPO, env={**env, **overrides, "OPTIBENCH_DATA_DIR": str(data_dir)})
+    created = subprocess.run(
+        [OPTIBENCH, "admin", "create-team", "cli-team"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**env, **overrides, "OPTIBENCH_DATA_DIR": str(data_dir)},
+    )
     yield service, created.stdout.strip().splitlines()[-1]
     stop_service(service)
 

@@ -13,8 +13,13 @@ import pytest
 from tests.e2e.conftest import _children, start_service
 
 pytestmark = pytest.mark.e2e
-SMALL_SPEC = {"name": "after a restart", "problem": {"function": {"name": "quadratic"}, "x0": [3.0]},
-              "training": {"steps": 200}, "optimizers": [{"name": "sgd", "params": {"lr": 0.1}}], "seeds": [0]}
+SMALL_SPEC = {
+    "name": "after a restart",
+    "problem": {"function": {"name": "quadratic"}, "x0": [3.0]},
+    "training": {"steps": 200},
+    "optimizers": [{"name": "sgd", "params": {"lr": 0.1}}],
+    "seeds": [0],
+}
 
 
 def _alive(pid: int) -> bool:
@@ -60,8 +65,9 @@ def test_a_dead_worker_is_restarted_and_dies_with_a_killed_server(tmp_path):
     try:
         worker, _ = _wait(lambda: _worker_and_pool(service), 60, "the worker's pool process", service)
         os.kill(worker, signal.SIGKILL)
-        restarted, pool = _wait(lambda: (found := _worker_and_pool(service)) and found[0] != worker and found,
-                                60, "a new worker", service)
+        restarted, pool = _wait(
+            lambda: (found := _worker_and_pool(service)) and found[0] != worker and found, 60, "a new worker", service
+        )
         assert "the Celery worker exited with -9; starting a new one in 1 s" in service.log.read_text()
         with service.client as client:
             response = client.post("/api/v1/comparisons", json=SMALL_SPEC)

@@ -82,10 +82,13 @@ def test_steps_as_csv(service, mlp_comparison):
     assert [float(r["loss"]) for r in rows] == as_json
 
 
-@pytest.mark.parametrize(("path", "value", "loc"), [
-    (("optimizers", 0, "name"), "adamm", ["body", "optimizers", 0, "name"]),
-    (("optimizers", 0, "params", "lr"), -1, ["body", "optimizers", 0, "params", "lr"]),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "loc"),
+    [
+        (("optimizers", 0, "name"), "adamm", ["body", "optimizers", 0, "name"]),
+        (("optimizers", 0, "params", "lr"), -1, ["body", "optimizers", 0, "params", "lr"]),
+    ],
+)
 def test_invalid_spec_is_rejected_before_queueing(service, path, value, loc):
     spec = _example("mlp_adam_amsgrad.json")
     target = spec
@@ -116,8 +119,9 @@ def test_divergence_stops_only_that_run_and_keeps_the_infinite_loss(service):
         sgd = runs["sgd"]
         assert sgd["status"] == "diverged"
         steps = client.get(f"/api/v1/runs/{sgd['id']}/steps").json()["steps"]
-        csv_rows = list(csv.DictReader(io.StringIO(
-            client.get(f"/api/v1/runs/{sgd['id']}/steps", params={"format": "csv"}).text)))
+        csv_rows = list(
+            csv.DictReader(io.StringIO(client.get(f"/api/v1/runs/{sgd['id']}/steps", params={"format": "csv"}).text))
+        )
     # x doubles in size every step with lr 1.5, so float32 overflows; the run stops at that step
     assert len(steps) == sgd["diverged_step"] + 1 == sgd["steps_done"] < 400
     assert steps[-1]["loss"] in ("Infinity", "NaN")
@@ -150,8 +154,12 @@ def test_list_is_newest_first_and_readyz_reports_each_dependency(service):
 def test_evaluations_and_extras_are_served(service):
     spec = {
         "name": "iris with evaluations",
-        "problem": {"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy",
-                    "validation_fraction": 0.2},
+        "problem": {
+            "model": {"name": "linear"},
+            "dataset": {"name": "iris"},
+            "loss": "cross_entropy",
+            "validation_fraction": 0.2,
+        },
         "training": {"epochs": 10, "batch_size": 30, "eval_every": 8, "extras": ["grad_norm", "update_norm"]},
         "optimizers": [{"name": "adam", "params": {"lr": 0.05}, "schedule": {"name": "cosine"}}],
         "seeds": [0],

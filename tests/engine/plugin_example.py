@@ -38,7 +38,8 @@ def make_signum() -> type[Optimizer]:
 
     def scale_by_sign() -> transforms.GradientTransformation:
         return transforms.GradientTransformation(
-            lambda param: {}, lambda u, state, param, h: (torch.sign(u), {}), ("scale_by_sign",))
+            lambda param: {}, lambda u, state, param, h: (torch.sign(u), {}), ("scale_by_sign",)
+        )
 
     class SignumParams(OptimizerParams):
         lr: float = Field(0.01, gt=0.0)
@@ -53,8 +54,9 @@ def make_signum() -> type[Optimizer]:
 
         @classmethod
         def rule(cls, params: SignumParams) -> transforms.GradientTransformation:
-            return transforms.chain(transforms.trace(params.momentum), scale_by_sign(),
-                                    transforms.scale_by_learning_rate())
+            return transforms.chain(
+                transforms.trace(params.momentum), scale_by_sign(), transforms.scale_by_learning_rate()
+            )
 
         @classmethod
         def state_multiple(cls, params: SignumParams) -> float:

@@ -64,8 +64,19 @@ def test_optimizer_makes_progress(name: str, problem: str) -> None:
 
 
 def test_the_catalogue_has_the_optimizers_we_ship() -> None:
-    assert {"sgd", "adam", "adamw", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "rprop", "lbfgs",
-            "local_gain"} <= BUILT_IN
+    assert {
+        "sgd",
+        "adam",
+        "adamw",
+        "nadam",
+        "radam",
+        "rmsprop",
+        "adagrad",
+        "adadelta",
+        "rprop",
+        "lbfgs",
+        "local_gain",
+    } <= BUILT_IN
     for name in BUILT_IN:  # each built-in is tuned on the test problems, not left to its defaults
         assert OPTIMIZERS[name].test_settings.params and set(OPTIMIZERS[name].test_settings.params) <= set(PROBLEMS)
     for cls in OPTIMIZERS.values():

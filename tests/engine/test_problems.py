@@ -16,7 +16,8 @@ import torch
 from pydantic import ValidationError
 from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 
-from engine import config as engine_config, registry
+from engine import config as engine_config
+from engine import registry
 from engine.datasets import Data
 from engine.problem import build_problem
 from engine.spec import ComparisonSpec
@@ -108,10 +109,12 @@ def test_autograd_matches_central_differences(name: str, params: dict[str, Any])
         x = 4 * torch.rand(dim, dtype=torch.float64, generator=generator) - 2
         _, grad = value_and_grad(cls, x.clone(), typed)
         h = 1e-6
-        numeric = torch.stack([
-            (cls.value(x + h * e, typed) - cls.value(x - h * e, typed)) / (2 * h)
-            for e in torch.eye(dim, dtype=torch.float64)
-        ])
+        numeric = torch.stack(
+            [
+                (cls.value(x + h * e, typed) - cls.value(x - h * e, typed)) / (2 * h)
+                for e in torch.eye(dim, dtype=torch.float64)
+            ]
+        )
         torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-6)
 
 
@@ -127,10 +130,15 @@ def test_values_keep_the_dtype_of_x(name: str) -> None:
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_a_spec_takes_each_function_and_fills_its_x0(name: str) -> None:
     cls = FUNCTIONS[name]
-    spec = ComparisonSpec.model_validate({
-        "name": "t", "problem": {"function": {"name": name}}, "training": {"steps": 1},
-        "optimizers": [{"name": "sgd"}], "dtype": "float64",
-    })
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "t",
+            "problem": {"function": {"name": name}},
+            "training": {"steps": 1},
+            "optimizers": [{"name": "sgd"}],
+            "dtype": "float64",
+        }
+    )
     assert spec.problem.x0 == cls.default_x0(cls.Params())
     built = build_problem(spec.problem, torch.device("cpu"), torch.float64)
     module = built.make_module(0)
@@ -184,8 +192,13 @@ def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
 
 
-def write_idx(directory: Path, images: bytes, labels: bytes, gz: bool = False,
-              names: tuple[str, str] = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")) -> None:
+def write_idx(
+    directory: Path,
+    images: bytes,
+    labels: bytes,
+    gz: bool = False,
+    names: tuple[str, str] = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in zip(names, (images, labels)):
         if gz:
@@ -263,14 +276,24 @@ def test_tabular_data_is_sklearns_in_its_own_units(name: str, loader, n_classes:
 
 @pytest.mark.parametrize(
     ("dataset", "standardized"),
-    [("iris", True), ("wine", True), ("breast_cancer", True),
-     ("digits", False), ("idx", False), ("synthetic_classification", False)],
+    [
+        ("iris", True),
+        ("wine", True),
+        ("breast_cancer", True),
+        ("digits", False),
+        ("idx", False),
+        ("synthetic_classification", False),
+    ],
 )
 def test_only_data_in_its_own_units_is_standardized_by_default(dataset: str, standardized: bool) -> None:
-    spec = ComparisonSpec.model_validate({
-        "name": "t", "problem": {"model": {"name": "linear"}, "dataset": {"name": dataset}, "loss": "cross_entropy"},
-        "training": {"steps": 1}, "optimizers": [{"name": "sgd"}],
-    })
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "t",
+            "problem": {"model": {"name": "linear"}, "dataset": {"name": dataset}, "loss": "cross_entropy"},
+            "training": {"steps": 1},
+            "optimizers": [{"name": "sgd"}],
+        }
+    )
     assert spec.problem.standardize is standardized
     x = build_problem(spec.problem, torch.device("cpu"), torch.float64).x
     if standardized:
@@ -348,17 +371,26 @@ def test_idx_file_names_cannot_hold_directories(field: str, name: str) -> None:
 
 def test_idx_outside_the_root_is_rejected_in_a_spec_at_params_path() -> None:
     with pytest.raises(ValidationError) as caught:
-        ComparisonSpec.model_validate({
-            "name": "t", "training": {"epochs": 1}, "optimizers": [{"name": "sgd"}],
-            "problem": {"model": {"name": "cnn"}, "dataset": {"name": "idx", "params": {"path": "/etc"}},
-                        "loss": "cross_entropy"},
-        })
+        ComparisonSpec.model_validate(
+            {
+                "name": "t",
+                "training": {"epochs": 1},
+                "optimizers": [{"name": "sgd"}],
+                "problem": {
+                    "model": {"name": "cnn"},
+                    "dataset": {"name": "idx", "params": {"path": "/etc"}},
+                    "loss": "cross_entropy",
+                },
+            }
+        )
     assert [error["loc"] for error in caught.value.errors()] == [("problem", "dataset", "params", "path")]
 
 
 def test_idx_load_checks_the_root_again(idx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = DATASETS["idx"].Params(path=str(idx_root))
-    monkeypatch.setattr(engine_config.config, "data_root", tmp_path / "elsewhere")  # e.g. a worker configured differently
+    monkeypatch.setattr(
+        engine_config.config, "data_root", tmp_path / "elsewhere"
+    )  # e.g. a worker configured differently
     with pytest.raises(ValueError, match="outside the IDX data root"):
         DATASETS["idx"].load(params)
 
@@ -437,8 +469,10 @@ def test_cnn_rejects_flat_inputs_and_even_kernels() -> None:
     ("model", "dataset"),
     [
         ({"name": "linear"}, {"name": "iris"}),
-        ({"name": "cnn", "params": {"channels": [4, 8], "hidden": 16}},
-         {"name": "digits", "params": {"as_images": True}}),
+        (
+            {"name": "cnn", "params": {"channels": [4, 8], "hidden": 16}},
+            {"name": "digits", "params": {"as_images": True}},
+        ),
         ({"name": "mlp", "params": {"hidden": [16]}}, {"name": "synthetic_classification"}),
         ({"name": "cnn", "params": {"channels": [8], "hidden": 32}}, {"name": "idx"}),
         ({"name": "linear"}, {"name": "breast_cancer"}),
@@ -447,10 +481,15 @@ def test_cnn_rejects_flat_inputs_and_even_kernels() -> None:
 )
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_classification_problems_train(model: dict, dataset: dict, dtype: str) -> None:
-    spec = ComparisonSpec.model_validate({
-        "name": "t", "problem": {"model": model, "dataset": dataset, "loss": "cross_entropy"},
-        "training": {"steps": 20}, "optimizers": [{"name": "adam", "params": {"lr": 0.05}}], "dtype": dtype,
-    })
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "t",
+            "problem": {"model": model, "dataset": dataset, "loss": "cross_entropy"},
+            "training": {"steps": 20},
+            "optimizers": [{"name": "adam", "params": {"lr": 0.05}}],
+            "dtype": dtype,
+        }
+    )
     built = build_problem(spec.problem, torch.device("cpu"), getattr(torch, dtype))
     module = built.make_module(0)
     optimizer = torch.optim.Adam(module.parameters(), lr=0.05)

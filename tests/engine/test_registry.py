@@ -27,25 +27,33 @@ def fresh_registry(monkeypatch):
 
 
 def _spec(name: str) -> dict:
-    return {"name": "plugin", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-            "optimizers": [{"name": name, "params": {"lr": 0.1}}]}
+    return {
+        "name": "plugin",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [{"name": name, "params": {"lr": 0.1}}],
+    }
 
 
 def test_an_entry_point_optimizer_joins_the_catalogue_and_validates(fresh_registry):
     import tests.engine.plugin_example as plugin_module
 
     plugin_module.PluginSignSGD = plugin_module.make_plugin()
-    fresh_registry([
-        EntryPoint("signsgd", "tests.engine.plugin_example:PluginSignSGD", "optibench.optimizers"),
-        EntryPoint("broken", "tests.engine.no_such_module:Nothing", "optibench.optimizers"),
-        EntryPoint("wrong", "tests.engine.plugin_example:not_a_component", "optibench.optimizers"),
-    ])
+    fresh_registry(
+        [
+            EntryPoint("signsgd", "tests.engine.plugin_example:PluginSignSGD", "optibench.optimizers"),
+            EntryPoint("broken", "tests.engine.no_such_module:Nothing", "optibench.optimizers"),
+            EntryPoint("wrong", "tests.engine.plugin_example:not_a_component", "optibench.optimizers"),
+        ]
+    )
     assert "plugin_signsgd" in registry.names("optimizer")
     assert registry.describe(registry.get("optimizer", "plugin_signsgd"))["params"][0]["name"] == "lr"
     spec = ComparisonSpec.model_validate(_spec("plugin_signsgd"))
     assert spec.optimizers[0].params == {"lr": 0.1}
     with pytest.raises(ValidationError) as error:
-        ComparisonSpec.model_validate(_spec("plugin_signsgd") | {"optimizers": [{"name": "plugin_signsgd", "params": {"lr": -1}}]})
+        ComparisonSpec.model_validate(
+            _spec("plugin_signsgd") | {"optimizers": [{"name": "plugin_signsgd", "params": {"lr": -1}}]}
+        )
     assert error.value.errors()[0]["loc"] == ("optimizers", 0, "params", "lr")
     # the broken and the wrong entry points were skipped, and the built-ins are all still there
     assert {"adam", "sgd", "local_gain"} <= set(registry.names("optimizer"))

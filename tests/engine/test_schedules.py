@@ -144,7 +144,11 @@ def test_the_discriminated_union_picks_each_schedule() -> None:
         ({"name": "cosine", "min_factor": -0.1}, ("cosine", "min_factor"), "greater_than_equal"),
         ({"name": "cosine", "min_factor": 1.5}, ("cosine", "min_factor"), "less_than_equal"),
         ({"name": "cosine", "min_factor": float("nan")}, ("cosine", "min_factor"), "finite_number"),
-        ({"name": "cosine", "min_factor": "half"}, ("cosine", "min_factor"), "strict_type"),  # a string is never a number
+        (
+            {"name": "cosine", "min_factor": "half"},
+            ("cosine", "min_factor"),
+            "strict_type",
+        ),  # a string is never a number
         ({"name": "step"}, ("step", "step_size"), "missing"),
         ({"name": "step", "step_size": 0}, ("step", "step_size"), "greater_than_equal"),
         ({"name": "step", "step_size": 2.5}, ("step", "step_size"), "int_from_float"),
@@ -153,10 +157,16 @@ def test_the_discriminated_union_picks_each_schedule() -> None:
         ({"name": "step", "step_size": 2, "gamma": float("inf")}, ("step", "gamma"), "finite_number"),
         ({"name": "warmup_cosine"}, ("warmup_cosine", "warmup_steps"), "missing"),
         ({"name": "warmup_cosine", "warmup_steps": 0}, ("warmup_cosine", "warmup_steps"), "greater_than_equal"),
-        ({"name": "warmup_cosine", "warmup_steps": 3, "min_factor": 2}, ("warmup_cosine", "min_factor"),
-         "less_than_equal"),
-        ({"name": "warmup_cosine", "warmup_steps": 3, "step_size": 2}, ("warmup_cosine", "step_size"),
-         "extra_forbidden"),
+        (
+            {"name": "warmup_cosine", "warmup_steps": 3, "min_factor": 2},
+            ("warmup_cosine", "min_factor"),
+            "less_than_equal",
+        ),
+        (
+            {"name": "warmup_cosine", "warmup_steps": 3, "step_size": 2},
+            ("warmup_cosine", "step_size"),
+            "extra_forbidden",
+        ),
     ],
 )
 def test_bad_params_are_rejected_at_their_field(value: dict, loc: tuple, error_type: str) -> None:
@@ -174,9 +184,11 @@ def test_schedules_are_frozen() -> None:
 
 def test_describe_lists_every_schedule_with_its_parameters() -> None:
     entries = {entry["name"]: entry for entry in describe()}
-    assert set(entries) == {"constant", "cosine", "step", "warmup_cosine"} == {
-        cls.model_fields["name"].annotation.__args__[0] for cls in SCHEDULES
-    }
+    assert (
+        set(entries)
+        == {"constant", "cosine", "step", "warmup_cosine"}
+        == {cls.model_fields["name"].annotation.__args__[0] for cls in SCHEDULES}
+    )
     params = {name: {p["name"]: p for p in entry["params"]} for name, entry in entries.items()}
     assert params["constant"] == {}
     assert set(params["cosine"]) == {"min_factor"} and not params["cosine"]["min_factor"]["required"]

@@ -12,8 +12,7 @@ from pydantic import ValidationError
 
 from engine import identity
 from engine.schedules import Cosine
-from engine.spec import ComparisonSpec
-from engine.spec import with_run_params
+from engine.spec import ComparisonSpec, with_run_params
 from engine.sweeps import SEARCH, expand, grid, runs_per_entry
 
 FUNCTION_PROBLEM = {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]}
@@ -67,7 +66,11 @@ def test_entries_without_a_sweep_expand_as_before():
     spec = stored(make([{"name": "adam", "params": {"lr": 0.1}}, {"name": "sgd"}], seeds=[3, 4]))
     runs = expand(spec)
     assert [(r.label, r.seed, r.sweep_values) for r in runs] == [
-        ("adam", 3, {}), ("adam", 4, {}), ("sgd", 3, {}), ("sgd", 4, {})]
+        ("adam", 3, {}),
+        ("adam", 4, {}),
+        ("sgd", 3, {}),
+        ("sgd", 4, {}),
+    ]
     assert runs[0].params == spec["optimizers"][0]["params"]
     assert runs_per_entry(spec) == [2, 2]
 
@@ -78,8 +81,9 @@ def test_several_swept_params_give_the_cartesian_product_first_name_slowest():
     assert [r.sweep_values for r in runs] == [{"lr": lr, "momentum": m} for lr in (0.1, 0.01) for m in (0.0, 0.5, 0.9)]
     assert runs[1].label == "sgd(lr=0.1, momentum=0.5)"
     assert len({r.label for r in runs}) == 6
-    assert all(r.params["lr"] == r.sweep_values["lr"] and r.params["momentum"] == r.sweep_values["momentum"]
-               for r in runs)
+    assert all(
+        r.params["lr"] == r.sweep_values["lr"] and r.params["momentum"] == r.sweep_values["momentum"] for r in runs
+    )
 
 
 def test_swept_values_are_normalised_by_the_optimizers_params():
@@ -91,8 +95,9 @@ def test_swept_values_are_normalised_by_the_optimizers_params():
 
 
 def test_a_swept_param_overrides_the_entrys_value_and_leaves_its_default_label():
-    spec = stored(make([{"name": "sgd", "params": {"lr": 0.5, "momentum": 0.9}, "sweep": {"lr": [0.1]}},
-                        {"name": "sgd"}]))
+    spec = stored(
+        make([{"name": "sgd", "params": {"lr": 0.5, "momentum": 0.9}, "sweep": {"lr": [0.1]}}, {"name": "sgd"}])
+    )
     (swept, plain) = expand(spec)
     assert swept.params["lr"] == 0.1 and swept.params["momentum"] == 0.9
     assert swept.label == "sgd(momentum=0.9)(lr=0.1)"  # the base lr 0.5 is not part of it
@@ -122,18 +127,23 @@ def test_a_grid_in_the_spec_is_stored_as_its_explicit_values():
 
 
 def test_a_tuning_job_expands_to_its_search_phase_on_the_first_seed():
-    spec = stored(make([{"name": "adam", "sweep": {"lr": LRS}}, {"name": "sgd", "params": {"lr": 0.1}}],
-                       tuning={"metric": "final_loss", "seeds": [7, 8, 9]}))
+    spec = stored(
+        make(
+            [{"name": "adam", "sweep": {"lr": LRS}}, {"name": "sgd", "params": {"lr": 0.1}}],
+            tuning={"metric": "final_loss", "seeds": [7, 8, 9]},
+        )
+    )
     assert spec["seeds"] == [7, 8, 9]  # tuning.seeds replaces the default
     runs = expand(spec)
     assert [(r.label, r.seed, r.phase) for r in runs] == [
-        *((f"adam(lr={lr})", 7, SEARCH) for lr in LRS), ("sgd", 7, SEARCH)]
+        *((f"adam(lr={lr})", 7, SEARCH) for lr in LRS),
+        ("sgd", 7, SEARCH),
+    ]
     assert runs_per_entry(spec) == [4 + 2, 1 + 2]  # the search runs and the final runs to come
 
 
 def test_a_runs_own_params_replace_its_entrys_for_training():
-    spec = ComparisonSpec.model_validate(make([{"name": "adam", "schedule": {"name": "cosine"},
-                                                "sweep": {"lr": LRS}}]))
+    spec = ComparisonSpec.model_validate(make([{"name": "adam", "schedule": {"name": "cosine"}, "sweep": {"lr": LRS}}]))
     run = expand(spec.model_dump(mode="json"))[3]
     trained = with_run_params(spec, 0, run.params)
     assert trained.optimizers[0].typed_params.lr == 0.1 and trained.optimizers[0].schedule == Cosine(name="cosine")
@@ -143,46 +153,80 @@ def test_a_runs_own_params_replace_its_entrys_for_training():
 # ---------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("data, loc", [
-    (make([{"name": "adam", "sweep": {"lr": [0.1, 0.2, -1.0]}}]), ("optimizers", 0, "sweep", "lr", 2)),
-    (make([{"name": "adam", "sweep": {"betas": [[0.9, 0.99], [0.9, 1.5]]}}]),
-     ("optimizers", 0, "sweep", "betas", 1, 1)),
-    (make([{"name": "sgd"}, {"name": "adam", "sweep": {"amsgrad": [True, "maybe"]}}]),
-     ("optimizers", 1, "sweep", "amsgrad", 1)),
-    (make([{"name": "adam", "sweep": {"momentum": [0.9]}}]), ("optimizers", 0, "sweep", "momentum")),
-    (make([{"name": "adam", "sweep": {"lr": []}}]), ("optimizers", 0, "sweep", "lr")),
-    (make([{"name": "adam", "sweep": {"lr": [0.1, 0.1]}}]), ("optimizers", 0, "sweep", "lr")),
-    (make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0, 1], "n": 3}}}]),
-     ("optimizers", 0, "sweep", "lr", "log_uniform", 0)),
-    (make([{"name": "adam", "sweep": {"lr": {"log_uniform": [1, 0.1], "n": 3}}}]),
-     ("optimizers", 0, "sweep", "lr", "log_uniform")),
-    (make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0.1, 1], "n": 1}}}]),
-     ("optimizers", 0, "sweep", "lr", "n")),
-    (make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0.1, 1], "n": 3, "base": 2}}}]),
-     ("optimizers", 0, "sweep", "lr", "base")),
-    (make([{"name": "adam", "sweep": {"lr": {"geometric": [0.1, 1], "n": 3}}}]), ("optimizers", 0, "sweep", "lr")),
-    (make([{"name": "sgd", "sweep": {"lr": {"uniform": [0.0, 1.0], "n": 3}}}]), ("optimizers", 0, "sweep", "lr", 0)),
-    # each value is valid alone, one setting is not: nesterov needs momentum
-    (make([{"name": "sgd", "sweep": {"nesterov": [True, False], "momentum": [0.9, 0.0]}}]), ("optimizers", 0, "sweep")),
-    (make([{"name": "sgd", "sweep": {"lr": {"uniform": [0.1, 1], "n": 100},
-                                     "momentum": {"uniform": [0, 0.9], "n": 11}}}]), ("optimizers", 0, "sweep")),
-    (make([{"name": "sgd", "label": "x" * 95, "sweep": {"lr": [0.1]}}]), ("optimizers", 0, "label")),
-    (make([{"name": "sgd", "label": "a(lr=0.1)"}, {"name": "adam", "label": "a", "sweep": {"lr": [0.1]}}]),
-     ("optimizers", 1, "label")),
-    (make(tuning={"seeds": [1, 2]}, seeds=[3]), ("seeds",)),
-    # an explicit [0] is not "left out", though it equals the default
-    (make(tuning={"seeds": [1, 2]}, seeds=[0]), ("seeds",)),
-    (make(tuning={"seeds": [1, 1]}), ("tuning", "seeds")),
-    (make(tuning={"seeds": []}), ("tuning", "seeds")),
-    (make(tuning={"metric": "accuracy", "seeds": [1]}), ("tuning", "metric")),
-    (make([{"name": "sgd"}], tuning={"seeds": [1, 2]}), ("tuning",)),
-    (make(tuning={"metric": "val_loss", "seeds": [1, 2]}), ("problem", "validation_fraction")),
-    (make(problem={**DATASET_PROBLEM, "validation_fraction": 0.25}, tuning={"metric": "val_loss", "seeds": [1]}),
-     ("training", "eval_every")),
-    (make(baseline="rmsprop"), ("baseline",)),
-    (make(target_loss=math.inf), ("target_loss",)),
-    (make(reuse="sometimes"), ("reuse",)),
-])
+@pytest.mark.parametrize(
+    "data, loc",
+    [
+        (make([{"name": "adam", "sweep": {"lr": [0.1, 0.2, -1.0]}}]), ("optimizers", 0, "sweep", "lr", 2)),
+        (
+            make([{"name": "adam", "sweep": {"betas": [[0.9, 0.99], [0.9, 1.5]]}}]),
+            ("optimizers", 0, "sweep", "betas", 1, 1),
+        ),
+        (
+            make([{"name": "sgd"}, {"name": "adam", "sweep": {"amsgrad": [True, "maybe"]}}]),
+            ("optimizers", 1, "sweep", "amsgrad", 1),
+        ),
+        (make([{"name": "adam", "sweep": {"momentum": [0.9]}}]), ("optimizers", 0, "sweep", "momentum")),
+        (make([{"name": "adam", "sweep": {"lr": []}}]), ("optimizers", 0, "sweep", "lr")),
+        (make([{"name": "adam", "sweep": {"lr": [0.1, 0.1]}}]), ("optimizers", 0, "sweep", "lr")),
+        (
+            make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0, 1], "n": 3}}}]),
+            ("optimizers", 0, "sweep", "lr", "log_uniform", 0),
+        ),
+        (
+            make([{"name": "adam", "sweep": {"lr": {"log_uniform": [1, 0.1], "n": 3}}}]),
+            ("optimizers", 0, "sweep", "lr", "log_uniform"),
+        ),
+        (
+            make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0.1, 1], "n": 1}}}]),
+            ("optimizers", 0, "sweep", "lr", "n"),
+        ),
+        (
+            make([{"name": "adam", "sweep": {"lr": {"log_uniform": [0.1, 1], "n": 3, "base": 2}}}]),
+            ("optimizers", 0, "sweep", "lr", "base"),
+        ),
+        (make([{"name": "adam", "sweep": {"lr": {"geometric": [0.1, 1], "n": 3}}}]), ("optimizers", 0, "sweep", "lr")),
+        (
+            make([{"name": "sgd", "sweep": {"lr": {"uniform": [0.0, 1.0], "n": 3}}}]),
+            ("optimizers", 0, "sweep", "lr", 0),
+        ),
+        # each value is valid alone, one setting is not: nesterov needs momentum
+        (
+            make([{"name": "sgd", "sweep": {"nesterov": [True, False], "momentum": [0.9, 0.0]}}]),
+            ("optimizers", 0, "sweep"),
+        ),
+        (
+            make(
+                [
+                    {
+                        "name": "sgd",
+                        "sweep": {"lr": {"uniform": [0.1, 1], "n": 100}, "momentum": {"uniform": [0, 0.9], "n": 11}},
+                    }
+                ]
+            ),
+            ("optimizers", 0, "sweep"),
+        ),
+        (make([{"name": "sgd", "label": "x" * 95, "sweep": {"lr": [0.1]}}]), ("optimizers", 0, "label")),
+        (
+            make([{"name": "sgd", "label": "a(lr=0.1)"}, {"name": "adam", "label": "a", "sweep": {"lr": [0.1]}}]),
+            ("optimizers", 1, "label"),
+        ),
+        (make(tuning={"seeds": [1, 2]}, seeds=[3]), ("seeds",)),
+        # an explicit [0] is not "left out", though it equals the default
+        (make(tuning={"seeds": [1, 2]}, seeds=[0]), ("seeds",)),
+        (make(tuning={"seeds": [1, 1]}), ("tuning", "seeds")),
+        (make(tuning={"seeds": []}), ("tuning", "seeds")),
+        (make(tuning={"metric": "accuracy", "seeds": [1]}), ("tuning", "metric")),
+        (make([{"name": "sgd"}], tuning={"seeds": [1, 2]}), ("tuning",)),
+        (make(tuning={"metric": "val_loss", "seeds": [1, 2]}), ("problem", "validation_fraction")),
+        (
+            make(problem={**DATASET_PROBLEM, "validation_fraction": 0.25}, tuning={"metric": "val_loss", "seeds": [1]}),
+            ("training", "eval_every"),
+        ),
+        (make(baseline="rmsprop"), ("baseline",)),
+        (make(target_loss=math.inf), ("target_loss",)),
+        (make(reuse="sometimes"), ("reuse",)),
+    ],
+)
 def test_errors_name_the_exact_field(data: dict, loc: tuple) -> None:
     found, message = single_error(data)
     assert found == loc, message
@@ -193,10 +237,23 @@ def test_error_messages_say_what_to_do():
     assert "leave seeds out" in single_error(make(tuning={"seeds": [1, 2]}, seeds=[3]))[1]
     assert "no optimizer entry has a sweep" in single_error(make([{"name": "sgd"}], tuning={"seeds": [1]}))[1]
     assert "its parameters: lr, betas" in single_error(make([{"name": "adam", "sweep": {"x": [1]}}]))[1]
-    assert "nesterov requires momentum" in single_error(
-        make([{"name": "sgd", "sweep": {"nesterov": [True], "momentum": [0.0]}}]))[1]
-    assert "1100 settings" in single_error(make([{"name": "sgd", "sweep": {
-        "lr": {"uniform": [0.1, 1], "n": 100}, "momentum": {"uniform": [0, 0.9], "n": 11}}}]))[1]
+    assert (
+        "nesterov requires momentum"
+        in single_error(make([{"name": "sgd", "sweep": {"nesterov": [True], "momentum": [0.0]}}]))[1]
+    )
+    assert (
+        "1100 settings"
+        in single_error(
+            make(
+                [
+                    {
+                        "name": "sgd",
+                        "sweep": {"lr": {"uniform": [0.1, 1], "n": 100}, "momentum": {"uniform": [0, 0.9], "n": 11}},
+                    }
+                ]
+            )
+        )[1]
+    )
 
 
 def test_settings_valid_only_together_are_accepted():
@@ -213,8 +270,14 @@ def test_a_stored_tuning_spec_validates_again_unchanged():
 def test_tuning_accepts_seeds_left_out_or_its_own_and_val_loss_with_evaluations():
     problem = {**DATASET_PROBLEM, "validation_fraction": 0.25}
     for seeds in ({}, {"seeds": [4, 5]}):
-        spec = stored(make(problem=problem, training={"steps": 10, "eval_every": 5}, **seeds,
-                           tuning={"metric": "val_loss", "seeds": [4, 5]}))
+        spec = stored(
+            make(
+                problem=problem,
+                training={"steps": 10, "eval_every": 5},
+                **seeds,
+                tuning={"metric": "val_loss", "seeds": [4, 5]},
+            )
+        )
         assert spec["seeds"] == [4, 5] and spec["tuning"] == {"metric": "val_loss", "seeds": [4, 5]}
     assert stored(make(tuning={"seeds": [1]}))["tuning"]["metric"] == "final_loss"
 
@@ -233,12 +296,17 @@ def test_baseline_may_name_an_entry_or_a_swept_setting_and_the_new_fields_keep_t
 def _hash(data: dict, run: int = 0, device: str | None = None) -> str:
     spec = stored(data)
     config = expand(spec)[run]
-    return identity.run_config_hash(spec, config.entry_index, config.params, config.seed,
-                                    device or identity.device_kind(spec["device"]))
+    return identity.run_config_hash(
+        spec, config.entry_index, config.params, config.seed, device or identity.device_kind(spec["device"])
+    )
 
 
-BASE = make([{"name": "adam", "params": {"lr": 0.01}}], training={"steps": 10, "batch_size": 4},
-            problem=copy.deepcopy(DATASET_PROBLEM), seeds=[0])
+BASE = make(
+    [{"name": "adam", "params": {"lr": 0.01}}],
+    training={"steps": 10, "batch_size": 4},
+    problem=copy.deepcopy(DATASET_PROBLEM),
+    seeds=[0],
+)
 
 
 def _changed(path: str, value: Any) -> dict:
@@ -251,41 +319,47 @@ def _changed(path: str, value: Any) -> dict:
     return data
 
 
-@pytest.mark.parametrize("path, value", [
-    ("problem.dataset.params", {"n_samples": 20, "n_features": 3, "n_targets": 1, "seed": 1}),
-    ("problem.model.params", {"bias": False}),
-    ("problem.loss", "mse_sum"),
-    ("problem.validation_fraction", 0.25),
-    ("problem.split_seed", 3),
-    ("problem.standardize", True),
-    ("training.steps", 11),
-    ("training.shuffle", False),
-    ("training.drop_last", True),
-    ("training.eval_every", 5),
-    ("training.extras", ["grad_norm"]),
-    ("optimizers.0.params", {"lr": 0.02}),
-    ("optimizers.0.params", {"lr": 0.01, "amsgrad": True}),
-    ("optimizers.0.schedule", {"name": "cosine"}),
-    ("optimizers.0.batch_size", 5),
-    ("optimizers.0.name", "adamw"),
-    ("seeds", [1]),
-    ("dtype", "float64"),
-    ("device", "cuda"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("problem.dataset.params", {"n_samples": 20, "n_features": 3, "n_targets": 1, "seed": 1}),
+        ("problem.model.params", {"bias": False}),
+        ("problem.loss", "mse_sum"),
+        ("problem.validation_fraction", 0.25),
+        ("problem.split_seed", 3),
+        ("problem.standardize", True),
+        ("training.steps", 11),
+        ("training.shuffle", False),
+        ("training.drop_last", True),
+        ("training.eval_every", 5),
+        ("training.extras", ["grad_norm"]),
+        ("optimizers.0.params", {"lr": 0.02}),
+        ("optimizers.0.params", {"lr": 0.01, "amsgrad": True}),
+        ("optimizers.0.schedule", {"name": "cosine"}),
+        ("optimizers.0.batch_size", 5),
+        ("optimizers.0.name", "adamw"),
+        ("seeds", [1]),
+        ("dtype", "float64"),
+        ("device", "cuda"),
+    ],
+)
 def test_what_determines_the_result_changes_the_hash(path: str, value: Any) -> None:
     assert _hash(_changed(path, value)) != _hash(BASE)
 
 
-@pytest.mark.parametrize("path, value", [
-    ("name", "another name"),
-    ("tags", ["x"]),
-    ("optimizers.0.label", "mine"),
-    ("reuse", False),
-    ("target_loss", 0.1),
-    ("baseline", "adam"),
-    ("optimizers.0.params", {"lr": 0.01, "eps": 1e-8}),  # the default, spelled out
-    ("training.batch_size", 7),  # the entry's own batch size is the one used
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("name", "another name"),
+        ("tags", ["x"]),
+        ("optimizers.0.label", "mine"),
+        ("reuse", False),
+        ("target_loss", 0.1),
+        ("baseline", "adam"),
+        ("optimizers.0.params", {"lr": 0.01, "eps": 1e-8}),  # the default, spelled out
+        ("training.batch_size", 7),  # the entry's own batch size is the one used
+    ],
+)
 def test_what_does_not_determine_the_result_leaves_the_hash(path: str, value: Any) -> None:
     data = _changed(path, value)
     if path == "training.batch_size":

@@ -51,8 +51,14 @@ CLASSIFICATION = {
 
 def make_spec(problem: dict, training: dict, optimizers: list[dict], **top: Any) -> ComparisonSpec:
     return ComparisonSpec.model_validate(
-        {"name": "training test", "problem": problem, "training": training, "optimizers": optimizers,
-         "device": "cpu", **top}
+        {
+            "name": "training test",
+            "problem": problem,
+            "training": training,
+            "optimizers": optimizers,
+            "device": "cpu",
+            **top,
+        }
     )
 
 
@@ -94,8 +100,15 @@ class Sink:
         return [e for b in self.batches for e in b.evals]
 
 
-def run(spec: ComparisonSpec, entry: int = 0, seed: int = 0, *, flush_every: int = 500,
-        total_steps: int | None = None, sink: Sink | None = None) -> tuple[RunOutcome, Sink]:
+def run(
+    spec: ComparisonSpec,
+    entry: int = 0,
+    seed: int = 0,
+    *,
+    flush_every: int = 500,
+    total_steps: int | None = None,
+    sink: Sink | None = None,
+) -> tuple[RunOutcome, Sink]:
     sink = sink or Sink()
     total = steps_total(spec) if total_steps is None else total_steps
     outcome = train(spec, entry, seed, sink, total_steps=total, flush_every=flush_every, flush_interval_s=1e9)
@@ -109,6 +122,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     record: dict[str, list] = {"problems": [], "modules": [], "initial": [], "batches": []}
 
     for cls in (DatasetProblem, FunctionProblem):
+
         def make_module(self, seed: int, _original=cls.make_module):
             module = _original(self, seed)
             record["initial"].append({k: v.detach().clone() for k, v in module.state_dict().items()})
@@ -142,7 +156,8 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """Bitwise equality of two state dicts (same keys, dtypes and bytes)."""
     return a.keys() == b.keys() and all(
-        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+        a[k].dtype == b[k].dtype
+        and a[k].shape == b[k].shape
         and a[k].contiguous().view(torch.uint8).equal(b[k].contiguous().view(torch.uint8))
         for k in a
     )
@@ -205,8 +220,9 @@ def test_the_split_is_shared_by_every_run_and_moves_with_split_seed(seen) -> Non
     assert not torch.equal(seen["problems"][-1].x_val, first.x_val)
 
 
-@pytest.mark.parametrize(("n", "fraction", "sizes"), [(30, 0.2, (24, 6)), (10, 0.0, (10, 0)), (7, 0.9, (1, 6)),
-                                                      (2, 0.9, (1, 1))])
+@pytest.mark.parametrize(
+    ("n", "fraction", "sizes"), [(30, 0.2, (24, 6)), (10, 0.0, (10, 0)), (7, 0.9, (1, 6)), (2, 0.9, (1, 1))]
+)
 def test_split_indices_partition_the_data(n: int, fraction: float, sizes: tuple[int, int]) -> None:
     train_idx, val_idx = split_indices(n, fraction, split_seed=3)
     assert (len(train_idx), len(val_idx)) == sizes
@@ -258,8 +274,9 @@ def test_unshuffled_epochs_all_use_one_fixed_order() -> None:
     for order in epochs_of(plan, 4):
         assert torch.equal(order, torch.arange(23))
     other_seed = BatchPlan(n=23, batch_size=4, shuffle=False, drop_last=False, seed=6)
-    assert same_batches(list(itertools.islice(plan.batches(CPU), 20)),
-                        list(itertools.islice(other_seed.batches(CPU), 20)))
+    assert same_batches(
+        list(itertools.islice(plan.batches(CPU), 20)), list(itertools.islice(other_seed.batches(CPU), 20))
+    )
 
 
 def test_drop_last_leaves_out_the_short_batch_and_still_never_repeats_a_sample() -> None:
@@ -303,11 +320,11 @@ def test_resuming_at_any_step_yields_exactly_the_tail(plan: BatchPlan) -> None:
         (4, True, 2, [4, 4]),
     ],
 )
-def test_steps_per_epoch_follow_the_update_rule(seen, batch_size, drop_last: bool, per_epoch: int,
-                                                sizes: list) -> None:
+def test_steps_per_epoch_follow_the_update_rule(seen, batch_size, drop_last: bool, per_epoch: int, sizes: list) -> None:
     epochs = 3
-    spec = make_spec(LINEAR_REGRESSION, {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last},
-                     [{"name": "sgd"}])
+    spec = make_spec(
+        LINEAR_REGRESSION, {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last}, [{"name": "sgd"}]
+    )
     assert steps_total(spec) == epochs * per_epoch
     outcome, sink = run(spec, flush_every=4)
     assert outcome.status == "succeeded" and outcome.steps_done == epochs * per_epoch
@@ -317,8 +334,9 @@ def test_steps_per_epoch_follow_the_update_rule(seen, batch_size, drop_last: boo
     assert [None if i is None else len(i) for _, i in handed_out] == sizes * epochs
 
 
-def sgd_by_hand(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, lr: float,
-                batches: list[np.ndarray | None]) -> tuple[list[float], np.ndarray, np.ndarray]:
+def sgd_by_hand(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, lr: float, batches: list[np.ndarray | None]
+) -> tuple[list[float], np.ndarray, np.ndarray]:
     """Plain gradient descent on mean((x wᵀ + b − y)²), gradient in closed form, float64."""
     losses = []
     for indices in batches:
@@ -338,16 +356,21 @@ def sgd_by_hand(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, lr: 
 )
 def test_sgd_is_hand_written_gradient_descent(seen, batch_size, drop_last: bool, shuffle: bool) -> None:
     lr, seed = 0.05, 4
-    spec = make_spec(LINEAR_REGRESSION,
-                     {"epochs": 3, "batch_size": batch_size, "drop_last": drop_last, "shuffle": shuffle},
-                     [{"name": "sgd", "params": {"lr": lr}}], dtype="float64", seeds=[seed])
+    spec = make_spec(
+        LINEAR_REGRESSION,
+        {"epochs": 3, "batch_size": batch_size, "drop_last": drop_last, "shuffle": shuffle},
+        [{"name": "sgd", "params": {"lr": lr}}],
+        dtype="float64",
+        seeds=[seed],
+    )
     outcome, sink = run(spec, seed=seed, flush_every=5)
 
     data = registry.get("dataset", "synthetic_regression").load(spec.problem.dataset.typed_params)
     x, y = data.x.double().numpy(), data.y.double().numpy()
     initial = seen["initial"][0]
-    plan = BatchPlan(n=10, batch_size=None if batch_size == "full" else batch_size, shuffle=shuffle,
-                     drop_last=drop_last, seed=seed)
+    plan = BatchPlan(
+        n=10, batch_size=None if batch_size == "full" else batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed
+    )
     order = [None if i is None else i.numpy() for _, i in itertools.islice(plan.batches(CPU), steps_total(spec))]
     losses, w, b = sgd_by_hand(x, y, initial["weight"].numpy(), initial["bias"].numpy(), lr, order)
 
@@ -362,12 +385,18 @@ def test_sgd_is_hand_written_gradient_descent(seen, batch_size, drop_last: bool,
 
 def test_step_zero_loss_is_the_initial_weights_on_the_first_batch(seen) -> None:
     seed = 3
-    problem = {"model": {"name": "mlp", "params": {"hidden": [5], "activation": "tanh"}},
-               "dataset": {"name": "synthetic_regression", "params": {"n_samples": 12, "n_features": 3,
-                                                                      "n_targets": 2}},
-               "loss": "mse_mean"}
-    spec = make_spec(problem, {"epochs": 1, "batch_size": 4}, [{"name": "adam", "params": {"lr": 0.1}}],
-                     dtype="float64", seeds=[seed])
+    problem = {
+        "model": {"name": "mlp", "params": {"hidden": [5], "activation": "tanh"}},
+        "dataset": {"name": "synthetic_regression", "params": {"n_samples": 12, "n_features": 3, "n_targets": 2}},
+        "loss": "mse_mean",
+    }
+    spec = make_spec(
+        problem,
+        {"epochs": 1, "batch_size": 4},
+        [{"name": "adam", "params": {"lr": 0.1}}],
+        dtype="float64",
+        seeds=[seed],
+    )
     _, sink = run(spec, seed=seed)
 
     first = epoch_order(12, seed, 0, shuffle=True)[:4]
@@ -386,8 +415,13 @@ def test_step_zero_loss_is_the_initial_weights_on_the_first_batch(seen) -> None:
 
 def test_the_same_spec_and_seed_give_bitwise_identical_losses() -> None:
     problem = {**CLASSIFICATION, "model": {"name": "mlp", "params": {"hidden": [16, 8]}}}
-    spec = make_spec(problem, {"epochs": 4, "batch_size": 7, "shuffle": True},
-                     [{"name": "adam", "params": {"lr": 0.01}}], dtype="float32", seeds=[11, 12])
+    spec = make_spec(
+        problem,
+        {"epochs": 4, "batch_size": 7, "shuffle": True},
+        [{"name": "adam", "params": {"lr": 0.01}}],
+        dtype="float32",
+        seeds=[11, 12],
+    )
     first, a = run(spec, seed=11, flush_every=3)
     second, b = run(spec, seed=11, flush_every=7)
     assert a.losses.tobytes() == b.losses.tobytes()
@@ -470,12 +504,17 @@ def test_a_sink_returning_false_cancels_after_that_flush() -> None:
 
 SCHEDULE_CASES = {
     "constant": ({"name": "constant"}, lambda t, total: 1.0),
-    "cosine": ({"name": "cosine", "min_factor": 0.1},
-               lambda t, total: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / (total - 1)))),
+    "cosine": (
+        {"name": "cosine", "min_factor": 0.1},
+        lambda t, total: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / (total - 1))),
+    ),
     "step": ({"name": "step", "step_size": 4, "gamma": 0.5}, lambda t, total: 0.5 ** (t // 4)),
-    "warmup_cosine": ({"name": "warmup_cosine", "warmup_steps": 3, "min_factor": 0.2},
-                      lambda t, total: (t + 1) / 3 if t < 3
-                      else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (t - 3) / (total - 3 - 1)))),
+    "warmup_cosine": (
+        {"name": "warmup_cosine", "warmup_steps": 3, "min_factor": 0.2},
+        lambda t, total: (
+            (t + 1) / 3 if t < 3 else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (t - 3) / (total - 3 - 1)))
+        ),
+    ),
 }
 
 
@@ -484,9 +523,15 @@ def test_the_recorded_lr_follows_the_schedule_and_is_the_rate_used(seen, name: s
     schedule, closed_form = SCHEDULE_CASES[name]
     lr, total = 0.1, 12
     center, scale = np.array([1.0, -2.0]), np.array([1.0, 2.0])
-    spec = make_spec({"function": {"name": "quadratic", "params": {"center": center.tolist(), "scale": scale.tolist()}},
-                      "x0": [4.0, 3.0]},
-                     {"steps": total}, [{"name": "sgd", "params": {"lr": lr}, "schedule": schedule}], dtype="float64")
+    spec = make_spec(
+        {
+            "function": {"name": "quadratic", "params": {"center": center.tolist(), "scale": scale.tolist()}},
+            "x0": [4.0, 3.0],
+        },
+        {"steps": total},
+        [{"name": "sgd", "params": {"lr": lr}, "schedule": schedule}],
+        dtype="float64",
+    )
     _, sink = run(spec, flush_every=5)
 
     expected_lr = np.array([lr * closed_form(t, total) for t in range(total)])
@@ -506,15 +551,23 @@ def test_the_recorded_lr_follows_the_schedule_and_is_the_rate_used(seen, name: s
 # ================================================================ evaluations
 
 
-EVAL_PROBLEM = {**CLASSIFICATION,
-                "dataset": {"name": "synthetic_classification", "params": {"n_samples": 50, "n_features": 4}}}
+EVAL_PROBLEM = {
+    **CLASSIFICATION,
+    "dataset": {"name": "synthetic_classification", "params": {"n_samples": 50, "n_features": 4}},
+}
 
 
-@pytest.mark.parametrize(("eval_every", "expected_steps"), [(4, [0, 4, 8, 12, 15]), (5, [0, 5, 10, 15]),
-                                                            (100, [0, 15])])
+@pytest.mark.parametrize(
+    ("eval_every", "expected_steps"), [(4, [0, 4, 8, 12, 15]), (5, [0, 5, 10, 15]), (100, [0, 15])]
+)
 def test_evaluations_at_every_eval_every_steps_and_at_the_end(eval_every: int, expected_steps: list[int]) -> None:
-    spec = make_spec(EVAL_PROBLEM, {"epochs": 3, "batch_size": 8, "eval_every": eval_every},
-                     [{"name": "adam", "params": {"lr": 0.05}}], dtype="float64", seeds=[2])
+    spec = make_spec(
+        EVAL_PROBLEM,
+        {"epochs": 3, "batch_size": 8, "eval_every": eval_every},
+        [{"name": "adam", "params": {"lr": 0.05}}],
+        dtype="float64",
+        seeds=[2],
+    )
     assert steps_total(spec) == 15  # 40 training samples, batches of 8
     outcome, sink = run(spec, seed=2, flush_every=3)
     evals = sink.evals
@@ -531,8 +584,13 @@ def test_evaluations_at_every_eval_every_steps_and_at_the_end(eval_every: int, e
 
 
 def test_the_first_evaluation_is_the_initial_model_on_the_whole_sets() -> None:
-    spec = make_spec(EVAL_PROBLEM, {"epochs": 1, "batch_size": 8, "eval_every": 2},
-                     [{"name": "sgd", "params": {"lr": 0.1}}], dtype="float64", seeds=[5])
+    spec = make_spec(
+        EVAL_PROBLEM,
+        {"epochs": 1, "batch_size": 8, "eval_every": 2},
+        [{"name": "sgd", "params": {"lr": 0.1}}],
+        dtype="float64",
+        seeds=[5],
+    )
     _, sink = run(spec, seed=5)
     problem = build_problem(spec.problem, CPU, torch.float64)
     module = problem.make_module(5)
@@ -564,18 +622,23 @@ def test_without_validation_or_eval_every_only_what_applies_is_evaluated() -> No
 
 def test_grad_norm_and_update_norm_on_a_quadratic(seen) -> None:
     center, scale = np.array([1.0, -2.0]), np.array([1.0, 3.0])
-    spec = make_spec({"function": {"name": "quadratic", "params": {"center": center.tolist(), "scale": scale.tolist()}},
-                      "x0": [4.0, 1.0]},
-                     {"steps": 10, "extras": ["grad_norm", "update_norm"]},
-                     [{"name": "adam", "params": {"lr": 0.3}}, {"name": "sgd", "params": {"lr": 0.05}}],
-                     dtype="float64")
+    spec = make_spec(
+        {
+            "function": {"name": "quadratic", "params": {"center": center.tolist(), "scale": scale.tolist()}},
+            "x0": [4.0, 1.0],
+        },
+        {"steps": 10, "extras": ["grad_norm", "update_norm"]},
+        [{"name": "adam", "params": {"lr": 0.3}}, {"name": "sgd", "params": {"lr": 0.05}}],
+        dtype="float64",
+    )
     for entry in (0, 1):
         _, sink = run(spec, entry, flush_every=3)
         points = np.vstack([sink.points, seen["modules"][entry].x.detach().numpy()])
         grad = 2 * scale * (points[:-1] - center)  # closed-form gradient at each x_t
         np.testing.assert_allclose(sink.extra("grad_norm"), np.linalg.norm(grad, axis=1), rtol=1e-13)
-        np.testing.assert_allclose(sink.extra("update_norm"), np.linalg.norm(np.diff(points, axis=0), axis=1),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            sink.extra("update_norm"), np.linalg.norm(np.diff(points, axis=0), axis=1), rtol=1e-12
+        )
         if entry == 1:  # plain SGD moves by lr · |grad|
             np.testing.assert_allclose(sink.extra("update_norm"), 0.05 * sink.extra("grad_norm"), rtol=1e-12)
 
@@ -603,8 +666,12 @@ def test_no_extras_unless_asked() -> None:
 
 
 def test_function_rows_hold_the_point_before_each_update() -> None:
-    spec = make_spec({"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-                     {"steps": 10, "eval_every": 4}, [{"name": "sgd", "params": {"lr": 0.1}}], dtype="float64")
+    spec = make_spec(
+        {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
+        {"steps": 10, "eval_every": 4},
+        [{"name": "sgd", "params": {"lr": 0.1}}],
+        dtype="float64",
+    )
     outcome, sink = run(spec, flush_every=3)
     assert len(sink.batches) == 4
     assert all(b.epoch is None for b in sink.batches)
@@ -676,10 +743,11 @@ def count_copies(counts: collections.Counter, spec: ComparisonSpec, steps: int, 
 
 COPY_SPECS = {
     "mlp-mini-batches": dict(
-        problem={"model": {"name": "mlp", "params": {"hidden": [4]}},
-                 "dataset": {"name": "synthetic_regression", "params": {"n_samples": 16, "n_features": 3,
-                                                                        "n_targets": 1}},
-                 "loss": "mse_mean"},
+        problem={
+            "model": {"name": "mlp", "params": {"hidden": [4]}},
+            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 16, "n_features": 3, "n_targets": 1}},
+            "loss": "mse_mean",
+        },
         training={"steps": 1000, "batch_size": 4, "extras": ["grad_norm", "update_norm"]},
         optimizers=[{"name": "adam", "params": {"lr": 1e-3}, "schedule": {"name": "cosine"}}],
     ),
@@ -705,8 +773,10 @@ def test_device_columns_record_what_host_columns_record(monkeypatch: pytest.Monk
         if host.batches[0].x is not None or name != "x":
             np.testing.assert_array_equal(host.column(name), device.column(name))
     for extra in spec.training.extras:
-        np.testing.assert_array_equal(np.concatenate([b.extras[extra] for b in host.batches]),
-                                      np.concatenate([b.extras[extra] for b in device.batches]))
+        np.testing.assert_array_equal(
+            np.concatenate([b.extras[extra] for b in host.batches]),
+            np.concatenate([b.extras[extra] for b in device.batches]),
+        )
 
 
 @pytest.mark.parametrize("case", sorted(COPY_SPECS))
@@ -741,8 +811,9 @@ def test_host_copies_scale_with_flushes_not_steps(host_copies, case: str) -> Non
 
 
 @pytest.mark.parametrize("targets", ["flat", "transposed"])
-def test_regression_targets_of_the_wrong_shape_are_refused_naming_the_shapes(monkeypatch: pytest.MonkeyPatch,
-                                                                            targets: str) -> None:
+def test_regression_targets_of_the_wrong_shape_are_refused_naming_the_shapes(
+    monkeypatch: pytest.MonkeyPatch, targets: str
+) -> None:
     """Targets [N] against outputs [N, 1] would broadcast to an [N, N] loss and train as if nothing were wrong."""
     dataset = registry.get("dataset", "synthetic_regression")
     original_load = dataset.load
@@ -753,10 +824,17 @@ def test_regression_targets_of_the_wrong_shape_are_refused_naming_the_shapes(mon
 
     monkeypatch.setattr(dataset, "load", load)
     n_targets = 1 if targets == "flat" else 2
-    spec = make_spec({**LINEAR_REGRESSION, "dataset": {"name": "synthetic_regression",
-                                                       "params": {"n_samples": 10, "n_features": 3,
-                                                                  "n_targets": n_targets}}},
-                     {"steps": 3}, [{"name": "sgd", "params": {"lr": 0.1}}])
+    spec = make_spec(
+        {
+            **LINEAR_REGRESSION,
+            "dataset": {
+                "name": "synthetic_regression",
+                "params": {"n_samples": 10, "n_features": 3, "n_targets": n_targets},
+            },
+        },
+        {"steps": 3},
+        [{"name": "sgd", "params": {"lr": 0.1}}],
+    )
     wrong = "(10,)" if targets == "flat" else "(2, 10)"
     expected = f"regression targets of shape {wrong}, but the model outputs (10, {n_targets})"
     with pytest.raises(ValueError, match=re.escape(expected)):

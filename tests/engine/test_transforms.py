@@ -142,7 +142,13 @@ def test_adam_without_bias_correction_matches_the_equations(amsgrad: bool, weigh
         reference.append(w)
 
     trajectory = run_quadratic(
-        "adam", steps, lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+        "adam",
+        steps,
+        lr=lr,
+        betas=(b1, b2),
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
         bias_correction=False,
     )
     np.testing.assert_allclose(trajectory, np.array(reference), rtol=0, atol=1e-12)
@@ -247,8 +253,14 @@ RULE_PATHS = {
 }
 
 
-@pytest.mark.parametrize("name", [name for name, cls in registry.all_of("optimizer").items()
-                                  if cls.torch_optimizer is not None and cls.rule(cls.Params()) is not None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name, cls in registry.all_of("optimizer").items()
+        if cls.torch_optimizer is not None and cls.rule(cls.Params()) is not None
+    ],
+)
 def test_an_optimizers_rule_matches_its_torch_optimizer(name: str) -> None:
     cls = registry.get("optimizer", name)
     for extra in RULE_PATHS.get(name, [{}]):

@@ -60,8 +60,13 @@ def every_run(spec: ComparisonSpec) -> list[Member]:
     return [Member(i, seed) for i in range(len(spec.optimizers)) for seed in spec.seeds]
 
 
-def run_both(spec: ComparisonSpec, members: list[Member], total_steps: int, flush_every: int,
-             stop_at: dict[int, int] | None = None) -> tuple[list[tuple[RunOutcome, Sink]], ...]:
+def run_both(
+    spec: ComparisonSpec,
+    members: list[Member],
+    total_steps: int,
+    flush_every: int,
+    stop_at: dict[int, int] | None = None,
+) -> tuple[list[tuple[RunOutcome, Sink]], ...]:
     """Each member trained alone with ``train``, and all of them as one ensemble; ``stop_at`` maps a member's
     position to the sink call from which it answers False (a cancellation)."""
     stop_at = stop_at or {}
@@ -69,12 +74,20 @@ def run_both(spec: ComparisonSpec, members: list[Member], total_steps: int, flus
     for position, member in enumerate(members):
         sink = Sink(stop_at.get(position))
         entry_spec = spec if member.params is None else _with_params(spec, member)
-        outcome = train(entry_spec, member.entry_index, member.seed, sink, total_steps=total_steps,
-                        flush_every=flush_every, flush_interval_s=1e9)
+        outcome = train(
+            entry_spec,
+            member.entry_index,
+            member.seed,
+            sink,
+            total_steps=total_steps,
+            flush_every=flush_every,
+            flush_interval_s=1e9,
+        )
         sequential.append((outcome, sink))
     sinks = [Sink(stop_at.get(position)) for position in range(len(members))]
-    outcomes = train_ensemble(spec, members, sinks, total_steps=total_steps, flush_every=flush_every,
-                              flush_interval_s=1e9)
+    outcomes = train_ensemble(
+        spec, members, sinks, total_steps=total_steps, flush_every=flush_every, flush_interval_s=1e9
+    )
     return sequential, list(zip(outcomes, sinks))
 
 
@@ -93,10 +106,17 @@ def rows(sink: Sink, column: str) -> np.ndarray | None:
 
 def assert_same_runs(sequential: list, vectorized: list, dtype: str) -> None:
     rtol, atol = TOLERANCE[dtype]
-    close = lambda got, want: np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+    def close(got, want) -> None:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
     for (want, expected), (got, actual) in zip(sequential, vectorized, strict=True):
-        assert (got.status, got.steps_done, got.diverged_step, got.device) == \
-            (want.status, want.steps_done, want.diverged_step, want.device)
+        assert (got.status, got.steps_done, got.diverged_step, got.device) == (
+            want.status,
+            want.steps_done,
+            want.diverged_step,
+            want.device,
+        )
         for value, reference in ((got.final_loss, want.final_loss), (got.best_loss, want.best_loss)):
             assert (value is None) == (reference is None)
             if value is not None:
@@ -118,11 +138,14 @@ def assert_same_runs(sequential: list, vectorized: list, dtype: str) -> None:
         assert [sorted(e) for e in extras] == [sorted(e) for e in reference_extras]
         for name in extras[0] if extras else ():
             close(np.concatenate([e[name] for e in extras]), np.concatenate([e[name] for e in reference_extras]))
-        assert [(e["step"], e["epoch"], sorted(e)) for e in actual.evals] == \
-            [(e["step"], e["epoch"], sorted(e)) for e in expected.evals]
+        assert [(e["step"], e["epoch"], sorted(e)) for e in actual.evals] == [
+            (e["step"], e["epoch"], sorted(e)) for e in expected.evals
+        ]
         for e, reference in zip(actual.evals, expected.evals):
-            close([e[k] for k in sorted(e) if k not in ("step", "epoch")],
-                  [reference[k] for k in sorted(reference) if k not in ("step", "epoch")])
+            close(
+                [e[k] for k in sorted(e) if k not in ("step", "epoch")],
+                [reference[k] for k in sorted(reference) if k not in ("step", "epoch")],
+            )
 
 
 # ================================================================ equality with sequential runs
@@ -132,20 +155,33 @@ def assert_same_runs(sequential: list, vectorized: list, dtype: str) -> None:
 @pytest.mark.parametrize("case", sorted(RULE_CASES))
 def test_function_problems_match_sequential_runs(problem: dict, case: str) -> None:
     name, params, lrs = RULE_CASES[case]
-    spec = make_spec(problem, {"steps": 200, "extras": ["grad_norm", "update_norm"]}, sweep(name, params, lrs),
-                     seeds=[0, 1], dtype="float64")
+    spec = make_spec(
+        problem,
+        {"steps": 200, "extras": ["grad_norm", "update_norm"]},
+        sweep(name, params, lrs),
+        seeds=[0, 1],
+        dtype="float64",
+    )
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=200, flush_every=64)
     assert_same_runs(sequential, vectorized, "float64")
     assert [o.steps_done for o, _ in vectorized[:2]] == [200, 200]  # the smallest rate trains throughout
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("optimizers", [
-    sweep("adam", {}, [1e-3, 3e-2], schedule={"name": "cosine", "min_factor": 0.1}),
-    sweep("sgd", {"momentum": 0.9, "nesterov": True}, [1e-2, 1e-1],
-          schedule={"name": "warmup_cosine", "warmup_steps": 20}),
-    sweep("rmsprop", {"centered": True}, [1e-3, 1e-2], schedule={"name": "step", "step_size": 50, "gamma": 0.5}),
-], ids=["adam-cosine", "nesterov-warmup", "rmsprop-step"])
+@pytest.mark.parametrize(
+    "optimizers",
+    [
+        sweep("adam", {}, [1e-3, 3e-2], schedule={"name": "cosine", "min_factor": 0.1}),
+        sweep(
+            "sgd",
+            {"momentum": 0.9, "nesterov": True},
+            [1e-2, 1e-1],
+            schedule={"name": "warmup_cosine", "warmup_steps": 20},
+        ),
+        sweep("rmsprop", {"centered": True}, [1e-3, 1e-2], schedule={"name": "step", "step_size": 50, "gamma": 0.5}),
+    ],
+    ids=["adam-cosine", "nesterov-warmup", "rmsprop-step"],
+)
 def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[dict], dtype: str) -> None:
     training = {"steps": 120, "batch_size": 16, "eval_every": 40, "extras": ["grad_norm", "update_norm"]}
     spec = make_spec(CLASSIFICATION, training, optimizers, seeds=[0, 1, 2], dtype=dtype)
@@ -159,20 +195,36 @@ def test_mlp_on_shuffled_mini_batches_matches_sequential_runs(optimizers: list[d
 def vmap_safe_problems() -> list[dict]:
     """Every function and model that declares itself vmap_safe, models on the problem they declare for tests."""
     functions = [{"function": {"name": name}} for name, cls in registry.all_of("function").items() if cls.vmap_safe]
-    models = [{"model": {"name": name, "params": cls.test_problem.get("params", {})},
-               **{k: v for k, v in cls.test_problem.items() if k != "params"}}
-              for name, cls in registry.all_of("model").items() if cls.vmap_safe]
+    models = [
+        {
+            "model": {"name": name, "params": cls.test_problem.get("params", {})},
+            **{k: v for k, v in cls.test_problem.items() if k != "params"},
+        }
+        for name, cls in registry.all_of("model").items()
+        if cls.vmap_safe
+    ]
     return functions + models
 
 
 def test_the_built_in_components_declare_themselves_vmap_safe() -> None:
     declared = {(p.get("function") or p["model"])["name"] for p in vmap_safe_problems()}
-    assert {"cnn", "linear", "mlp", "beale", "booth", "himmelblau", "quadratic", "rastrigin", "rosenbrock",
-            "saddle"} <= declared
+    assert {
+        "cnn",
+        "linear",
+        "mlp",
+        "beale",
+        "booth",
+        "himmelblau",
+        "quadratic",
+        "rastrigin",
+        "rosenbrock",
+        "saddle",
+    } <= declared
 
 
-@pytest.mark.parametrize("problem", vmap_safe_problems(),
-                         ids=lambda problem: (problem.get("function") or problem["model"])["name"])
+@pytest.mark.parametrize(
+    "problem", vmap_safe_problems(), ids=lambda problem: (problem.get("function") or problem["model"])["name"]
+)
 def test_every_component_declared_vmap_safe_trains_as_it_does_alone(problem: dict) -> None:
     spec = make_spec(problem, {"steps": 12, "batch_size": 32}, sweep("adamw", {}, [1e-3, 1e-2]), dtype="float64")
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=12, flush_every=5)
@@ -180,10 +232,18 @@ def test_every_component_declared_vmap_safe_trains_as_it_does_alone(problem: dic
 
 
 def test_full_batch_regression_with_drop_last_epochs_matches() -> None:
-    problem = {"model": {"name": "linear"}, "loss": "mse_sum",
-               "dataset": {"name": "synthetic_regression", "params": {"n_samples": 10, "n_features": 3, "n_targets": 2}}}
-    spec = make_spec(problem, {"epochs": 40, "batch_size": 4, "drop_last": True, "shuffle": False},
-                     sweep("sgd", {"momentum": 0.5}, [1e-3, 1e-2]), seeds=[3, 4], dtype="float64")
+    problem = {
+        "model": {"name": "linear"},
+        "loss": "mse_sum",
+        "dataset": {"name": "synthetic_regression", "params": {"n_samples": 10, "n_features": 3, "n_targets": 2}},
+    }
+    spec = make_spec(
+        problem,
+        {"epochs": 40, "batch_size": 4, "drop_last": True, "shuffle": False},
+        sweep("sgd", {"momentum": 0.5}, [1e-3, 1e-2]),
+        seeds=[3, 4],
+        dtype="float64",
+    )
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=80, flush_every=30)
     assert_same_runs(sequential, vectorized, "float64")
     assert rows(vectorized[0][1], "epoch")[-1] == 39
@@ -203,8 +263,13 @@ def test_a_diverging_member_stops_alone_and_the_others_train_on() -> None:
 
 
 def test_a_cancelled_member_stops_alone() -> None:
-    spec = make_spec(CLASSIFICATION, {"steps": 100, "batch_size": 8, "eval_every": 25},
-                     sweep("adam", {}, [1e-3, 1e-2]), seeds=[0, 1], dtype="float64")
+    spec = make_spec(
+        CLASSIFICATION,
+        {"steps": 100, "batch_size": 8, "eval_every": 25},
+        sweep("adam", {}, [1e-3, 1e-2]),
+        seeds=[0, 1],
+        dtype="float64",
+    )
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=100, flush_every=20, stop_at={1: 2})
     assert_same_runs(sequential, vectorized, "float64")
     assert [o.status for o, _ in vectorized] == ["succeeded", "cancelled", "succeeded", "succeeded"]
@@ -222,8 +287,9 @@ def test_a_members_own_params_replace_its_entrys() -> None:
 
 
 def test_members_that_may_not_train_together_are_refused() -> None:
-    spec = make_spec(ROSENBROCK, {"steps": 10}, sweep("adam", {}, [1e-3]) + sweep("sgd", {}, [1e-3])
-                     + [{"name": "lbfgs"}])
+    spec = make_spec(
+        ROSENBROCK, {"steps": 10}, sweep("adam", {}, [1e-3]) + sweep("sgd", {}, [1e-3]) + [{"name": "lbfgs"}]
+    )
     with pytest.raises(ValueError, match="share the optimizer"):
         train_ensemble(spec, [Member(0, 0), Member(1, 0)], [Sink(), Sink()], total_steps=10)
     with pytest.raises(ValueError, match="optimizers.2 cannot be vectorized: optimizer 'lbfgs'"):
@@ -281,15 +347,21 @@ def test_group_runs_splits_by_optimizer_batch_size_and_code_path() -> None:
     assert [len(c) for c in chunks] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("hidden, batch_size, on_cpu", [
-    ([16], "full", True),  # 131 parameters × 48 rows
-    ([64, 64], 32, True),  # 4,739 × 32
-    ([200, 200], 8, False),  # 42,003 parameters: the stacked state outgrows the cache
-    ([1024, 1024], 48, False),
-])
+@pytest.mark.parametrize(
+    "hidden, batch_size, on_cpu",
+    [
+        ([16], "full", True),  # 131 parameters × 48 rows
+        ([64, 64], 32, True),  # 4,739 × 32
+        ([200, 200], 8, False),  # 42,003 parameters: the stacked state outgrows the cache
+        ([1024, 1024], 48, False),
+    ],
+)
 def test_should_vectorize_follows_the_measured_rule(hidden: list[int], batch_size: int | str, on_cpu: bool) -> None:
-    spec = make_spec(dict(CLASSIFICATION, model={"name": "mlp", "params": {"hidden": hidden}}),
-                     {"steps": 10, "batch_size": batch_size}, sweep("adam", {}, [1e-3, 1e-2]))
+    spec = make_spec(
+        dict(CLASSIFICATION, model={"name": "mlp", "params": {"hidden": hidden}}),
+        {"steps": 10, "batch_size": batch_size},
+        sweep("adam", {}, [1e-3, 1e-2]),
+    )
     members = every_run(spec)
     widths = [5, *hidden, 3]
     assert parameter_count(spec) == sum(a * b + b for a, b in zip(widths, widths[1:]))
@@ -320,8 +392,9 @@ def test_host_copies_scale_with_flushes_not_steps(host_copies, monkeypatch: pyte
     def copies(steps: int, flush_every: int) -> tuple[int, int]:
         host_copies.clear()
         sinks = [Sink(), Sink()]
-        outcomes = train_ensemble(spec, every_run(spec), sinks, total_steps=steps, flush_every=flush_every,
-                                  flush_interval_s=1e9)
+        outcomes = train_ensemble(
+            spec, every_run(spec), sinks, total_steps=steps, flush_every=flush_every, flush_interval_s=1e9
+        )
         assert [o.steps_done for o in outcomes] == [steps, steps]
         return sum(host_copies.values()), len(sinks[0].batches)
 
@@ -349,8 +422,13 @@ def test_a_new_elementwise_optimizer_ensembles_as_its_runs_train_alone(signum, d
     """Declared by its rule and ``elementwise`` only: it is grouped, ensembled, and every member's rows equal
     those of the same run trained alone (which runs the same rule through TransformOptimizer)."""
     optimizers = sweep("test_signum", {"momentum": 0.9}, [1e-3, 1e-2]) + sweep("test_signum", {"momentum": 0.5}, [1e-2])
-    spec = make_spec(CLASSIFICATION, {"steps": 60, "batch_size": 16, "eval_every": 20,
-                                      "extras": ["grad_norm", "update_norm"]}, optimizers, seeds=[0, 1], dtype=dtype)
+    spec = make_spec(
+        CLASSIFICATION,
+        {"steps": 60, "batch_size": 16, "eval_every": 20, "extras": ["grad_norm", "update_norm"]},
+        optimizers,
+        seeds=[0, 1],
+        dtype=dtype,
+    )
     members = every_run(spec)
     assert [len(group) for group in group_runs(spec, members)] == [6]
     sequential, vectorized = run_both(spec, members, total_steps=60, flush_every=25)
@@ -358,15 +436,26 @@ def test_a_new_elementwise_optimizer_ensembles_as_its_runs_train_alone(signum, d
     assert {outcome.status for outcome, _ in vectorized} == {"succeeded"}
 
 
-@pytest.mark.parametrize("name", sorted(name for name, cls in registry.all_of("optimizer").items()
-                                        if can_vectorize(make_spec(QUADRATIC, {"steps": 1}, [{"name": name}]), 0)))
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        name
+        for name, cls in registry.all_of("optimizer").items()
+        if can_vectorize(make_spec(QUADRATIC, {"steps": 1}, [{"name": name}]), 0)
+    ),
+)
 def test_every_vectorizable_optimizer_ensembles_as_its_runs_train_alone(name: str) -> None:
     """Registry-driven: every optimizer whose declared capabilities allow an ensemble, on the params it
     declares for tests, with two learning rates around them."""
     cls = registry.get("optimizer", name)
     params = dict(cls.test_settings.params.get("rosenbrock", {}))
     lr = params.pop("lr", cls.Params().lr)
-    spec = make_spec(QUADRATIC, {"steps": 100, "extras": ["update_norm"]}, sweep(name, params, [lr, lr / 3]),
-                     seeds=[0, 1], dtype="float64")
+    spec = make_spec(
+        QUADRATIC,
+        {"steps": 100, "extras": ["update_norm"]},
+        sweep(name, params, [lr, lr / 3]),
+        seeds=[0, 1],
+        dtype="float64",
+    )
     sequential, vectorized = run_both(spec, every_run(spec), total_steps=100, flush_every=30)
     assert_same_runs(sequential, vectorized, "float64")

@@ -63,8 +63,10 @@ def postgres_template(fault_binaries):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "fault_env(redis_appendonly=False, **settings): options of the fault_env fixture; settings "
-        "become OPTIBENCH_* variables of every API and worker it starts (lease_timeout_s=5, sweep_interval_s=1)")
+        "markers",
+        "fault_env(redis_appendonly=False, **settings): options of the fault_env fixture; settings "
+        "become OPTIBENCH_* variables of every API and worker it starts (lease_timeout_s=5, sweep_interval_s=1)",
+    )
 
 
 @pytest.fixture

@@ -218,8 +218,9 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *, interva
             break
         time.sleep(interval)
     last_text = f"{type(last).__name__}: {last}" if isinstance(last, BaseException) else repr(last)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last_text[:2000]}\n"
-                         f"{REGISTRY.log_tails()}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last: {last_text[:2000]}\n{REGISTRY.log_tails()}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- Redis
@@ -231,8 +232,15 @@ class RedisServer:
     (SIGSTOP/SIGCONT: a broker that hangs instead of refusing). ``appendonly=True`` keeps queued
     messages across a restart (fsync ``appendfsync``); the default keeps nothing."""
 
-    def __init__(self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False,
-                 appendfsync: str = "always", binary: str = "redis-server") -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        appendfsync: str = "always",
+        binary: str = "redis-server",
+    ) -> None:
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="ob-redis-"))
         self._own_dir = directory is None
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -254,8 +262,23 @@ class RedisServer:
         return self.process is not None and self.process.poll() is None
 
     def _command(self) -> list[str]:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                   "--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"]
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "notice",
+        ]
         if self.appendonly:
             command += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
@@ -267,16 +290,22 @@ class RedisServer:
             return self
         log = open(self.log_path, "ab")
         try:
-            self.process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_die_with_parent())
+            self.process = subprocess.Popen(
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"redis-server on :{self.port} exited with {self.process.returncode}:\n"
-                                     f"{_tail(self.log_path)}")
+                raise AssertionError(
+                    f"redis-server on :{self.port} exited with {self.process.returncode}:\n{_tail(self.log_path)}"
+                )
             if self.ping():
                 return self
             time.sleep(0.05)
@@ -367,9 +396,17 @@ class PostgresCluster:
     ``template``: a stopped cluster whose data dir is copied instead of running initdb (see
     ``make_template``: initdb, database created and migrated once per session)."""
 
-    def __init__(self, *, port: int | None = None, database: str = "optibench", os_user: str = "postgres",
-                 bin_dir: Path | None = None, fsync: bool = False, template: PostgresCluster | None = None,
-                 register: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        database: str = "optibench",
+        os_user: str = "postgres",
+        bin_dir: Path | None = None,
+        fsync: bool = False,
+        template: PostgresCluster | None = None,
+        register: bool = True,
+    ) -> None:
         self.bin = Path(bin_dir) if bin_dir else postgres_bin_dir()
         if self.bin is None:
             raise RuntimeError("no PostgreSQL binaries (initdb) under /usr/lib/postgresql/*/bin or on PATH")
@@ -411,11 +448,19 @@ class PostgresCluster:
         with open(self.ctl_log, "ab") as out:
             out.write(f"$ {' '.join(args)}\n".encode())
             out.flush()
-            result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    timeout=timeout, start_new_session=True)
+            result = subprocess.run(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                start_new_session=True,
+            )
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} exited with {result.returncode}:\n{_tail(self.ctl_log)}\n"
-                                 f"server log:\n{_tail(self.log_path)}")
+            raise AssertionError(
+                f"{' '.join(args)} exited with {result.returncode}:\n{_tail(self.ctl_log)}\n"
+                f"server log:\n{_tail(self.log_path)}"
+            )
         return result
 
     def init(self) -> PostgresCluster:
@@ -435,8 +480,22 @@ class PostgresCluster:
             subprocess.run(["cp", "-a", str(self.template.data), str(self.data)], check=True, timeout=120)
             (self.data / "postmaster.pid").unlink(missing_ok=True)
         else:
-            self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                       "-E", "UTF8", "--no-sync", "--no-instructions"], timeout=120)
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                timeout=120,
+            )
         # the last setting of a name wins, so a copied template's port and socket are replaced
         conf = [
             "listen_addresses = '127.0.0.1'",
@@ -457,22 +516,40 @@ class PostgresCluster:
         self.init()
         if self.alive:
             return self
-        self._run([str(self.bin / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log_path),
-                   "-w", "-t", str(int(timeout))], timeout=timeout + 10)
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(int(timeout)),
+            ],
+            timeout=timeout + 10,
+        )
         wait_until(self.is_ready, timeout, f"pg_isready on :{self.port}", interval=0.1)
         return self
 
     def is_ready(self) -> bool:
-        result = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                                 "-U", "postgres", "-t", "1"], capture_output=True, timeout=10)
+        result = subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-t", "1"],
+            capture_output=True,
+            timeout=10,
+        )
         return result.returncode == 0
 
     def stop(self, mode: str = "fast", timeout: float = 30) -> None:
         """``pg_ctl stop -m fast|smart|immediate``; escalates to SIGKILL if it does not stop in time."""
         if not self.alive:
             return
-        result = self._run([str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w",
-                            "-t", str(int(timeout))], timeout=timeout + 10, check=False)
+        result = self._run(
+            [str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", str(int(timeout))],
+            timeout=timeout + 10,
+            check=False,
+        )
         if result.returncode != 0 or self.alive:
             self.kill()
 
@@ -516,8 +593,14 @@ class PostgresCluster:
     def connect(self, database: str | None = None, autocommit: bool = True):
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=database or self.database,
-                               autocommit=autocommit, connect_timeout=3)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname=database or self.database,
+            autocommit=autocommit,
+            connect_timeout=3,
+        )
 
     def sessions(self) -> str:
         """Every client session in a transaction or waiting, with what blocks it: a stalled job's
@@ -528,7 +611,8 @@ class PostgresCluster:
                     "SELECT pid, datname, state, wait_event_type, wait_event, pg_blocking_pids(pid), "
                     "round(extract(epoch FROM now() - xact_start)::numeric, 1), left(query, 160) "
                     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
-                    "AND (xact_start IS NOT NULL OR wait_event_type = 'Lock') ORDER BY xact_start").fetchall()
+                    "AND (xact_start IS NOT NULL OR wait_event_type = 'Lock') ORDER BY xact_start"
+                ).fetchall()
         except Exception as exc:  # noqa: BLE001 - a report must not fail on a server that is down
             return f"(unreadable: {type(exc).__name__}: {exc})"
         header = "pid db state wait_type wait blocked_by xact_s query"
@@ -568,8 +652,13 @@ def reap_stale_clusters() -> list[Path]:
         stale.base, stale.data, stale.socket_dir = base, base / "data", base / "sock"
         stale.port = 0
         try:
-            stale.port = int(next(line.split("=")[1] for line in reversed(
-                (stale.data / "postgresql.conf").read_text().splitlines()) if line.startswith("port =")))
+            stale.port = int(
+                next(
+                    line.split("=")[1]
+                    for line in reversed((stale.data / "postgresql.conf").read_text().splitlines())
+                    if line.startswith("port =")
+                )
+            )
         except (OSError, StopIteration, ValueError):
             pass
         try:
@@ -601,8 +690,14 @@ def make_template(database: str = "optibench") -> PostgresCluster:
 
 def migrate(env: dict[str, str]) -> None:
     """``python -m optibench.cli db upgrade`` with ``env``."""
-    result = subprocess.run([sys.executable, "-m", "optibench.cli", "db", "upgrade"], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "optibench.cli", "db", "upgrade"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise AssertionError(f"optibench db upgrade failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
@@ -610,19 +705,28 @@ def migrate(env: dict[str, str]) -> None:
 # --------------------------------------------------------------------------------------------- app processes
 
 
-def service_env(database_url: str, broker_url: str, data_dir: Path, *, queue: str | None = None,
-                flush_interval_s: float = 0.2, **overrides: Any) -> dict[str, str]:
+def service_env(
+    database_url: str,
+    broker_url: str,
+    data_dir: Path,
+    *,
+    queue: str | None = None,
+    flush_interval_s: float = 0.2,
+    **overrides: Any,
+) -> dict[str, str]:
     """The environment of the API and the workers: the process's own, OPTIBENCH_* replaced.
     ``overrides`` are settings names (``lease_timeout_s=5``) or full variable names."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIBENCH_")}
-    env.update({
-        "OPTIBENCH_DATABASE_URL": database_url,
-        "OPTIBENCH_BROKER_URL": broker_url,
-        "OPTIBENCH_QUEUE": queue or f"faults-{uuid.uuid4().hex[:10]}",
-        "OPTIBENCH_DATA_DIR": str(data_dir),
-        "OPTIBENCH_FLUSH_INTERVAL_S": str(flush_interval_s),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OPTIBENCH_DATABASE_URL": database_url,
+            "OPTIBENCH_BROKER_URL": broker_url,
+            "OPTIBENCH_QUEUE": queue or f"faults-{uuid.uuid4().hex[:10]}",
+            "OPTIBENCH_DATA_DIR": str(data_dir),
+            "OPTIBENCH_FLUSH_INTERVAL_S": str(flush_interval_s),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     for key, value in overrides.items():
         name = key if key.isupper() else f"OPTIBENCH_{key.upper()}"
         env[name] = str(value)
@@ -648,9 +752,16 @@ class _GroupProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            preexec_fn=_die_with_parent())
+            self.process = subprocess.Popen(
+                command,
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
         self.pgid = self.process.pid  # start_new_session: the leader's pid is the group id
 
     @property
@@ -729,8 +840,16 @@ class WorkerProcess(_GroupProcess):
     ``sigkill()`` kills the group (main process and prefork children), ``kill_pool()`` only the
     children (the training process), ``terminate()`` a warm shutdown."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, name: str | None = None, concurrency: int = 1,
-                 via_cli: bool = False, extra_args: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        concurrency: int = 1,
+        via_cli: bool = False,
+        extra_args: Iterable[str] = (),
+    ) -> None:
         super().__init__(env, log_path)
         self.node = name or f"faults-{uuid.uuid4().hex[:8]}"
         self.name = f"worker {self.node}"
@@ -741,8 +860,21 @@ class WorkerProcess(_GroupProcess):
     def command(self) -> list[str]:
         if self.via_cli:
             return [sys.executable, "-m", "optibench.cli", "worker", "--concurrency", str(self.concurrency)]
-        return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                "--concurrency", str(self.concurrency), "-n", f"{self.node}@%h", *self.extra_args]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(self.concurrency),
+            "-n",
+            f"{self.node}@%h",
+            *self.extra_args,
+        ]
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> WorkerProcess:
         self._mark = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -792,8 +924,19 @@ class ApiProcess(_GroupProcess):
 
     def start(self, timeout: float = 60, wait: bool = True) -> ApiProcess:
         """``wait=False`` returns at once (start a worker meanwhile), then call ``wait_healthy()``."""
-        self._spawn([sys.executable, "-m", "optibench.cli", "serve", "--no-worker", "--host", "127.0.0.1",
-                     "--port", str(self.port)])
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "optibench.cli",
+                "serve",
+                "--no-worker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+        )
         if wait:
             self.wait_healthy(timeout)
         return self
@@ -894,8 +1037,12 @@ def step_problems(rows: list[tuple[int, float]], expected: int | None = None) ->
 def run_rows(database_url: str, comparison_id: str) -> list[dict[str, Any]]:
     """The comparison's runs straight from SQL: id, position, status, attempt, steps_done, steps_total,
     heartbeat_at, error."""
-    rows = _sql(database_url, "SELECT id, position, status, attempt, steps_done, steps_total, heartbeat_at, error "
-                "FROM runs WHERE comparison_id = :c ORDER BY position", {"c": comparison_id})
+    rows = _sql(
+        database_url,
+        "SELECT id, position, status, attempt, steps_done, steps_total, heartbeat_at, error "
+        "FROM runs WHERE comparison_id = :c ORDER BY position",
+        {"c": comparison_id},
+    )
     return [dict(row._mapping) for row in rows]
 
 
@@ -918,8 +1065,14 @@ class FaultEnv:
     """A fresh Redis + a fresh, migrated PostgreSQL + the env for the app's processes.
     ``start_api()`` / ``start_worker()`` add processes; ``close()`` removes everything."""
 
-    def __init__(self, directory: Path, *, redis_appendonly: bool = False,
-                 postgres_template: PostgresCluster | None = None, **env_overrides: Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        redis_appendonly: bool = False,
+        postgres_template: PostgresCluster | None = None,
+        **env_overrides: Any,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.processes: list[_GroupProcess] = []
@@ -957,10 +1110,23 @@ class FaultEnv:
             self.api = api
         return api
 
-    def start_worker(self, name: str | None = None, *, wait_ready: bool = True, concurrency: int = 1,
-                     via_cli: bool = False, timeout: float = 60, **env_overrides: Any) -> WorkerProcess:
-        worker = WorkerProcess(self._merge(env_overrides), self.dir / "logs" / f"worker-{len(self.processes)}.log",
-                               name=name, concurrency=concurrency, via_cli=via_cli)
+    def start_worker(
+        self,
+        name: str | None = None,
+        *,
+        wait_ready: bool = True,
+        concurrency: int = 1,
+        via_cli: bool = False,
+        timeout: float = 60,
+        **env_overrides: Any,
+    ) -> WorkerProcess:
+        worker = WorkerProcess(
+            self._merge(env_overrides),
+            self.dir / "logs" / f"worker-{len(self.processes)}.log",
+            name=name,
+            concurrency=concurrency,
+            via_cli=via_cli,
+        )
         self.processes.append(worker)
         return worker.start(wait_ready, timeout)
 

@@ -16,11 +16,17 @@ from tests.faults.harness import GiveUp, injected, step_problems, verified, wait
 # Long enough to be killed mid-run five times; deterministic on the CPU.
 MLP_SPEC = {
     "name": "faults: mlp on digits",
-    "problem": {"model": {"name": "mlp", "params": {"hidden": [128, 128]}}, "dataset": {"name": "digits"},
-                "loss": "cross_entropy", "validation_fraction": 0.2},
+    "problem": {
+        "model": {"name": "mlp", "params": {"hidden": [128, 128]}},
+        "dataset": {"name": "digits"},
+        "loss": "cross_entropy",
+        "validation_fraction": 0.2,
+    },
     "training": {"epochs": 40, "batch_size": 32},
-    "optimizers": [{"name": "adam", "params": {"lr": 0.001, "amsgrad": True}},
-                   {"name": "sgd", "params": {"lr": 0.05, "momentum": 0.9}}],
+    "optimizers": [
+        {"name": "adam", "params": {"lr": 0.001, "amsgrad": True}},
+        {"name": "sgd", "params": {"lr": 0.05, "momentum": 0.9}},
+    ],
     "seeds": [0],
     "device": "cpu",
 }
@@ -46,7 +52,10 @@ def _uninterrupted_losses(spec: dict) -> dict[str, list[float]]:
 def _check_rows(fault_env, body: dict, reference: dict[str, list[float]] | None = None) -> None:
     for run in body["runs"]:
         rows = fault_env.step_rows(run["id"])
-        assert step_problems(rows, expected=run["steps_total"]) == [], (run["label"], step_problems(rows, run["steps_total"]))
+        assert step_problems(rows, expected=run["steps_total"]) == [], (
+            run["label"],
+            step_problems(rows, run["steps_total"]),
+        )
         if reference is not None:
             assert [loss for _, loss in rows] == reference[run["label"]], f"{run['label']}: losses differ"
 
@@ -86,8 +95,10 @@ def test_worker_sigkill_five_times(fault_env):
     _check_rows(fault_env, body, reference)
     attempts = {r["label"]: r["attempt"] for r in body["runs"]}
     assert sum(attempts.values()) >= 2 + 5, attempts  # every kill cost its run one attempt
-    verified(f"comparison succeeded after 5 SIGKILLs (attempts {attempts}); every run has steps "
-             "0..n-1 exactly once, and its losses equal an uninterrupted run's bit for bit")
+    verified(
+        f"comparison succeeded after 5 SIGKILLs (attempts {attempts}); every run has steps "
+        "0..n-1 exactly once, and its losses equal an uninterrupted run's bit for bit"
+    )
 
 
 @pytest.mark.fault_env(sweep_interval_s=0.5, republish_after_s=5, **WORKER_SETTINGS)
@@ -134,8 +145,11 @@ def test_postgres_restart_mid_job(fault_env):
 
     injected(f"PostgreSQL :{fault_env.postgres.port} stopped (fast) mid-job for ~4 s")
     fault_env.postgres.stop("fast")
-    during = wait_until(lambda: (r := api.get(f"/api/v1/comparisons/{comparison_id}")).status_code == 503 and r,
-                        20, "503 while the database is down")
+    during = wait_until(
+        lambda: (r := api.get(f"/api/v1/comparisons/{comparison_id}")).status_code == 503 and r,
+        20,
+        "503 while the database is down",
+    )
     assert during.headers["Retry-After"].isdigit()
     assert api.get("/api/v1/comparisons").status_code == 503
     assert api.client().post("/api/v1/comparisons", json=spec).status_code == 503

@@ -22,8 +22,10 @@ def test_a_comparison_is_trained_on_the_tests_own_redis_and_postgres(fault_env, 
     for run in body["runs"]:
         rows = fault_env.step_rows(run["id"])
         assert step_problems(rows, expected=2000) == [], (run["id"], step_problems(rows, expected=2000))
-    verified(f"comparison {comparison_id} succeeded: {len(body['runs'])} runs, each with steps 0..1999 exactly "
-             f"once in PostgreSQL :{fault_env.postgres.port}, via Redis :{fault_env.redis.port}")
+    verified(
+        f"comparison {comparison_id} succeeded: {len(body['runs'])} runs, each with steps 0..1999 exactly "
+        f"once in PostgreSQL :{fault_env.postgres.port}, via Redis :{fault_env.redis.port}"
+    )
 
     pgid = worker.pgid
     assert len(group_pids(pgid)) >= 2, "a prefork worker has a main process and a pool child"

@@ -68,8 +68,7 @@ class PoolKiller:
         elif moment == "right after a claim":
             wait_until(self._claimed, 60, f"a run claimed before kill {number}", interval=0.02)
         else:
-            wait_until(lambda: self._steps_done() >= since + 200, 60, f"progress before kill {number}",
-                       interval=0.05)
+            wait_until(lambda: self._steps_done() >= since + 200, 60, f"progress before kill {number}", interval=0.05)
             self.recoveries.append(time.monotonic() - self.last_kill)
             time.sleep(self.random.uniform(0, 0.3))
         pids = sorted({*self.pool_pids(), *([fresh] if fresh else [])})
@@ -91,7 +90,10 @@ def _check_finished(database_url: str, body: dict, reference: dict[str, list[flo
     assert body["status"] == "succeeded", body
     for run in body["runs"]:
         rows = step_rows(database_url, run["id"])
-        assert step_problems(rows, expected=run["steps_total"]) == [], (run["label"], step_problems(rows, run["steps_total"]))
+        assert step_problems(rows, expected=run["steps_total"]) == [], (
+            run["label"],
+            step_problems(rows, run["steps_total"]),
+        )
         assert [loss for _, loss in rows] == reference[run["label"]], f"{run['label']}: losses differ"
 
 
@@ -101,9 +103,16 @@ def test_pool_process_killed_20_times_on_the_embedded_default(tmp_path):
     reference = _uninterrupted_losses(SPEC)
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIBENCH_")}
-    env.update({"OPTIBENCH_DATA_DIR": str(data_dir), "OPTIBENCH_QUEUE": f"faults-{uuid.uuid4().hex[:10]}",
-                "OPTIBENCH_LEASE_TIMEOUT_S": "5", "OPTIBENCH_SWEEP_INTERVAL_S": "1", "PYTHONUNBUFFERED": "1",
-                **{f"OPTIBENCH_{k.upper()}": str(v) for k, v in SETTINGS.items()}})
+    env.update(
+        {
+            "OPTIBENCH_DATA_DIR": str(data_dir),
+            "OPTIBENCH_QUEUE": f"faults-{uuid.uuid4().hex[:10]}",
+            "OPTIBENCH_LEASE_TIMEOUT_S": "5",
+            "OPTIBENCH_SWEEP_INTERVAL_S": "1",
+            "PYTHONUNBUFFERED": "1",
+            **{f"OPTIBENCH_{k.upper()}": str(v) for k, v in SETTINGS.items()},
+        }
+    )
     from tests.faults.harness import migrate
 
     migrate(env)
@@ -117,15 +126,20 @@ def test_pool_process_killed_20_times_on_the_embedded_default(tmp_path):
         started = time.monotonic()
         for number in range(KILLS):
             killer.kill(number, total)
-        body = wait_until(lambda: (b := serve.comparison(comparison_id))["status"] in ("succeeded", "failed") and b,
-                          120, "the comparison to finish")
+        body = wait_until(
+            lambda: (b := serve.comparison(comparison_id))["status"] in ("succeeded", "failed") and b,
+            120,
+            "the comparison to finish",
+        )
         _check_finished(database_url, body, reference)
         log = serve.log()
         assert serve.alive and log.count("lost a pool process; starting a fresh worker") >= KILLS, log[-3000:]
         assert max(killer.recoveries) < 4 * 5, killer.recoveries  # a few leases of 5 s
-        verified(f"{KILLS} kills in {time.monotonic() - started:.0f} s: serve started a fresh worker each time, "
-                 f"training resumed within {max(killer.recoveries):.1f} s of a kill at most (lease 5 s); every run "
-                 "has steps 0..n-1 exactly once and the losses of an uninterrupted run, bit for bit")
+        verified(
+            f"{KILLS} kills in {time.monotonic() - started:.0f} s: serve started a fresh worker each time, "
+            f"training resumed within {max(killer.recoveries):.1f} s of a kill at most (lease 5 s); every run "
+            "has steps 0..n-1 exactly once and the losses of an uninterrupted run, bit for bit"
+        )
     finally:
         serve.close()
 
@@ -152,7 +166,9 @@ def test_pool_process_killed_20_times_on_postgres_and_redis(fault_env):
     # a redelivery waits worker_lost_wait (1 s), then the stale lease (2 s) and a sweep (0.5 s); 12 s was
     # seen on a 2-core machine at load 4
     assert max(killer.recoveries) < 10 * 2, killer.recoveries
-    verified(f"{KILLS} kills in {time.monotonic() - started:.0f} s: the worker lived on and replaced its pool "
-             f"process each time, training resumed within {max(killer.recoveries):.1f} s of a kill at most "
-             f"(lease 2 s), no shared-connection error in its log; every run has steps 0..n-1 exactly once and "
-             "the losses of an uninterrupted run, bit for bit")
+    verified(
+        f"{KILLS} kills in {time.monotonic() - started:.0f} s: the worker lived on and replaced its pool "
+        f"process each time, training resumed within {max(killer.recoveries):.1f} s of a kill at most "
+        f"(lease 2 s), no shared-connection error in its log; every run has steps 0..n-1 exactly once and "
+        "the losses of an uninterrupted run, bit for bit"
+    )

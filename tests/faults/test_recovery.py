@@ -43,14 +43,19 @@ def test_runs_lost_with_redis_are_published_again_within_two_leases(fault_env, q
     restarted = time.monotonic()
 
     # at most a lease for the runs to count as published a while ago, then a sweep sees them lost
-    republished = wait_until(lambda: "whose message the broker had lost" in api.log() + worker.log()
-                             and time.monotonic(), 2 * LEASE_S + 5, "the lost runs published again")
+    republished = wait_until(
+        lambda: "whose message the broker had lost" in api.log() + worker.log() and time.monotonic(),
+        2 * LEASE_S + 5,
+        "the lost runs published again",
+    )
     body = fault_env.wait_for_comparison(comparison_id, timeout=120)
     assert body["status"] == "succeeded", body
     for run in body["runs"]:
         assert step_problems(fault_env.step_rows(run["id"]), expected=run["steps_total"]) == []
-    verified(f"the lost runs were published again {republished - restarted:.1f} s after the restart (lease "
-             f"{LEASE_S} s, OPTIBENCH_REPUBLISH_AFTER_S 900 s); the job succeeded with every step once")
+    verified(
+        f"the lost runs were published again {republished - restarted:.1f} s after the restart (lease "
+        f"{LEASE_S} s, OPTIBENCH_REPUBLISH_AFTER_S 900 s); the job succeeded with every step once"
+    )
 
     worker.terminate()
     assert _live_workers(api, queue) == 0
@@ -58,8 +63,14 @@ def test_runs_lost_with_redis_are_published_again_within_two_leases(fault_env, q
 
 
 def _team_key(fault_env, name: str) -> str:
-    created = subprocess.run([sys.executable, "-m", "optibench.cli", "admin", "create-team", name],
-                             env=fault_env.env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    created = subprocess.run(
+        [sys.executable, "-m", "optibench.cli", "admin", "create-team", name],
+        env=fault_env.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert created.returncode == 0, created.stderr
     return created.stdout.strip().splitlines()[-1]
 
@@ -68,11 +79,15 @@ def _team_key(fault_env, name: str) -> str:
 def test_a_teams_backlog_does_not_starve_another_team(fault_env, quadratic_spec):
     api = fault_env.start_api()
     keys = {team: _team_key(fault_env, f"team-{team}") for team in "AB"}
-    backlog = copy.deepcopy(quadratic_spec) | {"optimizers": [{"name": "adam", "params": {"lr": 0.01}}],
-                                               "seeds": [0], "reuse": False}
+    backlog = copy.deepcopy(quadratic_spec) | {
+        "optimizers": [{"name": "adam", "params": {"lr": 0.01}}],
+        "seeds": [0],
+        "reuse": False,
+    }
     backlog["training"] = {"steps": 3_000}
     small = copy.deepcopy(backlog) | {"name": "team A's small job", "training": {"steps": 50}}
     with api.client() as client:
+
         def submit(team: str, spec: dict) -> str:
             response = client.post("/api/v1/comparisons", json=spec, headers={"Authorization": f"Bearer {keys[team]}"})
             assert response.status_code == 202, response.text

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from services.keys import is_loopback
 from db.models import Comparison, Eval, Run, ShareLink, Step
 from db.session import transaction
 from optibench.cli import app
+from services.keys import is_loopback
 from tests.api.teams import COMPARISONS, bearer, function_spec, record_steps, submit, team_client
 
 __all__ = ["team_client"]
@@ -107,9 +107,13 @@ def test_purge_deletes_only_deleted_comparisons_with_their_rows(team_client):
     assert admin("purge", "--older-than-days", "1").strip() == "purged 0 deleted comparisons"
     assert _count(Comparison, Comparison.id, doomed["id"]) == 1
     assert "purged" in admin("purge")
-    for model, column, value in ((Comparison, Comparison.id, doomed["id"]), (Run, Run.comparison_id, doomed["id"]),
-                                 (Step, Step.run_id, doomed_run), (Eval, Eval.run_id, doomed_run),
-                                 (ShareLink, ShareLink.comparison_id, doomed["id"])):
+    for model, column, value in (
+        (Comparison, Comparison.id, doomed["id"]),
+        (Run, Run.comparison_id, doomed["id"]),
+        (Step, Step.run_id, doomed_run),
+        (Eval, Eval.run_id, doomed_run),
+        (ShareLink, ShareLink.comparison_id, doomed["id"]),
+    ):
         assert _count(model, column, value) == 0, model.__name__
     assert client.get(f"{COMPARISONS}/{kept['id']}", headers=bearer(key)).status_code == 200
 
@@ -128,7 +132,9 @@ def test_purge_hands_a_reused_runs_rows_to_the_runs_that_reuse_it(team_client):
     client.delete(f"{COMPARISONS}/{source['id']}", headers=bearer(key))
     admin("purge")
     with transaction() as session:
-        links = dict(session.execute(select(Run.id, Run.reused_from_id).where(Run.id.in_([first_run, second_run]))).all())
+        links = dict(
+            session.execute(select(Run.id, Run.reused_from_id).where(Run.id.in_([first_run, second_run]))).all()
+        )
     heir = min(first_run, second_run)
     assert links == {heir: None, max(first_run, second_run): heir}
     for run_id in (first_run, second_run):
@@ -138,10 +144,22 @@ def test_purge_hands_a_reused_runs_rows_to_the_runs_that_reuse_it(team_client):
 # --- serve: auth off only on a loopback address -----------------------------------------------
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LOCALHOST", True),
-    ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("example.com", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
 def test_loopback_addresses(host, loopback):
     assert is_loopback(host) is loopback
 
@@ -167,8 +185,13 @@ def _free_port() -> int:
 def _serve(database_url: str, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     environment = {**os.environ, "OPTIBENCH_DATABASE_URL": database_url, "OPTIBENCH_PORT": str(port), **env}
-    process = subprocess.Popen([sys.executable, "-m", "optibench.cli", "serve", "--no-worker"], cwd=REPO,
-                               env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optibench.cli", "serve", "--no-worker"],
+        cwd=REPO,
+        env=environment,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -200,15 +223,22 @@ def test_serve_warns_when_auth_is_off(sqlite_url, tmp_path):
 def test_a_served_api_logs_no_key(use_database, tmp_path):
     _, key = _new_team()
     log = tmp_path / "serve.log"
-    process, url = _serve(use_database, log, OPTIBENCH_AUTH="required",
-                          OPTIBENCH_SECRET_KEY="served-secret-for-the-admin-cli-test-0123456789")
+    process, url = _serve(
+        use_database,
+        log,
+        OPTIBENCH_AUTH="required",
+        OPTIBENCH_SECRET_KEY="served-secret-for-the-admin-cli-test-0123456789",
+    )
     try:
         with httpx.Client(base_url=url) as client:
             created = client.post("/api/v1/admin/keys", json={"name": "second"}, headers=bearer(key)).json()
             keys = [key, created["key"], "ob_" + "w" * 43]
             client.delete(f"/api/v1/admin/keys/{created['id']}", headers=bearer(key))
-            codes = {client.get(path, headers=bearer(secret)).status_code
-                     for secret in keys for path in ("/api/v1/me", "/api/v1/comparisons", "/api/v1/admin/keys")}
+            codes = {
+                client.get(path, headers=bearer(secret)).status_code
+                for secret in keys
+                for path in ("/api/v1/me", "/api/v1/comparisons", "/api/v1/admin/keys")
+            }
             assert codes == {200, 401}
             client.post("/login", data={"key": key})
     finally:

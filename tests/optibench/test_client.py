@@ -92,8 +92,9 @@ def refused(_inner: httpx.BaseTransport, request: httpx.Request) -> httpx.Respon
 
 
 def unavailable(_inner: httpx.BaseTransport, _request: httpx.Request) -> httpx.Response:
-    return httpx.Response(503, headers={"Retry-After": "5"},
-                          json={"detail": "the database is unavailable; retry shortly"})
+    return httpx.Response(
+        503, headers={"Retry-After": "5"}, json={"detail": "the database is unavailable; retry shortly"}
+    )
 
 
 @pytest.fixture
@@ -187,13 +188,17 @@ def test_auth_key_from_the_argument_or_the_environment(team_client, monkeypatch)
         assert api.url == "http://testserver"
         assert [c["id"] for c in api.comparisons()] == [mine["id"]]
     for key, detail in ((team.revoked, "this API key was revoked"), ("ob_wrong", "unknown API key")):
-        with Client("http://testserver", api_key=key, transport=transport) as api, \
-                pytest.raises(OptibenchError) as raised:
+        with (
+            Client("http://testserver", api_key=key, transport=transport) as api,
+            pytest.raises(OptibenchError) as raised,
+        ):
             api.comparison(mine["id"])
         assert (raised.value.status, raised.value.detail) == (401, detail)
     other = make_team()
-    with Client("http://testserver", api_key=other.member, transport=transport) as api, \
-            pytest.raises(OptibenchError) as raised:
+    with (
+        Client("http://testserver", api_key=other.member, transport=transport) as api,
+        pytest.raises(OptibenchError) as raised,
+    ):
         api.comparison(mine["id"])
     assert raised.value.status == 404
 

@@ -22,8 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _listening_sockets(port: int) -> int:
     """LISTEN entries for ``port`` in /proc/net/tcp (Linux): one per listening socket, of any process."""
     lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines
-               if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
 
 
 def test_a_process_socket_is_bound_anew_where_it_is_received():
@@ -60,13 +59,19 @@ def test_serve_with_two_api_workers_listens_once_per_process_and_stops_on_sigter
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "OPTIBENCH_DATA_DIR": str(tmp_path), "OPTIBENCH_PORT": str(port),
-           "OPTIBENCH_API_WORKERS": "2", "OPTIBENCH_DATABASE_URL": f"sqlite:///{tmp_path / 'optibench.db'}"}
+    env = {
+        **os.environ,
+        "OPTIBENCH_DATA_DIR": str(tmp_path),
+        "OPTIBENCH_PORT": str(port),
+        "OPTIBENCH_API_WORKERS": "2",
+        "OPTIBENCH_DATABASE_URL": f"sqlite:///{tmp_path / 'optibench.db'}",
+    }
     cli = [sys.executable, "-m", "optibench.cli"]
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, cwd=REPO, capture_output=True)
     log = tmp_path / "serve.log"
-    process = subprocess.Popen([*cli, "serve", "--no-worker"], env=env, cwd=REPO, stdout=log.open("w"),
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*cli, "serve", "--no-worker"], env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 90
         while _listening_sockets(port) < 2:

@@ -63,10 +63,20 @@ def test_strong_generated_and_local_keys_are_accepted(tmp_path, monkeypatch):
 
 
 def test_serve_refuses_to_start_with_a_weak_key(tmp_path):
-    environment = {**os.environ, "OPTIBENCH_DATA_DIR": str(tmp_path), "OPTIBENCH_AUTH": "required",
-                   "OPTIBENCH_SECRET_KEY": "s3cret", "OPTIBENCH_PORT": "1"}
-    done = subprocess.run([sys.executable, "-m", "optibench.cli", "serve", "--no-worker"], env=environment,
-                          capture_output=True, text=True, timeout=120)
+    environment = {
+        **os.environ,
+        "OPTIBENCH_DATA_DIR": str(tmp_path),
+        "OPTIBENCH_AUTH": "required",
+        "OPTIBENCH_SECRET_KEY": "s3cret",
+        "OPTIBENCH_PORT": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "optibench.cli", "serve", "--no-worker"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "OPTIBENCH_SECRET_KEY is too weak" in done.stderr and GENERATE in done.stderr
     assert "s3cret" not in done.stderr + done.stdout

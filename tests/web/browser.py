@@ -20,19 +20,27 @@ ROSENBROCK = {
     "name": "Adam vs SGD with momentum on Rosenbrock",
     "problem": {"function": {"name": "rosenbrock"}, "x0": [-1.2, 1.0]},
     "training": {"steps": 1500},
-    "optimizers": [{"name": "adam", "params": {"lr": 0.05}},
-                   {"name": "sgd", "params": {"lr": 0.0005, "momentum": 0.9}, "label": "sgd momentum"}],
+    "optimizers": [
+        {"name": "adam", "params": {"lr": 0.05}},
+        {"name": "sgd", "params": {"lr": 0.0005, "momentum": 0.9}, "label": "sgd momentum"},
+    ],
     "seeds": [0, 1],
     "tags": ["web", "trajectory"],
 }
 #: a dataset problem with evaluations and a learning-rate sweep
 IRIS_SWEEP = {
     "name": "MLP on iris: an Adam learning-rate sweep against SGD",
-    "problem": {"model": {"name": "mlp", "params": {"hidden": [16]}}, "dataset": {"name": "iris"},
-                "loss": "cross_entropy", "validation_fraction": 0.2},
+    "problem": {
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "dataset": {"name": "iris"},
+        "loss": "cross_entropy",
+        "validation_fraction": 0.2,
+    },
     "training": {"epochs": 150, "batch_size": "full", "eval_every": 10},
-    "optimizers": [{"name": "adam", "sweep": {"lr": [0.003, 0.03]}},
-                   {"name": "sgd", "params": {"lr": 0.1, "momentum": 0.9}}],
+    "optimizers": [
+        {"name": "adam", "sweep": {"lr": [0.003, 0.03]}},
+        {"name": "sgd", "params": {"lr": 0.1, "momentum": 0.9}},
+    ],
     "seeds": [0, 1, 2],
     "tags": ["web", "sweep"],
 }
@@ -64,25 +72,35 @@ class Watched:
 
 def watch(page: Page, origin: str) -> Watched:
     watched = Watched(page, origin)
-    page.on("console", lambda message: watched.errors.append(f"console: {message.text}")
-            if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: watched.errors.append(f"console: {message.text}") if message.type == "error" else None,
+    )
     page.on("pageerror", lambda error: watched.errors.append(f"uncaught: {error}"))
-    page.on("request", lambda request: None if request.url.startswith((origin, "data:"))
-            else watched.foreign.append(request.url))
+    page.on(
+        "request",
+        lambda request: None if request.url.startswith((origin, "data:")) else watched.foreign.append(request.url),
+    )
     return watched
 
 
 def wait_drawn(page: Page, element_id: str, draws: int = 1, timeout_ms: float = 30_000) -> None:
     """Until the chart has been drawn ``draws`` times (charts.js counts them in data-drawn)."""
-    page.wait_for_function("([id, n]) => Number(document.getElementById(id)?.dataset.drawn || 0) >= n",
-                           arg=[element_id, draws], timeout=timeout_ms)
+    page.wait_for_function(
+        "([id, n]) => Number(document.getElementById(id)?.dataset.drawn || 0) >= n",
+        arg=[element_id, draws],
+        timeout=timeout_ms,
+    )
 
 
 def traces(page: Page, element_id: str) -> list[dict]:
     """What Plotly holds for the chart: each trace's type, name and the meta the page gave it."""
-    return page.evaluate("""(id) => document.getElementById(id).data.map((t) => ({
+    return page.evaluate(
+        """(id) => document.getElementById(id).data.map((t) => ({
         type: t.type || "scatter", name: t.name, kind: (t.meta || {}).kind, label: (t.meta || {}).label,
-        run_id: (t.meta || {}).run_id, points: (t.x || []).length}))""", element_id)
+        run_id: (t.meta || {}).run_id, points: (t.x || []).length}))""",
+        element_id,
+    )
 
 
 def screenshot(page: Page | Locator, name: str, **options) -> Path:

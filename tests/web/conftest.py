@@ -17,6 +17,7 @@ from tests.conftest import require
 from tests.e2e.conftest import EXAMPLES, REPO, Service, start_service, stop_service
 from tests.web.browser import CHROMIUM, IRIS_SWEEP, ROSENBROCK, Watched, launch, screenshot, submit, watch
 
+
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
@@ -41,8 +42,11 @@ def web_service(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finished(web_service) -> dict[str, dict]:
     """The comparisons every page test reads, submitted together and trained to the end."""
-    specs = {"rosenbrock": ROSENBROCK, "iris": IRIS_SWEEP,
-             "quadratic": json.loads((EXAMPLES / "adam_vs_sgd_quadratic.json").read_text())}
+    specs = {
+        "rosenbrock": ROSENBROCK,
+        "iris": IRIS_SWEEP,
+        "quadratic": json.loads((EXAMPLES / "adam_vs_sgd_quadratic.json").read_text()),
+    }
     submitted = {key: submit(web_service, spec) for key, spec in specs.items()}
     done = {key: web_service.wait_for(made["id"]) for key, made in submitted.items()}
     assert all(c["status"] == "succeeded" for c in done.values()), {k: c["status"] for k, c in done.items()}
@@ -70,8 +74,14 @@ def auth_service(tmp_path_factory) -> tuple[Service, str]:
     service = start_service("embedded", overrides, data_dir)
     env = {**os.environ, "OPTIBENCH_DATA_DIR": str(data_dir), **overrides}
     env.pop("OPTIBENCH_DATABASE_URL", None)
-    created = subprocess.run([sys.executable, "-m", "optibench.cli", "admin", "create-team", "web"], env=env,
-                             cwd=REPO, capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [sys.executable, "-m", "optibench.cli", "admin", "create-team", "web"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = created.stdout.strip().splitlines()[-1]
     assert httpx.get(f"{service.url}/api/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     yield service, key

@@ -84,8 +84,11 @@ def test_a_one_dimensional_trajectory_is_the_function_curve_with_each_path(page,
     page.page.goto(f"/comparisons/{comparison['id']}")
     wait_drawn(page.page, "trajectory-chart")
     trajectory = traces(page.page, "trajectory-chart")
-    assert [(t["name"], t["kind"]) for t in trajectory] == [("f(x)", "surface"), ("adam seed 0", "path"),
-                                                           ("sgd seed 0", "path")]
+    assert [(t["name"], t["kind"]) for t in trajectory] == [
+        ("f(x)", "surface"),
+        ("adam seed 0", "path"),
+        ("sgd seed 0", "path"),
+    ]
     assert [t["points"] for t in trajectory[1:]] == [50, 50]
     assert page.problems() == []
 
@@ -169,21 +172,33 @@ def test_the_form_shows_each_error_at_its_field(page):
 
 
 def test_a_running_comparison_updates_in_place(page, web_service):
-    made = submit(web_service, {"name": "long-running", "training": {"steps": 200_000},
-                                "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-                                "optimizers": [{"name": "sgd", "params": {"lr": 1e-6}}], "seeds": [0]})
+    made = submit(
+        web_service,
+        {
+            "name": "long-running",
+            "training": {"steps": 200_000},
+            "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
+            "optimizers": [{"name": "sgd", "params": {"lr": 1e-6}}],
+            "seeds": [0],
+        },
+    )
     p = page.page
     p.goto(f"/comparisons/{made['id']}")
     p.evaluate("window.notReloaded = true")
     before = p.inner_text("#progress-text")
     # the worker takes the run and records steps; the page polls and redraws without a reload
-    p.wait_for_function("(before) => document.getElementById('progress-text').textContent !== before "
-                        "&& document.getElementById('status').textContent === 'running'", arg=before, timeout=120_000)
+    p.wait_for_function(
+        "(before) => document.getElementById('progress-text').textContent !== before "
+        "&& document.getElementById('status').textContent === 'running'",
+        arg=before,
+        timeout=120_000,
+    )
     wait_drawn(p, "loss-chart", 2, timeout_ms=60_000)
     progressed = p.inner_text("#progress-text")
     screenshot(p, "running_comparison")
-    p.wait_for_function("(seen) => document.getElementById('progress-text').textContent !== seen",
-                        arg=progressed, timeout=60_000)
+    p.wait_for_function(
+        "(seen) => document.getElementById('progress-text').textContent !== seen", arg=progressed, timeout=60_000
+    )
     assert not p.locator("#cancel").is_hidden()
     p.click("#cancel")
     p.wait_for_function("document.getElementById('status').textContent === 'cancelled'", timeout=60_000)

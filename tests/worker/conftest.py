@@ -4,7 +4,6 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-
 #: kombu's Redis transport keeps a priority's messages in the list <queue><PRIORITY_SEP><priority> (0: <queue>)
 PRIORITY_SEP = "\x06\x16"
 

@@ -18,10 +18,17 @@ from engine.spec import ComparisonSpec
 from worker import dispatch
 
 SPEC = {
-    "name": "dispatch", "problem": {"function": {"name": "rosenbrock"}}, "training": {"steps": 50},
-    "optimizers": [{"name": "adam", "sweep": {"lr": [0.001, 0.01]}}, {"name": "sgd", "params": {"lr": 0.001}},
-                   {"name": "lbfgs", "params": {"lr": 0.5}}],
-    "seeds": [0, 1], "device": "cpu", "reuse": False,
+    "name": "dispatch",
+    "problem": {"function": {"name": "rosenbrock"}},
+    "training": {"steps": 50},
+    "optimizers": [
+        {"name": "adam", "sweep": {"lr": [0.001, 0.01]}},
+        {"name": "sgd", "params": {"lr": 0.001}},
+        {"name": "lbfgs", "params": {"lr": 0.5}},
+    ],
+    "seeds": [0, 1],
+    "device": "cpu",
+    "reuse": False,
 }
 
 
@@ -52,8 +59,9 @@ def test_a_comparisons_tasks_go_out_in_one_round_trip(redis_dispatch, monkeypatc
     assert dispatch.enqueue_new_runs(spec, runs) == len(runs) == 8
     messages = [json.loads(m) for m in redis_dispatch.messages("cpu")]
     published = [json.loads(base64.b64decode(m["body"]))[0] for m in messages]
-    assert sorted(run_id for args in published for run_id in (args[0] if isinstance(args[0], list) else args)) \
-        == sorted(r.id for r in runs)
+    assert sorted(
+        run_id for args in published for run_id in (args[0] if isinstance(args[0], list) else args)
+    ) == sorted(r.id for r in runs)
     assert len(messages) > 1 and pushes == [len(messages)]
     assert all(_enqueued_at(runs))
 

@@ -18,10 +18,14 @@ from worker.celery_app import ENSEMBLE_TASK, TRAIN_TASK
 from worker.tasks import train_ensemble_runs, train_run
 
 SWEEP = {
-    "name": "ensemble sweep", "problem": {"function": {"name": "rosenbrock"}}, "training": {"steps": 150},
-    "optimizers": [{"name": "adam", "sweep": {"lr": [0.001, 0.01, 0.05]}},
-                   {"name": "lbfgs", "params": {"lr": 0.5}}],
-    "seeds": [0, 1], "device": "cpu", "dtype": "float64", "reuse": False,
+    "name": "ensemble sweep",
+    "problem": {"function": {"name": "rosenbrock"}},
+    "training": {"steps": 150},
+    "optimizers": [{"name": "adam", "sweep": {"lr": [0.001, 0.01, 0.05]}}, {"name": "lbfgs", "params": {"lr": 0.5}}],
+    "seeds": [0, 1],
+    "device": "cpu",
+    "dtype": "float64",
+    "reuse": False,
 }
 
 
@@ -35,9 +39,15 @@ def _create(spec: dict) -> tuple[ComparisonSpec, list[Run]]:
 
 def _rows(run_id: str) -> np.ndarray:
     with transaction() as session:
-        return np.array(session.execute(
-            Step.__table__.select().with_only_columns(Step.step, Step.loss, Step.lr)
-            .where(Step.run_id == run_id).order_by(Step.step)).all(), dtype=float)
+        return np.array(
+            session.execute(
+                Step.__table__.select()
+                .with_only_columns(Step.step, Step.loss, Step.lr)
+                .where(Step.run_id == run_id)
+                .order_by(Step.step)
+            ).all(),
+            dtype=float,
+        )
 
 
 def _published(broker) -> list[tuple[str, list]]:

@@ -30,9 +30,11 @@ def _create(spec: dict) -> list[str]:
 def _mlp(hidden: list[int], steps: int = 5) -> dict:
     return {
         "name": "worker memory",
-        "problem": {"model": {"name": "mlp", "params": {"hidden": hidden}},
-                    "dataset": {"name": "synthetic_regression", "params": {"n_samples": 64, "n_features": 100}},
-                    "loss": "mse_mean"},
+        "problem": {
+            "model": {"name": "mlp", "params": {"hidden": hidden}},
+            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 64, "n_features": 100}},
+            "loss": "mse_mean",
+        },
         "training": {"steps": steps},
         "optimizers": [{"name": "adam", "params": {"lr": 0.001}}],
         "device": "cpu",

@@ -21,10 +21,17 @@ from worker import dispatch
 from worker.sweeper import republish_lost, sweep
 
 LEASE_S = 0.5
-SPEC = ComparisonSpec.model_validate({
-    "name": "recovery", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-    "optimizers": [{"name": "sgd"}], "seeds": [0, 1], "device": "cpu", "reuse": False,
-}).model_dump(mode="json")
+SPEC = ComparisonSpec.model_validate(
+    {
+        "name": "recovery",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [{"name": "sgd"}],
+        "seeds": [0, 1],
+        "device": "cpu",
+        "reuse": False,
+    }
+).model_dump(mode="json")
 
 
 @pytest.fixture
@@ -44,8 +51,11 @@ def _published(broker, runs: list[Run]) -> list[str]:
     """The ids of ``runs`` in the messages on the cpu queue (a run alone, or in an ensemble), once per
     message; the shared test database has other tests' queued runs, which a sweep may publish too."""
     ours = {r.id for r in runs}
-    ids = [run_id for message in broker.messages("cpu")
-           for run_id in re.findall(r"[0-9a-f]{32}", json.loads(message)["headers"]["argsrepr"])]
+    ids = [
+        run_id
+        for message in broker.messages("cpu")
+        for run_id in re.findall(r"[0-9a-f]{32}", json.loads(message)["headers"]["argsrepr"])
+    ]
     return sorted(i for i in ids if i in ours)
 
 
@@ -119,8 +129,14 @@ def test_a_teams_backlog_lowers_its_priority_not_another_teams(redis_dispatch):
     queue, broker = f"{redis_dispatch.prefix}.cpu", redis_dispatch.client
 
     def run_ids(priority: int) -> list[str]:
-        return sorted(re.findall(r"[0-9a-f]{32}", " ".join(json.loads(m)["headers"]["argsrepr"] for m in
-                                                           broker.lrange(priority_list(queue, priority), 0, -1))))
+        return sorted(
+            re.findall(
+                r"[0-9a-f]{32}",
+                " ".join(
+                    json.loads(m)["headers"]["argsrepr"] for m in broker.lrange(priority_list(queue, priority), 0, -1)
+                ),
+            )
+        )
 
     assert run_ids(3) == sorted(r.id for r in backlog) and run_ids(0) == sorted(r.id for r in fresh)
     # a republish takes the same path: the busy team's runs go out behind the idle team's again

@@ -33,8 +33,11 @@ def settings(use_database, monkeypatch):
 def _mlp(epochs: int) -> dict:
     return {
         "name": "resumable mlp",
-        "problem": {"model": {"name": "mlp", "params": {"hidden": [8]}}, "dataset": {"name": "wine"},
-                    "loss": "cross_entropy"},
+        "problem": {
+            "model": {"name": "mlp", "params": {"hidden": [8]}},
+            "dataset": {"name": "wine"},
+            "loss": "cross_entropy",
+        },
         "training": {"epochs": epochs, "batch_size": 16},
         "optimizers": [{"name": "adam", "params": {"lr": 0.01, "amsgrad": True}}],
         "seeds": [0],
@@ -47,8 +50,9 @@ def _create_with_totals(spec: dict) -> list[str]:
 
     parsed = ComparisonSpec.model_validate(spec)
     with transaction() as session:
-        comparison = comparisons.create_comparison(session, parsed.model_dump(mode="json"),
-                                               [steps_total(parsed, i) for i in range(len(parsed.optimizers))])
+        comparison = comparisons.create_comparison(
+            session, parsed.model_dump(mode="json"), [steps_total(parsed, i) for i in range(len(parsed.optimizers))]
+        )
         return [run.id for run in comparison.runs]
 
 
@@ -90,8 +94,11 @@ def test_watchdog_requeues_a_lost_run_then_fails_it_when_attempts_run_out(settin
     run_id = _create(_quadratic())[0]
     stale = utcnow() - timedelta(hours=1)
     with transaction() as session:
-        session.execute(update(Run).where(Run.id == run_id).values(status="running", attempt=1, heartbeat_at=stale,
-                                                                   enqueued_at=stale))
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", attempt=1, heartbeat_at=stale, enqueued_at=stale)
+        )
         requeued, failed = leases.reap_stale_runs(session, 60, 2)
         assert run_id in requeued and run_id not in failed
     run = _run(run_id)

@@ -14,10 +14,16 @@ from worker import dispatch
 
 
 def _spec(device: str) -> dict:
-    return ComparisonSpec.model_validate({
-        "name": f"routing {device}", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-        "optimizers": [{"name": "sgd"}], "seeds": [0, 1], "device": device,
-    }).model_dump(mode="json")
+    return ComparisonSpec.model_validate(
+        {
+            "name": f"routing {device}",
+            "problem": {"function": {"name": "quadratic"}},
+            "training": {"steps": 5},
+            "optimizers": [{"name": "sgd"}],
+            "seeds": [0, 1],
+            "device": device,
+        }
+    ).model_dump(mode="json")
 
 
 def _create(spec: dict) -> list[Run]:

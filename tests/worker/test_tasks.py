@@ -56,8 +56,9 @@ def _step_rows(run_id: str) -> list[tuple]:
     """Every stored column of every step row, in step order, as the database has it."""
     with transaction() as session:
         columns = [c.name for c in Step.__table__.columns]
-        rows = session.execute(text(f"SELECT {', '.join(columns)} FROM steps WHERE run_id = :r ORDER BY step"),
-                               {"r": run_id}).all()
+        rows = session.execute(
+            text(f"SELECT {', '.join(columns)} FROM steps WHERE run_id = :r ORDER BY step"), {"r": run_id}
+        ).all()
         return [tuple(row) for row in rows]
 
 
@@ -146,8 +147,11 @@ def test_a_run_held_by_a_live_worker_is_skipped(use_database):
     run_id = _create(_quadratic(steps=20))[0]
     started = utcnow() - timedelta(seconds=5)
     with transaction() as session:
-        session.execute(update(Run).where(Run.id == run_id)
-                        .values(status="running", attempt=1, heartbeat_at=utcnow(), started_at=started))
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", attempt=1, heartbeat_at=utcnow(), started_at=started)
+        )
     before = _run_row(run_id)
 
     assert _execute(run_id) == "skipped"
@@ -161,10 +165,18 @@ def test_a_run_held_by_a_live_worker_is_skipped(use_database):
 def test_a_run_whose_holder_died_is_taken_over(use_database):
     run_id = _create(_quadratic(steps=20))[0]
     with transaction() as session:
-        session.execute(update(Run).where(Run.id == run_id)
-                        .values(status="running", attempt=1, heartbeat_at=utcnow() - timedelta(hours=1)))
-        session.execute(text("INSERT INTO steps (run_id, step, epoch, loss, time_s, step_time_ms, lr, x) "
-                             "VALUES (:r, 0, NULL, 99.0, 0.1, 0.1, 0.1, '[123.0]')"), {"r": run_id})
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", attempt=1, heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+        session.execute(
+            text(
+                "INSERT INTO steps (run_id, step, epoch, loss, time_s, step_time_ms, lr, x) "
+                "VALUES (:r, 0, NULL, 99.0, 0.1, 0.1, 0.1, '[123.0]')"
+            ),
+            {"r": run_id},
+        )
 
     assert _execute(run_id) == "succeeded"
 
@@ -205,9 +217,11 @@ def test_many_small_flushes_store_every_step_without_gaps(use_database, monkeypa
     assert run.status == "succeeded" and run.steps_done == run.steps_total == 103
     with transaction() as session:
         count, low, high = session.execute(
-            text("SELECT count(*), min(step), max(step) FROM steps WHERE run_id = :r"), {"r": run_id}).one()
-        distinct = session.scalar(select(text("count(DISTINCT step)")).select_from(Step.__table__)
-                                  .where(Step.run_id == run_id))
+            text("SELECT count(*), min(step), max(step) FROM steps WHERE run_id = :r"), {"r": run_id}
+        ).one()
+        distinct = session.scalar(
+            select(text("count(DISTINCT step)")).select_from(Step.__table__).where(Step.run_id == run_id)
+        )
     assert (count, low, high, distinct) == (103, 0, 102, 103)
     steps = _steps(run_id)
     assert [s.step for s in steps] == list(range(103))
@@ -245,8 +259,15 @@ def test_a_worker_that_lost_its_lease_writes_nothing_more(use_database, monkeypa
 
     def batch(start: int, n: int) -> StepBatch:
         steps = np.arange(start, start + n, dtype=np.int64)
-        return StepBatch(step=steps, epoch=None, loss=np.full(n, 1.0), time_s=(steps + 1) * 0.01,
-                         step_time_ms=np.full(n, 10.0), lr=np.full(n, 0.1), x=np.zeros((n, 1)))
+        return StepBatch(
+            step=steps,
+            epoch=None,
+            loss=np.full(n, 1.0),
+            time_s=(steps + 1) * 0.01,
+            step_time_ms=np.full(n, 10.0),
+            lr=np.full(n, 0.1),
+            x=np.zeros((n, 1)),
+        )
 
     def train_after_a_takeover(spec, entry_index, seed, sink, **kwargs):
         with transaction() as session:  # meanwhile another delivery takes the run over

@@ -27,8 +27,9 @@ STEPS = 200
 def _create(spec: dict, reuse: bool = False) -> str:
     parsed = ComparisonSpec.model_validate(spec)
     with transaction() as session:
-        comparison = comparisons.create_comparison(session, parsed.model_dump(mode="json"), steps_total(parsed),
-                                               reuse=reuse)
+        comparison = comparisons.create_comparison(
+            session, parsed.model_dump(mode="json"), steps_total(parsed), reuse=reuse
+        )
         return comparison.id
 
 
@@ -107,8 +108,12 @@ def _best_by_hand(rule: str, lrs: list[float]) -> float:
 
 def test_a_swept_run_trains_with_its_own_lr_scaled_by_the_schedule(use_database):
     spec = {
-        "name": "own lr", "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
-        "training": {"steps": 25}, "device": "cpu", "dtype": "float64", "seeds": [0],
+        "name": "own lr",
+        "problem": {"function": {"name": "quadratic", "params": {"center": [2.0]}}, "x0": [8.0]},
+        "training": {"steps": 25},
+        "device": "cpu",
+        "dtype": "float64",
+        "seeds": [0],
         "optimizers": [{"name": "sgd", "schedule": {"name": "cosine"}, "sweep": {"lr": [0.05, 0.2]}}],
     }
     runs = _runs(_create(spec))
@@ -121,8 +126,9 @@ def test_a_swept_run_trains_with_its_own_lr_scaled_by_the_schedule(use_database)
             steps = list(history.iter_steps(session, run.id))
         assert [s.lr for s in steps] == pytest.approx([lr * cosine.factor(k, 25) for k in range(25)], rel=1e-12)
         # the same as a plain run of that lr, trained directly
-        single = ComparisonSpec.model_validate({**spec, "optimizers": [
-            {"name": "sgd", "params": {"lr": lr}, "schedule": {"name": "cosine"}}]})
+        single = ComparisonSpec.model_validate(
+            {**spec, "optimizers": [{"name": "sgd", "params": {"lr": lr}, "schedule": {"name": "cosine"}}]}
+        )
         batches = []
         train(single, 0, 0, lambda b: batches.append(b) or True, total_steps=25)
         assert [s.loss for s in steps] == np.concatenate([b.loss for b in batches]).tolist()
@@ -135,7 +141,9 @@ def test_tuning_picks_the_setting_a_hand_computation_picks_then_reruns_it_on_the
     comparison_id = _create(_rosenbrock_tuning())
     search = _runs(comparison_id)
     assert [(r.label, r.seed, r.phase) for r in search] == [
-        *((f"sgd(lr={lr})", 0, "search") for lr in SGD_LRS), *((f"adam(lr={lr})", 0, "search") for lr in ADAM_LRS)]
+        *((f"sgd(lr={lr})", 0, "search") for lr in SGD_LRS),
+        *((f"adam(lr={lr})", 0, "search") for lr in ADAM_LRS),
+    ]
 
     statuses = [_execute(r.id) for r in search[:-1]]
     assert _status(comparison_id) == "running" and len(_runs(comparison_id)) == 8  # still searching
@@ -152,8 +160,11 @@ def test_tuning_picks_the_setting_a_hand_computation_picks_then_reruns_it_on_the
     # the last search run started the final phase: the chosen settings on seeds 1 and 2, published
     finals = _runs(comparison_id)[8:]
     assert [(r.label, r.seed, r.phase, r.status) for r in finals] == [
-        (f"sgd(lr={best_sgd})", 1, "final", "queued"), (f"sgd(lr={best_sgd})", 2, "final", "queued"),
-        (f"adam(lr={best_adam})", 1, "final", "queued"), (f"adam(lr={best_adam})", 2, "final", "queued")]
+        (f"sgd(lr={best_sgd})", 1, "final", "queued"),
+        (f"sgd(lr={best_sgd})", 2, "final", "queued"),
+        (f"adam(lr={best_adam})", 1, "final", "queued"),
+        (f"adam(lr={best_adam})", 2, "final", "queued"),
+    ]
     chosen = {r.label: r for r in search}
     for run in finals:
         assert run.optimizer_params == chosen[run.label].optimizer_params
@@ -170,13 +181,17 @@ def test_tuning_picks_the_setting_a_hand_computation_picks_then_reruns_it_on_the
 def test_val_loss_tuning_picks_the_lowest_last_validation_loss(use_database):
     spec = {
         "name": "tuning on validation loss",
-        "problem": {"model": {"name": "linear"}, "loss": "mse_mean", "validation_fraction": 0.25,
-                    "dataset": {"name": "synthetic_regression", "params": {"n_samples": 40, "n_features": 5,
-                                                                            "n_targets": 1}}},
+        "problem": {
+            "model": {"name": "linear"},
+            "loss": "mse_mean",
+            "validation_fraction": 0.25,
+            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 40, "n_features": 5, "n_targets": 1}},
+        },
         "training": {"steps": 30, "eval_every": 10},
         "optimizers": [{"name": "sgd", "sweep": {"lr": [0.003, 0.03, 0.3]}}],
         "tuning": {"metric": "val_loss", "seeds": [0, 1]},
-        "device": "cpu", "reuse": False,
+        "device": "cpu",
+        "reuse": False,
     }
     comparison_id = _create(spec)
     search = _runs(comparison_id)
@@ -193,7 +208,8 @@ def test_val_loss_tuning_picks_the_lowest_last_validation_loss(use_database):
     # resubmitted, the choice is made again from the reused runs' evaluations, which live under their sources
     again_id = _create(spec | {"reuse": True}, reuse=True)
     assert [(r.label, r.seed, r.phase, r.reused_from_id) for r in _runs(again_id)] == [
-        (r.label, r.seed, r.phase, r.id) for r in _runs(comparison_id)]
+        (r.label, r.seed, r.phase, r.id) for r in _runs(comparison_id)
+    ]
     assert _status(again_id) == "succeeded"
 
 
@@ -205,15 +221,26 @@ def _finish_by_hand(run_id: str, status: str, final_loss: float | None) -> None:
 
 def test_failed_diverged_and_non_finite_runs_lose_and_a_tie_goes_to_the_earlier_setting(use_database):
     spec = {
-        "name": "tuning outcomes", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-        "optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2, 0.3, 0.4]}},
-                       {"name": "adam", "sweep": {"lr": [0.1, 0.2]}}],
-        "tuning": {"seeds": [5, 6, 7]}, "reuse": False,
+        "name": "tuning outcomes",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [
+            {"name": "sgd", "sweep": {"lr": [0.1, 0.2, 0.3, 0.4]}},
+            {"name": "adam", "sweep": {"lr": [0.1, 0.2]}},
+        ],
+        "tuning": {"seeds": [5, 6, 7]},
+        "reuse": False,
     }
     comparison_id = _create(spec)
     runs = _runs(comparison_id)
-    outcomes = [("failed", None), ("succeeded", 1.0), ("succeeded", 1.0), ("diverged", None),  # sgd
-                ("succeeded", math.inf), ("failed", None)]  # adam: nothing finite
+    outcomes = [
+        ("failed", None),
+        ("succeeded", 1.0),
+        ("succeeded", 1.0),
+        ("diverged", None),  # sgd
+        ("succeeded", math.inf),
+        ("failed", None),
+    ]  # adam: nothing finite
     for run, (status, loss) in zip(runs, outcomes):
         assert _status(comparison_id) in ("queued", "running") and len(_runs(comparison_id)) == 6
         _finish_by_hand(run.id, status, loss)
@@ -241,13 +268,17 @@ def test_cancelling_a_tuning_job_cancels_everything_and_creates_nothing_more(use
 
 def test_a_resubmitted_tuning_job_reuses_both_phases_and_has_succeeded_at_once(use_database):
     spec = {
-        "name": "tuning reused", "problem": {"function": {"name": "quadratic", "params": {"center": [3.0]}},
-                                             "x0": [-1.0]},
-        "training": {"steps": 20}, "device": "cpu", "dtype": "float64",
-        "optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.3, 0.45]}}], "tuning": {"seeds": [0, 1, 2]},
+        "name": "tuning reused",
+        "problem": {"function": {"name": "quadratic", "params": {"center": [3.0]}}, "x0": [-1.0]},
+        "training": {"steps": 20},
+        "device": "cpu",
+        "dtype": "float64",
+        "optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.3, 0.45]}}],
+        "tuning": {"seeds": [0, 1, 2]},
     }
     first_id = _create(spec)
-    # the search phase, trained as planned (reuse takes runs trained as they will be); its last run starts the final phase
+    # the search phase, trained as planned (reuse takes runs trained as they will be); its last run starts
+    # the final phase
     assert _execute_as_planned(_runs(first_id)) == ["succeeded"] * 3
     assert [_execute(r.id) for r in _runs(first_id)[3:]] == ["succeeded"] * 2
     originals = _runs(first_id)
@@ -256,7 +287,8 @@ def test_a_resubmitted_tuning_job_reuses_both_phases_and_has_succeeded_at_once(u
     again = _runs(again_id)
     assert _status(again_id) == "succeeded"
     assert [(r.label, r.seed, r.phase, r.status) for r in again] == [
-        (r.label, r.seed, r.phase, "succeeded") for r in originals]
+        (r.label, r.seed, r.phase, "succeeded") for r in originals
+    ]
     assert [r.reused_from_id for r in again] == [r.id for r in originals]
     assert [r.final_loss for r in again] == [r.final_loss for r in originals]
 
@@ -264,9 +296,14 @@ def test_a_resubmitted_tuning_job_reuses_both_phases_and_has_succeeded_at_once(u
 def test_of_concurrent_last_finishers_exactly_one_starts_the_final_phase(use_database):
     import threading
 
-    spec = {"name": "racing finishers", "problem": {"function": {"name": "quadratic"}}, "training": {"steps": 5},
-            "optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2]}}], "tuning": {"seeds": [0, 1, 2]},
-            "reuse": False}
+    spec = {
+        "name": "racing finishers",
+        "problem": {"function": {"name": "quadratic"}},
+        "training": {"steps": 5},
+        "optimizers": [{"name": "sgd", "sweep": {"lr": [0.1, 0.2]}}],
+        "tuning": {"seeds": [0, 1, 2]},
+        "reuse": False,
+    }
     for _ in range(5):
         comparison_id = _create(spec)
         runs = _runs(comparison_id)
@@ -279,8 +316,9 @@ def test_of_concurrent_last_finishers_exactly_one_starts_the_final_phase(use_dat
             with transaction() as session:
                 leases.finish_run(session, run_id, attempt, "succeeded", steps_done=5, final_loss=loss)
 
-        threads = [threading.Thread(target=finish, args=(r.id, a, loss))
-                   for r, a, loss in zip(runs, attempts, (2.0, 1.0))]
+        threads = [
+            threading.Thread(target=finish, args=(r.id, a, loss)) for r, a, loss in zip(runs, attempts, (2.0, 1.0))
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
