@@ -237,6 +237,10 @@ def test_dataset_contract(name: str) -> None:
         assert data.y.is_floating_point() and data.y.shape == (len(data), data.n_outputs)
     again = cls.load(cls.Params())
     assert torch.equal(data.x, again.x) and torch.equal(data.y, again.y) and data.n_outputs == again.n_outputs
+    # what the API sizes a run with, from the params alone (an upper bound on the classes)
+    shape = cls.shape(params)
+    assert (shape.n_samples, shape.sample_shape) == (len(data), tuple(data.x.shape[1:]))
+    assert shape.n_outputs >= data.n_outputs if cls.task == "classification" else shape.n_outputs == data.n_outputs
 
 
 def test_synthetic_classification_is_seeded_balanced_and_separable_on_request() -> None:
@@ -400,6 +404,20 @@ def test_idx_load_checks_the_root_again(idx_root: Path, tmp_path: Path, monkeypa
 
 def test_the_models_we_ship_are_registered() -> None:
     assert SHIPPED["model"] <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_counts_the_parameters_it_builds(name: str) -> None:
+    """The parameter count the API sizes a run with, from the params alone, on the model's own test problem."""
+    cls = MODELS[name]
+    dataset = DATASETS[cls.test_problem["dataset"]["name"]]
+    shape = dataset.shape(dataset.Params.model_validate(cls.test_problem["dataset"].get("params", {})))
+    params = cls.Params.model_validate(cls.test_problem.get("params", {}))
+    built = cls.build(params, shape.sample_shape, shape.n_outputs)
+    assert cls.parameter_count(params, shape.sample_shape, shape.n_outputs) == sum(
+        p.numel() for p in built.parameters()
+    )
+    assert cls.activation_count(params, shape.sample_shape, shape.n_outputs) > 0
 
 
 @pytest.mark.parametrize("name", MODELS)
