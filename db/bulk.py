@@ -34,21 +34,29 @@ def ingest_steps(session: Session, run_id: str, columns: Mapping[str, Sequence |
     step = np.asarray(columns["step"], dtype=np.int64)
     if len(step) == 0:
         return
-    values = {name: _values(name, columns.get(name), len(step)) for name in COLUMNS if name != "step"}
-    values = {"run_id": run_id, "step": step, **values}
+    arrays = {name: _array(name, columns.get(name), len(step)) for name in COLUMNS if name != "step"}
+    loss, time_s, x = arrays["loss"], arrays["time_s"], arrays["x"]
+    if loss is None or time_s is None:
+        raise ValueError("step columns 'loss' and 'time_s' have a value in every row")
+    values: dict[str, columnar.Values | None] = {
+        "run_id": run_id,
+        "step": step,
+        **arrays,
+        "x": None if x is None else x_json(x),  # in its place among the columns
+    }
     kinds = {"run_id": "text", **KINDS}
     first, last = int(step[0]), int(step[-1])
     if session.execute(_LATER_STEP, {"run_id": run_id, "step": first}).first() is None:
         # every stored step comes before this flush: its rows are all new, its blocks extend the stored ones
         with columnar.inserting(session, "steps", kinds, values, len(step)):
-            blocks = rollups.aggregate(step, values["loss"], values["time_s"], values["epoch"])
+            blocks = rollups.aggregate(step, loss, time_s, arrays["epoch"])
         rollups.extend(session, run_id, blocks)
     else:  # a retried flush (its commit's answer was lost): keep the stored rows, add the rest
         columnar.insert(session, "steps", kinds, values, len(step), skip_existing=True)
         rollups.rebuild(session, run_id, first, last)
 
 
-def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.ndarray | columnar.Text | None:
+def _array(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.ndarray | None:
     if values is None:
         return None
     if not isinstance(values, np.ndarray):
@@ -65,7 +73,7 @@ def _values(name: str, values: Sequence | np.ndarray | None, rows: int) -> np.nd
             f"step column {name!r} has shape {array.shape}; {rows} steps need "
             f"{(rows, 'dimensions') if name == 'x' else (rows,)}"
         )
-    return x_json(array) if name == "x" else array
+    return array
 
 
 def x_json(points: np.ndarray) -> columnar.Text:

@@ -10,20 +10,25 @@ None: a column left out, NULL in every row.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain, islice, repeat
+from typing import TypeAlias
 
 import numpy as np
 from psycopg.copy import LibpqWriter
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.session import driver_connection
+
 #: a column's kind: its PostgreSQL binary wire type; 'faithful' is a float8 (``db.models.FaithfulFloat``)
 #: whose NaN SQLite would turn into NULL, so there it is written as the text 'NaN'
 KINDS = {"int4": ">i4", "float8": ">f8", "faithful": ">f8", "text": None}
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, header extension length
 _TRAILER = b"\xff\xff"
+#: a column's values, as the module's doc describes them
+Values: TypeAlias = "np.ndarray | Text | list[str] | str"
 #: parameters per SQLite statement, at most: larger statements take longer to compile than they save
 _SQLITE_PARAMETERS = 32_766
 
@@ -32,7 +37,7 @@ def insert(
     session: Session,
     table: str,
     kinds: Mapping[str, str],
-    columns: Mapping[str, object],
+    columns: Mapping[str, Values | None],
     rows: int,
     *,
     skip_existing: bool = False,
@@ -48,37 +53,38 @@ def inserting(
     session: Session,
     table: str,
     kinds: Mapping[str, str],
-    columns: Mapping[str, object],
+    columns: Mapping[str, Values | None],
     rows: int,
     *,
     skip_existing: bool = False,
 ) -> Iterator[None]:
     """``insert``, whose body runs while PostgreSQL inserts the rows (their data sent, the COPY not
     yet ended), so the client's next work overlaps the server's."""
-    names = [name for name, values in columns.items() if values is not None]  # the others default to NULL
+    present = {name: values for name, values in columns.items() if values is not None}  # the others default to NULL
+    names = list(present)
     dialect = session.get_bind().dialect.name
     if dialect != "postgresql":
         _sqlite_insert(
-            session.connection().connection.driver_connection,
+            driver_connection(session),
             table,
             names,
             rows,
             skip_existing,
-            [_driver_values(dialect, kinds[name], columns[name], rows) for name in names],
+            [_driver_values(dialect, kinds[name], values, rows) for name, values in present.items()],
         )
         yield
         return
-    payload = binary_copy(rows, [(kinds[name], columns[name]) for name in names])
+    payload = binary_copy(rows, [(kinds[name], values) for name, values in present.items()])
     target = f"incoming_{table}" if skip_existing else table
     if skip_existing:  # COPY cannot skip conflicts: stage the rows, then insert those that are new
         session.execute(text(f"CREATE TEMPORARY TABLE {target} (LIKE {table})"))
-    with session.connection().connection.driver_connection.cursor() as cursor:
+    with driver_connection(session).cursor() as cursor:
         # flush_threshold=0: every slice goes out at once, none waits in the client's buffer for the COPY's end
         with cursor.copy(
             f"COPY {target} ({column_list(names)}) FROM STDIN (FORMAT BINARY)",
             writer=LibpqWriter(cursor, flush_threshold=0),
         ) as copy:
-            copy.write(memoryview(payload))  # psycopg sends a large buffer in slices: views, not copies
+            copy.write(payload.data)  # psycopg sends a large buffer in slices: views, not copies
             yield
     if skip_existing:
         session.execute(
@@ -108,30 +114,32 @@ def column_list(names: Sequence[str]) -> str:
     return ", ".join(f'"{name}"' for name in names)
 
 
-def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
+def binary_copy(rows: int, fields: Sequence[tuple[str, Values]]) -> np.ndarray:
     """The payload (bytes) of ``COPY ... FROM STDIN (FORMAT BINARY)`` for ``rows`` rows of ``fields``
     (kind, values). Each row is laid out at its widest in one structured array; when some value is
     NULL or a text is shorter than the longest, one mask drops the unused bytes."""
     fields = [
         (kind, Text.of(values) if kind == "text" and isinstance(values, list) else values) for kind, values in fields
     ]
-    layout: list[tuple] = [("count", ">i2")]
+    parts: list[tuple] = [("count", ">i2")]
     for i, (kind, values) in enumerate(fields):
-        layout.append((f"length{i}", ">i4"))
+        parts.append((f"length{i}", ">i4"))
         if isinstance(values, str):
-            layout.append((f"value{i}", f"S{len(values.encode())}"))
+            parts.append((f"value{i}", f"S{len(values.encode())}"))
         elif isinstance(values, Text):
-            layout.append((f"value{i}", "u1", (int(values.lengths.max(initial=0)),)))
+            parts.append((f"value{i}", "u1", (int(values.lengths.max(initial=0)),)))
         else:
-            layout.append((f"value{i}", KINDS[kind]))
-    layout = np.dtype(layout)
+            parts.append((f"value{i}", KINDS[kind]))
+    layout = np.dtype(parts)
+    placement = layout.fields
+    assert placement is not None, "a structured dtype has fields"
     payload = _payload(rows * layout.itemsize)  # one buffer: no copy of the rows to add the header
     table = payload[len(_HEADER) : -len(_TRAILER)].view(layout)
     table["count"] = len(fields)
     used: np.ndarray | None = None  # per row and byte: part of the payload
     for i, (_, values) in enumerate(fields):
         length, value = table[f"length{i}"], table[f"value{i}"]
-        width, offset = table.dtype.fields[f"value{i}"][0].itemsize, table.dtype.fields[f"value{i}"][1]
+        width, offset = placement[f"value{i}"][0].itemsize, placement[f"value{i}"][1]
         if isinstance(values, Text):
             keep = np.arange(width) < values.lengths[:, None]
             value[keep] = values.data
@@ -149,7 +157,7 @@ def binary_copy(rows: int, fields: Sequence[tuple[str, object]]) -> np.ndarray:
         used[:, offset : offset + width] = keep
     if used is None:
         return payload
-    kept = _payload(np.count_nonzero(used))
+    kept = _payload(int(np.count_nonzero(used)))
     kept[len(_HEADER) : -len(_TRAILER)] = table.view(np.uint8)[used.ravel()]
     return kept
 
@@ -181,17 +189,18 @@ class Text:
         return [data[start:end].decode() for start, end in zip([0, *ends[:-1]], ends)]
 
 
-def parameters(dialect: str, kinds: Mapping[str, str], columns: Mapping[str, object], rows: int) -> list[tuple]:
+def parameters(dialect: str, kinds: Mapping[str, str], columns: Mapping[str, Values | None], rows: int) -> list[tuple]:
     """The rows as the database driver's parameters: a tuple of Python values per row, in the order
     of ``columns`` (None: NULL in every row)."""
     return list(zip(*(_driver_values(dialect, kinds[name], values, rows) for name, values in columns.items())))
 
 
-def _driver_values(dialect: str, kind: str, values, rows: int):
+def _driver_values(dialect: str, kind: str, values: Values | None, rows: int) -> Iterable[object]:
     if values is None or isinstance(values, str):
         return repeat(values, rows)
     if kind == "text":
         return values.strings() if isinstance(values, Text) else values
+    assert isinstance(values, np.ndarray), f"a {kind} column's values are an array"
     if kind == "faithful" and dialect == "sqlite":
         nan = np.isnan(np.ma.getdata(values))
         if nan.any():

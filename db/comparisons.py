@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -24,6 +24,7 @@ from db.models import (
     Eval,
     Run,
     new_id,
+    table_of,
     utcnow,
 )
 from engine.identity import ALONE, ENSEMBLE, device_kind, execution_plan, run_hasher
@@ -33,6 +34,7 @@ from engine.vectorized import Member
 from optibench.settings import get_settings
 from optibench.status import RunStatus
 
+_Model = TypeVar("_Model", Comparison, Run)
 #: rows with every column unset
 _NO_COMPARISON, _NO_RUN = (dict.fromkeys(model.__table__.columns.keys()) for model in (Comparison, Run))
 
@@ -104,10 +106,10 @@ def _insert(session: Session, model: type[Comparison | Run], rows: Sequence[dict
         present = {column: value for column, value in row.items() if value is not None}
         groups.setdefault(tuple(present), []).append(present)
     for group in groups.values():
-        session.execute(insert(model.__table__), group)
+        session.execute(insert(table_of(model)), group)
 
 
-def _persistent(session: Session, instance: Comparison | Run) -> Comparison | Run:
+def _persistent(session: Session, instance: _Model) -> _Model:
     """``instance``, whose every column is set and whose row was just inserted, in the session as if
     loaded: no second INSERT at the flush, and no SELECT when read."""
     make_transient_to_detached(instance)
@@ -174,8 +176,8 @@ def _run_rows(
     sources: dict[int, Run] = {}
     for group, mode in plan:  # a task is reused whole or trains whole
         indices = [index_of[id(member)] for member in group]
-        matches = [found.get((hashes[i], mode)) for i in indices]
-        if all(match is not None for match in matches):
+        matches = [match for i in indices if (match := found.get((hashes[i], mode))) is not None]
+        if len(matches) == len(indices):
             sources.update(zip(indices, matches))
     rows = []
     for index, (config, config_hash) in enumerate(zip(configs, hashes)):
@@ -246,6 +248,7 @@ def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dic
         .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
     )
     for run in candidates:
+        assert run.config_hash is not None and run.execution is not None, "the query's filters leave neither None"
         found.setdefault((run.config_hash, run.execution), run)
     return found
 
@@ -271,7 +274,9 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
     Called at every claim and finish, so its cost must not grow with the comparison: it asks which
     statuses its runs have (one probe of the (comparison_id, status) index each), never reads them
     all; only the end of a phase (at most twice per comparison) reads every run."""
-    comparison = session.scalar(select(Comparison).where(Comparison.id == comparison_id).with_for_update())
+    comparison = session.execute(
+        select(Comparison).where(Comparison.id == comparison_id).with_for_update()
+    ).scalar_one()
     present = _statuses_present(session, comparison_id)
     if comparison.spec.get("tuning") and present <= _SEARCH_OVER and not _has_final_phase(session, comparison_id):
         _start_final_phase(session, comparison)

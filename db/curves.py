@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Double, Integer, and_, case, cast, func, literal, select
+from sqlalchemy import BindParameter, Double, Integer, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from analysis.downsample import Bucket, Curve, Grid, is_raw
@@ -27,8 +27,8 @@ Metric = Literal[(*STEP_METRICS, "train_loss", "val_loss", "train_accuracy", "va
 Axis = Literal["step", "time", "epoch"]
 _AXIS_COLUMN = {"step": "step", "time": "time_s", "epoch": "epoch"}
 _NAN = literal(math.nan, FaithfulFloat())
-_INF = literal(math.inf, Double())
-_NEG_INF = literal(-math.inf, Double())
+_INF: BindParameter[float] = literal(math.inf, Double())
+_NEG_INF: BindParameter[float] = literal(-math.inf, Double())
 
 
 def has_axis(metric: Metric, axis: Axis) -> bool:
@@ -46,7 +46,10 @@ def x_range(session: Session, run_id: str, metric: Metric, axis: Axis) -> tuple[
     table, value, x = _columns(metric, axis)
     query = select(x).where(table.run_id == run_id, value.is_not(None), x.is_not(None)).limit(1)
     first = session.scalar(query.order_by(table.step))
-    return None if first is None else (first, session.scalar(query.order_by(table.step.desc())))
+    if first is None:
+        return None
+    last = session.scalar(query.order_by(table.step.desc()))
+    return None if last is None else (first, last)  # None: its rows were removed in between
 
 
 def _in_range(table, value, x, run_ids: Sequence[str], start: float, end: float):
@@ -57,7 +60,7 @@ def count_rows(session: Session, run_id: str, metric: Metric, axis: Axis, start:
     """Rows in [start, end], counted only up to ``up_to`` + 1: the cost stays bounded by the answer's size."""
     table, value, x = _columns(metric, axis)
     rows = select(literal(1)).where(_in_range(table, value, x, [run_id], start, end)).limit(up_to + 1)
-    return session.scalar(select(func.count()).select_from(rows.subquery()))
+    return session.execute(select(func.count()).select_from(rows.subquery())).scalar_one()
 
 
 def buckets(

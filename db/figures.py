@@ -9,6 +9,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Double, and_, case, func, literal, select
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from analysis.summary import LOSS_FLOOR, StepFigures
 from db.models import Eval, Step
+from db.session import driver_connection
 
 _LARGEST = sys.float_info.max
 
@@ -36,7 +38,7 @@ def path_points(session: Session, run_id: str, steps: Sequence[int]) -> list[Pat
         .where(Step.run_id == run_id, Step.step.in_(steps), Step.x.is_not(None))
         .order_by(Step.step)
     )
-    return [PathPoint(step, x, loss) for step, x, loss in rows]
+    return [PathPoint(step, x, loss) for step, x, loss in rows if x is not None]  # the query's filter: never None
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,8 @@ def step_time_histogram(session: Session, run_ids: Sequence[str], bins: int) -> 
 def _ensure_log10(session: Session) -> None:
     """SQLite is not always built with its math functions: where log10 is missing, give this
     connection Python's (the same libm function; the built-in one is twice as fast)."""
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        driver = connection.connection.driver_connection
+    if session.connection().dialect.name == "sqlite":
+        driver = driver_connection(session)
         try:
             driver.execute("SELECT log10(1)")
         except sqlite3.OperationalError:
@@ -111,7 +112,7 @@ def _at_chosen_step(
     run_ids: Sequence[str],
     columns: Sequence,
     *conditions,
-) -> list[tuple]:
+) -> Sequence[Sequence[Any]]:
     """For each run, ``columns`` of its row at the step that ``pick`` (min or max) chooses among the
     rows meeting ``conditions``: one grouped pass joined back on the primary key. (A per-run subquery
     that walks the key in step order is faster when the row comes early, but several times slower on

@@ -10,7 +10,25 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Integer, Select, String, and_, bindparam, case, cast, exists, func, or_, select, true
+from sqlalchemy import (
+    CTE,
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Integer,
+    Select,
+    String,
+    Subquery,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, selectinload
 
@@ -128,7 +146,8 @@ def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], 
         .limit(bindparam("limit", type_=Integer))
     )
     if paged:
-        created_at, comparison_id = bindparam("after_created_at", type_=UTCDateTime()), bindparam("after_id")
+        created_at = bindparam("after_created_at", type_=UTCDateTime())
+        comparison_id: BindParameter[str] = bindparam("after_id")
         query = query.where(
             or_(
                 Comparison.created_at < created_at,
@@ -144,6 +163,9 @@ def _history_statement(summaries: bool, dialect: str, filters: tuple[str, ...], 
         func.sum(Run.steps_total).label("steps"),
         func.sum(Run.steps_done).label("steps_done"),
     )
+    page: Subquery | CTE
+    progress: FromClause
+    joined: ColumnElement[bool]
     if dialect == "postgresql":
         # each comparison's runs through the comparison_id index: a third of the planning and running
         # time of grouping them all

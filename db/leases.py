@@ -3,13 +3,14 @@ the outbox of runs to publish, and reaping runs whose worker died."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+import numpy as np
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -26,10 +27,15 @@ from db.models import (
     Eval,
     Run,
     Step,
+    table_of,
     utcnow,
 )
+from db.session import rows_matched
 
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_INSERT: dict[str, Callable[..., postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 
 class LeaseLost(Exception):
@@ -91,7 +97,7 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
         rollups.rebuild(session, run_id, resume_step)
         session.execute(delete(Eval).where(Eval.run_id == run_id, Eval.step > resume_step))
     refresh_comparison(session, comparison_id)
-    spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
+    spec = session.execute(select(Comparison.spec).where(Comparison.id == comparison_id)).scalar_one()
     return Claim(
         run_id,
         attempt,
@@ -106,7 +112,7 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     )
 
 
-def _holding(run_id: str, attempt: int):
+def _holding(run_id: str | BindParameter[Any], attempt: int | BindParameter[Any]) -> ColumnElement[bool]:
     return and_(Run.id == run_id, Run.attempt == attempt, Run.status == RUNNING)
 
 
@@ -119,14 +125,14 @@ def _heartbeat(flushed: bool):
             steps_done=bindparam("steps_done", type_=Run.steps_done.type),
             best_loss=bindparam("best_loss", type_=Run.best_loss.type),
         )
-    return update(Run.__table__).where(_holding(bindparam("holder"), bindparam("holder_attempt"))).values(values)
+    return update(table_of(Run)).where(_holding(bindparam("holder"), bindparam("holder_attempt"))).values(values)
 
 
 def append_steps(
     session: Session,
     run_id: str,
     attempt: int,
-    steps: Mapping[str, Sequence | None] | None,
+    steps: Mapping[str, Sequence[Any] | np.ndarray | None] | None,
     best_loss: float | None,
     evals: Sequence[dict[str, Any]] = (),
     checkpoint: tuple[int, bytes] | None = None,
@@ -135,9 +141,11 @@ def append_steps(
     taken right after it) and beat the heart, only while this attempt holds the lease. Returns the
     run's status as others left it: 'cancelled' stops the trainer."""
     values: dict[str, Any] = {"holder": run_id, "holder_attempt": attempt, "now": utcnow()}
-    flushed = bool(steps and len(steps["step"]))
-    if flushed:
-        values.update(steps_done=int(steps["step"][-1]) + 1, best_loss=best_loss)
+    flushed_steps = steps["step"] if steps else None
+    flushed = False
+    if flushed_steps is not None and len(flushed_steps):
+        flushed = True
+        values.update(steps_done=int(flushed_steps[-1]) + 1, best_loss=best_loss)
     held = session.connection().execute(_heartbeat(flushed), values).rowcount
     if not held:
         status = session.scalar(select(Run.status).where(Run.id == run_id))
@@ -188,10 +196,10 @@ def finish_run(
     ):
         if value is not None:
             values[key] = value
-    held = session.execute(update(Run).where(_holding(run_id, attempt)).values(**values)).rowcount
+    held = rows_matched(session, update(Run).where(_holding(run_id, attempt)).values(**values))
     if held:
         session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
-        comparison_id = session.scalar(select(Run.comparison_id).where(Run.id == run_id))
+        comparison_id = session.execute(select(Run.comparison_id).where(Run.id == run_id)).scalar_one()
         refresh_comparison(session, comparison_id)
     return bool(held)
 
@@ -229,7 +237,7 @@ def fail_unfinished(session: Session, comparison_id: str, error: str) -> list[st
 
 
 _MARK_ENQUEUED = (
-    update(Run.__table__)
+    update(table_of(Run))
     .where(Run.id.in_(bindparam("ids", expanding=True)), Run.status == QUEUED)
     .values(enqueued_at=bindparam("at", type_=Run.enqueued_at.type))
 )
@@ -260,7 +268,7 @@ def unpublished_runs(
     """The outbox: queued runs whose task was never published (the broker was down at submit, or a
     tuning job's final phase was just created), and those published before ``republish_before`` that
     nobody has taken (the broker may have lost them)."""
-    unpublished = Run.enqueued_at.is_(None)
+    unpublished: ColumnElement[bool] = Run.enqueued_at.is_(None)
     if republish_before is not None:
         unpublished = or_(unpublished, Run.enqueued_at < republish_before)
     query = select(Run.id, Run.steps_total, Run.device, Run.comparison_id).where(Run.status == QUEUED, unpublished)

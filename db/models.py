@@ -3,10 +3,22 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from optibench.status import TERMINAL_RUN, RunStatus
@@ -85,6 +97,12 @@ class FloatList(TypeDecorator):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, for Core statements that bypass the ORM (declarative types ``__table__`` as any
+    FromClause, which ``insert`` and ``update`` do not take)."""
+    return cast(Table, model.__table__)
 
 
 class Team(Base):

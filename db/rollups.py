@@ -82,8 +82,17 @@ def aggregate(step: np.ndarray, loss: np.ndarray, time_s: np.ndarray, epoch: np.
         columns[edge] = loss[rows]
         columns[f"{edge}_step"] = step[rows]
         columns[f"{edge}_time_s"] = time_s[rows]
-        columns[f"{edge}_epoch"] = None if epoch is None else epoch[rows]
-    return {name: columns[name] for name in KINDS}
+    aggregated: Blocks = {name: columns.get(name) for name in KINDS}  # the epochs: None
+    if epoch is not None:
+        aggregated["first_epoch"], aggregated["last_epoch"] = epoch[starts], epoch[ends]
+    return aggregated
+
+
+def _present(blocks: Blocks, name: str) -> np.ndarray:
+    """A column that every block has (only the epochs may be None)."""
+    values = blocks[name]
+    assert values is not None, f"every block has a {name}"
+    return values
 
 
 def _select(blocks: Blocks, which: np.ndarray) -> Blocks:
@@ -92,20 +101,21 @@ def _select(blocks: Blocks, which: np.ndarray) -> Blocks:
 
 def extend(session: Session, run_id: str, blocks: Blocks) -> None:
     """Store the blocks of a flush whose steps come after every stored step."""
-    started_before = (blocks["block"] << blocks["level"]) < blocks["first_step"].min()
+    block, level = _present(blocks, "block"), _present(blocks, "level")
+    started_before = (block << level) < _present(blocks, "first_step").min()
     _insert(session, run_id, _select(blocks, ~started_before))
     _merge(session, run_id, _select(blocks, started_before))
 
 
 def _insert(session: Session, run_id: str, blocks: Blocks) -> None:
-    rows = len(blocks["block"])
+    rows = len(_present(blocks, "block"))
     if rows:
         columnar.insert(session, "step_rollups", {"run_id": "text", **KINDS}, {"run_id": run_id, **blocks}, rows)
 
 
 def _merge(session: Session, run_id: str, blocks: Blocks) -> None:
     """Add the aggregates of a flush's first blocks (at most one a level) to the stored ones."""
-    rows = len(blocks["block"])
+    rows = len(_present(blocks, "block"))
     if rows:
         dialect = session.get_bind().dialect.name
         parameters = columnar.parameters(dialect, {"run_id": "text", **KINDS}, {"run_id": run_id, **blocks}, rows)
@@ -164,10 +174,11 @@ def rebuild(session: Session, run_id: str, from_step: int, to_step: int | None =
         return
     step, loss, time_s, epoch = zip(*found)
     unknown = [e is None for e in epoch]
-    epoch = None if all(unknown) else np.ma.array([e or 0 for e in epoch], mask=unknown, dtype=np.int64)
+    epochs = None if all(unknown) else np.ma.array([e or 0 for e in epoch], mask=unknown, dtype=np.int64)
     # the rows read cover whole top-level blocks; keep the blocks of each level that were deleted
-    blocks = aggregate(np.array(step), np.array(loss, dtype=np.float64), np.array(time_s, dtype=np.float64), epoch)
-    deleted = blocks["block"] >= (from_step >> blocks["level"])
+    blocks = aggregate(np.array(step), np.array(loss, dtype=np.float64), np.array(time_s, dtype=np.float64), epochs)
+    block, level = _present(blocks, "block"), _present(blocks, "level")
+    deleted = block >= (from_step >> level)
     if to_step is not None:
-        deleted &= blocks["block"] <= (to_step >> blocks["level"])
+        deleted &= block <= (to_step >> level)
     _insert(session, run_id, _select(blocks, deleted))

@@ -4,9 +4,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from optibench.settings import get_settings
@@ -69,6 +70,19 @@ def new_session(url: str | None = None, *, autocommit: bool = False) -> Session:
     reads (two round trips saved). It suits requests that only read, whose statements each see their
     own snapshot under READ COMMITTED anyway, or write a single statement."""
     return _factory(url, autocommit)()
+
+
+def driver_connection(session: Session) -> Any:
+    """The DBAPI driver's own connection (psycopg's or sqlite3's) under the session's."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None, "a checked-out connection has its driver's"
+    return driver
+
+
+def rows_matched(session: Session, statement: Executable) -> int:
+    """The rows an UPDATE or DELETE matched: ``Session.execute`` returns a ``CursorResult`` for those,
+    though its annotation says ``Result``, which has no rowcount."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 @contextmanager

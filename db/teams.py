@@ -23,6 +23,7 @@ from db.models import (
     Team,
     utcnow,
 )
+from db.session import rows_matched
 from optibench.settings import Settings
 
 #: last_used_at is a hint for admins, not an audit log: at most one write per key per interval
@@ -271,7 +272,7 @@ def purge_deleted(session: Session, deleted_before: datetime) -> int:
         )
     for table in RUN_DATA:
         session.execute(delete(table).where(table.run_id.in_(doomed_runs)))
-    return session.execute(delete(Comparison).where(Comparison.id.in_(doomed))).rowcount
+    return rows_matched(session, delete(Comparison).where(Comparison.id.in_(doomed)))
 
 
 # --- share links -------------------------------------------------------------------------------

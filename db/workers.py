@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Worker, utcnow
+from db.session import rows_matched
 from optibench.settings import Settings
 
 
@@ -23,10 +24,11 @@ def live_within_s(settings: Settings) -> float:
 def beat(session: Session, hostname: str, queues: Sequence[str], pid: int) -> None:
     """Insert or refresh the worker's row (an UPDATE first: every sweep but the first finds its row)."""
     now = utcnow()
-    refreshed = session.execute(
-        update(Worker).where(Worker.hostname == hostname).values(queues=sorted(queues), pid=pid, last_seen=now)
+    refreshed = rows_matched(
+        session,
+        update(Worker).where(Worker.hostname == hostname).values(queues=sorted(queues), pid=pid, last_seen=now),
     )
-    if not refreshed.rowcount:
+    if not refreshed:
         session.add(Worker(hostname=hostname, queues=sorted(queues), pid=pid, started_at=now, last_seen=now))
 
 
