@@ -47,7 +47,9 @@ class Comparison(Protocol):
     id: str
     status: str
     spec: dict[str, Any]
-    runs: Sequence[Run]
+
+    @property
+    def runs(self) -> Sequence[Run]: ...
 
 
 #: in the log-loss area a loss below this counts as this: a loss of exactly 0 would make the area -inf

@@ -55,7 +55,7 @@ def unauthenticated(message: str) -> HTTPException:
 # --- keys --------------------------------------------------------------------------------------
 
 
-def live_key(key: ApiKey | Row | None) -> ApiKey | Row:
+def live_key(key: Row | None) -> Row:
     if key is None:
         raise unauthenticated("unknown API key")
     if key.revoked_at is not None:

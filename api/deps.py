@@ -61,8 +61,8 @@ async def _submitted_csrf_token(request: Request) -> str | None:
     if token := request.headers.get(auth.CSRF_HEADER):
         return token
     if request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        token = (await request.form()).get(auth.CSRF_FIELD)
-        return token if isinstance(token, str) else None
+        field = (await request.form()).get(auth.CSRF_FIELD)
+        return field if isinstance(field, str) else None
     return None
 
 

@@ -5,9 +5,10 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +33,7 @@ RETRY_AFTER_S = 5
 #: themselves, to scope what they read to its team
 AUTHENTICATED = (comparisons, runs, curves, summary, figures, export, catalog, admin, share)
 STATIC = Path(__file__).parent / "static"
-AUTH_ERRORS = {
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
     403: {"model": HTTPError, "description": "an admin-only route, or a session without its CSRF token"},
 }
@@ -65,6 +66,14 @@ def create_app() -> FastAPI:
         title="optibench",
         version=__version__,
         description="Paired, reproducible optimizer comparisons: submit a comparison, read every step back.",
+        exception_handlers={
+            RequestValidationError: _validation_error,
+            StarletteHTTPException: _http_error,
+            NotFound: _not_found,
+            InvalidQuery: _invalid_query,
+            OperationalError: _database_unavailable,
+            DBAPIError: _database_unavailable,
+        },
     )
     for module in AUTHENTICATED:
         app.include_router(module.router, dependencies=[Depends(current_principal)], responses=AUTH_ERRORS)
@@ -77,12 +86,6 @@ def create_app() -> FastAPI:
     auth.install(app, get_settings())
     # outermost: bad text is refused before sessions, routes and the database see it
     app.add_middleware(UnsafeTextGuard, router=app.router, max_body_bytes=get_settings().max_body_bytes)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(InvalidQuery, _invalid_query)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
     return app
 
 
@@ -99,7 +102,7 @@ async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
     )
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     """A body that is not UTF-8 is malformed JSON too: 422 like any other, not FastAPI's bare 400."""
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         return JSONResponse(

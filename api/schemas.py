@@ -6,7 +6,7 @@ import json
 import math
 from collections import Counter
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -139,7 +139,7 @@ class ComparisonSummary(BaseModel):
     progress: ProgressOut
 
     @classmethod
-    def of(cls, comparison: Comparison, progress: Progress, **extra: Any) -> ComparisonSummary:
+    def of(cls, comparison: Comparison, progress: Progress, **extra: Any) -> Self:
         return cls(
             id=comparison.id,
             name=comparison.name,
@@ -203,7 +203,7 @@ class ComparisonPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: the same constraints as ComparisonSpec.tags
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(None, max_length=32)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
     note: str | None = Field(None, max_length=10_000)
 
 
@@ -283,7 +283,7 @@ class HTTPError(BaseModel):
     detail: str
 
 
-NOT_FOUND = {404: {"model": HTTPError, "description": "no such id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": HTTPError, "description": "no such id"}}
 
 
 def json_body(body: dict) -> Response:

@@ -171,6 +171,7 @@ class UnsafeTextGuard:
             paths = [
                 context.path + ("/{path:path}" if isinstance(context.original_route, Mount) else "")
                 for context in iter_route_contexts(self.router.routes)
+                if context.path is not None
             ]
             self._patterns = [re.compile(compile_path(path)[0].pattern.rstrip("$"), re.DOTALL) for path in paths]
         return self._patterns

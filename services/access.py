@@ -35,17 +35,20 @@ def run(session: Session, run_id: str, team_id: str) -> Run:
     return found
 
 
-def cancel(
-    session: Session, team_id: str, *, comparison_id: str | None = None, run_id: str | None = None
-) -> Comparison | Run:
-    """Cancel every unfinished run of the team's comparison, or one run, and commit; returns it as it
-    is now. Queued runs stop at once, running ones at their next flush; recorded rows are kept."""
-    if comparison_id is not None:
-        comparison(session, comparison_id, team_id)
-        leases.cancel(session, comparison_id=comparison_id)
-    else:
-        run(session, run_id, team_id)
-        leases.cancel(session, run_id=run_id)
+def cancel_comparison(session: Session, team_id: str, comparison_id: str) -> Comparison:
+    """Cancel every unfinished run of the team's comparison and commit; returns it as it is now.
+    Queued runs stop at once, running ones at their next flush; recorded rows are kept."""
+    comparison(session, comparison_id, team_id)
+    leases.cancel(session, comparison_id=comparison_id)
     session.commit()
     session.expire_all()
-    return comparison(session, comparison_id, team_id) if comparison_id is not None else run(session, run_id, team_id)
+    return comparison(session, comparison_id, team_id)
+
+
+def cancel_run(session: Session, team_id: str, run_id: str) -> Run:
+    """``cancel_comparison`` for one of the team's runs."""
+    run(session, run_id, team_id)
+    leases.cancel(session, run_id=run_id)
+    session.commit()
+    session.expire_all()
+    return run(session, run_id, team_id)

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["teams"])
 @router.get("/me", response_model=Me)
 def me(principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> Me:
     """The caller's team, role and key, and the limits the team's submits are held to."""
-    team = session.get(Team, principal.team_id)
+    team = session.get_one(Team, principal.team_id)
     key = teams.key_by_id(session, principal.key_id) if principal.key_id else None
     limits = teams.limits_of(team, settings)
     return Me(

@@ -132,4 +132,4 @@ def delete_comparison(comparison_id: str, session: SessionDep, principal: AdminD
 def cancel_comparison(comparison_id: str, session: SessionDep, principal: PrincipalDep) -> ComparisonOut:
     """Cancel every unfinished run. Queued runs stop at once, running ones at their next flush
     (within OPTIBENCH_FLUSH_INTERVAL_S); the rows already recorded are kept."""
-    return ComparisonOut.full(access.cancel(session, principal.team_id, comparison_id=comparison_id))
+    return ComparisonOut.full(access.cancel_comparison(session, principal.team_id, comparison_id))

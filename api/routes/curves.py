@@ -1,7 +1,7 @@
 """Curves for plotting, computed on the server: one run's metric in equal-width x buckets, and a
 comparison's runs aggregated over seeds. The contract is docs/curves.md."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from analysis.downsample import Band
 from api.deps import PrincipalDep, SessionDep
@@ -14,7 +14,7 @@ from services import curves as curve_bodies
 router = APIRouter(prefix="/api/v1", tags=["analysis"])
 
 
-@router.get("/runs/{run_id}/curve", responses=NOT_FOUND)
+@router.get("/runs/{run_id}/curve", response_model=dict, responses=NOT_FOUND)
 def run_curve(
     run_id: str,
     session: SessionDep,
@@ -24,14 +24,14 @@ def run_curve(
     points: Points = 1000,
     start: Bound = None,
     end: Bound = None,
-) -> dict:
+) -> Response:
     """One metric of a run in ``points`` equal-width buckets of x over [start, end], each with
     first, last, min, max and mean; the raw rows when there are no more than ``points``."""
     run = access.run(session, run_id, principal.team_id)
     return json_body(json_safe(curve_bodies.run_curve(session, run, metric, x, points, start, end)))
 
 
-@router.get("/comparisons/{comparison_id}/curves", responses=NOT_FOUND)
+@router.get("/comparisons/{comparison_id}/curves", response_model=dict, responses=NOT_FOUND)
 def comparison_curves(
     comparison_id: str,
     session: SessionDep,
@@ -40,7 +40,7 @@ def comparison_curves(
     x: SeedAxis = "step",
     points: Points = 1000,
     band: Band = "ci",
-) -> dict:
+) -> Response:
     """Per optimizer entry, its runs' curves aggregated over seeds on one grid of ``points``
     equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band."""
     comparison = access.comparison(session, comparison_id, principal.team_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from api.schemas import NOT_FOUND, json_body, json_safe
 from db import curves, figures
 from db.curves import Axis, Metric
 from db.models import Comparison
-from engine import registry
+from engine.functions import Function
 from services import access, summaries
 from services import curves as curve_bodies
 
@@ -60,7 +60,7 @@ def surface_of(session: Session, comparison: Comparison, grid_points: int, path_
         )
     function = problem["function"]
     per_run = max(2, min(path_points, MAX_PATH_POINTS_TOTAL // max(1, len(comparison.runs))))
-    paths = []
+    paths: list[dict[str, Any]] = []
     for run in comparison.runs:
         data_id = run.reused_from_id or run.id
         found = curves.x_range(session, data_id, "loss", "step")
@@ -95,7 +95,7 @@ def surface_of(session: Session, comparison: Comparison, grid_points: int, path_
 
 def _minimizers(function: dict[str, Any]) -> list[list[float]]:
     """The function's known global minimizers, marked on the plot; none where it does not say."""
-    component = registry.get("function", function["name"])
+    component: type[Function[Any]] = Function.registered(function["name"])
     try:
         return component.minimizers(component.Params.model_validate(function["params"]))
     except NotImplementedError:
@@ -146,7 +146,7 @@ def comparison_step_times(comparison_id: str, session: SessionDep, principal: Pr
 # --- a share link's reads ----------------------------------------------------------------------
 
 
-@shared_router.get("/curves")
+@shared_router.get("/curves", response_model=dict)
 def shared_curves(
     comparison: SharedComparisonDep,
     session: SessionDep,
@@ -154,12 +154,12 @@ def shared_curves(
     x: SeedAxis = "step",
     points: Points = 1000,
     band: Band = "ci",
-) -> dict:
+) -> Response:
     """GET /api/v1/comparisons/{id}/curves of the shared comparison."""
     return json_body(json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band)))
 
 
-@shared_router.get("/runs/{run_id}/curve")
+@shared_router.get("/runs/{run_id}/curve", response_model=dict)
 def shared_run_curve(
     comparison: SharedComparisonDep,
     run_id: str,
@@ -169,7 +169,7 @@ def shared_run_curve(
     points: Points = 1000,
     start: Bound = None,
     end: Bound = None,
-) -> dict:
+) -> Response:
     """GET /api/v1/runs/{id}/curve, for the runs of the shared comparison only."""
     run = next((run for run in comparison.runs if run.id == run_id), None)
     if run is None:

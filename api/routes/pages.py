@@ -189,6 +189,7 @@ def compare_page(
             "comparison_name": run.comparison.name,
         }
         for run in found.values()
+        if run is not None
     ]
     return _page(request, "compare.html", principal=principal, runs=shown, ids=ids, unknown=[])
 

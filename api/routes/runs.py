@@ -72,7 +72,7 @@ def get_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=NOT_FOUND)
 def cancel_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> RunOut:
     """Cancel one run: at once if queued, at its next flush if running; recorded rows are kept."""
-    return RunOut.of(access.cancel(session, principal.team_id, run_id=run_id))
+    return RunOut.of(access.cancel_run(session, principal.team_id, run_id))
 
 
 @router.get("/{run_id}/steps", responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **NOT_FOUND})
