@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
-from sqlalchemy import JSON, column, func, select, table, update
+from sqlalchemy import JSON, column, func, insert, select, table
 
 from api.main import _validation_error
 from db.migrate import upgrade
-from db.models import Comparison
+from db.models import Comparison, UTCDateTime
 from db.session import transaction
 from tests.api.teams import COMPARISONS, bearer, function_spec, make_team, submit, team_client
-from tests.api.test_curves import make_comparison
 from tests.conftest import empty_postgres_database
 
 __all__ = ["team_client"]
@@ -186,12 +188,28 @@ def test_text_stored_before_the_guard_is_replaced_by_the_migration_and_history_r
     migration 0007 replaces it (and any lone surrogate) by U+FFFD."""
     from api.main import create_app
 
-    made = make_comparison()
+    # written as revision 0006 stored it (the models of today have columns added since)
     stored_spec = {"name": "before", "tags": ["ok", "bad\x00tag"], "note": "x\ud800"}
-    comparisons = table("comparisons", column("id"), column("tags", JSON), column("spec", JSON))
+    comparisons = table(
+        "comparisons",
+        column("id"),
+        column("name"),
+        column("status"),
+        column("tags", JSON),
+        column("spec", JSON),
+        column("created_at", UTCDateTime()),
+    )
+    made = SimpleNamespace(id=uuid.uuid4().hex)
     with transaction() as session:
         session.execute(
-            update(comparisons).where(comparisons.c.id == made.id).values(tags=["ok", "bad\x00tag"], spec=stored_spec)
+            insert(comparisons).values(
+                id=made.id,
+                name="before",
+                status="succeeded",
+                tags=["ok", "bad\x00tag"],
+                spec=stored_spec,
+                created_at=datetime.now(UTC),
+            )
         )
     upgrade(database_before_the_guard)
 
