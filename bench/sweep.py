@@ -58,7 +58,10 @@ def _train(engine, run_ids: list[str]) -> None:
     columns = synthetic_columns(STEPS)
     for run_id in run_ids:
         with Session(engine) as session, session.begin():
-            attempt = leases.claim_run(session, run_id, lease_timeout_s=3600).attempt
+            claim = leases.claim_run(session, run_id, lease_timeout_s=3600)
+        if claim is None:
+            raise RuntimeError(f"the fresh run {run_id} could not be claimed")
+        attempt = claim.attempt
         with Session(engine) as session, session.begin():
             leases.append_steps(session, run_id, attempt, columns, best_loss=float(columns["loss"].min()))
         with Session(engine) as session, session.begin():
@@ -77,7 +80,7 @@ def finish_sweep(url: str) -> tuple[float, str]:
         thread.join()
     elapsed = time.perf_counter() - started
     with Session(engine) as session:
-        status = session.get(comparisons.Comparison, comparison_id).status
+        status = session.get_one(comparisons.Comparison, comparison_id).status
     engine.dispose()
     return elapsed, status
 

@@ -54,7 +54,10 @@ def allocation_failure(exc: BaseException, budget: int) -> str | None:
 
 def _data_bytes() -> int:
     with open("/proc/self/status") as status:
-        return int(re.search(r"^VmData:\s+(\d+) kB", status.read(), re.MULTILINE).group(1)) * 1024
+        found = re.search(r"^VmData:\s+(\d+) kB", status.read(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError("/proc/self/status has no VmData line")
+    return int(found.group(1)) * 1024
 
 
 @contextmanager

@@ -55,7 +55,8 @@ def sweep(reap: bool = True) -> None:
     if _worker is not None:
         with transaction() as session:
             workers.beat(session, *_worker, os.getpid())
-    requeued, failed = [], []
+    requeued: list[str] = []
+    failed: list[str] = []
     if reap:
         with transaction() as session:
             requeued, failed = leases.reap_stale_runs(session, settings.lease_timeout_s, settings.max_attempts)
