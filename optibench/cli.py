@@ -185,8 +185,9 @@ class WorkerSupervisor:
     """`optibench serve`'s Celery worker, kept running by a thread of the server, which started it
     and outlives it: the worker dies with the server, by whatever signal (PR_SET_PDEATHSIG). A worker
     that lost a pool process (POOL_PROCESS_LOST) is replaced at once; one that crashed, after a
-    backoff of 1, 2, 4, 8 s; the fifth crash within WORKER_CRASH_WINDOW_S stops the server
-    (``gave_up``). Before a new worker starts, ``_recover`` hands back what the dead one held."""
+    backoff of OPTIBENCH_WORKER_RESTART_BACKOFF_S (1 s), doubled at each crash; the fifth crash within
+    WORKER_CRASH_WINDOW_S stops the server (``gave_up``). Before a new worker starts, ``_recover``
+    hands back what the dead one held."""
 
     def __init__(self, command: list[str], recover) -> None:
         self.command, self.recover = command, recover
@@ -235,8 +236,8 @@ class WorkerSupervisor:
                     self.gave_up = True
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
-                delay = 2.0 ** (len(crashes) - 1)
-                log.error("the Celery worker exited with %s; starting a new one in %.0f s", code, delay)
+                delay = get_settings().worker_restart_backoff_s * 2.0 ** (len(crashes) - 1)
+                log.error("the Celery worker exited with %s; starting a new one in %g s", code, delay)
             if self._stopping.wait(delay):
                 return
             try:

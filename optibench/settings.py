@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     session_https_only: bool = Field(False, description="send the dashboard session cookie over HTTPS only")
 
     worker_concurrency: int = Field(1, ge=1, description="training processes per worker")
+    worker_restart_backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="`optibench serve`: seconds before restarting a crashed worker, doubled at each "
+        "crash within a minute (the fifth stops the server)",
+    )
     worker_memory_bytes: int = Field(
         4 * 1024**3,
         ge=64 * 1024**2,
