@@ -27,7 +27,7 @@ from db.models import (
     table_of,
     utcnow,
 )
-from engine.identity import ALONE, ENSEMBLE, device_kind, execution_plan, run_hasher
+from engine.identity import ALONE, ENSEMBLE, Execution, device_kind, execution_plan, run_hasher
 from engine.spec import ComparisonSpec
 from engine.sweeps import FINAL, SEARCH, RunConfig, expand
 from engine.vectorized import Member
@@ -50,6 +50,7 @@ def create_comparison(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     publishing: bool = False,
+    planned: list[tuple[list[str], Execution]] | None = None,
 ) -> Comparison:
     """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
     only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
@@ -64,7 +65,8 @@ def create_comparison(
     published (enqueued_at set) instead of in the outbox, which spares every submit a second write;
     a publish that fails puts them back (``worker.dispatch.enqueue_new_runs(marked=True)``). Should the
     process die between the commit and the publish, the sweeper republishes them after
-    OPTIBENCH_REPUBLISH_AFTER_S, as for a message the broker lost.
+    OPTIBENCH_REPUBLISH_AFTER_S, as for a message the broker lost. ``planned`` (a list) receives the
+    tasks that train the queued runs, (run ids, mode), for ``enqueue_new_runs(planned=)``.
 
     The rows go in as two plain INSERTs, the runs' one executemany: the ORM's unit of work cost more
     than the rest of a submit. The objects returned are in the session as if read back."""
@@ -84,7 +86,7 @@ def create_comparison(
         "request_hash": request_hash,
         **_history_columns(spec),
     }
-    runs, reused = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
+    runs, reused, tasks = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
     if publishing:
         for run in runs:
             if run["status"] == QUEUED:
@@ -93,6 +95,8 @@ def create_comparison(
     _insert(session, Run, runs)
     comparison = _persistent(session, Comparison(**row))
     set_committed_value(comparison, "runs", [_persistent(session, Run(**run)) for run in runs])
+    if planned is not None:
+        planned.extend(tasks)
     if reused:
         refresh_comparison(session, comparison.id)
     return comparison
@@ -150,12 +154,13 @@ def _run_rows(
     reuse: bool,
     first_position: int,
     grouped: bool,
-) -> tuple[list[dict[str, Any]], bool]:
+) -> tuple[list[dict[str, Any]], bool, list[tuple[list[str], Execution]]]:
     """The complete rows of a comparison's new runs, each with its config hash and execution mode,
     numbered from ``first_position``; ``grouped``: they are dispatched together, so some may train as
     ensembles (else each alone, as a tuning job's final runs). With ``reuse``, the runs of a task whose
     every run is identical to a succeeded run of the team trained in the same mode are succeeded
-    already; returns the rows and whether any was."""
+    already; returns the rows, whether any was, and the tasks that train the others (run ids, mode), as
+    the dispatcher publishes them."""
     spec = comparison["spec"]
     settings = get_settings()
     device = device_kind(spec["device"], settings.auto_device)
@@ -210,7 +215,12 @@ def _run_rows(
                 reused_from_id=source.reused_from_id or source.id,
             )
         rows.append(row)
-    return rows, bool(sources)
+    tasks = [
+        ([rows[index_of[id(member)]]["id"] for member in group], mode)
+        for group, mode in plan
+        if index_of[id(group[0])] not in sources
+    ]
+    return rows, bool(sources), tasks
 
 
 def _add_runs(
@@ -222,7 +232,7 @@ def _add_runs(
 ) -> None:
     """Append runs to a stored comparison, after its existing ones; the caller flushes."""
     columns = {"id": comparison.id, "team_id": comparison.team_id, "spec": comparison.spec}
-    rows, _ = _run_rows(
+    rows, _, _ = _run_rows(
         session, columns, configs, steps_total, reuse, first_position=len(comparison.runs), grouped=False
     )
     comparison.runs.extend(Run(**row) for row in rows)

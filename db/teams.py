@@ -200,12 +200,13 @@ _SUBMIT_LOCK = select(func.pg_advisory_xact_lock(0x6F62, func.hashtext(bindparam
 
 def check_submit_limits(
     session: Session, team_id: str, settings: Settings, run_steps: list[int], submitted: str = ""
-) -> None:
+) -> int:
     """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
     team. From the count on, the team's other submits wait until this transaction ends, so that
     concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
     transaction has inserted it already, which is then not counted; inserting first keeps the wait
-    short, from the count to the commit. Every statement is built once: a submit runs them all."""
+    short, from the count to the commit. Every statement is built once: a submit runs them all.
+    Returns the team's other comparisons queued or running: the backlog ahead of this one."""
     connection = session.connection()
     team = connection.execute(_TEAM_LIMITS, {"team_id": team_id}).one()
     limits = limits_of(team, settings)
@@ -237,6 +238,7 @@ def check_submit_limits(
             f"at once is {running.value}: wait for one to finish or cancel one "
             f"({running.how_to_change(team.name)})",
         )
+    return int(active)
 
 
 # --- history -----------------------------------------------------------------------------------

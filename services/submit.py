@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from db import comparisons, leases, teams
 from db.models import QUEUED, Comparison
 from engine import sizing
+from engine.identity import Execution
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
@@ -77,12 +78,20 @@ def _over_limit(exc: teams.LimitExceeded, run_steps: list[int]) -> Exception:
     return Refused("limit_exceeded", _LIMIT_LOC[exc.limit.name], str(exc), value)
 
 
-def _enqueue_or_fail(session: Session, spec: ComparisonSpec, comparison: Comparison) -> None:
+def _enqueue_or_fail(
+    session: Session,
+    spec: ComparisonSpec,
+    comparison: Comparison,
+    backlog: int,
+    planned: list[tuple[list[str], Execution]],
+) -> None:
     """Publish the stored comparison's runs. A failure here (a broker outage is not one: its runs wait
     in the outbox) fails the comparison with the reason in its runs' error: nothing is left queued with
-    no one to train it."""
+    no one to train it. ``backlog``: the team's comparisons ahead of it, counted by the limit check,
+    from which its messages' priority follows without another query."""
     try:
-        enqueue_new_runs(spec, [run for run in comparison.runs if run.status == QUEUED], marked=True)
+        queued = [run for run in comparison.runs if run.status == QUEUED]
+        enqueue_new_runs(spec, queued, marked=True, backlog=backlog, planned=planned)
     except Exception as exc:
         log.exception("comparison %s was stored but could not be queued", comparison.id)
         reason = f"the submit failed after the comparison was stored: {type(exc).__name__}: {exc}"
@@ -135,6 +144,7 @@ def submit(
     _check_memory(spec, settings.worker_memory_bytes)
     # every run the comparison will have: its sweeps' settings × seeds, a tuning job's final runs too
     run_steps = [steps for steps, n in zip(totals, runs_per_entry(body)) for _ in range(n)]
+    planned: list[tuple[list[str], Execution]] = []
     try:
         comparison = comparisons.create_comparison(
             session,
@@ -146,9 +156,10 @@ def submit(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             publishing=True,
+            planned=planned,
         )
         # the limits lock the team's submits until the commit: taken last, the lock is held the shortest
-        teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
+        backlog = teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
         session.commit()
     except teams.LimitExceeded as exc:
         session.rollback()
@@ -159,5 +170,5 @@ def submit(
         if idempotency_key and (earlier := _earlier_submit(session, team_id, idempotency_key, request_hash)):
             return Submitted(earlier, created=False)
         raise
-    _enqueue_or_fail(session, spec, comparison)
+    _enqueue_or_fail(session, spec, comparison, backlog, planned)
     return Submitted(comparison, created=True)

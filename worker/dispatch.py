@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import leases
 from db.models import Run
 from db.session import new_session
-from engine.identity import ENSEMBLE, device_kind, execution_plan
+from engine.identity import ENSEMBLE, Execution, device_kind, execution_plan
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member
 from optibench.settings import HARD_LIMIT_GRACE_S, get_settings
@@ -27,29 +27,48 @@ log = logging.getLogger(__name__)
 Task = tuple[str, list[str], float, str, str | None]
 
 
-def enqueue_new_runs(spec: ComparisonSpec, runs: Sequence[Run], *, marked: bool = False) -> int:
+def enqueue_new_runs(
+    spec: ComparisonSpec,
+    runs: Sequence[Run],
+    *,
+    marked: bool = False,
+    backlog: int | None = None,
+    planned: Sequence[tuple[list[str], Execution]] | None = None,
+) -> int:
     """Publish a comparison's new queued runs. Runs that share the problem, the optimizer and the batch
     size, where training them as one vectorized ensemble pays, go out as one ensemble task; the rest one
     task each: engine.identity.execution_plan, which decided each run's mode at submit (and reuse keeps
     or drops an ensemble whole, so it finds the same groups here). Returns the runs published.
-    ``marked``: the runs were stored as published already (``comparisons.create_comparison(publishing=True)``)."""
+    ``marked``: the runs were stored as published already (``comparisons.create_comparison(publishing=True)``).
+    ``backlog``: the team's unfinished comparisons ahead of this one, where the caller counted them
+    (a submit's limit check), sparing the query that ``_priorities`` would make. ``planned``: the plan
+    ``comparisons.create_comparison`` made for these runs (run ids, mode), not made again."""
     settings = get_settings()
-    members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
-    run_of = {id(member): run for member, run in zip(members, runs)}  # params are dicts: members don't hash
     device = (runs[0].device if runs else None) or device_kind("auto", settings.auto_device)
+    if planned is None:
+        members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
+        run_ids = {id(member): run.id for member, run in zip(members, runs)}  # params are dicts: members don't hash
+        planned = [
+            ([run_ids[id(m)] for m in group], mode)
+            for group, mode in execution_plan(spec, members, device, settings.vectorize)
+        ]
+    run_of = {run.id: run for run in runs}
     tasks: list[Task] = []
-    for group, mode in execution_plan(spec, members, device, settings.vectorize):
-        grouped = [run_of[id(m)] for m in group]
+    for ids, mode in planned:
+        grouped = [run_of[run_id] for run_id in ids]
         if mode == ENSEMBLE:
             # an ensemble step costs more than one run's: allow what the runs would have had one by one
-            soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(group)
+            soft = settings.time_limit_base_s + grouped[0].steps_total * settings.time_limit_per_step_s * len(grouped)
             tasks.append((ENSEMBLE_TASK, [r.id for r in grouped], soft, device, grouped[0].comparison_id))
         else:
             tasks += [
                 (TRAIN_TASK, [r.id], settings.soft_time_limit_s(r.steps_total), device, r.comparison_id)
                 for r in grouped
             ]
-    return _publish(tasks, marked)
+    known: dict[str | None, int] | None = None
+    if backlog is not None and runs:
+        known = {runs[0].comparison_id: min(MAX_PRIORITY, backlog)}
+    return _publish(tasks, marked, known)
 
 
 def enqueue_runs(runs: Mapping[str, leases.Publish]) -> int:
@@ -76,7 +95,7 @@ def _priorities(tasks: Sequence[Task]) -> dict[str | None, int]:
     (0 is served first, MAX_PRIORITY last), so that a team's backlog cannot starve another team's job.
     Every publish takes this path: a submit, an ensemble, a tuning job's final phase, a republish."""
     comparison_ids = [cid for *_, cid in tasks if cid is not None]
-    if not comparison_ids:
+    if not comparison_ids or get_settings().embedded_broker:  # its transport has no priorities
         return {}
     try:
         with new_session(autocommit=True) as session:
@@ -87,14 +106,15 @@ def _priorities(tasks: Sequence[Task]) -> dict[str | None, int]:
     return {cid: min(MAX_PRIORITY, n) for cid, n in ahead.items()}
 
 
-def _publish(tasks: Sequence[Task], marked: bool = False) -> int:
+def _publish(tasks: Sequence[Task], marked: bool = False, priorities: dict[str | None, int] | None = None) -> int:
     """Send tasks, then mark their runs published, in one write (unless ``marked``: then only a refused
     publish writes, putting them back in the outbox). On Redis the messages go out together in one
     pipeline, one round trip: all of them or, if the broker refuses, none (some may have arrived: a
     duplicate is harmless); a second round trip records which runs were sent (missing_from_broker)."""
     settings = get_settings()
     sent = [run_id for _, run_ids, *_ in tasks for run_id in run_ids]
-    priorities = _priorities(tasks)
+    if priorities is None:
+        priorities = _priorities(tasks)
     try:
         with celery_app.producer_or_acquire() as producer, producer.batch():
             for name, run_ids, soft, device, comparison_id in tasks:

@@ -290,7 +290,7 @@ def test_a_submit_that_breaks_after_storing_fails_its_comparison_with_the_reason
     def broken(*args, **kwargs):
         raise RuntimeError("injected dispatch fault")
 
-    monkeypatch.setattr(dispatch, "execution_plan", broken)
+    monkeypatch.setattr(dispatch, "_publish", broken)
     lenient = TestClient(client.app, raise_server_exceptions=False)
     before = stored_rows()
     response = lenient.post(BASE, json=_with(SMALL, ("seeds",), [0, 1, 2]))
