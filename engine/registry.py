@@ -8,6 +8,7 @@ the entry-point groups ``optibench.optimizers``, ``optibench.models``, ``optiben
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import pkgutil
@@ -73,16 +74,22 @@ def _lax(value: Any, kinds: set[type], literals: set[Any]) -> tuple[str, tuple[i
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 
 
+@functools.cache
+def _admitted_by_field(model: type[BaseModel]) -> dict[str, tuple[set[type], set[Any]]]:
+    """``_admitted`` of each of the model's fields, worked out once per model: a submit validates dozens."""
+    return {name: _admitted(field.annotation) for name, field in model.model_fields.items()}
+
+
 def _lax_errors(model: type[BaseModel], data: Any) -> list[InitErrorDetails]:
     """The values of ``data`` that ``model``'s fields would only take by lax coercion."""
     if not isinstance(data, dict):
         return []
     errors: list[InitErrorDetails] = []
+    admitted = _admitted_by_field(model)
     for name, value in data.items():
-        field = model.model_fields.get(name)
-        if field is None:
+        if name not in admitted:
             continue
-        kinds, literals = _admitted(field.annotation)
+        kinds, literals = admitted[name]
         lax = _lax(value, kinds, literals)
         if lax is not None:
             found, where = lax
