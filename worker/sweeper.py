@@ -50,7 +50,7 @@ def unregister_worker() -> None:
 
 def sweep(reap: bool = True) -> None:
     """Refresh this worker's row; reap runs that lost their worker (unless told not to); publish the
-    outbox; then publish again the queued runs whose message the broker no longer has."""
+    outbox; then, in a worker, publish again the queued runs whose message the broker no longer has."""
     settings = get_settings()
     if _worker is not None:
         with transaction() as session:
@@ -70,7 +70,10 @@ def sweep(reap: bool = True) -> None:
         pending = leases.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:
         log.info("published %d of %d runs from the outbox", enqueue_runs(pending), len(pending))
-    republish_lost()
+    if _worker is not None:
+        # a worker's sweep only: the check reads the whole waiting backlog, and API processes serving
+        # requests paid for it in their latency (a lost message matters once a worker can train it)
+        republish_lost()
 
 
 def republish_lost() -> int:

@@ -64,8 +64,12 @@ def _enqueued_at(run_ids: list[str]) -> dict:
         return dict(session.execute(select(Run.id, Run.enqueued_at).where(Run.id.in_(run_ids))).all())
 
 
-def test_runs_stored_as_published_but_never_sent_go_out_after_a_lease(redis_dispatch, short_lease):
-    """The API died between its commit and its publish: the runs are marked published, nothing was sent."""
+def test_runs_stored_as_published_but_never_sent_go_out_after_a_lease(redis_dispatch, short_lease, monkeypatch):
+    """The API died between its commit and its publish: the runs are marked published, nothing was sent.
+    A worker's sweep (an API process's leaves the check to the workers) publishes them again."""
+    from worker import sweeper
+
+    monkeypatch.setattr(sweeper, "_worker", ("recovery-test@localhost", ["optibench.cpu"]))
     runs = _create()
     ids = [r.id for r in runs]
     before = _enqueued_at(ids)
