@@ -1,4 +1,6 @@
-"""The statistics of a leaderboard: a mean with its t-interval, and paired tests between two optimizers.
+"""The statistics of a leaderboard: a mean with its t-interval, intervals that stay in the range of
+a positive quantity or a proportion, robust aggregates with bootstrap intervals, paired tests between
+two optimizers and Holm's correction across them.
 
 Pure functions of plain sequences of finite floats; the caller decides which runs count
 (docs/statistics.md). Where a statistic is undefined (one value, no pairs) it is None, never NaN.
@@ -7,8 +9,9 @@ Pure functions of plain sequences of finite floats; the caller decides which run
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +30,7 @@ class MeanCI:
     ci_high: float | None
 
 
-def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> MeanCI:
     """The mean and its Student-t interval: mean ± t(1 - α/2, n - 1) · s / √n, with s the sample
     standard deviation. Values that are all equal give the zero-width interval [mean, mean], the
     limit as s → 0 (scipy would answer NaN there)."""
@@ -86,3 +89,161 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], confidenc
             # tied differences also finds, after seconds from n = 10 on
             wilcoxon_pvalue = 2.0 / 2 ** len(diffs)
     return PairedTest(interval.n, interval.mean, interval.ci_low, interval.ci_high, t_pvalue, wilcoxon_pvalue)
+
+
+# --- intervals that respect the range of the quantity -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its two-sided interval; ``method`` says how the interval was made:
+
+    - ``log_t``: every value is positive; the geometric mean exp(mean log x) and the t-interval of
+      mean log x, exponentiated (so the interval is positive and multiplicative: x̄_g ×/÷ factor);
+    - ``t_clipped``: the arithmetic mean and its t-interval, clipped to the range the quantity cannot
+      leave (at 0 for a non-negative one with a value of exactly 0; to [0, 1] for a proportion). The
+      mean itself lies in that range, so clipping never removes it: coverage is unchanged;
+    - ``t``: the arithmetic mean and its t-interval: the values include negative numbers, so the
+      quantity is not positive after all (a function unbounded below);
+    - ``bootstrap``: a percentile bootstrap interval (``stratified_bootstrap_ci``).
+
+    ``low`` and ``high`` are None below two values, ``estimate`` and ``method`` without any."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    method: str | None
+
+
+def positive_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """For a quantity that is positive by nature (a loss, a perplexity, a time): on the log scale
+    while every value is positive, else the arithmetic interval (clipped at 0 unless a value is negative)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return Interval(None, None, None, None)
+    if (x > 0).all():
+        logs = mean_ci(np.log(x), confidence)
+        center = math.exp(float(np.log(x).mean()))
+        if logs.ci_low is None or logs.ci_high is None:
+            return Interval(center, None, None, "log_t")
+        return Interval(center, math.exp(logs.ci_low), math.exp(logs.ci_high), "log_t")
+    return _clipped(x, 0.0 if (x >= 0).all() else -math.inf, math.inf, confidence)
+
+
+def proportion_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """For per-seed proportions in [0, 1] (accuracies): the mean and its t-interval clipped to [0, 1].
+    (A Wilson interval needs the count of examples behind each accuracy, and a logit-scale interval
+    is undefined at accuracies of exactly 0 or 1, which small problems reach.)"""
+    return _clipped(np.asarray(values, dtype=float), 0.0, 1.0, confidence)
+
+
+def _clipped(x: np.ndarray, floor: float, ceiling: float, confidence: float) -> Interval:
+    plain = mean_ci(x, confidence)
+    method = "t" if math.isinf(floor) and math.isinf(ceiling) else "t_clipped"
+    if plain.ci_low is None or plain.ci_high is None:
+        return Interval(plain.mean, None, None, method if plain.n else None)
+    return Interval(plain.mean, max(plain.ci_low, floor), min(plain.ci_high, ceiling), method)
+
+
+# --- robust aggregates (rliable: Agarwal et al. 2021) --------------------------------------------
+
+#: fewer seeds make a median or an interquartile mean little more than a mean of one or two values
+ROBUST_MIN_SEEDS = 5
+BOOTSTRAP_REPS = 10_000
+#: the bootstrap's generator starts here on every call, so a summary reads the same every time
+BOOTSTRAP_SEED = 0
+
+
+def iqm(values: Sequence[float] | np.ndarray, axis: int | None = None) -> Any:
+    """The interquartile mean: the mean of the middle 50 % (``scipy.stats.trim_mean(x, 0.25)``, which
+    rliable's ``aggregate_iqm`` calls: it cuts ⌊0.25 n⌋ values from each end)."""
+    from scipy import stats
+
+    return stats.trim_mean(values, 0.25, axis=axis)
+
+
+def stratified_bootstrap_ci(
+    tasks: Sequence[Sequence[float] | np.ndarray],
+    statistic: Callable[[np.ndarray], np.ndarray],
+    confidence: float = CONFIDENCE,
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """The percentile interval of ``statistic`` over ``reps`` stratified bootstrap samples, as rliable
+    makes them: each task's runs resampled with replacement within the task, the samples of all tasks
+    side by side. ``statistic`` maps an array (reps, runs) to one value per row."""
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate(
+        [np.asarray(runs, dtype=float)[rng.integers(0, len(runs), (reps, len(runs)))] for runs in tasks], axis=1
+    )
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(statistic(samples), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Robust:
+    n: int
+    median: float
+    median_ci_low: float
+    median_ci_high: float
+    iqm: float
+    iqm_ci_low: float
+    iqm_ci_high: float
+
+
+def robust_aggregates(values: Sequence[float], confidence: float = CONFIDENCE) -> Robust | None:
+    """Median and interquartile mean over the seeds, each with its stratified bootstrap percentile
+    interval (one task: the seeds of one setting); None below ROBUST_MIN_SEEDS values."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < ROBUST_MIN_SEEDS:
+        return None
+    median_ci = stratified_bootstrap_ci([x], lambda s: np.median(s, axis=1), confidence)
+    iqm_ci = stratified_bootstrap_ci([x], lambda s: iqm(s, axis=1), confidence)
+    return Robust(len(x), float(np.median(x)), *median_ci, float(iqm(x)), *iqm_ci)
+
+
+def prob_improvement(candidate: Sequence[float], baseline: Sequence[float]) -> float | None:
+    """P(X < Y), lower being better: the chance that a candidate run ends below a baseline run, over
+    every (candidate, baseline) pair of runs, a tie counting 1/2 (rliable's probability_of_improvement,
+    the Mann–Whitney U statistic over m·n, with the sign turned for losses)."""
+    x, y = np.asarray(candidate, dtype=float)[:, None], np.asarray(baseline, dtype=float)[None, :]
+    if x.size == 0 or y.size == 0:
+        return None
+    return float(np.mean((x < y) + 0.5 * (x == y)))
+
+
+def paired_prob_improvement_ci(
+    candidate: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of ``prob_improvement`` on matched seeds: seeds are resampled
+    with replacement and each keeps its pair, so the pairing survives; None below ROBUST_MIN_SEEDS pairs."""
+    x, y = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    n = len(x)
+    if n < ROBUST_MIN_SEEDS:
+        return None
+    # a resample is how often it drew each seed, c; its estimate is c·K·c / n², K[a, b] comparing
+    # candidate seed a with baseline seed b: reps × n² work without a reps × n × n array
+    counts = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n, np.full(n, 1 / n), size=BOOTSTRAP_REPS)
+    wins = (x[:, None] < y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    estimates = ((counts @ wins) * counts).sum(axis=1) / n**2
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# --- many comparisons ----------------------------------------------------------------------------
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the order given: sorted ascending, the i-th
+    smallest of the m tests becomes max over j ≤ i of min(1, (m − j + 1) · p₍ⱼ₎). Rejecting where the
+    adjusted value is below α keeps the chance of any false rejection among the m below α. A None (a
+    test that could not be made) stays None and does not count in m."""
+    present = {i: p for i, p in enumerate(pvalues) if p is not None}
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (i, p) in enumerate(sorted(present.items(), key=lambda item: item[1])):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[i] = running
+    return adjusted
