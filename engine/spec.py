@@ -17,6 +17,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -69,6 +72,15 @@ def _distinct(seeds: list[int]) -> list[int]:
 
 
 Seeds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_distinct)]
+#: the most seeds a comparison's entry may have, listed or added by adaptive seeding
+MAX_SEEDS = 100
+_SEED_LIST: TypeAdapter[list[int]] = TypeAdapter(
+    Annotated[
+        list[Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]],
+        AfterValidator(_distinct),
+        Field(min_length=1, max_length=MAX_SEEDS),
+    ]
+)
 
 
 class ComponentRef(_Strict):
@@ -408,12 +420,70 @@ class Tuning(_Strict):
     )
 
 
+class Adaptive(_Strict):
+    """Seeds added in rounds until each optimizer's comparison with the baseline is decided
+    (analysis.sequential; docs/statistics.md, "Adaptive seeding"). Seeds are 0, 1, 2, ... in order."""
+
+    min: int = Field(3, ge=2, le=MAX_SEEDS, description="seeds of the first round, before the first look")
+    max: int = Field(30, ge=2, le=MAX_SEEDS, description="seeds at most, per optimizer setting")
+    round: int = Field(3, ge=1, le=MAX_SEEDS, description="seeds added per round to the pairs still undecided")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="the chance of any wrong decision, over all pairs (Bonferroni) and all looks"
+    )
+    equivalence: float = Field(
+        0.0,
+        ge=0,
+        le=1e300,
+        description="the margin within which a pair is 'equivalent': on scale 'log' a relative difference "
+        "(0.05: the losses' geometric means within a factor 1.05), on scale 'raw' a loss difference; 0: never",
+    )
+    scale: Literal["log", "raw"] = Field(
+        "log", description="log: differences of ln(final loss), for positive losses; raw: of the final loss"
+    )
+    spending: Literal["obrien_fleming", "pocock"] = Field(
+        "obrien_fleming", description="the Lan-DeMets alpha-spending function"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max < self.min:
+            raise spec_error(("max",), f"max ({self.max}) must be at least min ({self.min})", self.max)
+        return self
+
+    @property
+    def margin(self) -> float:
+        """The equivalence margin on the scale of the differences tested."""
+        return math.log1p(self.equivalence) if self.scale == "log" else self.equivalence
+
+
+class AdaptiveSeeds(_Strict):
+    adaptive: Adaptive
+
+
+def _seeds_or_adaptive(value: Any) -> list[int] | AdaptiveSeeds:
+    """A list of seeds, or {"adaptive": {...}}; errors at the exact field either way (a plain union
+    would put the arm's name in their path)."""
+    if isinstance(value, dict | AdaptiveSeeds):
+        return AdaptiveSeeds.model_validate(value)
+    return _SEED_LIST.validate_python(value)
+
+
+def _seeds_as_json(seeds: list[int] | AdaptiveSeeds) -> list[int] | dict[str, Any]:
+    return seeds.model_dump(mode="json") if isinstance(seeds, AdaptiveSeeds) else list(seeds)
+
+
 class ComparisonSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     problem: Problem
     training: Training
     optimizers: list[OptimizerEntry] = Field(min_length=1, max_length=100)
-    seeds: Seeds = Field([0], min_length=1, max_length=100)
+    seeds: Annotated[list[int] | AdaptiveSeeds, PlainValidator(_seeds_or_adaptive), PlainSerializer(_seeds_as_json)] = (
+        Field(
+            [0],
+            description="distinct seeds, or {'adaptive': {...}}: seeds added in rounds until the answer is clear",
+            json_schema_extra={"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "object"}]},
+        )
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=32)
@@ -464,6 +534,11 @@ class ComparisonSpec(_Strict):
             )
         return self
 
+    @property
+    def adaptive(self) -> Adaptive | None:
+        """Adaptive seeding, where the seeds ask for it."""
+        return self.seeds.adaptive if isinstance(self.seeds, AdaptiveSeeds) else None
+
     def _check_run_labels(self) -> set[str]:
         """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
         labels: dict[str, int] = {}
@@ -489,6 +564,8 @@ class ComparisonSpec(_Strict):
     def _check_tuning(self) -> None:
         if self.tuning is None:
             return
+        if isinstance(self.seeds, AdaptiveSeeds):
+            raise spec_error(("seeds", "adaptive"), "adaptive seeding does not combine with tuning", None)
         # an explicit seeds list, even the default's [0], is the user's: it is never silently replaced
         if "seeds" in self.model_fields_set and self.seeds != self.tuning.seeds:
             raise spec_error(

@@ -69,7 +69,7 @@ def expand(spec: Mapping[str, Any]) -> list[RunConfig]:
     """The runs to create at submit: every setting × seed, entry by entry; for a tuning job only the
     search phase (every setting on the first tuning seed)."""
     tuning = spec.get("tuning")
-    seeds, phase = ([tuning["seeds"][0]], SEARCH) if tuning else (spec["seeds"], None)
+    seeds, phase = ([tuning["seeds"][0]], SEARCH) if tuning else (first_seeds(spec), None)
     return [
         RunConfig(i, swept_label(entry["label"], values), {**entry["params"], **values}, values, seed, phase)
         for i, entry in enumerate(spec["optimizers"])
@@ -80,9 +80,22 @@ def expand(spec: Mapping[str, Any]) -> list[RunConfig]:
 
 def runs_per_entry(spec: Mapping[str, Any]) -> list[int]:
     """How many runs each entry will have in all, counted without expanding (for the limits): a tuning
-    job's search runs plus its final runs."""
+    job's search runs plus its final runs; with adaptive seeding, as many as its max seeds."""
     tuning = spec.get("tuning")
     counts = [math.prod(len(values) for values in entry.get("sweep", {}).values()) for entry in spec["optimizers"]]
     if tuning:
         return [n + len(tuning["seeds"]) - 1 for n in counts]
-    return [n * len(spec["seeds"]) for n in counts]
+    adaptive = adaptive_seeds(spec)
+    return [n * (adaptive["max"] if adaptive else len(spec["seeds"])) for n in counts]
+
+
+def adaptive_seeds(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec's adaptive seeding, in its JSON form, or None for a list of seeds."""
+    seeds = spec.get("seeds")
+    return seeds["adaptive"] if isinstance(seeds, Mapping) else None
+
+
+def first_seeds(spec: Mapping[str, Any]) -> list[int]:
+    """The seeds its runs start with: the list, or adaptive seeding's first round (0, 1, ..., min - 1)."""
+    adaptive = adaptive_seeds(spec)
+    return list(range(adaptive["min"])) if adaptive else list(spec["seeds"])
