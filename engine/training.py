@@ -21,6 +21,7 @@ from torch import Tensor
 
 from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device
 from engine.recorder import StepBatch, StepRecorder
+from engine.schedules import Constant
 from engine.spec import ComparisonSpec, Training
 
 #: receives each flush; returning False asks the run to stop (it was cancelled)
@@ -100,7 +101,7 @@ class ModuleStepper(Stepper):
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
         # decided once: the step runs per step, and its own cost is what recording adds to training
-        self.scheduled = schedule.name != "constant"
+        self.scheduled = schedule != Constant()
         self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
         self.first_group = optimizer.param_groups[0]
         self.point = problem.point(module)

@@ -515,6 +515,20 @@ SCHEDULE_CASES = {
             (t + 1) / 3 if t < 3 else 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (t - 3) / (total - 3 - 1)))
         ),
     ),
+    "constant with warm-up": ({"name": "constant", "warmup_steps": 4}, lambda t, total: min((t + 1) / 4, 1.0)),
+    "linear": ({"name": "linear", "min_factor": 0.1}, lambda t, total: 1 - 0.9 * t / (total - 1)),
+    "inverse_sqrt with warm-up": (
+        {"name": "inverse_sqrt", "timescale": 3, "warmup_steps": 3},
+        lambda t, total: (t + 1) / 3 if t < 3 else math.sqrt(3 / t),
+    ),
+    "wsd with warm-up": (  # 12 steps: 2 of warm-up (a sixth), 7 stable, a cooldown of round(0.3 · 10) = 3
+        {"name": "wsd", "warmup_fraction": 1 / 6, "cooldown_fraction": 0.3, "decay_shape": "sqrt"},
+        lambda t, total: (t + 1) / 2 if t < 2 else 1.0 if t < 9 else 1 - math.sqrt((t - 8) / 3),
+    ),
+    "one_cycle": (  # up from 1/25 over 0.25 · 12 = 3 steps (ends at step 2), then linearly to 1/2500 at step 11
+        {"name": "one_cycle", "pct_start": 0.25, "final_div_factor": 100.0, "anneal_strategy": "linear"},
+        lambda t, total: 0.04 + 0.96 * t / 2 if t <= 2 else (1 / 25 / 100 - 1) * ((t - 2) / 9) + 1,
+    ),
 }
 
 
