@@ -19,6 +19,8 @@ import numpy as np
 from scipy import stats
 
 Band = Literal["ci", "minmax"]
+#: how values are combined across runs: as they are, or as their logs (for positive quantities on a log axis)
+Scale = Literal["linear", "log"]
 #: confidence level of band=ci
 CONFIDENCE = 0.95
 
@@ -167,18 +169,25 @@ class SeedPoint:
 
     x: float
     n: int
-    mean: float
+    #: None only on the log scale, when no value in the bucket is positive
+    mean: float | None
     lo: float | None
     hi: float | None
     nan: int
     pos_inf: int
     neg_inf: int
+    #: log scale: the values <= 0 (-inf included), left out of the aggregate
+    nonpositive: int = 0
 
 
-def aggregate_seeds(runs: list[list[Bucket]], band: Band = "ci") -> list[SeedPoint]:
+def aggregate_seeds(runs: list[list[Bucket]], band: Band = "ci", scale: Scale = "linear") -> list[SeedPoint]:
     """Per grid bucket, the runs' values (each run's last value in the bucket) combined: n, the mean
     (IEEE: a NaN among them makes it NaN), and a band: the 95% t-interval of the mean (None for
-    n < 2 or a non-finite value), or the min and max over the non-NaN values."""
+    n < 2 or a non-finite value), or the min and max over the non-NaN values.
+
+    ``scale="log"``: the same over the logs of the positive values, exponentiated: the geometric mean
+    and exp(mean(log v) ∓ t · s(log v) / √m), which is never below 0; the values <= 0 are left out
+    and counted (m: the values used); min and max are over the values used."""
     indices = sorted({b.index for buckets in runs for b in buckets})
     if not indices:
         return []
@@ -194,33 +203,48 @@ def aggregate_seeds(runs: list[list[Bucket]], band: Band = "ci") -> list[SeedPoi
         for c, b in zip(cols, buckets):
             x_at[c] = max(x_at.get(c, b.x_end), b.x_end)
     n = present.sum(axis=0)
-    mean = np.where(present, values, 0.0).sum(axis=0) / n
-    if band == "ci":
-        squares = np.where(present, (values - mean) ** 2, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = stats.t.ppf((1 + CONFIDENCE) / 2, n - 1) * np.sqrt(squares / (n - 1) / n)
-        defined = (n >= 2) & np.isfinite(mean) & np.isfinite(half)
-        lo, hi = np.where(defined, mean - half, np.nan), np.where(defined, mean + half, np.nan)
+    nonpositive = present & (values <= 0) if scale == "log" else np.zeros(shape, dtype=bool)
+    used = present & ~nonpositive
+    if scale == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean, lo, hi, defined = _mean_and_t_band(np.log(np.where(used, values, 1.0)), used)
+        mean, lo, hi = np.exp(mean), np.exp(lo), np.exp(hi)
     else:
-        not_nan = present & ~np.isnan(values)
-        defined = not_nan.any(axis=0)
+        mean, lo, hi, defined = _mean_and_t_band(values, used)
+    if band == "minmax":
+        not_nan = used & ~np.isnan(values)
+        defined = np.asarray(not_nan.any(axis=0))
         lo = np.where(not_nan, values, np.inf).min(axis=0)
         hi = np.where(not_nan, values, -np.inf).max(axis=0)
+    has_mean = np.asarray(used.any(axis=0))
 
     def count(mask: np.ndarray) -> np.ndarray:
         return (present & mask).sum(axis=0)
 
     nan, pos_inf, neg_inf = count(np.isnan(values)), count(values == np.inf), count(values == -np.inf)
+    below = nonpositive.sum(axis=0)
     return [
         SeedPoint(
             x=x_at[c],
             n=int(n[c]),
-            mean=float(mean[c]),
+            mean=float(mean[c]) if has_mean[c] else None,
             lo=float(lo[c]) if defined[c] else None,
             hi=float(hi[c]) if defined[c] else None,
             nan=int(nan[c]),
             pos_inf=int(pos_inf[c]),
             neg_inf=int(neg_inf[c]),
+            nonpositive=int(below[c]),
         )
         for c in range(len(indices))
     ]
+
+
+def _mean_and_t_band(values: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per column, over the rows ``used``: the mean, the 95% t-interval's ends, and where they are defined."""
+    m = used.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(used, values, 0.0).sum(axis=0) / m
+        squares = np.where(used, (values - mean) ** 2, 0.0).sum(axis=0)
+        half = stats.t.ppf((1 + CONFIDENCE) / 2, m - 1) * np.sqrt(squares / (m - 1) / m)
+    defined = (m >= 2) & np.isfinite(mean) & np.isfinite(half)
+    return mean, np.where(defined, mean - half, np.nan), np.where(defined, mean + half, np.nan), defined

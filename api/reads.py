@@ -14,6 +14,15 @@ Points = Annotated[int, Query(ge=2, le=10_000, description="buckets (at most thi
 Bound = Annotated[float | None, Query(allow_inf_nan=False, description="in units of x; default: the run's range")]
 #: seeds are aggregated at equal x: steps or wall time
 SeedAxis = Literal["step", "time"]
+GroupBy = Annotated[
+    str,
+    Query(
+        max_length=100,
+        pattern=r"^(setting|optimizer|label|batch_size|params\.[A-Za-z_][A-Za-z0-9_]*)$",
+        description="what a curve aggregates: 'setting' (runs that differ only in seed), 'optimizer', 'label', "
+        "'batch_size', or 'params.<name>' (an optimizer parameter, e.g. params.lr)",
+    ),
+]
 PhaseQuery = Annotated[
     Phase, Query(description="tuning jobs: 'chosen' shows the settings chosen for the final phase, 'all' every setting")
 ]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from analysis.downsample import Bucket, Curve, Grid, is_raw
 from db import rollups
-from db.models import Eval, FaithfulFloat, Step, StepRollup
+from db.models import Eval, FaithfulFloat, Run, Step, StepRollup
 from engine.columns import STEP_METRICS
 
 EVAL_METRICS = frozenset({"train_loss", "val_loss", "train_accuracy", "val_accuracy"})
@@ -52,6 +52,22 @@ def x_range(session: Session, run_id: str, metric: Metric, axis: Axis) -> tuple[
     return None if last is None else (first, last)  # None: its rows were removed in between
 
 
+def last_x(session: Session, run_ids: Sequence[str], metric: Metric, axis: Axis) -> float | None:
+    """The largest x of the runs' last rows that have the metric (None without any): one statement,
+    one primary-key lookup from the end per run, whatever the number of runs."""
+    table, value, x = _columns(metric, axis)
+    last = (
+        select(x)
+        .where(table.run_id == Run.id, value.is_not(None), x.is_not(None))
+        .order_by(table.step.desc())
+        .limit(1)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    ends = session.scalars(select(last).where(Run.id.in_(run_ids))).all()
+    return max((end for end in ends if end is not None), default=None)
+
+
 def _in_range(table, value, x, run_ids: Sequence[str], start: float, end: float):
     return and_(table.run_id.in_(run_ids), value.is_not(None), x >= start, x <= end)
 
@@ -70,8 +86,9 @@ def buckets(
     in x order. Runs without such rows are left out. Long loss curves are read from the rollups."""
     curves: dict[str, list[Bucket]] = {}
     scanned = []
+    plans = {} if raw or metric != "loss" else _rollup_plans(session, run_ids, axis, grid)
     for run_id in run_ids:
-        plan = None if raw or metric != "loss" else _rollup_plan(session, run_id, axis, grid)
+        plan = plans.get(run_id)
         if plan is None:
             scanned.append(run_id)
         else:
@@ -110,18 +127,36 @@ class _RollupPlan:
 
 
 def _rollup_plan(session: Session, run_id: str, axis: Axis, grid: Grid) -> _RollupPlan | None:
-    """The coarsest rollup level with MIN_BLOCKS_PER_BUCKET blocks per bucket, judged from the
-    top-level blocks overlapping the range (a few rows); None: read the rows themselves."""
+    return _rollup_plans(session, [run_id], axis, grid).get(run_id)
+
+
+def _rollup_plans(session: Session, run_ids: Sequence[str], axis: Axis, grid: Grid) -> dict[str, _RollupPlan]:
+    """Per run, the coarsest rollup level with MIN_BLOCKS_PER_BUCKET blocks per bucket, judged from
+    the top-level blocks overlapping the range (a few rows per run, one statement for all); runs left
+    out: read the rows themselves."""
     first, last = (getattr(StepRollup, c) for c in _ROLLUP_AXIS[axis])
-    rows, first_step, last_step = session.execute(
-        select(func.sum(StepRollup.count), func.min(StepRollup.first_step), func.max(StepRollup.last_step)).where(
-            StepRollup.run_id == run_id, StepRollup.level == rollups.LEVELS[-1], last >= grid.start, first <= grid.end
+    found = session.execute(
+        select(
+            StepRollup.run_id,
+            func.sum(StepRollup.count),
+            func.min(StepRollup.first_step),
+            func.max(StepRollup.last_step),
         )
-    ).one()
-    for level in reversed(rollups.LEVELS):
-        if (rows or 0) >> level >= MIN_BLOCKS_PER_BUCKET * grid.points:
-            return _RollupPlan(level, first_step, last_step)
-    return None
+        .where(
+            StepRollup.run_id.in_(run_ids),
+            StepRollup.level == rollups.LEVELS[-1],
+            last >= grid.start,
+            first <= grid.end,
+        )
+        .group_by(StepRollup.run_id)
+    ).all()
+    plans = {}
+    for run_id, rows, first_step, last_step in found:
+        for level in reversed(rollups.LEVELS):
+            if (rows or 0) >> level >= MIN_BLOCKS_PER_BUCKET * grid.points:
+                plans[run_id] = _RollupPlan(level, first_step, last_step)
+                break
+    return plans
 
 
 def _rollup_buckets(session: Session, run_id: str, axis: Axis, grid: Grid, plan: _RollupPlan) -> list[Bucket]:

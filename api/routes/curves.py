@@ -3,9 +3,9 @@ comparison's runs aggregated over seeds. The contract is docs/curves.md."""
 
 from fastapi import APIRouter, Response
 
-from analysis.downsample import Band
+from analysis.downsample import Band, Scale
 from api.deps import PrincipalDep, SessionDep
-from api.reads import Bound, Points, SeedAxis
+from api.reads import Bound, GroupBy, Points, SeedAxis
 from api.schemas import NOT_FOUND, json_body, json_safe
 from db.curves import Axis, Metric
 from services import access
@@ -40,8 +40,14 @@ def comparison_curves(
     x: SeedAxis = "step",
     points: Points = 1000,
     band: Band = "ci",
+    scale: Scale = "linear",
+    group_by: GroupBy = "setting",
 ) -> Response:
     """Per optimizer entry, its runs' curves aggregated over seeds on one grid of ``points``
-    equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band."""
+    equal-width buckets over [0, the largest x of the comparison]: n, mean, and a band; ``scale=log``
+    aggregates the logs of the positive values (geometric mean, a band that stays above 0);
+    ``group_by`` aggregates other groups of runs than one setting's seeds."""
     comparison = access.comparison(session, comparison_id, principal.team_id)
-    return json_body(json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band)))
+    return json_body(
+        json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band, scale, group_by))
+    )

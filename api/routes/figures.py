@@ -11,11 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from analysis import surface
-from analysis.downsample import Band
+from analysis.downsample import Band, Scale
 from api.deps import PrincipalDep, SessionDep, SharedComparisonDep
 from api.reads import (
     BaselineQuery,
     Bound,
+    GroupBy,
     ParamQuery,
     PhaseQuery,
     Points,
@@ -154,9 +155,13 @@ def shared_curves(
     x: SeedAxis = "step",
     points: Points = 1000,
     band: Band = "ci",
+    scale: Scale = "linear",
+    group_by: GroupBy = "setting",
 ) -> Response:
     """GET /api/v1/comparisons/{id}/curves of the shared comparison."""
-    return json_body(json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band)))
+    return json_body(
+        json_safe(curve_bodies.comparison_curves(session, comparison, metric, x, points, band, scale, group_by))
+    )
 
 
 @shared_router.get("/runs/{run_id}/curve", response_model=dict)

@@ -408,3 +408,124 @@ def test_a_comparison_without_rows_has_groups_without_points(client):
     assert body["x_max"] is None and [(g["label"], g["points"]) for g in body["groups"]] == [("a", []), ("b", [])]
     response = client.get(f"/api/v1/comparisons/{made.id}/curves", params={"x": "epoch"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "x"]
+
+
+# --- log scale and grouping ----------------------------------------------------------------------
+
+
+def log_t_band(values: np.ndarray) -> tuple[float, float, float]:
+    """The geometric mean and the 95% t-interval of the logs, exponentiated (the reference)."""
+    logs = np.log(values)
+    low, high = stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
+    return stats.gmean(values), math.exp(low), math.exp(high)
+
+
+def test_log_scale_bands_are_t_intervals_of_the_logs_and_never_below_zero(client):
+    made = make_comparison(seeds=(0, 1, 2, 3))
+    rng = np.random.default_rng(7)
+    # losses spread over two decades: the linear band's lower edge goes below 0, the log one cannot
+    losses = np.exp(rng.normal(0, 1.5, (4, 40))) * np.exp(-np.arange(40) / 10)
+    losses[0, 5], losses[1, 5] = 0.0, -0.5  # left out of step 5's log aggregate, and counted
+    losses[:, 9] = [0.0, -1.0, -math.inf, 0.0]  # nothing positive: no mean, no band
+    losses[2, 12] = math.nan  # NaN propagates as on the linear scale
+    for (run_id, *_), loss in zip(made.runs, losses):
+        store_steps(run_id, loss)
+
+    (linear,) = seed_curves(client, made.id)["groups"]
+    body = seed_curves(client, made.id, scale="log")
+    assert (body["scale"], body["group_by"]) == ("log", "setting")
+    (log,) = body["groups"]
+    (log_minmax,) = seed_curves(client, made.id, scale="log", band="minmax")["groups"]
+    assert any(isinstance(p["lo"], float) and p["lo"] < 0 for p in linear["points"])
+    for step, (point, band) in enumerate(zip(log["points"], log_minmax["points"], strict=True)):
+        here = losses[:, step]
+        positive = here[here > 0]
+        assert (point["x"], point["n"], point.get("nonpositive", 0)) == (
+            step,
+            4,
+            4 - len(positive) - np.isnan(here).sum(),
+        )
+        if step == 9:
+            assert (point["mean"], point["lo"], point["hi"], band["lo"], band["hi"]) == (None,) * 5
+            assert (point["nonpositive"], point["neg_inf"]) == (4, 1)
+        elif step == 12:
+            assert (point["mean"], point["lo"], point["nan"]) == ("NaN", None, 1)
+            assert (band["lo"], band["hi"]) == (np.nanmin(here), np.nanmax(here))
+        else:
+            assert (point["mean"], point["lo"], point["hi"]) == pytest.approx(log_t_band(positive), rel=1e-9)
+            assert 0 < point["lo"] <= point["mean"] <= point["hi"]
+            assert (band["lo"], band["hi"]) == (positive.min(), positive.max())
+    assert log["points"][5]["nonpositive"] == 2
+
+
+GROUPED_SPEC = {
+    "name": "grouping",
+    "problem": {"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"},
+    "training": {"steps": 10, "batch_size": 16},
+    "optimizers": [
+        {"name": "adam", "sweep": {"lr": [0.01, 0.001]}},
+        {"name": "sgd", "params": {"lr": 0.01}, "batch_size": 32, "label": "sgd big"},
+        {"name": "sgd", "params": {"lr": 0.001}},
+    ],
+    "seeds": [0, 1],
+}
+
+
+def test_group_by_aggregates_every_run_of_a_key_value(client):
+    spec = ComparisonSpec.model_validate(GROUPED_SPEC).model_dump(mode="json")
+    with transaction() as session:
+        comparison = comparisons.create_comparison(session, spec, 10)
+        runs = [(run.id, run.label, run.optimizer_name, run.optimizer_params["lr"]) for run in comparison.runs]
+        made_id = comparison.id
+    losses = {}
+    for i, (run_id, *_) in enumerate(runs):
+        losses[run_id] = noisy_losses(30, seed=40 + i) + 1
+        store_steps(run_id, losses[run_id])
+    batch = {"sgd big": 32}
+    expected = {
+        "optimizer": [("adam", lambda r: r[2] == "adam"), ("sgd", lambda r: r[2] == "sgd")],
+        "params.lr": [("lr=0.01", lambda r: r[3] == 0.01), ("lr=0.001", lambda r: r[3] == 0.001)],
+        "batch_size": [("batch_size=16", lambda r: r[1] not in batch), ("batch_size=32", lambda r: r[1] in batch)],
+        "label": [(label, lambda r, label=label: r[1] == label) for label in dict.fromkeys(r[1] for r in runs)],
+    }
+    for group_by, wanted in expected.items():
+        body = seed_curves(client, made_id, group_by=group_by, points=10)
+        assert body["group_by"] == group_by
+        assert [g["label"] for g in body["groups"]] == [name for name, _ in wanted]
+        for group, (_, member) in zip(body["groups"], wanted):
+            members = [r for r in runs if member(r)]
+            assert group["run_ids"] == [r[0] for r in members]
+            assert group["settings"] == list(dict.fromkeys(r[1] for r in members))
+            index = grid_index(np.arange(30.0), 0, 29, 10)
+            for point, bucket in zip(group["points"], range(10), strict=True):
+                step = np.flatnonzero(index == bucket)[-1]
+                here = np.array([losses[r[0]][step] for r in members])
+                assert (point["x"], point["n"]) == (step, len(members))
+                assert (point["mean"], point["lo"], point["hi"]) == pytest.approx(
+                    (here.mean(), *t_interval(here)), rel=1e-9
+                )
+    # the default keeps its meaning: one group per setting, the seeds of each
+    default = seed_curves(client, made_id, points=10)
+    assert default["group_by"] == "setting" and [g["label"] for g in default["groups"]] == [
+        "adam(lr=0.01)",
+        "adam(lr=0.001)",
+        "sgd big",
+        "sgd(lr=0.001)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"group_by": "seed"}, "pattern"),
+        ({"group_by": "params.no_such"}, "'no_such'"),
+        ({"group_by": "params."}, "pattern"),
+        ({"scale": "ln"}, "'log'"),
+    ],
+)
+def test_bad_scale_or_grouping_is_422_naming_the_field(client, params, says):
+    made = make_comparison()
+    response = client.get(f"/api/v1/comparisons/{made.id}/curves", params=params)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", next(iter(params))] and says in error["msg"], error
