@@ -12,13 +12,22 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from analysis.stats import mean_ci, paired_test
+from analysis.stats import (
+    Interval,
+    holm,
+    paired_prob_improvement_ci,
+    paired_test,
+    positive_ci,
+    prob_improvement,
+    proportion_ci,
+    robust_aggregates,
+)
 from optibench.status import TRAINED_RUN, RunStatus
 
 
@@ -32,9 +41,12 @@ class Run(Protocol):
     seed: int
     phase: str | None
     status: str
+    #: 'ensemble': trained as a member of a vectorized ensemble, whose wall time it shares (docs/vectorized.md)
+    execution: str | None
     optimizer_name: str
     optimizer_params: dict[str, Any]
     sweep_values: dict[str, Any] | None
+    steps_total: int
     steps_done: int
     final_loss: float | None
     best_loss: float | None
@@ -56,6 +68,9 @@ class Comparison(Protocol):
 LOSS_FLOOR = 1e-12
 METRIC = "final_loss"
 FINISHED = TRAINED_RUN
+#: the leaderboard is ranked again at these fractions of each run's planned steps
+BUDGETS = (0.25, 0.5, 0.75, 1.0)
+ENSEMBLE = "ensemble"
 Phase = Literal["chosen", "all"]
 
 
@@ -91,16 +106,26 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _loss_stats(values: Sequence[float]) -> dict[str, float | None]:
-    interval = mean_ci(values)
+def _loss_stats(values: Sequence[float]) -> dict[str, Any]:
+    """The interval is the geometric mean's, on the log scale, while every loss is positive
+    (analysis.stats.positive_ci): ``ci_method`` says which, ``geometric_mean`` is its centre."""
+    interval = positive_ci(values)
     return {
-        "mean": interval.mean,
-        "ci_low": interval.ci_low,
-        "ci_high": interval.ci_high,
+        "mean": float(np.mean(values)) if values else None,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
         "median": float(np.median(values)) if values else None,
         "best": min(values, default=None),
         "worst": max(values, default=None),
+        "geometric_mean": interval.estimate if interval.method == "log_t" else None,
+        "ci_method": interval.method,
     }
+
+
+def _interval(values: Sequence[float], of: Callable[[Sequence[float]], Interval]) -> dict[str, Any]:
+    """``of``'s interval over the values, none where one is not finite (an infinite validation loss)."""
+    finite = all(math.isfinite(v) for v in values)
+    return asdict(of(values) if finite else Interval(None, None, None, None))
 
 
 # --- what the database computes from step and eval rows ----------------------------------------
@@ -124,6 +149,9 @@ class RowFigures(Protocol):
 
     def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
         """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
+
+    def losses_at(self, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
+        """Per run, the step loss at each of these steps that it recorded."""
 
 
 # --- the leaderboard -----------------------------------------------------------------------------
@@ -193,6 +221,8 @@ def _row(
     wall_time_s = sum(t for r in timed if (t := r.wall_time_s) is not None)
     hits = [reached[_data_id(r)] for r in finished if _data_id(r) in reached]
     scored_evals = [evals[_data_id(r)] for r in scored if _data_id(r) in evals]
+    val_losses = [v for v, _ in scored_evals if v is not None]
+    val_accuracies = [a for _, a in scored_evals if a is not None]
     return {
         "label": label,
         "optimizer": group[0].optimizer_name,
@@ -202,18 +232,29 @@ def _row(
         "n_diverged": len(finished) - len(scored),
         "final_loss": _loss_stats(_final_losses(scored)),
         "best_so_far": _mean(r.best_loss for r in scored),
-        "val_loss": _mean(val_loss for val_loss, _ in scored_evals),
-        "val_accuracy": _mean(val_accuracy for _, val_accuracy in scored_evals),
+        "val_loss": _mean(val_losses),
+        "val_loss_ci": _interval(val_losses, positive_ci),
+        "val_accuracy": _mean(val_accuracies),
+        "val_accuracy_ci": _interval(val_accuracies, proportion_ci),
         "steps_per_s": sum(r.steps_done for r in timed) / wall_time_s if wall_time_s > 0 else None,
         "wall_time_s": {"total": wall_time_s if timed else None, "mean": wall_time_s / len(timed) if timed else None},
         "time_to_target": {
             "steps": _mean(step for step, _ in hits),
             "seconds": _mean(t for _, t in hits),
+            "seconds_ci": _interval([t for _, t in hits], positive_ci),
             "reached": len(hits),
             "of": len(finished),
         },
         "auc_log_loss": _mean(figures[_data_id(r)].auc_log_loss for r in scored if _data_id(r) in figures),
+        # an ensemble's members share every step, so their times are the ensemble's, not their own
+        "timed_together": any(r.execution == ENSEMBLE for r in finished),
     }
+
+
+def _robust(group: list[Run]) -> dict[str, Any] | None:
+    """Median and IQM of the final losses with bootstrap intervals, from ROBUST_MIN_SEEDS runs on."""
+    aggregates = robust_aggregates(_final_losses(r for r in group if r.status in FINISHED))
+    return asdict(aggregates) if aggregates else None
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[bool, float]:
@@ -223,12 +264,14 @@ def _rank_key(row: dict[str, Any]) -> tuple[bool, float]:
     return row["n_diverged"] > 0, math.inf if mean is None else mean
 
 
-def _rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rank(
+    rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple[bool, float]] = _rank_key
+) -> list[dict[str, Any]]:
     """Competition ranking (1, 2, 2, 4) of the groups with a finished run; the others are unranked
     (rank None) and listed last. Rows of equal rank keep their run position order."""
-    ranked = sorted((row for row in rows if row["n_finished"]), key=_rank_key)
+    ranked = sorted((row for row in rows if row["n_finished"]), key=key)
     for i, row in enumerate(ranked):
-        tied = i and _rank_key(row) == _rank_key(ranked[i - 1])
+        tied = i and key(row) == key(ranked[i - 1])
         row["rank"] = ranked[i - 1]["rank"] if tied else i + 1
     unranked = [row for row in rows if not row["n_finished"]]
     for row in unranked:
@@ -254,8 +297,81 @@ def _paired(label: str, group: list[Run], baseline: str, baseline_group: list[Ru
     """Matched on seed, over the seeds where both runs have a finite final loss."""
     base = {r.seed: loss for r in baseline_group if (loss := _score(r)) is not None}
     pairs = [(loss, base[r.seed]) for r in group if (loss := _score(r)) is not None and r.seed in base]
-    test = paired_test([c for c, _ in pairs], [b for _, b in pairs])
-    return {"label": label, "baseline": baseline, **asdict(test)}
+    candidates, baselines = [c for c, _ in pairs], [b for _, b in pairs]
+    interval = paired_prob_improvement_ci(candidates, baselines)
+    return {
+        "label": label,
+        "baseline": baseline,
+        **asdict(paired_test(candidates, baselines)),
+        "prob_improvement": prob_improvement(candidates, baselines),
+        "prob_improvement_ci_low": interval[0] if interval else None,
+        "prob_improvement_ci_high": interval[1] if interval else None,
+    }
+
+
+def _holm_adjusted(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each test's p-value adjusted by Holm's method over every setting compared with the baseline."""
+    for test in ("t_pvalue", "wilcoxon_pvalue"):
+        for pair, adjusted in zip(paired, holm([pair[test] for pair in paired]), strict=True):
+            pair[f"{test}_holm"] = adjusted
+    return paired
+
+
+def _budget_step(run: Run, fraction: float) -> int:
+    """The step whose loss is the loss after this fraction of the run's planned updates."""
+    return int(fraction * run.steps_total)
+
+
+def _budget_key(row: dict[str, Any]) -> tuple[bool, float]:
+    return row["n_diverged"] > 0, math.inf if row["mean_loss"] is None else row["mean_loss"]
+
+
+def _budget_row(label: str, runs: list[Run], fraction: float, losses: dict[str, dict[int, float]]) -> dict[str, Any]:
+    """A setting at a fraction of its budget: the mean step loss there over its runs; a run that
+    diverged before then counts as diverged."""
+    values, diverged = [], 0
+    for run in runs:
+        loss = losses.get(_data_id(run), {}).get(_budget_step(run, fraction))
+        if loss is not None and math.isfinite(loss):
+            values.append(loss)
+        elif run.status == RunStatus.DIVERGED:
+            diverged += 1
+    return {
+        "label": label,
+        "step": _budget_step(runs[0], fraction) if runs else None,
+        "mean_loss": float(np.mean(values)) if values else None,
+        "n_finished": len(values) + diverged,
+        "n_diverged": diverged,
+    }
+
+
+def _budget_rankings(rows_of: RowFigures, groups: dict[str, list[Run]], rows: list[dict[str, Any]]) -> list[dict]:
+    """The ranking at each of BUDGETS by the leaderboard's rule (divergence first, then the mean loss):
+    below 1 on the step loss after that fraction of each run's planned updates, at 1 on the final loss
+    (the leaderboard itself). ``changed``: some setting's rank differs from the previous budget's."""
+    finished = {label: [r for r in group if r.status in FINISHED] for label, group in groups.items()}
+    early = BUDGETS[:-1]
+    steps = sorted({_budget_step(r, f) for runs in finished.values() for r in runs for f in early})
+    run_ids = sorted({_data_id(r) for runs in finished.values() for r in runs})
+    losses = rows_of.losses_at(run_ids, steps) if run_ids else {}
+    final = [
+        {
+            "label": row["label"],
+            "step": finished[row["label"]][0].steps_total if row["n_finished"] else None,
+            "mean_loss": row["final_loss"]["mean"],
+            "n_finished": row["n_finished"],
+            "n_diverged": row["n_diverged"],
+        }
+        for row in rows
+    ]
+    rankings = [[_budget_row(label, runs, f, losses) for label, runs in finished.items()] for f in early] + [final]
+    budgets: list[dict[str, Any]] = []
+    for fraction, ranking in zip(BUDGETS, rankings, strict=True):
+        ranked = _rank(ranking, _budget_key)
+        ranks = {row["label"]: row["rank"] for row in ranked}
+        changed = bool(budgets) and ranks != {row["label"]: row["rank"] for row in budgets[-1]["rows"]}
+        budgets.append({"fraction": fraction, "changed": changed, "rows": ranked})
+    return budgets
 
 
 def summarize(
@@ -278,7 +394,7 @@ def summarize(
         target, source = _default_target(finished, figures), "default"
     reached = rows_of.first_reached(run_ids, target) if run_ids and target is not None else {}
     evals = rows_of.last_evals(run_ids) if run_ids else {}
-    rows = [_row(label, group, figures, reached, evals) for label, group in groups.items()]
+    rows = [_row(label, group, figures, reached, evals) | {"robust": _robust(group)} for label, group in groups.items()]
     paired = (
         [
             _paired(label, group, baseline_label, groups[baseline_label])
@@ -288,6 +404,7 @@ def summarize(
         if baseline_label in groups
         else []
     )
+    budgets = _budget_rankings(rows_of, groups, rows)
     return {
         "comparison_id": comparison.id,
         "status": comparison.status,
@@ -297,7 +414,9 @@ def summarize(
         "baseline": baseline_label,
         "metric": METRIC,
         "rows": _rank(rows),
-        "paired": paired,
+        "paired": _holm_adjusted(paired),
+        "budgets": budgets,
+        "ranking_changes": any(budget["changed"] for budget in budgets),
     }
 
 

@@ -38,9 +38,14 @@ ParamQuery = Annotated[str, Query(min_length=1, max_length=100, description="a s
 Number = float | Literal["NaN", "Infinity", "-Infinity"] | None
 
 
+IntervalMethod = Literal["log_t", "t_clipped", "t"]
+
+
 class LossStats(BaseModel):
-    """Over the runs with a finite final loss: the mean, its 95% t-interval (null below two runs),
-    the median, the best (lowest) and the worst."""
+    """Over the runs with a finite final loss: the mean, a 95% interval (null below two runs), the
+    median, the best (lowest) and the worst. While every loss is positive the interval is the
+    geometric mean's, on the log scale (``ci_method`` "log_t"), so it never goes below 0; else the
+    mean's t-interval ("t_clipped": clipped at 0, there being a loss of exactly 0; "t": a loss < 0)."""
 
     mean: Number
     ci_low: Number
@@ -48,6 +53,29 @@ class LossStats(BaseModel):
     median: Number
     best: Number
     worst: Number
+    geometric_mean: Number
+    ci_method: IntervalMethod | None
+
+
+class Interval(BaseModel):
+    """An estimate over the runs and its 95% interval, made by ``method`` (docs/statistics.md)."""
+
+    estimate: Number
+    low: Number
+    high: Number
+    method: IntervalMethod | None
+
+
+class Robust(BaseModel):
+    """From 5 runs on: median and interquartile mean with stratified bootstrap 95% intervals (rliable)."""
+
+    n: int
+    median: float
+    median_ci_low: float
+    median_ci_high: float
+    iqm: float
+    iqm_ci_low: float
+    iqm_ci_high: float
 
 
 class WallTime(BaseModel):
@@ -61,6 +89,7 @@ class TimeToTarget(BaseModel):
 
     steps: Number
     seconds: Number
+    seconds_ci: Interval
     reached: int
     of: int
 
@@ -75,11 +104,16 @@ class LeaderboardRow(BaseModel):
     final_loss: LossStats
     best_so_far: Number
     val_loss: Number
+    val_loss_ci: Interval
     val_accuracy: Number
+    val_accuracy_ci: Interval
     steps_per_s: Number
     wall_time_s: WallTime
     time_to_target: TimeToTarget
     auc_log_loss: Number
+    #: trained as members of a vectorized ensemble: the times are the ensemble's, shared by its members
+    timed_together: bool
+    robust: Robust | None
     rank: int | None
 
 
@@ -94,6 +128,31 @@ class PairedComparison(BaseModel):
     ci_high: Number
     t_pvalue: Number
     wilcoxon_pvalue: Number
+    #: Holm-adjusted over every setting compared with the baseline
+    t_pvalue_holm: Number
+    wilcoxon_pvalue_holm: Number
+    #: P(label's final loss < baseline's), ties 1/2, over the matched seeds (rliable's definition)
+    prob_improvement: Number
+    prob_improvement_ci_low: Number
+    prob_improvement_ci_high: Number
+
+
+class BudgetRow(BaseModel):
+    """A setting ranked on its mean loss at ``step`` (the step loss there, or the final loss at 1)."""
+
+    label: str
+    step: int | None
+    mean_loss: Number
+    n_finished: int
+    n_diverged: int
+    rank: int | None
+
+
+class BudgetRanking(BaseModel):
+    fraction: float
+    #: some setting's rank differs from the previous budget's
+    changed: bool
+    rows: list[BudgetRow]
 
 
 class SummaryOut(BaseModel):
@@ -106,6 +165,8 @@ class SummaryOut(BaseModel):
     metric: Literal["final_loss"]
     rows: list[LeaderboardRow]
     paired: list[PairedComparison]
+    budgets: list[BudgetRanking]
+    ranking_changes: bool
 
 
 class SensitivityPoint(BaseModel):

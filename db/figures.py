@@ -1,6 +1,7 @@
 """What the dashboards and the summary draw besides curves, computed in the database: sampled points of
 a run's path (function problems), a histogram of step times, and the per-run figures of the
-leaderboard (analysis.summary.RowFigures). None sends every step row to Python."""
+leaderboard and of its rankings at several budgets (analysis.summary.RowFigures). None sends every
+step row to Python."""
 
 from __future__ import annotations
 
@@ -140,6 +141,17 @@ def last_evals(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[floa
     return {run_id: (val_loss, val_accuracy) for run_id, val_loss, val_accuracy in rows}
 
 
+def losses_at(session: Session, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
+    """Per run, its step loss at each of ``steps`` it recorded: one query, primary-key lookups."""
+    rows = session.execute(
+        select(Step.run_id, Step.step, Step.loss).where(Step.run_id.in_(run_ids), Step.step.in_(steps))
+    )
+    losses: dict[str, dict[int, float]] = {}
+    for run_id, step, loss in rows:
+        losses.setdefault(run_id, {})[step] = loss
+    return losses
+
+
 @dataclass(frozen=True)
 class RowFigures:
     """analysis.summary.RowFigures read from this session's database."""
@@ -154,3 +166,6 @@ class RowFigures:
 
     def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
         return last_evals(self.session, run_ids)
+
+    def losses_at(self, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
+        return losses_at(self.session, run_ids, steps)

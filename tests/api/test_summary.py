@@ -84,6 +84,17 @@ def _auc(losses: list[float]) -> float:
     return float(np.mean(np.log10(np.maximum(finite, 1e-12))))
 
 
+def _log_t(values: list[float]) -> dict[str, Any]:
+    """The geometric mean and its 95% t-interval on the log scale, as scipy computes it."""
+    if not values:
+        return {"estimate": None, "low": None, "high": None, "method": None}
+    logs = np.log(values)
+    if len(values) == 1:
+        return {"estimate": pytest.approx(values[0]), "low": None, "high": None, "method": "log_t"}
+    low, high = np.exp(stats.t.interval(0.95, len(values) - 1, loc=logs.mean(), scale=stats.sem(logs)))
+    return {"estimate": stats.gmean(values), "low": low, "high": high, "method": "log_t"}
+
+
 def _first_reach(losses: list[float], target: float) -> int | None:
     hits = [k for k, v in enumerate(losses) if v <= target]
     return hits[0] if hits else None
@@ -126,9 +137,18 @@ def test_leaderboard_figures_rank_and_paired_test(client):
     assert adam["optimizer"] == "adam" and adam["params"]["lr"] == 0.1 and adam["params"]["betas"] == [0.9, 0.999]
 
     finals = [final for _, final in ADAM.values()]
-    low, high = stats.t.interval(0.95, 2, loc=np.mean(finals), scale=stats.sem(finals))
+    low, high = np.exp(stats.t.interval(0.95, 2, loc=np.mean(np.log(finals)), scale=stats.sem(np.log(finals))))
     assert adam["final_loss"] == pytest.approx(
-        {"mean": np.mean(finals), "ci_low": low, "ci_high": high, "median": 0.5, "best": 0.2, "worst": 0.8}
+        {
+            "mean": np.mean(finals),
+            "ci_low": low,
+            "ci_high": high,
+            "median": 0.5,
+            "best": 0.2,
+            "worst": 0.8,
+            "geometric_mean": stats.gmean(finals),
+            "ci_method": "log_t",
+        }
     )
     assert sgd["final_loss"]["mean"] == pytest.approx(0.2)  # the diverged seed is left out
     assert adam["best_so_far"] == pytest.approx(np.mean([0.2, 0.8, 0.0]))
@@ -140,9 +160,12 @@ def test_leaderboard_figures_rank_and_paired_test(client):
 
     adam_steps = [_first_reach(losses, 1.0) for losses, _ in ADAM.values()]
     assert adam_steps == [2, 4, 2]
+    seconds = [0.1 * (k + 1) for k in adam_steps]
+    assert adam["time_to_target"].pop("seconds_ci") == pytest.approx(_log_t(seconds))
     assert adam["time_to_target"] == pytest.approx(
-        {"steps": np.mean(adam_steps), "reached": 3, "of": 3, "seconds": np.mean([0.1 * (k + 1) for k in adam_steps])}
+        {"steps": np.mean(adam_steps), "reached": 3, "of": 3, "seconds": np.mean(seconds)}
     )
+    assert sgd["time_to_target"].pop("seconds_ci") == pytest.approx(_log_t([0.2, 0.3]))
     assert sgd["time_to_target"] == pytest.approx({"steps": 1.5, "seconds": 0.25, "reached": 2, "of": 3})
     # losses of exactly 0 count as the 1e-12 floor; the diverged run is left out
     assert adam["auc_log_loss"] == pytest.approx(np.mean([_auc(losses) for losses, _ in ADAM.values()]))
@@ -198,7 +221,10 @@ def test_a_running_comparison_counts_finished_runs_only(client):
         "median": 0.9,
         "best": 0.9,
         "worst": 0.9,
+        "geometric_mean": pytest.approx(0.9),
+        "ci_method": "log_t",
     }
+    assert adam["time_to_target"].pop("seconds_ci") == _log_t([0.3])
     assert adam["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}
     assert (sgd["label"], sgd["n_finished"], sgd["rank"], sgd["final_loss"]["mean"]) == ("sgd", 0, None, None)
     assert sgd["wall_time_s"] == {"total": None, "mean": None} and sgd["steps_per_s"] is None
@@ -212,6 +238,11 @@ def test_a_running_comparison_counts_finished_runs_only(client):
             "ci_high": None,
             "t_pvalue": None,
             "wilcoxon_pvalue": None,
+            "t_pvalue_holm": None,
+            "wilcoxon_pvalue_holm": None,
+            "prob_improvement": None,
+            "prob_improvement_ci_low": None,
+            "prob_improvement_ci_high": None,
         }
     ]
 
@@ -228,6 +259,7 @@ def test_a_reused_run_reads_its_rows_from_its_source_and_non_finite_values_are_s
         comparisons.refresh_comparison(session, reused["id"])
 
     [row] = client.get(f"{BASE}/{reused['id']}/summary").json()["rows"]
+    assert row["time_to_target"].pop("seconds_ci") == _log_t([0.3])
     assert row["time_to_target"] == {"steps": 2.0, "seconds": pytest.approx(0.3), "reached": 1, "of": 1}
     assert row["auc_log_loss"] == pytest.approx(_auc([2.0, 1.0, 0.4]))
     assert (row["val_loss"], row["val_accuracy"]) == ("Infinity", 0.5)
@@ -255,6 +287,7 @@ def test_a_trained_example_agrees_with_its_own_step_rows(client):
             if first is not None
             else {"steps": None, "seconds": None, "reached": 0, "of": 1}
         )
+        assert row["time_to_target"].pop("seconds_ci") == _log_t([reached["seconds"]] if first is not None else [])
         assert row["time_to_target"] == pytest.approx(reached)
         assert row["auc_log_loss"] == pytest.approx(_auc(losses), rel=1e-12)
         stored = client.get(f"/api/v1/runs/{run['id']}").json()
@@ -320,11 +353,21 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
     adam_series, sgd_momentum, sgd_plain = body["series"]
     assert (adam_series["label"], adam_series["entry_index"], adam_series["fixed"]) == ("adam", 0, {})
     assert [p["value"] for p in adam_series["points"]] == [0.001, 0.1, 1.0]
-    low, high = stats.t.interval(0.95, 1, loc=0.4, scale=stats.sem([0.3, 0.5]))
+    logs = np.log([0.3, 0.5])
+    low, high = np.exp(stats.t.interval(0.95, 1, loc=logs.mean(), scale=stats.sem(logs)))
     middle, diverging = adam_series["points"][1:]
     assert (middle["value"], middle["n"], middle["n_diverged"]) == (0.1, 2, 0)
     assert middle["final_loss"] == pytest.approx(
-        {"mean": 0.4, "ci_low": low, "ci_high": high, "median": 0.4, "best": 0.3, "worst": 0.5}
+        {
+            "mean": 0.4,
+            "ci_low": low,
+            "ci_high": high,
+            "median": 0.4,
+            "best": 0.3,
+            "worst": 0.5,
+            "geometric_mean": np.sqrt(0.15),
+            "ci_method": "log_t",
+        }
     )
     assert (diverging["value"], diverging["n"], diverging["n_diverged"]) == (1.0, 1, 1)
     assert diverging["final_loss"] == {
@@ -334,6 +377,8 @@ def test_sensitivity_gives_the_final_loss_against_each_swept_value_per_entry(cli
         "median": 0.9,
         "best": 0.9,
         "worst": 0.9,
+        "geometric_mean": pytest.approx(0.9),
+        "ci_method": "log_t",
     }
     assert (sgd_momentum["label"], sgd_momentum["fixed"]) == ("sgd", {"momentum": 0.9})
     assert [(p["value"], p["final_loss"]["mean"]) for p in sgd_momentum["points"]] == [(0.01, 0.7), (0.1, 0.4)]
@@ -436,3 +481,94 @@ def test_another_teams_deleted_and_missing_comparisons_are_404(client):
         for path in ("summary", "sensitivity"):
             response = client.get(f"{BASE}/{comparison_id}/{path}")
             assert response.status_code == 404, (path, response.text)
+
+
+def test_positive_intervals_robust_aggregates_holm_budget_rankings_and_shared_times(client):
+    """Five seeds of three optimizers: adam leads early, sgd ends lowest with losses as tiny and spread
+    as the README's MLP example (a t-interval below 0), rmsprop diverges on one seed after 75 % of its
+    steps. sgd's runs trained as an ensemble."""
+    seeds = [0, 1, 2, 3, 4]
+    ids = _create(_spec([{"name": n, "params": {}} for n in ("adam", "sgd", "rmsprop")], seeds))
+    sgd_finals = [0.2e-6, 0.8e-6, 3.4e-6, 1.0e-6, 0.5e-6]
+    adam_finals = [0.3, 0.35, 0.28, 0.4, 0.33]
+    accuracies = [0.99, 1.0, 0.98, 1.0, 0.97]
+    for seed in seeds:
+        scale = 1 + 0.1 * seed
+        _finish(
+            ids["adam", seed],
+            [4, 1.0 * scale, 0.5 * scale, 0.4 * scale, 0.35],
+            adam_finals[seed],
+            evals=[(5, 0.5, accuracies[seed])],
+        )
+        _finish(ids["sgd", seed], [4, 3 * scale, 1.0 * scale, 0.2 * scale, 0.1], sgd_finals[seed])
+        if seed == 4:
+            _finish(ids["rmsprop", seed], [4, 2, 0.8, 0.3, NAN], None, status=DIVERGED)
+        else:
+            _finish(ids["rmsprop", seed], [4, 2 * scale, 0.8 * scale, 0.3 * scale, 0.2], 0.1 + 0.01 * seed)
+    with transaction() as session:  # how each run trained, as the worker records it
+        for label in ("adam", "sgd", "rmsprop"):
+            for seed in seeds:
+                session.get(Run, ids[label, seed]).execution = "ensemble" if label == "sgd" else "alone"
+
+    body = client.get(f"{BASE}/{ids['id']}/summary").json()
+    rows = {row["label"]: row for row in body["rows"]}
+    assert [(row["label"], row["rank"]) for row in body["rows"]] == [("sgd", 1), ("adam", 2), ("rmsprop", 3)]
+
+    # the loss interval: the geometric mean's, on the log scale, positive where the t-interval is not
+    sgd = rows["sgd"]["final_loss"]
+    assert stats.t.interval(0.95, 4, loc=np.mean(sgd_finals), scale=stats.sem(sgd_finals))[0] < 0
+    expected = _log_t(sgd_finals)
+    assert (sgd["geometric_mean"], sgd["ci_low"], sgd["ci_high"], sgd["ci_method"]) == pytest.approx(
+        (expected["estimate"], expected["low"], expected["high"], "log_t")
+    )
+    assert 0 < sgd["ci_low"] < sgd["geometric_mean"] < sgd["ci_high"]
+    # accuracies: the mean's t-interval, clipped to [0, 1]
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(accuracies), scale=stats.sem(accuracies))
+    assert high > 1
+    assert rows["adam"]["val_accuracy_ci"] == pytest.approx(
+        {"estimate": np.mean(accuracies), "low": low, "high": 1.0, "method": "t_clipped"}
+    )
+
+    # robust aggregates from five finite final losses on; rmsprop has four
+    adam_robust = rows["adam"]["robust"]
+    assert (adam_robust["n"], adam_robust["median"]) == (5, np.median(adam_finals))
+    assert adam_robust["iqm"] == pytest.approx(np.mean(sorted(adam_finals)[1:4]))  # int(0.25 · 5) = 1 cut each end
+    assert min(adam_finals) <= adam_robust["iqm_ci_low"] <= adam_robust["iqm"] <= adam_robust["iqm_ci_high"]
+    assert rows["rmsprop"]["robust"] is None
+
+    # Holm over the two settings compared with adam; P(improvement) is rliable's over the matched seeds
+    paired = {pair["label"]: pair for pair in body["paired"]}
+    rms_finals = [0.1, 0.11, 0.12, 0.13]
+    raw = {
+        "sgd": stats.ttest_rel(sgd_finals, adam_finals).pvalue,
+        "rmsprop": stats.ttest_rel(rms_finals, adam_finals[:4]).pvalue,
+    }
+    first, second = sorted(raw, key=raw.get)
+    holm = {first: min(1, 2 * raw[first])}
+    holm[second] = max(holm[first], raw[second])
+    for label in raw:
+        assert paired[label]["t_pvalue"] == pytest.approx(raw[label])
+        assert paired[label]["t_pvalue_holm"] == pytest.approx(holm[label])
+        assert paired[label]["wilcoxon_pvalue_holm"] >= paired[label]["wilcoxon_pvalue"]
+    assert paired["rmsprop"]["n_pairs"] == 4 and paired["rmsprop"]["prob_improvement_ci_low"] is None
+    u = stats.mannwhitneyu(adam_finals, sgd_finals).statistic  # adam > sgd counts, ties 1/2
+    assert paired["sgd"]["prob_improvement"] == pytest.approx(u / 25) == 1.0
+    assert paired["sgd"]["prob_improvement_ci_low"] == paired["sgd"]["prob_improvement_ci_high"] == 1.0
+
+    # rankings at 25, 50, 75 and 100 % of the 5 steps: steps 1, 2, 3, then the final loss
+    budgets = body["budgets"]
+    assert [(b["fraction"], b["changed"]) for b in budgets] == [(0.25, False), (0.5, False), (0.75, True), (1.0, True)]
+    assert body["ranking_changes"] is True
+    ranks = [[(r["label"], r["step"], r["rank"]) for r in b["rows"]] for b in budgets]
+    assert ranks[0] == [("adam", 1, 1), ("rmsprop", 1, 2), ("sgd", 1, 3)]
+    assert ranks[2] == [("sgd", 3, 1), ("rmsprop", 3, 2), ("adam", 3, 3)]
+    assert ranks[3] == [("sgd", 5, 1), ("adam", 5, 2), ("rmsprop", 5, 3)]
+    step_one = {r["label"]: r for r in budgets[0]["rows"]}
+    assert step_one["adam"]["mean_loss"] == pytest.approx(np.mean([1 + 0.1 * s for s in seeds]))
+    assert (step_one["rmsprop"]["n_finished"], step_one["rmsprop"]["n_diverged"]) == (5, 0)  # it diverged later
+    final = {r["label"]: r for r in budgets[3]["rows"]}
+    assert (final["rmsprop"]["n_diverged"], final["sgd"]["mean_loss"]) == (1, pytest.approx(np.mean(sgd_finals)))
+
+    # the ensemble's members share its wall time, and say so
+    assert (rows["sgd"]["timed_together"], rows["adam"]["timed_together"]) == (True, False)
+    assert client.get(f"{BASE}/{ids['id']}/summary").json() == body  # the bootstrap is seeded
