@@ -82,51 +82,6 @@ async function drawEvaluations() {
   await draw("val-chart", seedTraces(curves.groups, state.colors), baseLayout("step", metric.replace("_", " ")));
 }
 
-function interval(stats) {
-  return stats.ci_low === null ? fmt(stats.mean) : `${fmt(stats.mean)} [${fmt(stats.ci_low)}, ${fmt(stats.ci_high)}]`;
-}
-
-async function drawLeaderboard() {
-  const summary = await api(`${PAGE.api}/summary`);
-  const box = document.getElementById("leaderboard");
-  if (!summary.rows.some((row) => row.n_finished)) {
-    box.replaceChildren(el("p", {class: "muted"}, "Waiting for finished runs."));
-    return;
-  }
-  const head = (...names) => el("thead", {}, el("tr", {}, names.map(([name, cls]) => el("th", {class: cls}, name))));
-  const target = summary.target_loss === null ? "" : ` (loss ≤ ${fmt(summary.target_loss)}, ${summary.target_loss_source})`;
-  const board = el("table", {id: "leaderboard-table"},
-    head(["Rank", "num"], ["Label"], ["Finished"], ["Final loss: mean [95% CI]", "num"], ["Median", "num"], ["Best", "num"],
-         ["Val loss", "num"], ["Val accuracy", "num"], [`Time to target${target}`, "num"], ["Steps/s", "num"]),
-    el("tbody", {}, summary.rows.map((row) => el("tr", {},
-      el("td", {class: "num"}, row.rank === null ? "—" : String(row.rank)),
-      el("td", {}, row.label),
-      el("td", {}, `${row.n_finished}/${row.n_seeds}`,
-         row.n_diverged ? el("span", {class: "error"}, `, ${row.n_diverged} diverged`) : null),
-      el("td", {class: "num"}, interval(row.final_loss)),
-      el("td", {class: "num"}, fmt(row.final_loss.median)),
-      el("td", {class: "num"}, fmt(row.final_loss.best)),
-      el("td", {class: "num"}, fmt(row.val_loss)),
-      el("td", {class: "num"}, fmt(row.val_accuracy)),
-      el("td", {class: "num"}, row.time_to_target.reached
-        ? `${fmt(row.time_to_target.steps)} steps, ${fmt(row.time_to_target.seconds, 3)} s `
-          + `(${row.time_to_target.reached}/${row.time_to_target.of})`
-        : `not reached (0/${row.time_to_target.of})`),
-      el("td", {class: "num"}, fmt(row.steps_per_s, 3))))));
-  const parts = [board];
-  if (summary.paired.length) {
-    parts.push(el("h3", {}, `Paired against ${summary.baseline} (final loss, matched seeds)`),
-      el("table", {id: "paired-table"},
-        head(["Label"], ["Pairs", "num"], ["Mean difference [95% CI]", "num"], ["t-test p", "num"], ["Wilcoxon p", "num"]),
-        el("tbody", {}, summary.paired.map((pair) => el("tr", {},
-          el("td", {}, pair.label), el("td", {class: "num"}, String(pair.n_pairs)),
-          el("td", {class: "num"}, pair.ci_low === null ? fmt(pair.mean_diff)
-            : `${fmt(pair.mean_diff)} [${fmt(pair.ci_low)}, ${fmt(pair.ci_high)}]`),
-          el("td", {class: "num"}, fmt(pair.t_pvalue, 3)), el("td", {class: "num"}, fmt(pair.wilcoxon_pvalue, 3)))))));
-  }
-  box.replaceChildren(...parts);
-}
-
 function sweptParams() {
   return [...new Set(state.comparison.runs.flatMap((run) => Object.keys(run.sweep_values || {})))].sort();
 }
@@ -144,9 +99,10 @@ async function drawSensitivity() {
   const found = await api(`${PAGE.api}/sensitivity?param=${encodeURIComponent(select.value)}`);
   const traces = found.series.map((series) => {
     const points = series.points.filter((p) => typeof p.value === "number");
-    const mean = points.map((p) => num(p.final_loss.mean));
+    // the interval's centre: the geometric mean where the interval is on the log scale, else the mean
+    const mean = points.map((p) => num(p.final_loss.ci_method === "log_t" ? p.final_loss.geometric_mean : p.final_loss.mean));
     const fixed = Object.entries(series.fixed).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
-    // error bars: the CI's distance from the mean, where there is a CI
+    // error bars: the CI's distance from the centre, where there is a CI
     const above = points.map((p, i) => (num(p.final_loss.ci_high) === null ? null : p.final_loss.ci_high - mean[i]));
     const below = points.map((p, i) => (num(p.final_loss.ci_low) === null ? null : mean[i] - p.final_loss.ci_low));
     return {x: points.map((p) => p.value), y: mean, mode: "lines+markers",
