@@ -237,7 +237,7 @@ def decide_pair(
         ci_low=_finite(result.low[0]),
         ci_high=_finite(result.high[0]),
         statistic=_finite(result.statistic[0]),
-        boundary=design.t[k],
+        boundary=_finite(design.t[k]),
         z_boundary=_finite(design.z[k]),
         nominal_alpha=float(2 * stats.norm.sf(design.z[k])),
         margin=design.margin,

@@ -29,7 +29,7 @@ from db.models import (
 )
 from engine.identity import ALONE, ENSEMBLE, Execution, device_kind, execution_plan, run_hasher
 from engine.spec import ComparisonSpec
-from engine.sweeps import FINAL, SEARCH, RunConfig, expand
+from engine.sweeps import FINAL, SEARCH, RunConfig, adaptive_seeds, expand
 from engine.vectorized import Member
 from optibench.settings import get_settings
 from optibench.status import RunStatus
@@ -84,6 +84,7 @@ def create_comparison(
         "created_at": utcnow(),
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
+        "adaptive": {"round": 1, "done": False, "stopped": None, "pairs": []} if adaptive_seeds(spec) else None,
         **_history_columns(spec),
     }
     runs, reused, tasks = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
@@ -292,6 +293,8 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
         _start_final_phase(session, comparison)
         present = _statuses_present(session, comparison_id)
     comparison.status = comparison_status(sorted(present))
+    if comparison.adaptive is not None:
+        comparison.status = _adaptive_status(comparison, comparison.status)
     if comparison.status in TERMINAL and comparison.finished_at is None:
         comparison.finished_at = utcnow()
         # the runs as they are now: bulk updates of this transaction may have left loaded ones stale
@@ -303,6 +306,38 @@ def refresh_comparison(session: Session, comparison_id: str) -> None:
             search = [run for run in comparison.runs if run.phase == SEARCH]
             scores = _tuning_scores(session, search, comparison.spec["tuning"]["metric"])
         comparison.winners = summary.winners(comparison, scores)
+
+
+def _adaptive_status(comparison: Comparison, status: str) -> str:
+    """Adaptive seeding holds a comparison whose runs have all succeeded (or diverged) as running until
+    its last round is evaluated: the round ends due (``adaptive_due_at``), for db.adaptive.next_round. A
+    failed or cancelled run, or a cancel between rounds, stops it, its decisions as they were."""
+    state = comparison.adaptive
+    assert state is not None
+    if state["done"]:
+        return CANCELLED if state["stopped"] == CANCELLED else status
+    if status == SUCCEEDED:
+        if comparison.adaptive_due_at is None:
+            comparison.adaptive_due_at = utcnow()
+        return RUNNING
+    if status in TERMINAL:
+        comparison.adaptive = {**state, "done": True, "stopped": status}
+        comparison.adaptive_due_at = None
+    return status
+
+
+def stop_adaptive(session: Session, comparison_id: str) -> bool:
+    """Cancel a comparison whose runs have all ended but whose adaptive seeding would add another round;
+    False if it is not such a comparison."""
+    comparison = session.execute(
+        select(Comparison).where(Comparison.id == comparison_id).with_for_update()
+    ).scalar_one_or_none()
+    if comparison is None or comparison.adaptive is None or comparison.adaptive["done"]:
+        return False
+    comparison.adaptive = {**comparison.adaptive, "done": True, "stopped": CANCELLED}
+    comparison.adaptive_due_at = None
+    refresh_comparison(session, comparison_id)
+    return True
 
 
 def _statuses_present(session: Session, comparison_id: str) -> set[str]:

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from db import bulk, rollups
-from db.comparisons import refresh_comparison
+from db.comparisons import refresh_comparison, stop_adaptive
 from db.models import (
     CANCELLED,
     FAILED,
@@ -211,6 +211,8 @@ def cancel(session: Session, *, comparison_id: str | None = None, run_id: str | 
     query = query.where(Run.comparison_id == comparison_id) if comparison_id else query.where(Run.id == run_id)
     targets = session.execute(query.with_for_update()).all()
     if not targets:
+        if comparison_id:  # between two rounds of adaptive seeding
+            stop_adaptive(session, comparison_id)
         return []
     ids = [t.id for t in targets]
     session.execute(

@@ -164,6 +164,10 @@ class Comparison(Base):
     optimizer_names: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     #: the labels ranked first on the leaderboard (several on a tie), set when the comparison ends
     winners: Mapped[list[str] | None]
+    #: adaptive seeding's state (db.adaptive): its round, whether it is done, each pair's decision; NULL without
+    adaptive: Mapped[dict[str, Any] | None]
+    #: set when a round's last run ended and the round awaits evaluation by the round task
+    adaptive_due_at: Mapped[datetime | None] = mapped_column(index=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="comparison", order_by="Run.position")
 

@@ -524,6 +524,12 @@ class ComparisonSpec(_Strict):
                 )
             seen[entry.given_label] = i
         run_labels = self._check_run_labels()
+        if self.adaptive is not None and len(run_labels) < 2:
+            raise spec_error(
+                ("seeds", "adaptive"),
+                "adaptive seeding compares optimizer settings with the baseline: give at least two",
+                None,
+            )
         self._check_tuning()
         if self.baseline is not None and self.baseline not in seen and self.baseline not in run_labels:
             raise spec_error(

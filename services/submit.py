@@ -21,6 +21,7 @@ from engine.spec import ComparisonSpec
 from engine.sweeps import runs_per_entry
 from optibench.settings import Settings
 from services import access
+from worker.adaptive import send_if_due
 from worker.dispatch import enqueue_new_runs
 
 log = logging.getLogger(__name__)
@@ -171,4 +172,5 @@ def submit(
             return Submitted(earlier, created=False)
         raise
     _enqueue_or_fail(session, spec, comparison, backlog, planned)
+    send_if_due(comparison.id, body)  # its first round may be made of reused runs only
     return Submitted(comparison, created=True)

@@ -13,6 +13,7 @@ from optibench.settings import Settings, get_settings
 
 TRAIN_TASK = "optibench.train_run"
 ENSEMBLE_TASK = "optibench.train_ensemble"
+ADAPTIVE_TASK = "optibench.adaptive_round"
 #: how long the embedded broker's consumer sleeps after taking nothing (kombu's default is 1 s)
 EMBEDDED_POLLING_INTERVAL_S = 0.05
 #: the lowest message priority (Redis serves 0 first)

@@ -17,6 +17,7 @@ from db import leases, workers
 from db.models import utcnow
 from db.session import transaction
 from optibench.settings import get_settings
+from worker import adaptive
 from worker.celery_app import sweeper_stop
 from worker.dispatch import enqueue_runs, missing_from_broker
 
@@ -70,6 +71,8 @@ def sweep(reap: bool = True) -> None:
         pending = leases.unpublished_runs(session, utcnow() - timedelta(seconds=settings.republish_after_s))
     if pending:
         log.info("published %d of %d runs from the outbox", enqueue_runs(pending), len(pending))
+    if overdue := adaptive.send_overdue():
+        log.warning("sent again the round task of %d comparisons left due", overdue)
     if _worker is not None:
         # a worker's sweep only: the check reads the whole waiting backlog, and API processes serving
         # requests paid for it in their latency (a lost message matters once a worker can train it)

@@ -19,6 +19,7 @@ from engine.training import RunOutcome, train
 from engine.vectorized import Member, train_ensemble
 from optibench.settings import get_settings
 from worker import (
+    adaptive,  # also registers the round task
     memory,
     sweeper,  # noqa: F401 (connects the sweeper to the worker's start and stop)
 )
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 def _finish(claim: leases.Claim, status: str, **outcome) -> None:
     with transaction() as session:
         leases.finish_run(session, claim.run_id, claim.attempt, status, **outcome)
+    adaptive.send_if_due(claim.comparison_id, claim.spec)  # this run may have ended a round of adaptive seeding
     if claim.spec.get("tuning"):
         # this run may have ended a tuning job's search phase: publish the final phase now rather than
         # at the next sweep of the outbox

@@ -1,0 +1,122 @@
+"""Adaptive seeding's rounds through the real Celery tasks, executed in-process with ``.apply`` on both
+databases: the comparison stays running between rounds, the round task adds the next seeds only to the
+undecided pairs and to the baseline, a second delivery of a round adds nothing, and a cancel between
+rounds ends it."""
+
+from __future__ import annotations
+
+from db import adaptive, comparisons, leases
+from db.models import Comparison, Run
+from db.session import transaction
+from engine.problem import steps_total
+from engine.spec import ComparisonSpec
+from worker.adaptive import adaptive_round
+from worker.tasks import train_run
+
+
+def _spec(**adaptive_seeds) -> dict:
+    return {
+        "name": "adaptive",
+        "problem": {
+            "model": {"name": "linear"},
+            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 8, "n_features": 32, "n_targets": 1}},
+            "loss": "mse_mean",
+        },
+        "training": {"steps": 20, "batch_size": "full"},
+        # sgd at a tiny rate barely moves: 'fast' ends some e^-9 lower; the same sgd twice is equal
+        "optimizers": [
+            {"name": "sgd", "params": {"lr": 1e-4}, "label": "base"},
+            {"name": "sgd", "params": {"lr": 0.05}, "label": "fast"},
+            {"name": "sgd", "params": {"lr": 1e-4}, "label": "same"},
+        ],
+        "seeds": {"adaptive": {"min": 3, "max": 6, "round": 1, "equivalence": 0.0, **adaptive_seeds}},
+        "device": "cpu",
+        "dtype": "float64",
+        "reuse": False,
+    }
+
+
+def _create(spec: dict) -> str:
+    parsed = ComparisonSpec.model_validate(spec)
+    with transaction() as session:
+        return comparisons.create_comparison(session, parsed.model_dump(mode="json"), steps_total(parsed)).id
+
+
+def _comparison(comparison_id: str) -> tuple[Comparison, list[Run]]:
+    with transaction() as session:
+        comparison = session.get(Comparison, comparison_id)
+        return comparison, list(comparison.runs)
+
+
+def _train_queued(comparison_id: str) -> None:
+    for run in _comparison(comparison_id)[1]:
+        if run.status == "queued":
+            assert train_run.apply(args=[run.id]).get() == "succeeded"
+
+
+def _round(comparison_id: str, round_: int) -> int:
+    return adaptive_round.apply(args=[comparison_id, round_]).get()
+
+
+def test_rounds_add_seeds_to_undecided_pairs_only_and_redelivery_adds_nothing(use_database):
+    comparison_id = _create(_spec())
+    comparison, runs = _comparison(comparison_id)
+    assert sorted((run.label, run.seed) for run in runs) == sorted(
+        (label, seed) for label in ("base", "fast", "same") for seed in (0, 1, 2)
+    )
+    assert comparison.adaptive == {"round": 1, "done": False, "stopped": None, "pairs": []}
+    _train_queued(comparison_id)
+    comparison, _ = _comparison(comparison_id)
+    assert comparison.status == "running" and comparison.adaptive_due_at is not None and comparison.finished_at is None
+    with transaction() as session:
+        assert adaptive.due(session, comparison_id) == 1
+    assert _round(comparison_id, 2) == 0  # not the round due: nothing
+    rounds = 1
+    while True:
+        comparison, runs = _comparison(comparison_id)
+        if comparison.adaptive["done"]:
+            break
+        added = _round(comparison_id, rounds)
+        assert _round(comparison_id, rounds) == 0  # a second delivery of the same round
+        comparison, runs = _comparison(comparison_id)
+        undecided = [pair["label"] for pair in comparison.adaptive["pairs"] if not pair["done"]]
+        if comparison.adaptive["done"]:
+            assert added == 0
+            break
+        rounds += 1
+        new = [run for run in runs if run.status == "queued"]
+        assert added == len(new) and sorted(run.label for run in new) == sorted(["base", *undecided])
+        assert {run.seed for run in new} == {rounds + 1}  # min 3 seeds (0, 1, 2), then one per round
+        _train_queued(comparison_id)
+    comparison, runs = _comparison(comparison_id)
+    pairs = {pair["label"]: pair for pair in comparison.adaptive["pairs"]}
+    # 'same' trains exactly as 'base' does: every difference is 0, never a difference, and no margin: max
+    assert pairs["same"]["decision"] == "undecided" and pairs["same"]["seeds"] == 6
+    assert pairs["same"]["reason"] == "undecided at max" and pairs["same"]["mean_diff"] == 0
+    assert pairs["fast"]["decision"] == "better" and pairs["fast"]["seeds"] < 6
+    assert pairs["fast"]["ci_high"] < 0 and pairs["fast"]["ratio_high"] < 1
+    assert abs(pairs["fast"]["statistic"]) > pairs["fast"]["boundary"]
+    assert comparison.status == "succeeded" and comparison.finished_at is not None
+    assert comparison.adaptive_due_at is None
+    assert comparison.adaptive["alpha_per_pair"] == 0.05 / 2 and comparison.adaptive["correction"] == "bonferroni"
+    assert sorted(run.seed for run in runs if run.label == "same") == [0, 1, 2, 3, 4, 5]
+    assert sorted(run.seed for run in runs if run.label == "fast") == list(range(pairs["fast"]["seeds"]))
+
+
+def test_equal_settings_are_equivalent_within_the_margin_at_the_first_look(use_database):
+    comparison_id = _create(_spec(equivalence=0.01))
+    _train_queued(comparison_id)
+    assert _round(comparison_id, 1) >= 0
+    comparison, _ = _comparison(comparison_id)
+    pairs = {pair["label"]: pair for pair in comparison.adaptive["pairs"]}
+    assert pairs["same"]["decision"] == "equivalent" and pairs["same"]["seeds"] == 3
+
+
+def test_cancel_between_rounds_ends_adaptive_seeding(use_database):
+    comparison_id = _create(_spec())
+    _train_queued(comparison_id)
+    with transaction() as session:
+        assert leases.cancel(session, comparison_id=comparison_id) == []
+    comparison, runs = _comparison(comparison_id)
+    assert comparison.status == "cancelled" and comparison.adaptive["stopped"] == "cancelled"
+    assert _round(comparison_id, 1) == 0 and len(_comparison(comparison_id)[1]) == len(runs)
