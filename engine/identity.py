@@ -3,7 +3,7 @@
 Hashed: the problem (all of it: model, dataset, loss or function, x0, the split, standardisation); the
 training budget and what is recorded (epochs or steps, shuffle, drop_last, eval_every and extras: the last
 two change which rows exist, so a reused run has every row a fresh one would); the optimizer's name, exact
-full params, schedule and batch size; the seed; the dtype; the device kind; ENGINE_VERSION.
+full params, schedule, batch size and parameter groups; the seed; the dtype; the device kind; ENGINE_VERSION.
 Not hashed: names, labels, tags, the other seeds, reuse, target_loss, baseline, tuning, the phase.
 
 How a run trains is compared beside the hash, not hashed: ``execution_plan`` decides at submit whether a
@@ -86,6 +86,8 @@ def run_hasher(spec: Mapping[str, Any], device: str) -> Callable[[int, Mapping[s
             "schedule": entry["schedule"],
             "batch_size": entry["batch_size"],
         }
+        if entry.get("groups"):  # only where given, so the hashes of runs without groups are as they were
+            optimizer["groups"] = entry["groups"]
         digest = shared.copy()  # the shared JSON object ends where it closes, so the two cannot blur
         digest.update(canonical_json({"optimizer": optimizer, "seed": seed}).encode())
         return digest.hexdigest()

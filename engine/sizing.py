@@ -78,7 +78,9 @@ def estimate(
     ``optimizer_params``), or of an ensemble of ``members`` such runs trained together."""
     entry = spec.optimizers[entry_index]
     hyper = entry.typed_params if optimizer_params is None else entry.component.Params.model_validate(optimizer_params)
-    state_multiple = entry.component.state_multiple(hyper) + ("update_norm" in spec.training.extras)
+    # with parameter groups, the largest of their optimizers' multiples: an upper bound over every parameter
+    multiples = [entry.component.state_multiple(hyper)] + [o.state_multiple(p) for o, p in entry.group_optimizers()]
+    state_multiple = max(multiples) + ("update_norm" in spec.training.extras)
     width = DTYPE_BYTES[spec.dtype]
     problem = spec.problem
     optimizer_loc: Loc = (

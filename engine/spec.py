@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from engine import registry, sweeps
+from engine import groups, registry, sweeps
 from engine.columns import Extra
 from engine.datasets import Dataset
 from engine.functions import Function
@@ -157,6 +157,59 @@ class LogUniformGrid(_Grid):
     )
 
 
+class GroupOptimizer(ComponentRef):
+    """Another registered optimizer for a parameter group, with its own params."""
+
+    kind = "optimizer"
+
+    @property
+    def component(self) -> type[Optimizer[Any]]:
+        return Optimizer.registered(self.name)
+
+
+class ParamGroup(_Strict):
+    """Some of the model's parameters, with their own optimizer or params (docs/groups.md)."""
+
+    select: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="which parameters: hidden_matrices, biases, norms, embeddings, head, rest (what no other "
+        "group selects), or name:<glob> over parameter names (name:0.*); several are their union",
+        examples=[["hidden_matrices"], ["biases", "norms"], ["rest"], ["name:0.*"]],
+    )
+    optimizer: GroupOptimizer | None = Field(
+        None, description="another optimizer for these parameters, with its own params; default: the entry's"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the entry's params that differ for these parameters (weight_decay: 0, a separate lr); "
+        "with 'optimizer', give its params there",
+    )
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _listed(cls, select: Any) -> Any:
+        return [select] if isinstance(select, str) else select
+
+    @field_validator("select")
+    @classmethod
+    def _known_selectors(cls, select: list[str]) -> list[str]:
+        for selector in select:
+            try:
+                groups.check_selector(selector)
+            except ValueError as exc:
+                raise PydanticCustomError("unknown_selector", str(exc)) from None
+        return select
+
+    @model_validator(mode="after")
+    def _params_of_its_optimizer(self) -> Self:
+        if self.optimizer is not None and self.params:
+            raise spec_error(
+                ("params",), "a group that names its optimizer gives that optimizer's params inside 'optimizer'", None
+            )
+        return self
+
+
 class OptimizerEntry(ComponentRef):
     kind = "optimizer"
 
@@ -230,6 +283,78 @@ class OptimizerEntry(ComponentRef):
             if len(set(map(repr, values))) != len(values):
                 raise spec_error((name,), "the swept values must be distinct", values)
         return normalised
+
+    groups: list[ParamGroup] = Field(
+        default_factory=list,
+        max_length=16,
+        description="parameter groups, each with its own optimizer or params; every parameter in exactly one. "
+        "An entry with groups trains alone, not in an ensemble; see docs/groups.md",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _valid_groups(cls, given: list[ParamGroup], info: ValidationInfo) -> list[ParamGroup]:
+        if not given or "name" not in info.data or "params" not in info.data:  # those errors say why
+            return given
+        component: type[Optimizer[Any]] = Optimizer.registered(info.data["name"])
+        settings = sweeps.settings(info.data.get("sweep") or {})
+        for k, group in enumerate(given):
+            for setting in settings:  # the group's params over each of the sweep's settings
+                try:
+                    merged = component.Params.model_validate({**info.data["params"], **setting, **group.params})
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    where = f" with the sweep's setting {sweeps.describe(setting)}" if setting else ""
+                    raise spec_error((k, "params", *error["loc"]), error["msg"] + where, error["input"]) from None
+            group.params = {name: merged.model_dump(mode="json")[name] for name in group.params}
+        uses: list[tuple[tuple[str | int, ...], type[Optimizer[Any]]]] = [((), component)]
+        uses += [((k, "optimizer", "name"), g.optimizer.component) for k, g in enumerate(given) if g.optimizer]
+        for loc, optimizer in uses:
+            if optimizer.needs_closure or optimizer.full_batch_only:
+                raise spec_error(
+                    loc,
+                    f"'{optimizer.name}' re-evaluates the loss in a closure: it cannot share a step with other groups",
+                    optimizer.name,
+                )
+        return given
+
+    @property
+    def composed_name(self) -> str:
+        """Its optimizers' names in the order of its groups (muon+adamw), or its name without groups."""
+        return "+".join(dict.fromkeys(optimizer.name for optimizer, _ in self.group_optimizers())) or self.name
+
+    def group_optimizers(self) -> list[tuple[type[Optimizer[Any]], OptimizerParams]]:
+        """Each group's optimizer and its params; the entry's own params are the run's (``with_run_params``)."""
+        found: list[tuple[type[Optimizer[Any]], OptimizerParams]] = []
+        for group in self.groups:
+            if group.optimizer is not None:
+                found.append(
+                    (group.optimizer.component, group.optimizer.component.Params.model_validate(group.optimizer.params))
+                )
+            else:
+                found.append((self.component, self.component.Params.model_validate({**self.params, **group.params})))
+        return found
+
+    @model_validator(mode="after")
+    def _schedule_free_schedule(self) -> Self:
+        uses = [self.component] + [g.optimizer.component for g in self.groups if g.optimizer is not None]
+        modal = [optimizer.name for optimizer in uses if optimizer.train_eval_modes]
+        if modal and self.schedule.name != "constant":
+            raise spec_error(
+                ("schedule",),
+                f"'{modal[0]}' is schedule-free: it takes a constant rate (with a warm-up or not), "
+                f"not the schedule '{self.schedule.name}'",
+                self.schedule.name,
+            )
+        return self
+
+
+def group_parameters(problem: Problem, entry: OptimizerEntry) -> list[list[groups.Parameter]]:
+    """Each of ``entry.groups``' parameters in the problem's model (engine.groups), from shapes alone."""
+    dataset, model = problem.dataset_ref, problem.model_ref
+    shape = dataset.component.shape(dataset.typed_params)
+    found = groups.of_model(model.component, model.typed_params, shape.sample_shape, shape.n_outputs)
+    return groups.partition(found, [group.select for group in entry.groups])
 
 
 def _sweep_values(params_model: type[registry.Params], name: str, axis: Any) -> list[Any]:
@@ -509,6 +634,7 @@ class ComparisonSpec(_Strict):
                     f"'{entry.name}' re-evaluates the loss in a closure and needs batch_size = 'full'",
                     entry.name,
                 )
+            self._check_groups(i, entry)
         labels = _default_labels(self.optimizers, self.training.batch_size)
         for i, entry in enumerate(self.optimizers):
             if entry.label is None:
@@ -544,6 +670,29 @@ class ComparisonSpec(_Strict):
     def adaptive(self) -> Adaptive | None:
         """Adaptive seeding, where the seeds ask for it."""
         return self.seeds.adaptive if isinstance(self.seeds, AdaptiveSeeds) else None
+
+    def _check_groups(self, i: int, entry: OptimizerEntry) -> None:
+        """Every parameter in exactly one group, and each group's optimizer takes its parameters' shapes."""
+        if not entry.groups:
+            return
+        if self.problem.is_function:
+            raise spec_error(
+                ("optimizers", i, "groups"), "a function problem has one parameter, x: groups are for models", None
+            )
+        try:
+            selected = group_parameters(self.problem, entry)
+        except groups.GroupError as exc:
+            given = entry.groups[exc.loc[1]].select if len(exc.loc) > 1 else None  # type: ignore[index]
+            raise spec_error(("optimizers", i, *exc.loc), exc.message, given) from None
+        for k, ((optimizer, _), chosen) in enumerate(zip(entry.group_optimizers(), selected)):
+            others = [p for p in chosen if len(p.shape) != 2]
+            if optimizer.param_shapes == "matrices" and others:
+                raise spec_error(
+                    ("optimizers", i, "groups", k, "select"),
+                    f"'{optimizer.name}' only takes matrices, but this group selects "
+                    f"{', '.join(p.describe() for p in others)}; select hidden_matrices for it",
+                    entry.groups[k].select,
+                )
 
     def _check_run_labels(self) -> set[str]:
         """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
@@ -604,11 +753,11 @@ def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> lis
     parameters that differ from their defaults, a schedule, its own batch size."""
     counts: dict[str, int] = {}
     for entry in entries:
-        counts[entry.name] = counts.get(entry.name, 0) + 1
+        counts[entry.composed_name] = counts.get(entry.composed_name, 0) + 1
     labels = []
     for entry in entries:
-        if counts[entry.name] == 1:
-            labels.append(entry.name)
+        if counts[entry.composed_name] == 1:
+            labels.append(entry.composed_name)
             continue
         defaults = entry.component.Params().model_dump(mode="json")
         changed = {k: v for k, v in entry.params.items() if defaults.get(k) != v and k not in entry.sweep}
@@ -617,7 +766,7 @@ def _default_labels(entries: list[OptimizerEntry], batch_size: int | str) -> lis
             details.append(f"schedule={entry.schedule.name}")
         if entry.batch_size != batch_size:
             details.append(f"batch_size={entry.batch_size}")
-        labels.append(f"{entry.name}({', '.join(details)})")
+        labels.append(f"{entry.composed_name}({', '.join(details)})")
     return labels
 
 

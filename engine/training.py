@@ -2,7 +2,7 @@
 
 The loop owns what every run shares: the batches, the steps, the evaluation schedule, the flushes, the
 divergence cut, cancellation, the best loss so far and the final status. What one update is lives in a
-``Stepper``: one module and its torch optimizer here (``ModuleStepper``), or the stacked members of an
+``Stepper``: one module and its torch optimizers here (``ModuleStepper``), or the stacked members of an
 ensemble (``engine.vectorized``). A single run is an ensemble of one that checkpoints and resumes.
 """
 
@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.optimizers import OptimizerParams
 from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device
 from engine.recorder import StepBatch, StepRecorder
-from engine.schedules import Constant
-from engine.spec import ComparisonSpec, Training
+from engine.schedules import Constant, Schedule
+from engine.spec import ComparisonSpec, OptimizerEntry, Problem, Training, group_parameters
 
 #: receives each flush; returning False asks the run to stop (it was cancelled)
 FlushSink = Callable[[StepBatch], bool]
@@ -85,42 +86,51 @@ def _global_norm(tensors: list[Tensor]) -> Tensor:
 
 
 class ModuleStepper(Stepper):
-    """One module and its torch optimizer, the rate set from the schedule at every step."""
+    """One module and its torch optimizers (one, or one per optimizer of the entry's parameter groups), stepped
+    together on one backward pass; every param group's rate is its own lr times the schedule's factor."""
 
     def __init__(
         self,
         problem: BuiltProblem,
         module: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        lr: float,
-        schedule,
+        optimizers: Sequence[torch.optim.Optimizer],
+        lrs: Sequence[Sequence[float]],
+        schedule: Schedule,
         total_steps: int,
         extras: Sequence[str],
     ) -> None:
-        self.problem, self.module, self.optimizer = problem, module, optimizer
+        self.problem, self.module, self.optimizers = problem, module, list(optimizers)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
         # decided once: the step runs per step, and its own cost is what recording adds to training
         self.scheduled = schedule != Constant()
         self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
-        self.first_group = optimizer.param_groups[0]
+        self.first_group = optimizers[0].param_groups[0]  # the entry's, or its groups.0's: the rate recorded
         self.point = problem.point(module)
 
     def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float, dict[str, Tensor] | None]:
-        optimizer, params = self.optimizer, self.params
+        optimizers, params = self.optimizers, self.params
         if self.scheduled:
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr * self.schedule.factor(step, self.total_steps)
+            factor = self.schedule.factor(step, self.total_steps)
+            for optimizer, lrs in zip(optimizers, self.lrs):
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    group["lr"] = lr * factor
         before = [p.detach().clone() for p in params] if self.update_norm else None
 
         def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss = self.problem.batch_loss(self.module, indices)
             loss.backward()
             return loss
 
-        # torch's stub has the closure return a float; every torch optimizer returns the closure's own tensor
-        loss = cast(Tensor, optimizer.step(closure))  # type: ignore[arg-type]
+        if len(optimizers) == 1:
+            # torch's stub has the closure return a float; every torch optimizer returns the closure's own tensor
+            loss = cast(Tensor, optimizers[0].step(closure))  # type: ignore[arg-type]
+        else:
+            loss = closure()
+            for optimizer in optimizers:
+                optimizer.step()
         extras = None
         if self.grad_norm or self.update_norm:
             extras = {}
@@ -129,6 +139,20 @@ class ModuleStepper(Stepper):
             if before is not None:
                 extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
         return loss, self.first_group["lr"], extras
+
+
+def build_optimizers(problem: Problem, entry: OptimizerEntry, module: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    """The entry's torch optimizers for ``module``: one over every trainable parameter, or, with ``groups``,
+    one per distinct optimizer with a param group per group (the first holds groups.0)."""
+    if not entry.groups:
+        return [entry.component.build([p for p in module.parameters() if p.requires_grad], entry.typed_params)]
+    tensors = dict(module.named_parameters())
+    by_optimizer: dict[str, list[tuple[list[Tensor], OptimizerParams]]] = {}
+    components = {}
+    for (component, hyper), chosen in zip(entry.group_optimizers(), group_parameters(problem, entry)):
+        components[component.name] = component
+        by_optimizer.setdefault(component.name, []).append(([tensors[p.name] for p in chosen], hyper))
+    return [built for name, groups in by_optimizer.items() for built in components[name].build_groups(groups)]
 
 
 def run_loop(
@@ -270,7 +294,7 @@ def _settled(track: Track) -> RunOutcome:
 
 
 def _snapshot(
-    module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float, best: float
+    module: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer], step: int, elapsed_s: float, best: float
 ) -> bytes:
     """Everything a resumed run needs to continue bit for bit. The batch order is a pure function
     of (seed, epoch), so the data position is the step alone."""
@@ -279,7 +303,12 @@ def _snapshot(
         {
             "step": step,
             "model": module.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            # one optimizer's state under "optimizer", as checkpoints were written before parameter groups
+            **(
+                {"optimizer": optimizers[0].state_dict()}
+                if len(optimizers) == 1
+                else {"optimizers": [optimizer.state_dict() for optimizer in optimizers]}
+            ),
             "torch_rng": torch.get_rng_state(),
             "elapsed_s": elapsed_s,
             "best": best,
@@ -311,24 +340,25 @@ def train(
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
     module = problem.make_module(seed)
-    hyper = entry.typed_params
-    optimizer = entry.component.build([p for p in module.parameters() if p.requires_grad], hyper)
+    optimizers = build_optimizers(spec.problem, entry, module)
+    lrs = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]  # before a resume sets them
     plan = BatchPlan.for_training(problem.n_train, spec.training, seed, entry.batch_size)
     start, elapsed_s, best = 0, 0.0, math.inf
     if resume is not None:
         state = torch.load(io.BytesIO(resume), map_location=device, weights_only=True)
         module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved in zip(optimizers, state["optimizers"] if "optimizers" in state else [state["optimizer"]]):
+            optimizer.load_state_dict(saved)
         torch.set_rng_state(state["torch_rng"])
         start, elapsed_s, best = state["step"], state["elapsed_s"], state["best"]
     if stop_requested is not None and stop_requested():
         return RunOutcome("cancelled", start, None, finite_or_none(best), elapsed_s, device=device.type)
     recorder = StepRecorder(device, flush_every, flush_interval_s, first_step=start, time_offset_s=elapsed_s)
-    stepper = ModuleStepper(problem, module, optimizer, hyper.lr, entry.schedule, total_steps, spec.training.extras)
+    stepper = ModuleStepper(problem, module, optimizers, lrs, entry.schedule, total_steps, spec.training.extras)
     track = Track(sink, module, seed, best)
 
     def checkpoint(track: Track) -> bytes:
-        return _snapshot(module, optimizer, recorder.next_step, recorder.elapsed_s, track.best)
+        return _snapshot(module, optimizers, recorder.next_step, recorder.elapsed_s, track.best)
 
     [outcome] = run_loop(
         problem,

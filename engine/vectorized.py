@@ -127,6 +127,8 @@ def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
     optimizer and the model or function declare."""
     entry = spec.optimizers[entry_index]
     optimizer = entry.component
+    if entry.groups:
+        return Eligibility(False, "an entry with parameter groups trains alone")
     if optimizer.rule(entry.typed_params) is None:
         return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule (only torch.optim's)")
     if not optimizer.elementwise:

@@ -91,3 +91,21 @@ class Optimizer(Component[OP]):
         if rule is None:
             raise NotImplementedError(f"optimizer {cls.name!r} names neither a torch_optimizer nor a rule")
         return TransformOptimizer(parameters, rule, lr=params.lr)
+
+    @classmethod
+    def build_groups(cls, groups: list[tuple[list[torch.Tensor], OP]]) -> list[torch.optim.Optimizer]:
+        """Parameter groups with their own params (an entry's ``groups``, engine.groups): one torch optimizer
+        with a param group each, whose options are the group's params (a rule's numbers, for a rule-built
+        optimizer; rules whose choices differ run the code of their own, so they get an optimizer each)."""
+        built: dict[Any, torch.optim.Optimizer] = {}
+        for tensors, params in groups:
+            rule = cls.rule(params) if cls.torch_optimizer is None else None
+            if rule is not None:
+                code, options = rule.signature, {"lr": params.lr, **rule.hyper}
+            else:
+                code, options = None, params.model_dump(exclude=set(cls.torch_exclude))
+            if code in built:
+                built[code].add_param_group({"params": tensors, **options})
+            else:
+                built[code] = cls.build(tensors, params)
+        return list(built.values())
