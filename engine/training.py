@@ -101,7 +101,7 @@ class ModuleStepper(Stepper):
     ) -> None:
         self.problem, self.module, self.optimizers = problem, module, list(optimizers)
         self.params = [p for p in module.parameters() if p.requires_grad]
-        self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
+        self.lrs, self.schedule, self.total_steps = lrs, schedule, total_steps
         # decided once: the step runs per step, and its own cost is what recording adds to training
         self.scheduled = schedule != Constant()
         self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
