@@ -410,14 +410,46 @@ def _progress(comparison: dict) -> str:
     return f"{percent:.0f}% ({progress['runs_done']}/{progress['runs_total']} runs)"
 
 
-def _time_to_target(reach: dict) -> str:
+def _time_to_target(row: dict) -> str:
+    reach = row["time_to_target"]
     if reach["steps"] is None:
         return f"never (0/{reach['of']})"
-    return f"{_number(reach['steps'])} steps, {_number(reach['seconds'])} s ({reach['reached']}/{reach['of']})"
+    # an ensemble's members share its wall time: no member's own time exists
+    seconds = "shared ensemble time" if row["timed_together"] else f"{_number(reach['seconds'])} s"
+    return f"{_number(reach['steps'])} steps, {seconds} ({reach['reached']}/{reach['of']})"
+
+
+def _loss_interval(loss: dict) -> str:
+    """The geometric mean and its interval on the log scale while every loss is positive, else the mean's."""
+    center = loss["geometric_mean"] if loss["ci_method"] == "log_t" else loss["mean"]
+    return _interval(center, loss["ci_low"], loss["ci_high"])
+
+
+def _with_holm(raw: float | str | None, adjusted: float | str | None) -> str:
+    return "-" if raw is None else f"{_number(raw)} ({_number(adjusted)})"
+
+
+def _budget_table(summary: dict) -> Table:
+    """Each setting's rank (and mean loss) at 25, 50, 75 and 100 % of its steps; ↕ where it moved."""
+    changes = "the ranking changes" if summary["ranking_changes"] else "the same ranking"
+    table = Table(title=f"rank (mean loss) at each budget: {changes}")
+    table.add_column("label")
+    for budget in summary["budgets"]:
+        table.add_column(f"{100 * budget['fraction']:.0f} %", justify="right")
+    ranks = [{row["label"]: row for row in budget["rows"]} for budget in summary["budgets"]]
+    for label in ranks[-1]:
+        cells = []
+        for i, rows in enumerate(ranks):
+            row = rows[label]
+            moved = i > 0 and row["rank"] != ranks[i - 1][label]["rank"]
+            cells.append(f"{row['rank'] or '-'} ({_number(row['mean_loss'])}){' ↕' if moved else ''}")
+        table.add_row(label, *cells)
+    return table
 
 
 def _leaderboard_tables(summary: dict) -> list[Table]:
-    """The leaderboard and the paired tests against the baseline (docs/statistics.md)."""
+    """The leaderboard, the paired tests against the baseline (p-values raw and Holm-adjusted) and the
+    ranking at each budget (docs/statistics.md)."""
     board = Table(
         title=f"leaderboard: final loss, target loss {_number(summary['target_loss'])} "
         f"({summary['target_loss_source']})"
@@ -426,7 +458,7 @@ def _leaderboard_tables(summary: dict) -> list[Table]:
         "rank",
         "label",
         "seeds (diverged)",
-        "final loss mean [95% CI]",
+        "final loss [95% CI]",
         "best final",
         "time to target",
         "steps/s",
@@ -438,25 +470,29 @@ def _leaderboard_tables(summary: dict) -> list[Table]:
             str(row["rank"] or "-"),
             row["label"],
             f"{row['n_seeds']} ({row['n_diverged']})",
-            _interval(loss["mean"], loss["ci_low"], loss["ci_high"]),
+            _loss_interval(loss),
             _number(loss["best"]),
-            _time_to_target(row["time_to_target"]),
-            _number(row["steps_per_s"]),
+            _time_to_target(row),
+            _number(row["steps_per_s"]) + (" (ensemble)" if row["timed_together"] else ""),
         )
     tables = [board]
     if summary["paired"]:
         paired = Table(title=f"paired on seeds, final loss minus {summary['baseline']}'s")
-        for header in ("label", "pairs", "mean difference [95% CI]", "t-test p", "Wilcoxon p"):
+        headers = ("label", "pairs", "mean difference [95% CI]", "t-test p (Holm)", "Wilcoxon p (Holm)", "P(lower)")
+        for header in headers:
             paired.add_column(header, justify="left" if header == "label" else "right")
         for pair in summary["paired"]:
             paired.add_row(
                 pair["label"],
                 str(pair["n_pairs"]),
                 _interval(pair["mean_diff"], pair["ci_low"], pair["ci_high"]),
-                _number(pair["t_pvalue"]),
-                _number(pair["wilcoxon_pvalue"]),
+                _with_holm(pair["t_pvalue"], pair["t_pvalue_holm"]),
+                _with_holm(pair["wilcoxon_pvalue"], pair["wilcoxon_pvalue_holm"]),
+                _interval(pair["prob_improvement"], pair["prob_improvement_ci_low"], pair["prob_improvement_ci_high"]),
             )
         tables.append(paired)
+    if summary["budgets"] and any(row["n_finished"] for row in summary["rows"]):
+        tables.append(_budget_table(summary))
     return tables
 
 

@@ -96,6 +96,11 @@ def test_submit_wait_prints_the_leaderboard(finished):
     assert "paired on seeds, final loss minus adam's" in result.stdout
     mean_diff = f"{summary['paired'][0]['mean_diff']:.4g}"
     assert _row(result.stdout, "sgd", column=0)[:5] == ["sgd", "1", mean_diff, "-", "-"]
+    # the ranking at 25, 50, 75 and 100 % of the budget, after the paired table
+    budgets = result.stdout.split("rank (mean loss) at each budget", 1)[1]
+    final = {row["label"]: row for row in summary["budgets"][-1]["rows"]}
+    for label, row in final.items():
+        assert _row(budgets, label, column=0)[4].startswith(f"{row['rank']} ({row['mean_loss']:.4g})")
 
 
 def test_ls_lists_and_filters(service, finished):
