@@ -165,6 +165,8 @@ class SummaryOut(BaseModel):
     metric: Literal["final_loss"]
     rows: list[LeaderboardRow]
     paired: list[PairedComparison]
+    #: adaptive seeding's decisions, as GET /comparisons/{id} has them; null for a list of seeds
+    adaptive: dict[str, Any] | None = None
     budgets: list[BudgetRanking]
     ranking_changes: bool
 

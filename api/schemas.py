@@ -162,6 +162,11 @@ class ComparisonOut(ComparisonSummary):
         description="set while some of its queued runs sit on a queue no live "
         "worker consumes: which queue, and how to serve it (the runs say which)",
     )
+    adaptive: dict[str, Any] | None = Field(
+        None,
+        description="adaptive seeding: its round, whether it is done (and 'stopped' by a failed or cancelled run), "
+        "and per pair its decision, evidence and seeds (docs/statistics.md); null for a list of seeds",
+    )
 
     @classmethod
     def full(cls, comparison: Comparison) -> ComparisonOut:
@@ -175,7 +180,9 @@ class ComparisonOut(ComparisonSummary):
         served = _served(comparison) if any(r.status == "queued" for r in runs) else None
         outs = [RunOut.of(r, served) for r in runs]
         waiting = "; ".join(dict.fromkeys(out.waiting for out in outs if out.waiting)) or None
-        return cls.of(comparison, progress, spec=comparison.spec, runs=outs, waiting=waiting)
+        return cls.of(
+            comparison, progress, spec=comparison.spec, runs=outs, waiting=waiting, adaptive=comparison.adaptive
+        )
 
 
 class ComparisonPage(BaseModel):

@@ -19,9 +19,10 @@ def summarize(
 ) -> dict[str, Any]:
     """The leaderboard, sorted by rank, and every other setting paired with the baseline."""
     try:
-        return summary.summarize(RowFigures(session), comparison, phase, baseline)
+        result = summary.summarize(RowFigures(session), comparison, phase, baseline)
     except AnalysisInputError as exc:
         raise InvalidQuery(exc.field, str(exc), baseline) from exc
+    return {**result, "adaptive": comparison.adaptive}
 
 
 def sensitivity(comparison: Comparison, param: str) -> dict[str, Any]:
