@@ -6,6 +6,7 @@ rule-built optimizer's per-group numbers, a resume, and what groups change in a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -285,6 +286,38 @@ def test_a_function_problem_takes_no_groups() -> None:
 # ---------------------------------------------------------------- training: Muon + AdamW against a plain loop
 
 
+def plain_muon_adamw(
+    spec: ComparisonSpec, seed: int, factor: Callable[[int], float] = lambda t: 1.0
+) -> tuple[list[float], list[float], float]:
+    """MUON_ADAMW's run as a plain loop: the same initial weights and batches, torch.optim.Muon on the hidden
+    matrices and torch.optim.AdamW on the rest, both rates times ``factor`` (LambdaLR). The losses, Muon's
+    rates, and the final whole-set loss."""
+    problem = build_problem(spec.problem, CPU, torch.float64)
+    reference = problem.make_module(seed)
+    params = dict(reference.named_parameters())
+    muon = torch.optim.Muon([params["0.weight"], params["2.weight"]], lr=0.05, weight_decay=0.1)
+    adamw = torch.optim.AdamW(
+        [params[n] for n in ("0.bias", "2.bias", "4.weight", "4.bias")], lr=0.01, weight_decay=0.05
+    )
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (muon, adamw)]
+    plan = BatchPlan.for_training(problem.n_train, spec.training, seed, spec.optimizers[0].batch_size)
+    losses, lrs = [], []
+    for _, (_, indices) in zip(range(steps_total(spec)), plan.batches(CPU)):
+        for optimizer in (muon, adamw):
+            optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(reference(problem.x[indices]), problem.y[indices])
+        loss.backward()
+        losses.append(loss.item())
+        lrs.append(muon.param_groups[0]["lr"])
+        muon.step()
+        adamw.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    with torch.no_grad():
+        final = nn.functional.cross_entropy(reference(problem.x), problem.y).item()
+    return losses, lrs, final
+
+
 def test_muon_and_adamw_as_one_entry_is_a_plain_loop_with_the_two_torch_optimizers() -> None:
     schedule = {"name": "cosine", "min_factor": 0.1, "warmup_steps": 3}
     spec = make_spec([{**MUON_ADAMW, "schedule": schedule}], seeds=[5])
@@ -306,38 +339,14 @@ def test_muon_and_adamw_as_one_entry_is_a_plain_loop_with_the_two_torch_optimize
     outcome = train(spec, 0, seed, rows, total_steps=total, flush_every=5, flush_interval_s=1e9)
     assert outcome.status == "succeeded"
 
-    # the plain loop: the same initial weights and batches, torch.optim.Muon and torch.optim.AdamW
-    reference = problem.make_module(seed)
-    params = dict(reference.named_parameters())
-    muon = torch.optim.Muon([params["0.weight"], params["2.weight"]], lr=0.05, weight_decay=0.1)
-    adamw = torch.optim.AdamW(
-        [params[n] for n in ("0.bias", "2.bias", "4.weight", "4.bias")], lr=0.01, weight_decay=0.05
-    )
-
     def factor(t: int) -> float:  # warm-up over 3 steps, then cosine to 0.1 over the other 9
         return (t + 1) / 3 if t < 3 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (t - 3) / 8))
 
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (muon, adamw)]
-    plan = BatchPlan.for_training(problem.n_train, spec.training, seed, 32)
-    losses, lrs = [], []
-    for _, (_, indices) in zip(range(total), plan.batches(CPU)):
-        for optimizer in (muon, adamw):
-            optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(reference(problem.x[indices]), problem.y[indices])
-        loss.backward()
-        losses.append(loss.item())
-        lrs.append(muon.param_groups[0]["lr"])
-        muon.step()
-        adamw.step()
-        for scheduler in schedulers:
-            scheduler.step()
-
+    losses, lrs, final = plain_muon_adamw(spec, seed, factor)
     np.testing.assert_allclose(rows.column("loss"), losses, rtol=1e-12, atol=0)
     # the rate recorded is groups.0's (Muon's): its lr times the schedule's factor
     np.testing.assert_allclose(rows.column("lr"), lrs, rtol=1e-12, atol=0)
     np.testing.assert_allclose(rows.column("lr"), [0.05 * factor(t) for t in range(total)], rtol=1e-12)
-    with torch.no_grad():
-        final = nn.functional.cross_entropy(reference(problem.x), problem.y).item()
     assert outcome.final_loss == pytest.approx(final, rel=1e-12)
 
 
@@ -431,3 +440,20 @@ def test_groups_are_part_of_a_runs_identity_and_runs_without_them_keep_their_has
     assert plain["optimizers"][0]["groups"] == []
     del plain["optimizers"][0]["groups"]  # a spec stored before groups existed
     assert run_config_hash(plain, 0, params, 0, "cpu") in hashes
+
+
+def test_a_schedule_free_optimizer_takes_only_a_constant_rate_with_or_without_warmup() -> None:
+    free = {"name": "pytorch_optimizer.schedulefreeadamw", "params": {"lr": 0.01}}
+    for schedule in ({"name": "constant"}, {"name": "constant", "warmup_steps": 3}):
+        make_spec([{**free, "schedule": schedule}])
+    for schedule in ({"name": "cosine"}, {"name": "wsd", "warmup_steps": 2}, {"name": "linear"}):
+        [(where, why)] = errors([{**free, "schedule": schedule}])
+        assert where == ("optimizers", 0, "schedule") and "schedule-free" in why and schedule["name"] in why
+    # also when it is a group's optimizer
+    grouped = {
+        "name": "adamw",
+        "schedule": {"name": "one_cycle"},
+        "groups": [{"select": "biases", "optimizer": free}, {"select": "rest"}],
+    }
+    [(where, why)] = errors([grouped])
+    assert where == ("optimizers", 0, "schedule") and "'pytorch_optimizer.schedulefreeadamw' is schedule-free" in why
