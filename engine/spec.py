@@ -602,12 +602,12 @@ class ComparisonSpec(_Strict):
     problem: Problem
     training: Training
     optimizers: list[OptimizerEntry] = Field(min_length=1, max_length=100)
-    seeds: Annotated[list[int] | AdaptiveSeeds, PlainValidator(_seeds_or_adaptive), PlainSerializer(_seeds_as_json)] = (
-        Field(
-            [0],
-            description="distinct seeds, or {'adaptive': {...}}: seeds added in rounds until the answer is clear",
-            json_schema_extra={"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "object"}]},
-        )
+    seeds: Annotated[
+        list[int] | AdaptiveSeeds,
+        PlainValidator(_seeds_or_adaptive, json_schema_input_type=Seeds | AdaptiveSeeds),
+        PlainSerializer(_seeds_as_json),
+    ] = Field(
+        [0], description="distinct seeds, or {'adaptive': {...}}: seeds added in rounds until the answer is clear"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
