@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("recording", "storage", "sweep", "vectorized", "api")
+SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential")
 
 
 def _embedded_environment() -> None:
