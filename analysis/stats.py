@@ -149,7 +149,10 @@ def _clipped(x: np.ndarray, floor: float, ceiling: float, confidence: float) -> 
 
 #: fewer seeds make a median or an interquartile mean little more than a mean of one or two values
 ROBUST_MIN_SEEDS = 5
-BOOTSTRAP_REPS = 10_000
+#: resamples per bootstrap interval: enough for a 95 % percentile interval (Efron & Tibshirani 1993
+#: advise 1,000 or more), few enough for the summary of a 100-setting sweep, which the page polls while
+#: it runs, to stay well under a second (rliable's default of 50,000 is for a paper's figures)
+BOOTSTRAP_REPS = 2_000
 #: the bootstrap's generator starts here on every call, so a summary reads the same every time
 BOOTSTRAP_SEED = 0
 
@@ -162,6 +165,23 @@ def iqm(values: Sequence[float] | np.ndarray, axis: int | None = None) -> Any:
     return stats.trim_mean(values, 0.25, axis=axis)
 
 
+def _percentile_interval(estimates: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def stratified_resamples(
+    tasks: Sequence[Sequence[float] | np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+) -> np.ndarray:
+    """``reps`` stratified bootstrap samples, as rliable's StratifiedBootstrap makes them: each task's
+    runs resampled with replacement within the task, the tasks side by side: an array (reps, Σ runs)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [np.asarray(runs, dtype=float)[rng.integers(0, len(runs), (reps, len(runs)))] for runs in tasks], axis=1
+    )
+
+
 def stratified_bootstrap_ci(
     tasks: Sequence[Sequence[float] | np.ndarray],
     statistic: Callable[[np.ndarray], np.ndarray],
@@ -169,16 +189,9 @@ def stratified_bootstrap_ci(
     reps: int = BOOTSTRAP_REPS,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
-    """The percentile interval of ``statistic`` over ``reps`` stratified bootstrap samples, as rliable
-    makes them: each task's runs resampled with replacement within the task, the samples of all tasks
-    side by side. ``statistic`` maps an array (reps, runs) to one value per row."""
-    rng = np.random.default_rng(seed)
-    samples = np.concatenate(
-        [np.asarray(runs, dtype=float)[rng.integers(0, len(runs), (reps, len(runs)))] for runs in tasks], axis=1
-    )
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(statistic(samples), [tail, 100 - tail])
-    return float(low), float(high)
+    """The percentile interval of ``statistic`` (an array (reps, runs) to one value per row) over
+    stratified bootstrap samples."""
+    return _percentile_interval(statistic(stratified_resamples(tasks, reps, seed)), confidence)
 
 
 @dataclass(frozen=True)
@@ -194,13 +207,23 @@ class Robust:
 
 def robust_aggregates(values: Sequence[float], confidence: float = CONFIDENCE) -> Robust | None:
     """Median and interquartile mean over the seeds, each with its stratified bootstrap percentile
-    interval (one task: the seeds of one setting); None below ROBUST_MIN_SEEDS values."""
+    interval (one task: the seeds of one setting); None below ROBUST_MIN_SEEDS values. Both read the
+    same resamples, sorted once."""
     x = np.asarray(values, dtype=float)
-    if len(x) < ROBUST_MIN_SEEDS:
+    n = len(x)
+    if n < ROBUST_MIN_SEEDS:
         return None
-    median_ci = stratified_bootstrap_ci([x], lambda s: np.median(s, axis=1), confidence)
-    iqm_ci = stratified_bootstrap_ci([x], lambda s: iqm(s, axis=1), confidence)
-    return Robust(len(x), float(np.median(x)), *median_ci, float(iqm(x)), *iqm_ci)
+    ordered = np.sort(stratified_resamples([x]), axis=1)
+    medians = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
+    cut = int(0.25 * n)  # trim_mean's cut
+    iqms = ordered[:, cut : n - cut].mean(axis=1)
+    return Robust(
+        n,
+        float(np.median(x)),
+        *_percentile_interval(medians, confidence),
+        float(iqm(x)),
+        *_percentile_interval(iqms, confidence),
+    )
 
 
 def prob_improvement(candidate: Sequence[float], baseline: Sequence[float]) -> float | None:
@@ -224,12 +247,12 @@ def paired_prob_improvement_ci(
         return None
     # a resample is how often it drew each seed, c; its estimate is c·K·c / n², K[a, b] comparing
     # candidate seed a with baseline seed b: reps × n² work without a reps × n × n array
-    counts = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n, np.full(n, 1 / n), size=BOOTSTRAP_REPS)
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, (BOOTSTRAP_REPS, n))
+    rows = n * np.arange(BOOTSTRAP_REPS)[:, None]
+    counts = np.bincount((picks + rows).ravel(), minlength=BOOTSTRAP_REPS * n).reshape(BOOTSTRAP_REPS, n)
     wins = (x[:, None] < y[None, :]) + 0.5 * (x[:, None] == y[None, :])
-    estimates = ((counts @ wins) * counts).sum(axis=1) / n**2
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return float(low), float(high)
+    counts = counts.astype(float)
+    return _percentile_interval(((counts @ wins) * counts).sum(axis=1) / n**2, confidence)
 
 
 # --- many comparisons ----------------------------------------------------------------------------

@@ -245,6 +245,11 @@ def test_robust_aggregates_agree_with_scipys_percentile_bootstrap():
         assert (low, high) == pytest.approx((reference.low, reference.high), abs=0.03 * spread)
         assert values.min() <= low <= high <= values.max()
     assert robust_aggregates(values) == result  # the generator's seed is fixed
+    # the sorted-once shortcut gives what the generic bootstrap gives on the same resamples
+    median_ci = stratified_bootstrap_ci([values], lambda s: np.median(s, axis=1))
+    iqm_ci = stratified_bootstrap_ci([values], lambda s: iqm(s, axis=1))
+    assert (result.median_ci_low, result.median_ci_high) == pytest.approx(median_ci, rel=1e-12)
+    assert (result.iqm_ci_low, result.iqm_ci_high) == pytest.approx(iqm_ci, rel=1e-12)
     assert robust_aggregates(values[:4]) is None
 
 
