@@ -5,8 +5,10 @@ without a session the browser is sent to /login. Documented in docs/dashboards.m
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
+import re
 from typing import Annotated, Any
 
 import plotly
@@ -20,6 +22,7 @@ from api.schemas import ComparisonOut, ComparisonStatus, json_safe
 from db import history as stored
 from db.models import TERMINAL, Comparison
 from engine import registry
+from engine.spec import ComparisonSpec
 from services.catalog import catalog
 
 router = APIRouter(include_in_schema=False)
@@ -235,7 +238,28 @@ def new_page(
             f"There is no example {template!r}; examples: {', '.join(sorted(_examples()))}.",
             principal,
         )
-    return _page(request, "new.html", principal=principal, starts=starts, chosen=chosen)
+    return _page(
+        request,
+        "new.html",
+        principal=principal,
+        starts=starts,
+        chosen=chosen,
+        form=json_safe({"catalog": _form_catalog(), "schema": _spec_schema()}),
+    )
+
+
+def _form_catalog() -> dict[str, list[dict[str, Any]]]:
+    """The catalogue as the form reads it: a component's references are on /catalog, which it links to."""
+    return {
+        kind: [{k: v for k, v in e.items() if k != "reference"} for e in entries] for kind, entries in catalog().items()
+    }
+
+
+@functools.cache
+def _spec_schema() -> dict[str, Any]:
+    """The ComparisonSpec's JSON schema: the form builds its fields (training, an entry's label, batch size,
+    groups, ...) from it, and each component's parameters from the catalogue."""
+    return ComparisonSpec.model_json_schema()
 
 
 # --- the catalogue -----------------------------------------------------------------------------
@@ -272,11 +296,68 @@ def _param_row(prop: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: an entry's traits shown outside ``capabilities`` (older entries, and the data components' own)
+TOP_LEVEL_TRAITS = ("task", "full_batch_only", "standardize_by_default")
+ARXIV = re.compile(r"^(?:arxiv:\s*)?(\d{4}\.\d{4,5})(?:v\d+)?$", re.I)
+
+
+def _traits(entry: dict[str, Any]) -> dict[str, Any]:
+    """What an entry declares beyond its parameters: its ``capabilities`` and the older top-level traits."""
+    capabilities = entry.get("capabilities")
+    traits = {name: entry[name] for name in TOP_LEVEL_TRAITS if name in entry}
+    return traits | (capabilities if isinstance(capabilities, dict) else {})
+
+
+def _filter_tokens(traits: dict[str, Any]) -> list[str]:
+    """The capability filter's values an entry matches: a true flag by its name, a text by name=value."""
+    tokens = []
+    for name, value in traits.items():
+        if value is True:
+            tokens.append(name)
+        elif isinstance(value, (list, tuple)):
+            tokens += [f"{name}={item}" for item in value]
+        elif value and not isinstance(value, (dict, bool)):
+            tokens.append(f"{name}={value}")
+    return tokens
+
+
+def _reference(value: Any) -> dict[str, str] | None:
+    """A reference as a link where it is one (a URL, an arXiv id), else as text."""
+    if not value:
+        return None
+    if isinstance(value, dict):
+        url, text = value.get("url"), value.get("title") or value.get("text") or value.get("url")
+        return {"text": str(text), "url": str(url)} if url else {"text": str(text)}
+    text = str(value).strip()
+    if text.startswith(("https://", "http://")):
+        return {"text": text, "url": text}
+    arxiv = ARXIV.match(text)
+    return {"text": text, "url": f"https://arxiv.org/abs/{arxiv.group(1)}"} if arxiv else {"text": text}
+
+
+def _catalog_entry(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
+    traits = _traits(entry)
+    return {
+        **entry,
+        "kind": kind,
+        "params": [_param_row(prop) for prop in entry.get("params", [])],
+        "traits": traits,
+        "tokens": _filter_tokens(traits),
+        "reference": _reference(entry.get("reference")),
+        "supported": entry.get("supported", True) is not False,
+        "search": f"{entry['name']} {entry.get('description') or ''}".lower(),
+    }
+
+
 @router.get("/catalog", response_class=HTMLResponse)
 def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
-    """Every registered component and schedule with its parameters: what a spec may name."""
-    sections = {
-        kind: [{**entry, "params": [_param_row(prop) for prop in entry["params"]]} for entry in entries]
-        for kind, entries in catalog().items()
+    """Every registered component and schedule with its parameters: what a spec may name. The page's
+    script filters the rows in place (search, kind, family, source, capability)."""
+    sections = {kind: [_catalog_entry(kind, entry) for entry in entries] for kind, entries in catalog().items()}
+    entries = [entry for listed in sections.values() for entry in listed]
+    choices = {
+        "family": sorted({str(e["family"]) for e in entries if e.get("family")}),
+        "source": sorted({str(e["source"]) for e in entries if e.get("source")}),
+        "capability": sorted({token for e in entries for token in e["tokens"]}),
     }
-    return _page(request, "catalog.html", principal=principal, sections=sections)
+    return _page(request, "catalog.html", principal=principal, sections=sections, choices=choices, total=len(entries))

@@ -13,7 +13,9 @@ from pathlib import Path
 import plotly
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
+from api.schemas import json_safe
 from db import comparisons
 from db.models import Team
 from db.session import transaction
@@ -119,6 +121,8 @@ def test_the_json_list_takes_the_same_filters_and_names_a_bad_one(client):
 
 
 def _local_urls_only(html: str) -> None:
+    # a paper's link in the catalogue is the one way out, and only when clicked
+    html = re.sub(r'<a class="reference" href="https?://[^"]+"', '<a class="reference"', html)
     assert "http://" not in html and "https://" not in html and "cdn" not in html.lower()
     for url in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert url.startswith(("/", "#", "data:", "?")) and not url.startswith("//"), url
@@ -205,12 +209,74 @@ def test_the_catalog_lists_every_component_with_its_parameters(client):
     page = client.get("/catalog").text
     for kind in registry.KINDS:
         for name, component in registry.all_of(kind).items():
-            anchor = f'<tr id="{PLURAL[kind]}-{name}">'
+            anchor = f'<tr id="{PLURAL[kind]}-{name}"'
             assert anchor in page, (kind, name)
             row = page.split(anchor, 1)[1].split('<tr id="', 1)[0]  # up to the next component's row
             for param in component.Params.model_fields:
                 assert f"<code>{param}</code>" in row, (kind, name, param)
     assert 'id="schedules-warmup_cosine"' in page and "one of" in page
+
+
+def _rows(page: str) -> dict[str, str]:
+    """Each catalogue row's HTML (its opening tag and cells) by its id."""
+    return {
+        row_id: row
+        for row_id, row in re.findall(r'<tr id="([^"]+)"(.*?)(?=<tr id="|</tbody>\s*</table>\s*</section>)', page, re.S)
+    }
+
+
+def test_the_catalog_page_shows_what_each_entry_declares(client):
+    listed = client.get("/api/v1/catalog").json()
+    page = client.get("/catalog").text
+    rows = _rows(page)
+    entries = [(f"{kind}-{entry['name']}", entry) for kind, found in listed.items() for entry in found]
+    assert list(rows) == [anchor for anchor, _ in entries]
+    assert re.search(rf'id="catalog-count"[^>]*>{len(entries)} of {len(entries)} shown<', page)
+    for anchor, entry in entries:
+        row = rows[anchor]
+        for attribute, value in (("family", entry.get("family")), ("source", entry.get("source"))):
+            assert f'data-{attribute}="{escape(value or "")}"' in row, (anchor, attribute)
+        search = re.search(r'data-search="([^"]*)"', row).group(1)
+        assert search == escape(f"{entry['name']} {entry.get('description') or ''}".lower()), anchor
+        capabilities = re.search(r'data-capabilities="([^"]*)"', row).group(1).split()
+        traits = {t: entry[t] for t in ("full_batch_only", "task") if t in entry} | (entry.get("capabilities") or {})
+        for name, value in traits.items():
+            assert (name in capabilities) == (value is True), (anchor, name)
+            if isinstance(value, str):
+                assert f"{name}={value}" in capabilities and f"{name.replace('_', ' ')}: {escape(value)}" in row
+        if entry.get("version"):
+            assert f"{escape(entry['source'])} {escape(entry['version'])}</span>" in row, anchor
+        reference = entry.get("reference")
+        if isinstance(reference, dict):
+            if reference.get("url"):
+                assert f'<a class="reference" href="{escape(reference["url"])}"' in row, anchor
+            assert escape(reference.get("title") or reference["url"]) in row, anchor
+        if entry.get("supported") is False:
+            assert 'class="entry unsupported"' in row and escape(entry["unsupported_reason"]) in row, anchor
+        else:
+            assert 'class="entry unsupported"' not in row, anchor
+    # the filters offer what the entries declare, nothing else
+    optimizers = listed["optimizers"]
+    for attribute in ("family", "source"):
+        offered = re.search(rf'<select id="filter-{attribute}".*?</select>', page, re.S).group(0)
+        values = re.findall(r'<option value="([^"]+)">', offered)
+        assert values == sorted({escape(str(e[attribute])) for e in optimizers if e.get(attribute)}), attribute
+    assert len(optimizers) >= 140 and any(e.get("supported") is False for e in optimizers)
+    assert any(isinstance(e.get("reference"), dict) for e in optimizers)
+
+
+def test_new_embeds_the_catalogue_and_the_spec_schema_for_its_form(client):
+    page = client.get("/new").text
+    form = json.loads(re.search(r'<script type="application/json" id="form-data">(.*?)</script>', page, re.S).group(1))
+    listed = client.get("/api/v1/catalog").json()
+    unreferenced = {
+        kind: [{k: v for k, v in e.items() if k != "reference"} for e in found] for kind, found in listed.items()
+    }
+    assert form["catalog"] == json_safe(unreferenced)
+    assert form["schema"] == json_safe(ComparisonSpec.model_json_schema())
+    searchable = re.findall(r'<option value="([^"]+)">', page.split('<datalist id="optimizer-names">', 1)[1])
+    supported = [e["name"] for e in form["catalog"]["optimizers"] if e.get("supported") is not False]
+    assert searchable[: len(supported)] == supported
 
 
 # --- with authentication -----------------------------------------------------------------------
