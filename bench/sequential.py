@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import stats
 
-from analysis.sequential import Design, run_looks
+from analysis.sequential import Design, Spending, run_looks
 from bench.common import Result
 
 TRIALS = 100_000
@@ -19,7 +19,7 @@ ALPHA = 0.05
 SHIFT = 0.7
 MARGIN = 0.5
 #: (min, max, round, spending)
-DESIGNS = [
+DESIGNS: list[tuple[int, int, int, Spending]] = [
     (3, 30, 3, "obrien_fleming"),
     (2, 20, 1, "obrien_fleming"),
     (3, 30, 3, "pocock"),
