@@ -1,15 +1,22 @@
 """Adaptive seeding's rounds through the real Celery tasks, executed in-process with ``.apply`` on both
 databases: the comparison stays running between rounds, the round task adds the next seeds only to the
 undecided pairs and to the baseline, a second delivery of a round adds nothing, and a cancel between
-rounds ends it."""
+rounds ends it; the last run of a round sends the round task, and the sweeper sends it again when it
+is left due."""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import timedelta
+
 from db import adaptive, comparisons, leases
-from db.models import Comparison, Run
+from db.models import Comparison, Run, utcnow
 from db.session import transaction
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
+from worker import adaptive as adaptive_tasks
+from worker import dispatch
 from worker.adaptive import adaptive_round
 from worker.tasks import train_run
 
@@ -120,3 +127,30 @@ def test_cancel_between_rounds_ends_adaptive_seeding(use_database):
     comparison, runs = _comparison(comparison_id)
     assert comparison.status == "cancelled" and comparison.adaptive["stopped"] == "cancelled"
     assert _round(comparison_id, 1) == 0 and len(_comparison(comparison_id)[1]) == len(runs)
+
+
+def test_the_last_run_of_a_round_sends_the_round_task_and_the_sweeper_resends_it(redis_dispatch, monkeypatch):
+    monkeypatch.setattr(adaptive_tasks, "celery_app", dispatch.celery_app)  # the test's own Redis queues
+
+    def round_messages() -> list[list]:
+        found = []
+        for raw in redis_dispatch.messages("cpu"):
+            message = json.loads(raw)
+            if message["headers"]["task"] == "optibench.adaptive_round":
+                found.append(json.loads(base64.b64decode(message["body"]))[0])
+        return found
+
+    comparison_id = _create(_spec())
+    *first, last = [run for run in _comparison(comparison_id)[1]]
+    for run in first:
+        train_run.apply(args=[run.id]).get()
+    assert round_messages() == []  # the round is not over
+    train_run.apply(args=[last.id]).get()
+    assert round_messages() == [[comparison_id, 1]]
+    assert adaptive_tasks.send_overdue() == 0  # due for less than OPTIBENCH_REPUBLISH_AFTER_S
+    with transaction() as session:
+        session.get(Comparison, comparison_id).adaptive_due_at = utcnow() - timedelta(hours=1)
+    assert adaptive_tasks.send_overdue() == 1
+    assert round_messages() == [[comparison_id, 1], [comparison_id, 1]]
+    _round(comparison_id, 1)
+    assert adaptive_tasks.send_overdue() == 0  # evaluated: no longer due
