@@ -110,28 +110,79 @@ def _simpson_weights(n: int, h: float) -> np.ndarray:
     return weights * h / 3
 
 
+#: null comparisons simulated to calibrate a design, and the seed of their draws: fixed, so that a design's
+#: boundaries are a pure function of its fields
+CALIBRATION_TRIALS = 50_000
+_CALIBRATION_SEED = 20261206
+_CHUNK = 10_000
+
+
+def _t_boundaries(
+    alpha: float, looks: tuple[int, ...], spending: Spending
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The z boundaries at ``alpha`` and the t boundaries with their tail probabilities."""
+    from scipy import stats
+
+    z = z_boundaries(alpha, tuple(n / looks[-1] for n in looks), spending)
+    return z, tuple(float(stats.t.isf(stats.norm.sf(c), n - 1)) for c, n in zip(z, looks))
+
+
+@lru_cache(maxsize=256)
+def calibrated_alpha(alpha: float, looks: tuple[int, ...], spending: Spending) -> float:
+    """The level whose boundaries, as t boundaries, spend ``alpha`` over all the looks. The t version of a
+    z boundary has the right level at each look alone, but the looks share their variance estimate, and
+    together they cross a little more often than the z boundaries would (about 0.052 to 0.056 for 0.05).
+    Under no difference, the t-statistics at the looks of normal differences have one joint law whatever
+    the variance, so a fixed simulation of CALIBRATION_TRIALS comparisons finds the level (to about ±0.001
+    at 0.05; never above ``alpha``). One look is the t-test, exact as it is."""
+    from scipy import optimize
+
+    if len(looks) == 1:
+        return alpha
+    rng = np.random.default_rng(_CALIBRATION_SEED)
+    at = np.array(looks) - 1
+    n = np.array(looks, dtype=float)
+    pivots = []
+    for _ in range(CALIBRATION_TRIALS // _CHUNK):
+        x = rng.standard_normal((_CHUNK, looks[-1]))
+        sums, squares = np.cumsum(x, axis=1)[:, at], np.cumsum(x * x, axis=1)[:, at]
+        mean = sums / n
+        pivots.append(np.abs(mean) / np.sqrt((squares - n * mean * mean) / (n - 1) / n))
+    pivot = np.concatenate(pivots)
+
+    def excess(log_level: float) -> float:
+        _, t = _t_boundaries(math.exp(log_level), looks, spending)
+        return float((pivot > np.array(t)).any(axis=1).mean()) - alpha
+
+    if excess(math.log(alpha)) <= 0:
+        return alpha
+    return math.exp(optimize.brentq(excess, math.log(alpha / 4), math.log(alpha), xtol=1e-3))
+
+
 @dataclass(frozen=True)
 class Design:
     """A pair's sequential design: its looks and their boundaries, at the pair's alpha."""
 
     looks: tuple[int, ...]
-    #: the z boundaries c_k
+    #: the z boundaries c_k, at ``level``
     z: tuple[float, ...]
     #: the Student-t boundaries t*_k, with the tail probabilities of the c_k at n_k - 1 degrees of freedom
     t: tuple[float, ...]
     #: the difference the interval must stay within, either side, for "equivalent" (0: never)
     margin: float
+    #: the pair's alpha, which the t boundaries spend over all the looks
+    alpha: float
+    #: the level the z boundaries are computed at (calibrated_alpha)
+    level: float
 
     @classmethod
     def of(
         cls, min_seeds: int, max_seeds: int, round_size: int, alpha: float, spending: Spending, margin: float
     ) -> Design:
-        from scipy import stats
-
         looks = look_sizes(min_seeds, max_seeds, round_size)
-        z = z_boundaries(alpha, tuple(n / max_seeds for n in looks), spending)
-        t = tuple(float(stats.t.isf(stats.norm.sf(c), n - 1)) for c, n in zip(z, looks))
-        return cls(looks, z, t, margin)
+        level = calibrated_alpha(alpha, looks, spending)
+        z, t = _t_boundaries(level, looks, spending)
+        return cls(looks, z, t, margin, alpha, level)
 
 
 @dataclass(frozen=True)

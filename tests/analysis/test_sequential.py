@@ -47,8 +47,11 @@ def test_looks_and_t_boundaries():
     # the t boundary has the z boundary's tail probability at n - 1 degrees of freedom
     for z, t, n in zip(design.z, design.t, design.looks):
         assert stats.t.sf(t, n - 1) == pytest.approx(stats.norm.sf(z), rel=1e-9)
-    # one look is the fixed-size t-test
-    assert Design.of(5, 5, 1, 0.05, "obrien_fleming", 0).t[0] == pytest.approx(stats.t.isf(0.025, 4))
+    # one look is the fixed-size t-test, exact without calibration
+    alone = Design.of(5, 5, 1, 0.05, "obrien_fleming", 0)
+    assert alone.level == 0.05 and alone.t[0] == pytest.approx(stats.t.isf(0.025, 4))
+    # several: the t boundaries share the variance estimate and would spend more than alpha at alpha itself
+    assert 0.05 / 4 < design.level < 0.05 and design.z == z_boundaries(design.level, (0.3, 0.7, 1.0), "pocock")
 
 
 def test_decisions_of_hand_made_pairs():
