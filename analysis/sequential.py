@@ -4,11 +4,12 @@ read as repeated confidence intervals (Jennison & Turnbull 1989; 2000, ch. 9 and
 Each pair (an optimizer setting against the baseline) is looked at after ``looks[k]`` seeds: min, then
 every ``round`` seeds, up to max. At look k the repeated confidence interval for the mean paired
 difference is mean ± t*_k · s/√n, where t*_k is the Student-t quantile (n - 1 degrees of freedom) with
-the same tail probability as the group-sequential z boundary c_k; the c_k spend the pair's alpha over
-the information fractions n_k / max. Whatever the stopping rule, the intervals cover the true mean
-difference at every look at once with probability ≥ 1 - alpha (exactly for normal z-statistics, with the
-t-quantiles as the usual small-sample correction), so each decision read off them errs with probability
-≤ alpha: "better" (the interval lies below 0), "worse" (above 0), "equivalent" (inside ±margin).
+the same tail probability as the group-sequential z boundary c_k; the c_k spend alpha over the
+information fractions n_k / max, at a level calibrated so that the t boundaries spend the pair's alpha
+exactly (``calibrated_alpha``). Whatever the stopping rule, the intervals cover the true mean difference
+at every look at once with probability 1 - alpha (for normal differences), so each decision read off
+them errs with probability ≤ alpha: "better" (the interval lies below 0), "worse" (above 0),
+"equivalent" (inside ±margin).
 Pure numpy and scipy; docs/statistics.md describes it for users.
 """
 
