@@ -25,6 +25,8 @@ function apply() {
     row.hidden = !matches(row, wanted);
     if (!row.hidden) shown++;
   }
+  // a short list shows its parameters open
+  if (shown <= 3) for (const row of rows) if (!row.hidden) row.querySelector("details")?.setAttribute("open", "");
   for (const section of sections) section.hidden = !section.querySelector("tr.entry:not([hidden])");
   document.getElementById("catalog-count").textContent = `${shown} of ${rows.length} shown`;
   document.getElementById("catalog-empty").hidden = shown > 0;
@@ -40,3 +42,5 @@ for (const name of FILTERS) {
   control(name).addEventListener(name === "q" ? "input" : "change", apply);
 }
 apply();
+// a link to one entry (/catalog#optimizers-adam) opens its parameters
+if (location.hash) document.getElementById(decodeURIComponent(location.hash.slice(1)))?.querySelector("details")?.setAttribute("open", "");

@@ -248,6 +248,8 @@ function field(path, name, prop, {required = false, label = name} = {}) {
         }})));
   } else if (kind === "objects") {
     return objectsField(path, name, arm, help);
+  } else if (kind === "object" && arm.properties.name && arm.properties.params) {
+    return optimizerRefField(path, label, help);
   } else if (kind === "object") {
     return el("fieldset", {class: "nested", "data-path": path.join(".")}, el("legend", {}, label),
       help ? el("div", {class: "muted small"}, help) : null,
@@ -268,6 +270,25 @@ function field(path, name, prop, {required = false, label = name} = {}) {
     el("label", {for: kind === "tuple" ? `${id}-0` : id}, label, required ? el("span", {class: "error"}, " *") : null),
     control, help ? el("div", {class: "muted small"}, help) : null,
     el("div", {class: "field-error", id: `error-${pathId(path)}`, role: "alert"}));
+}
+
+// Another optimizer, by name, with its parameters (a parameter group's own): empty for none.
+function optimizerRefField(path, label, help) {
+  const id = `field-${pathId([...path, "name"])}`;
+  const name = getAt([...path, "name"]);
+  return el("fieldset", {class: "nested", "data-path": path.join(".")}, el("legend", {}, label),
+    help ? el("div", {class: "muted small"}, help) : null,
+    el("div", {class: "field-error", id: `error-${pathId(path)}`, role: "alert"}),
+    el("div", {class: "field", "data-path": [...path, "name"].join(".")},
+      el("label", {for: id}, "name"),
+      el("input", {type: "search", id, list: "optimizer-names", autocomplete: "off", value: showable(name),
+                   placeholder: "none", onchange: (e) => {
+          const picked = e.target.value.trim();
+          setAt(path, picked ? {name: picked, params: {}} : undefined);
+          structureEdited();
+        }}),
+      el("div", {class: "field-error", id: `error-${pathId([...path, "name"])}`, role: "alert"})),
+    paramFields([...path, "params"], ENTRIES.optimizer[name]));
 }
 
 // A list of objects (parameter groups, ...): one fieldset per item, each property a field.

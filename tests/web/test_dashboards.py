@@ -224,13 +224,6 @@ def test_a_share_link_shows_the_comparison_read_only(browser, web_service, finis
     context.close()
 
 
-def test_the_catalog_lists_the_components(page):
-    page.page.goto("/catalog")
-    assert page.page.locator("#optimizers-adam code", has_text="amsgrad").count() == 1
-    assert page.page.locator("#functions-rosenbrock").count() == 1
-    assert page.problems() == []
-
-
 def test_with_authentication_the_browser_logs_in_first(browser, auth_service):
     service, key = auth_service
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.url)
