@@ -81,40 +81,73 @@ function rgba(hex, alpha) {
 
 // Colours by label, in first-seen order, so one optimizer has one colour in every figure of a page.
 class Colors {
-  constructor(labels = []) { this.labels = [...new Set(labels)]; }
+  constructor(labels = []) {
+    this.index = new Map();
+    for (const label of labels) this.of(label);
+  }
   of(label) {
-    if (!this.labels.includes(label)) this.labels.push(label);
-    return PALETTE[this.labels.indexOf(label) % PALETTE.length];
+    if (!this.index.has(label)) this.index.set(label, this.index.size);
+    return PALETTE[this.index.get(label) % PALETTE.length];
   }
 }
 
-// The lowest edge a band may have on a log axis: a decade below the lowest positive mean. A 95% CI
-// of few seeds often reaches below 0, which a log axis cannot show: the band then runs to this floor.
-function logFloor(groups) {
-  const means = groups.flatMap((g) => g.points.map((p) => num(p.mean))).filter((v) => v !== null && v > 0);
-  return means.length ? Math.min(...means) / 10 : null;
+// TensorBoard's debiased exponential moving average: after k points the weights sum to 1 - weight^k,
+// and dividing by that keeps the first points from being pulled towards 0. On a log axis it averages
+// log10(y), so a smoothed positive curve stays positive. A gap (null) stays a gap and is skipped.
+function ema(values, weight, logY = false) {
+  if (!(weight > 0)) return values;
+  let last = 0, total = 0;
+  return values.map((value) => {
+    if (value === null || (logY && !(value > 0))) return null;
+    last = last * weight + (1 - weight) * (logY ? Math.log10(value) : value);
+    total = total * weight + (1 - weight);
+    return logY ? 10 ** (last / total) : last / total;
+  });
 }
 
 // Per group of /curves: the band as two traces (its lower edge, then its upper edge filled down to
-// it) and the mean line over the seeds. ``floor``: the lowest lower edge drawn (for a log axis).
-function seedTraces(groups, colors, floor = null, bandName = "95% CI") {
+// it) and the mean line over the group's runs. With smoothing (0 to 1, the EMA's weight), the line
+// drawn is the smoothed mean and the raw mean stays faint behind it; the band is the data's, unsmoothed.
+function seedTraces(groups, colors, {bandName = "95% CI", smoothing = 0, logY = false} = {}) {
   const traces = [];
-  const lower = (value) => (value === null || floor === null ? value : Math.max(value, floor));
   for (const group of groups) {
     const color = colors.of(group.label);
     const x = group.points.map((p) => p.x);
+    const mean = group.points.map((p) => num(p.mean));
     const common = {x, mode: "lines", legendgroup: group.label, hoverinfo: "skip", showlegend: false};
-    traces.push({...common, name: `${plain(group.label)} ${bandName} low`, y: group.points.map((p) => lower(num(p.lo))),
+    traces.push({...common, name: `${plain(group.label)} ${bandName} low`, y: group.points.map((p) => num(p.lo)),
                  line: {width: 0, color}, meta: {kind: "band", label: group.label}});
     traces.push({...common, name: `${plain(group.label)} ${bandName}`, y: group.points.map((p) => num(p.hi)),
                  line: {width: 0, color}, fill: "tonexty", fillcolor: rgba(color, 0.18),
                  meta: {kind: "band", label: group.label}});
-    traces.push({x, y: group.points.map((p) => num(p.mean)), mode: "lines", legendgroup: group.label,
-                 name: `${plain(group.label)} (${group.run_ids.length} seed${group.run_ids.length === 1 ? "" : "s"})`,
+    if (smoothing > 0) {
+      traces.push({...common, name: `${plain(group.label)} unsmoothed`, y: mean, line: {width: 1, color},
+                   opacity: 0.3, meta: {kind: "raw", label: group.label}});
+    }
+    const runs = group.run_ids.length;
+    traces.push({x, y: ema(mean, smoothing, logY), mode: "lines", legendgroup: group.label,
+                 name: `${plain(group.label)} (${runs} ${group.settings ? "run" : "seed"}${runs === 1 ? "" : "s"})`,
                  line: {width: 2, color}, meta: {kind: "mean", label: group.label},
                  customdata: group.points.map((p) => p.n), hovertemplate: "%{y:.4g} (n=%{customdata})"});
   }
   return traces;
+}
+
+// Too many groups for a band and a legend entry each: every group's line, unbanded, joined into one
+// trace per colour (a gap between groups), so the figure costs a few traces whatever the number of runs.
+function manyLines(groups, colorKey, colors, {smoothing = 0, logY = false} = {}) {
+  const joined = new Map();
+  for (const group of groups) {
+    const key = colorKey(group);
+    if (!joined.has(key)) joined.set(key, {x: [], y: [], groups: 0});
+    const line = joined.get(key);
+    line.x.push(...group.points.map((p) => p.x), null);
+    line.y.push(...ema(group.points.map((p) => num(p.mean)), smoothing, logY), null);
+    line.groups += 1;
+  }
+  return [...joined].map(([key, line]) => ({
+    x: line.x, y: line.y, mode: "lines", name: `${plain(key)} (${line.groups} lines)`, hoverinfo: "skip",
+    line: {width: 1, color: colors.of(key)}, opacity: 0.6, meta: {kind: "lines", label: key, groups: line.groups}}));
 }
 
 // A run's own curve from /runs/{id}/curve: each bucket's last value at its last x.

@@ -7,8 +7,16 @@ const SPEC = PAGE.comparison.spec;
 const UNFINISHED = new Set(["queued", "running"]);
 const POLL_MS = 2000;
 const CURVE_POINTS = 500;
-const state = {comparison: PAGE.comparison, x: "step", logY: null, shown: new Set(),
-               colors: new Colors(PAGE.comparison.runs.map((run) => run.label))};
+// beyond this many groups the loss chart draws lines only (no bands, one trace per colour)
+const MANY_GROUPS = 30;
+const BAND_NAME = {ci: "95% CI", minmax: "min–max"};
+const state = {comparison: PAGE.comparison, x: "step", logY: null, shown: new Set(), groupBy: "setting", band: "ci",
+               smoothing: 0, colors: new Colors(PAGE.comparison.runs.map((run) => run.label))};
+
+// Points per curve: fewer as runs grow, so the server's buckets (runs × points) and the page's stay bounded.
+function curvePoints() {
+  return Math.max(50, Math.min(CURVE_POINTS, Math.round(50_000 / Math.max(1, state.comparison.runs.length))));
+}
 
 // --- header and runs ---------------------------------------------------------------------------
 
@@ -46,28 +54,68 @@ function runName(runId) {
   return run ? `${run.label} seed ${run.seed}` : runId;
 }
 
+// On a log y axis the server aggregates the logs (scale=log): the line is the geometric mean and the
+// band exp(mean ∓ t·s) of the logs, never below zero. Log y is the default when every value is positive.
 async function drawLoss() {
-  const curves = await api(`${PAGE.api}/curves?x=${state.x}&band=ci&points=${CURVE_POINTS}`);
+  const scale = state.logY === false ? "linear" : "log";
+  const query = new URLSearchParams({x: state.x, band: state.band, points: curvePoints(), scale, group_by: state.groupBy});
+  const curves = await api(`${PAGE.api}/curves?${query}`);
   const runs = [];
   for (const runId of state.shown) {
-    const curve = await api(`${PAGE.run_curve.replace("{run_id}", runId)}?x=${state.x}&points=${CURVE_POINTS}`);
+    const curve = await api(`${PAGE.run_curve.replace("{run_id}", runId)}?x=${state.x}&points=${curvePoints()}`);
     const run = state.comparison.runs.find((r) => r.id === runId);
     runs.push(runTrace(curve, runName(runId), state.colors.of(run.label)));
   }
-  state.loss = {groups: curves.groups, runs};
+  state.loss = {groups: curves.groups, runs, scale};
   await renderLoss();
 }
 
-// Log y is the default when every mean and run drawn is positive; a band's edge below 0 is not drawn.
+function positive(groups, runs) {
+  return groups.every((g) => g.points.every((p) => !p.nonpositive && (num(p.mean) === null || p.mean > 0)))
+    && allPositive(runs);
+}
+
+// A run drawn alone, smoothed like the means: the raw line faint behind.
+function smoothedRun(trace) {
+  if (!(state.smoothing > 0)) return [trace];
+  return [{...trace, opacity: 0.3, showlegend: false, meta: {...trace.meta, kind: "raw"}},
+          {...trace, y: ema(trace.y, state.smoothing, state.logY)}];
+}
+
+function lossNote(groups) {
+  const over = state.groupBy === "setting" ? "its seeds" : "every run of the group";
+  const line = `${state.logY ? "geometric mean" : "mean"} over ${over}`;
+  if (groups.length > MANY_GROUPS) return `${groups.length} groups: ${line}, lines only; group by optimizer to see bands`;
+  const band = state.band === "ci" ? `95% CI of the ${state.logY ? "geometric mean (on the logs)" : "mean"}` : "min–max";
+  const left = groups.reduce((sum, g) => sum + g.points.reduce((n, p) => n + (p.nonpositive || 0), 0), 0);
+  const out = left ? `; ${left} values ≤ 0 left out of the log scale` : "";
+  return `${line}; band: ${band}${out}; tick runs below to draw them alone`;
+}
+
 async function renderLoss() {
-  const {groups, runs} = state.loss;
+  const {groups, runs, scale} = state.loss;
   if (state.logY === null && groups.some((g) => g.points.length)) {
-    state.logY = allPositive([...seedTraces(groups, state.colors).filter((t) => t.meta.kind === "mean"), ...runs]);
+    state.logY = positive(groups, runs);
     document.getElementById("log-y").checked = state.logY;
   }
-  const traces = [...seedTraces(groups, state.colors, state.logY ? logFloor(groups) : null), ...runs];
-  await draw("loss-chart", traces, baseLayout(AXIS_TITLE[state.x], "loss", {yaxis: {title: {text: "loss"},
-                                                                             type: state.logY ? "log" : "linear"}}));
+  if (state.logY !== null && scale !== (state.logY ? "log" : "linear")) return drawLoss();
+  const options = {smoothing: state.smoothing, logY: Boolean(state.logY), bandName: BAND_NAME[state.band]};
+  const curves = groups.length > MANY_GROUPS
+    ? manyLines(groups, (g) => g.optimizer || "all", state.colors, options)
+    : seedTraces(groups, state.colors, options);
+  document.getElementById("loss-note").textContent = lossNote(groups);
+  await draw("loss-chart", [...curves, ...runs.flatMap(smoothedRun)], baseLayout(AXIS_TITLE[state.x], "loss", {
+    yaxis: {title: {text: "loss"}, type: state.logY ? "log" : "linear"}}));
+}
+
+// What the loss chart may group by: each setting's seeds, the optimizer, an entry (all its sweep
+// points), the batch size, or any parameter of the runs' optimizers.
+function groupingOptions() {
+  const options = [["setting", "optimizer setting (its seeds)"], ["optimizer", "optimizer"]];
+  if (sweptParams().length) options.push(["label", "entry (all its sweep points)"]);
+  options.push(["batch_size", "batch size"]);
+  const keys = new Set(state.comparison.runs.flatMap((run) => Object.keys(run.optimizer.params)));
+  return [...options, ...[...keys].sort().map((key) => [`params.${key}`, key])];
 }
 
 async function drawEvaluations() {
@@ -219,7 +267,20 @@ function wireControls() {
   }
   document.getElementById("log-y").addEventListener("change", (event) => {
     state.logY = event.target.checked;
-    if (state.loss) renderLoss();
+    drawEach(ALL[0]);
+  });
+  const groupBy = document.getElementById("group-by");
+  groupBy.replaceChildren(...groupingOptions().map(([value, name]) => el("option", {value}, name)));
+  groupBy.addEventListener("change", () => { state.groupBy = groupBy.value; drawEach(ALL[0]); });
+  document.getElementById("band").addEventListener("change", (event) => {
+    state.band = event.target.value;
+    drawEach(ALL[0]);
+  });
+  const smoothing = document.getElementById("smoothing");
+  smoothing.addEventListener("input", () => {
+    state.smoothing = Number(smoothing.value);
+    document.getElementById("smoothing-value").textContent = smoothing.value;
+    if (state.loss) drawEach(["loss-chart", renderLoss]);
   });
   document.getElementById("eval-metric").addEventListener("change", () => drawEach(ALL[2]));
   document.getElementById("sensitivity-param").addEventListener("change", () => drawEach(ALL[3]));

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from playwright.sync_api import Browser, Locator, Page, Playwright
+from sqlalchemy import update
 
 from tests.e2e.conftest import Service
 
@@ -44,6 +46,51 @@ IRIS_SWEEP = {
     "seeds": [0, 1, 2],
     "tags": ["web", "sweep"],
 }
+
+
+#: 1,000 runs on one page: two optimizers, each a sweep of 50 learning rates, 10 seeds (100 settings)
+THOUSAND_RUNS = {
+    "name": "1,000 runs",
+    "problem": {"model": {"name": "linear"}, "dataset": {"name": "iris"}, "loss": "cross_entropy"},
+    "training": {"steps": 40, "batch_size": "full"},
+    "optimizers": [
+        {"name": "sgd", "sweep": {"lr": {"log_uniform": [1e-3, 0.4], "n": 50}}},
+        {"name": "adam", "sweep": {"lr": {"log_uniform": [1e-3, 0.4], "n": 50}}},
+    ],
+    "seeds": list(range(10)),
+    "tags": ["web", "thousand"],
+}
+
+
+def store_finished(database_url: str, spec: dict, steps: int) -> str:
+    """A comparison whose runs are stored as trained, without training them: every run's step rows
+    written as a worker writes them (db.bulk.ingest_steps: rows and rollups), then marked succeeded.
+    The losses are gradient descent's on a quadratic, c (1 - 2 lr)^(2t), times a seed's noise: a page
+    test reads their shape, not what an optimizer did. Returns the comparison's id."""
+    from db import comparisons
+    from db.bulk import ingest_steps
+    from db.models import Run
+    from db.session import transaction
+    from engine.spec import ComparisonSpec
+
+    valid = ComparisonSpec.model_validate(spec).model_dump(mode="json")
+    t = np.arange(steps)
+    with transaction(database_url) as session:
+        comparison = comparisons.create_comparison(session, valid, steps)
+        for run in comparison.runs:
+            noise = np.random.default_rng(run.seed).lognormal(0, 0.1, steps)
+            start = 36.0 if run.optimizer_name == "sgd" else 12.0  # the two optimizers' lines apart
+            loss = start * (1 - 2 * run.optimizer_params["lr"]) ** (2 * t) * noise + 1e-12
+            ingest_steps(
+                session, run.id, {"step": t, "loss": loss, "time_s": (t + 1) * 1e-3, "step_time_ms": np.ones(steps)}
+            )
+        session.execute(
+            update(Run)
+            .where(Run.comparison_id == comparison.id)
+            .values(status="succeeded", steps_done=steps, wall_time_s=steps * 1e-3)
+        )
+        comparisons.refresh_comparison(session, comparison.id)
+        return comparison.id
 
 
 def submit(service: Service, spec: dict) -> dict:
