@@ -154,3 +154,24 @@ def test_the_last_run_of_a_round_sends_the_round_task_and_the_sweeper_resends_it
     assert round_messages() == [[comparison_id, 1], [comparison_id, 1]]
     _round(comparison_id, 1)
     assert adaptive_tasks.send_overdue() == 0  # evaluated: no longer due
+
+
+def test_a_rerun_reuses_every_round_and_is_evaluated_round_after_round_in_one_task(use_database, settings_env):
+    settings_env("OPTIBENCH_VECTORIZE", "false")  # runs trained alone: the rerun's plan is the same
+    spec = _spec() | {"reuse": True}
+    first = _create(spec)
+    while not _comparison(first)[0].adaptive["done"]:
+        _train_queued(first)
+        _round(first, _comparison(first)[0].adaptive["round"])
+    parsed = ComparisonSpec.model_validate(spec)
+    with transaction() as session:
+        again = comparisons.create_comparison(
+            session, parsed.model_dump(mode="json"), steps_total(parsed), reuse=True
+        ).id
+    comparison, runs = _comparison(again)
+    assert comparison.status == "running" and all(run.reused_from_id for run in runs)
+    assert _round(again, 1) == 0  # every later round reused too: nothing to train
+    comparison, runs = _comparison(again)
+    assert comparison.status == "succeeded" and comparison.adaptive["done"]
+    assert comparison.adaptive["pairs"] == _comparison(first)[0].adaptive["pairs"]
+    assert len(runs) == len(_comparison(first)[1]) and all(run.status == "succeeded" for run in runs)
