@@ -154,13 +154,21 @@ class Client:
         )
 
     def curves(
-        self, comparison_id: str, metric: str = "loss", x: str = "step", points: int = 1000, band: str = "ci"
+        self,
+        comparison_id: str,
+        metric: str = "loss",
+        x: str = "step",
+        points: int = 1000,
+        band: str = "ci",
+        scale: str = "linear",
+        group_by: str = "setting",
     ) -> dict:
-        """Each optimizer setting's curve aggregated over seeds (docs/curves.md)."""
+        """Each optimizer setting's curve aggregated over seeds, or each group of ``group_by``; ``scale="log"``
+        aggregates the logs (docs/curves.md)."""
         return self._json(
             "GET",
             f"/api/v1/comparisons/{comparison_id}/curves",
-            params={"metric": metric, "x": x, "points": points, "band": band},
+            params={"metric": metric, "x": x, "points": points, "band": band, "scale": scale, "group_by": group_by},
         )
 
     def run_curve(

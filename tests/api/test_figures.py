@@ -190,6 +190,7 @@ def test_a_share_link_reads_its_comparisons_figures_and_nothing_else(client):
 
     for team_path, shared_path, params in [
         ("/curves", "/curves", {"x": "time", "points": 7, "band": "minmax"}),
+        ("/curves", "/curves", {"points": 7, "scale": "log", "group_by": "params.lr"}),
         ("/summary", "/summary", {}),
         ("/surface", "/surface", {"points": 10, "path_points": 9}),
         ("/step-times", "/step-times", {"bins": 5}),

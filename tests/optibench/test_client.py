@@ -246,6 +246,9 @@ def test_summary_curves_and_export_of_a_finished_comparison(client, tmp_path):
     assert summary["paired"][0]["label"] == "sgd" and summary["paired"][0]["n_pairs"] == 2
     curves = client.curves(comparison["id"], points=5)
     assert [len(group["points"]) for group in curves["groups"]] == [5, 5]
+    by_optimizer = client.curves(comparison["id"], points=5, scale="log", group_by="optimizer")
+    assert [(g["label"], len(g["run_ids"])) for g in by_optimizer["groups"]] == [("adam", 2), ("sgd", 2)]
+    assert all(0 < p["lo"] <= p["mean"] <= p["hi"] for g in by_optimizer["groups"] for p in g["points"])
     run = comparison["runs"][0]
     curve = client.run_curve(run["id"], points=STEPS)
     assert curve["raw"] and len(curve["buckets"]) == STEPS
