@@ -3,15 +3,16 @@
 An optimizer says what it is by class attributes, inherited by subclasses and read by the engine (no
 table of names anywhere): how a run builds it (``torch_optimizer``, or ``rule``), whether its members
 may be stacked into an ensemble (``elementwise`` and a ``rule``), what the training loop owes it
-(``full_batch_only``, ``needs_closure``, ``needs_hvp``, ``train_eval_modes``), and how the tests
-exercise it (``test_settings``).
+(``full_batch_only``, ``needs_closure``, ``needs_loss``, ``needs_hvp``, ``train_eval_modes``,
+``param_shapes``), where it comes from (``source``, ``version``, ``family``, ``reference``), whether it can run
+here at all (``unsupported``), and how the tests exercise it (``test_settings``). docs/catalogue.md lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 from pydantic import Field
@@ -31,17 +32,19 @@ class OptimizerParams(Params):
 class TestSettings:
     """How the parametrised tests in tests/engine exercise an optimizer (benchopt's ``test_config``).
 
-    ``params``: its params on each test problem (``parabola``, ``rosenbrock``), where it must at least halve
-    the loss (a problem it has none for: its defaults). ``lands_on_minimum``: with its parabola params it
-    also lands within 1e-4 of the parabola's minimum (a sign method at a constant rate oscillates within lr
-    of it, so it says False). ``steps``: optimizer steps per problem where one step is not one gradient
-    step (L-BFGS); None keeps the problem's own.
+    ``params``: its params on each test problem (``parabola``, ``rosenbrock``; ``matrix`` for an optimizer of
+    2-D parameters only), where it must at least halve the loss (a problem it has none for: its defaults).
+    ``lands_on_minimum``: with its parabola params it also lands within 1e-4 of the parabola's minimum (a sign
+    method at a constant rate oscillates within lr of it, so it says False). ``steps``: optimizer steps per
+    problem where one step is not one gradient step (L-BFGS); None keeps the problem's own. ``exceptions``:
+    problem -> why it is not expected to halve the loss there (it must still run and stay finite).
     """
 
     __test__ = False  # not a pytest class
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     lands_on_minimum: bool = True
     steps: int | None = None
+    exceptions: Mapping[str, str] = field(default_factory=dict)
 
 
 OP = TypeVar("OP", bound=OptimizerParams)
@@ -59,13 +62,27 @@ class Optimizer(Component[OP]):
     elementwise: ClassVar[bool] = False
     #: closure-based optimizers (L-BFGS) re-evaluate the loss, which is only sound on the full batch
     full_batch_only: ClassVar[bool] = False
-    #: step() must be given a closure that re-evaluates the loss (L-BFGS, line searches)
+    #: step() must be given a closure that re-evaluates the loss (L-BFGS, line searches, SAM); without it the
+    #: loop computes the loss and its gradients itself and calls step() with no closure
     needs_closure: ClassVar[bool] = False
+    #: step() uses the loss value: the loop passes a closure that returns the loss it already computed
+    needs_loss: ClassVar[bool] = False
     #: the backward pass must keep its graph (create_graph=True), for Hessian-vector products
     needs_hvp: ClassVar[bool] = False
     #: the optimizer has train and eval modes (schedule-free methods): the loop calls optimizer.train()
     #: before stepping and optimizer.eval() before evaluating or saving
     train_eval_modes: ClassVar[bool] = False
+    #: "matrices": it only takes 2-D parameters (torch's Muon), so a problem with others is refused at submit
+    param_shapes: ClassVar[Literal["any", "matrices"]] = "any"
+    #: why it cannot run here (listed in the catalogue, refused at submit); None: it runs
+    unsupported: ClassVar[str | None] = None
+    #: where the update rule comes from, for the catalogue
+    source: ClassVar[str] = "torch.optim"
+    version: ClassVar[str] = torch.__version__.split("+")[0]
+    family: ClassVar[str] = "adaptive"
+    reference: ClassVar[str] = ""
+    #: the param_groups key holding the rate the step used (recorded as the step's lr)
+    rate_key: ClassVar[str] = "lr"
     #: the parameter a refusal for memory names when the optimizer's state is the largest part; None names it
     size_param: ClassVar[str | None] = None
     test_settings: ClassVar[TestSettings] = TestSettings()
@@ -91,6 +108,29 @@ class Optimizer(Component[OP]):
         if rule is None:
             raise NotImplementedError(f"optimizer {cls.name!r} names neither a torch_optimizer nor a rule")
         return TransformOptimizer(parameters, rule, lr=params.lr)
+
+    @classmethod
+    def backward(cls, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` as the update needs: keeping the graph for Hessian-vector products."""
+        loss.backward(create_graph=cls.needs_hvp)
+
+    @classmethod
+    def update(cls, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One step of ``optimizer`` as this optimizer needs it; ``closure`` zeroes the gradients, computes the
+        loss and backpropagates it with ``backward``. Returns the loss before the update, detached. A step that
+        needs no closure gets none (the loop has the gradients already); one that needs the loss value gets a
+        closure returning it. Where ``needs_hvp``, the caller frees the kept graph after reading the gradients
+        (``optimizer.zero_grad(set_to_none=True)``)."""
+        if cls.needs_closure:
+            # torch's stub has the closure return a float; every torch optimizer returns the closure's own tensor
+            return cast(torch.Tensor, optimizer.step(closure)).detach()  # type: ignore[arg-type]
+        with torch.enable_grad():
+            loss = closure().detach()
+        if cls.needs_loss:
+            optimizer.step(lambda: loss)  # type: ignore[arg-type,return-value]
+        else:
+            optimizer.step()
+        return loss
 
     @classmethod
     def build_groups(cls, groups: list[tuple[list[torch.Tensor], OP]]) -> list[torch.optim.Optimizer]:
