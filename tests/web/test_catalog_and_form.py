@@ -220,6 +220,11 @@ def test_the_json_and_the_form_follow_each_other(page):
     assert p.input_value("#spec-editor") == '{"name": '
     p.click("#submit")
     assert "not valid JSON" in p.inner_text("#editor-errors")
+    # JSON of the wrong shape still draws a form (the server names what is wrong), and a field fixes it
+    p.fill("#spec-editor", '{"problem": 5, "optimizers": [5, null], "training": []}')
+    p.fill("#field-optimizers-0-name", "sgd")
+    p.dispatch_event("#field-optimizers-0-name", "change")
+    assert _editor(p)["optimizers"][0] == {"name": "sgd", "params": {}}
     assert page.problems() == []
 
 
