@@ -70,6 +70,8 @@ METRIC = "final_loss"
 FINISHED = TRAINED_RUN
 #: the leaderboard is ranked again at these fractions of each run's planned steps
 BUDGETS = (0.25, 0.5, 0.75, 1.0)
+#: the fraction of a run's steps whose mean step loss stands for its loss at an early budget
+BUDGET_WINDOW = 0.01
 ENSEMBLE = "ensemble"
 Phase = Literal["chosen", "all"]
 
@@ -139,6 +141,14 @@ class StepFigures:
     min_loss: float | None
 
 
+@dataclass(frozen=True)
+class WindowLoss:
+    #: the mean of the finite step losses in the window
+    mean: float | None
+    rows: int
+    finite: int
+
+
 class RowFigures(Protocol):
     """Per-run figures aggregated from step and eval rows (db.figures.RowFigures reads them in SQL)."""
 
@@ -150,8 +160,8 @@ class RowFigures(Protocol):
     def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
         """Per evaluated run, (val_loss, val_accuracy) of its last evaluation."""
 
-    def losses_at(self, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
-        """Per run, the step loss at each of these steps that it recorded."""
+    def window_losses(self, windows: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, dict[int, WindowLoss]]:
+        """Per run, for each of its windows of steps (first, last) by index, what its step rows hold there."""
 
 
 # --- the leaderboard -----------------------------------------------------------------------------
@@ -317,28 +327,31 @@ def _holm_adjusted(paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return paired
 
 
-def _budget_step(run: Run, fraction: float) -> int:
-    """The step whose loss is the loss after this fraction of the run's planned updates."""
-    return int(fraction * run.steps_total)
+def _budget_window(run: Run, fraction: float) -> tuple[int, int]:
+    """The steps whose losses stand for the loss after this fraction of the run's planned updates: the
+    last BUDGET_WINDOW of the steps up to that point (at least one), as one batch's loss, let alone one
+    example's, is too noisy to rank on."""
+    end = int(fraction * run.steps_total)
+    return max(0, end - max(1, int(BUDGET_WINDOW * run.steps_total)) + 1), end
 
 
 def _budget_key(row: dict[str, Any]) -> tuple[bool, float]:
     return row["n_diverged"] > 0, math.inf if row["mean_loss"] is None else row["mean_loss"]
 
 
-def _budget_row(label: str, runs: list[Run], fraction: float, losses: dict[str, dict[int, float]]) -> dict[str, Any]:
-    """A setting at a fraction of its budget: the mean step loss there over its runs; a run that
-    diverged before then counts as diverged."""
+def _budget_row(label: str, runs: list[Run], index: int, losses: dict[str, dict[int, WindowLoss]]) -> dict[str, Any]:
+    """A setting at one of the early budgets: the mean over its runs of each run's window loss; a run
+    that diverged before the window ended counts as diverged."""
     values, diverged = [], 0
     for run in runs:
-        loss = losses.get(_data_id(run), {}).get(_budget_step(run, fraction))
-        if loss is not None and math.isfinite(loss):
-            values.append(loss)
+        window = losses.get(_data_id(run), {}).get(index)
+        if window is not None and window.mean is not None and window.finite == window.rows:
+            values.append(window.mean)
         elif run.status == RunStatus.DIVERGED:
             diverged += 1
     return {
         "label": label,
-        "step": _budget_step(runs[0], fraction) if runs else None,
+        "step": _budget_window(runs[0], BUDGETS[index])[1] if runs else None,
         "mean_loss": float(np.mean(values)) if values else None,
         "n_finished": len(values) + diverged,
         "n_diverged": diverged,
@@ -347,13 +360,13 @@ def _budget_row(label: str, runs: list[Run], fraction: float, losses: dict[str, 
 
 def _budget_rankings(rows_of: RowFigures, groups: dict[str, list[Run]], rows: list[dict[str, Any]]) -> list[dict]:
     """The ranking at each of BUDGETS by the leaderboard's rule (divergence first, then the mean loss):
-    below 1 on the step loss after that fraction of each run's planned updates, at 1 on the final loss
-    (the leaderboard itself). ``changed``: some setting's rank differs from the previous budget's."""
+    below 1 on the step losses just before that fraction of each run's planned updates, at 1 on the
+    final loss (the leaderboard itself). ``changed``: some setting's rank differs from the previous
+    budget's."""
     finished = {label: [r for r in group if r.status in FINISHED] for label, group in groups.items()}
-    early = BUDGETS[:-1]
-    steps = sorted({_budget_step(r, f) for runs in finished.values() for r in runs for f in early})
-    run_ids = sorted({_data_id(r) for runs in finished.values() for r in runs})
-    losses = rows_of.losses_at(run_ids, steps) if run_ids else {}
+    early = range(len(BUDGETS) - 1)
+    windows = {_data_id(r): [_budget_window(r, BUDGETS[i]) for i in early] for runs in finished.values() for r in runs}
+    losses = rows_of.window_losses(windows) if windows else {}
     final = [
         {
             "label": row["label"],
@@ -364,7 +377,7 @@ def _budget_rankings(rows_of: RowFigures, groups: dict[str, list[Run]], rows: li
         }
         for row in rows
     ]
-    rankings = [[_budget_row(label, runs, f, losses) for label, runs in finished.items()] for f in early] + [final]
+    rankings = [[_budget_row(label, runs, i, losses) for label, runs in finished.items()] for i in early] + [final]
     budgets: list[dict[str, Any]] = []
     for fraction, ranking in zip(BUDGETS, rankings, strict=True):
         ranked = _rank(ranking, _budget_key)

@@ -8,15 +8,16 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Double, and_, case, func, literal, select
+from sqlalchemy import Double, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from analysis.summary import LOSS_FLOOR, StepFigures
+from analysis.summary import LOSS_FLOOR, StepFigures, WindowLoss
 from db.models import Eval, Step
 from db.session import driver_connection
 
@@ -141,15 +142,33 @@ def last_evals(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[floa
     return {run_id: (val_loss, val_accuracy) for run_id, val_loss, val_accuracy in rows}
 
 
-def losses_at(session: Session, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
-    """Per run, its step loss at each of ``steps`` it recorded: one query, primary-key lookups."""
+def window_losses(
+    session: Session, windows: Mapping[str, Sequence[tuple[int, int]]]
+) -> dict[str, dict[int, WindowLoss]]:
+    """Per run, for each of its windows of steps (first, last, inclusive) by index: the mean of its
+    finite losses there, its rows there, and how many are finite. One grouped query, over the
+    primary key's ranges; runs with the same windows share their conditions."""
+    by_windows: dict[tuple[tuple[int, int], ...], list[str]] = defaultdict(list)
+    for run_id, spans in windows.items():
+        by_windows[tuple(spans)].append(run_id)
+    conditions = [
+        (and_(Step.run_id.in_(run_ids), Step.step.between(first, last)), index)
+        for spans, run_ids in by_windows.items()
+        for index, (first, last) in enumerate(spans)
+    ]
+    if not conditions:
+        return {}
+    index = case(*conditions).label("window")
+    finite = Step.loss.between(-_LARGEST, _LARGEST)
     rows = session.execute(
-        select(Step.run_id, Step.step, Step.loss).where(Step.run_id.in_(run_ids), Step.step.in_(steps))
+        select(Step.run_id, index, func.avg(case((finite, Step.loss))), func.count(), func.count(case((finite, 1))))
+        .where(or_(*(condition for condition, _ in conditions)))
+        .group_by(Step.run_id, index)
     )
-    losses: dict[str, dict[int, float]] = {}
-    for run_id, step, loss in rows:
-        losses.setdefault(run_id, {})[step] = loss
-    return losses
+    found: dict[str, dict[int, WindowLoss]] = defaultdict(dict)
+    for run_id, i, mean, count, finite_count in rows:
+        found[run_id][i] = WindowLoss(mean, count, finite_count)
+    return dict(found)
 
 
 @dataclass(frozen=True)
@@ -167,5 +186,5 @@ class RowFigures:
     def last_evals(self, run_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
         return last_evals(self.session, run_ids)
 
-    def losses_at(self, run_ids: Sequence[str], steps: Sequence[int]) -> dict[str, dict[int, float]]:
-        return losses_at(self.session, run_ids, steps)
+    def window_losses(self, windows: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, dict[int, WindowLoss]]:
+        return window_losses(self.session, windows)

@@ -572,3 +572,25 @@ def test_positive_intervals_robust_aggregates_holm_budget_rankings_and_shared_ti
     # the ensemble's members share its wall time, and say so
     assert (rows["sgd"]["timed_together"], rows["adam"]["timed_together"]) == (True, False)
     assert client.get(f"{BASE}/{ids['id']}/summary").json() == body  # the bootstrap is seeded
+
+
+def test_an_early_budget_ranks_on_the_mean_loss_of_its_last_percent_of_steps(client):
+    """400 steps: the 25 % budget reads steps 97 to 100. adam's lucky batch at step 100 does not put
+    it ahead of sgd; rmsprop diverged at step 98, inside the window, so it counts as diverged there."""
+    spec = _spec([{"name": n, "params": {}} for n in ("adam", "sgd", "rmsprop")], [0])
+    with transaction() as session:
+        created = comparisons.create_comparison(session, spec, 400)
+        ids = {run.label: run.id for run in created.runs}
+    adam = [1.0] * 400
+    adam[100] = 0.1
+    _finish(ids["adam"], adam, 0.9)
+    _finish(ids["sgd"], [0.5] * 400, 0.4)
+    _finish(ids["rmsprop"], [0.3] * 98 + [NAN], None, status=DIVERGED)
+
+    quarter = client.get(f"{BASE}/{created.id}/summary").json()["budgets"][0]
+    assert [(r["label"], r["step"], r["rank"], r["n_diverged"]) for r in quarter["rows"]] == [
+        ("sgd", 100, 1, 0),
+        ("adam", 100, 2, 0),
+        ("rmsprop", 100, 3, 1),
+    ]
+    assert quarter["rows"][1]["mean_loss"] == pytest.approx(np.mean(adam[97:101]))
