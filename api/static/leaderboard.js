@@ -103,7 +103,7 @@ async function drawLeaderboard() {
     el("p", {class: "muted small", id: "budget-note"}, summary.ranking_changes
       ? "The ranking changes between budgets (↕): which optimizer wins depends on how long it trains."
       : "The ranking is the same at every budget.",
-      " Rank (mean loss): the step loss below 100 %, the final loss at 100 %."),
+      " Rank (mean loss): below 100 %, the step losses of the last 1 % of steps before the budget; at 100 %, the final loss."),
     budgetTable(summary));
   box.replaceChildren(...parts);
 }
