@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from engine import groups
+from engine import groups, sizing
 from engine.identity import run_config_hash
 from engine.models import Model
 from engine.optimizers import Optimizer
@@ -29,6 +29,7 @@ from engine.vectorized import can_vectorize
 CPU = torch.device("cpu")
 MLP = {"model": {"name": "mlp", "params": {"hidden": [8, 8], "activation": "tanh"}}, "dataset": {"name": "iris"}}
 PROBLEM = {**MLP, "loss": "cross_entropy"}
+REST = {"select": "rest"}
 MUON_ADAMW = {
     "name": "adamw",
     "params": {"lr": 0.01, "weight_decay": 0.05},
@@ -457,3 +458,11 @@ def test_a_schedule_free_optimizer_takes_only_a_constant_rate_with_or_without_wa
     }
     [(where, why)] = errors([grouped])
     assert where == ("optimizers", 0, "schedule") and "'pytorch_optimizer.schedulefreeadamw' is schedule-free" in why
+
+
+def test_the_memory_estimate_counts_the_largest_state_among_the_groups_optimizers() -> None:
+    plain = make_spec([{"name": "sgd"}])
+    grouped = make_spec([{"name": "sgd", "groups": [{"select": "biases", "optimizer": {"name": "adam"}}, REST]}])
+    n_params = sizing.parameter_count(plain)
+    assert sizing.estimate(plain).parts["optimizer state"] == 0  # plain SGD keeps nothing
+    assert sizing.estimate(grouped).parts["optimizer state"] == 2 * n_params * 8  # Adam's two moments, float64
