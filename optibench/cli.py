@@ -493,7 +493,34 @@ def _leaderboard_tables(summary: dict) -> list[Table]:
         tables.append(paired)
     if summary["budgets"] and any(row["n_finished"] for row in summary["rows"]):
         tables.append(_budget_table(summary))
+    if summary.get("adaptive") and summary["adaptive"]["pairs"]:
+        tables.append(_adaptive_table(summary["adaptive"]))
     return tables
+
+
+def _adaptive_table(adaptive: dict) -> Table:
+    """Adaptive seeding's decision per pair: the seeds it took, its repeated interval, and |t| against the
+    boundary of its deciding (or last) look (docs/statistics.md)."""
+    state = "done" if adaptive["done"] else f"round {adaptive['round']}"
+    if adaptive["stopped"]:
+        state += f", stopped by a {adaptive['stopped']} run"
+    table = Table(
+        title=f"adaptive seeding ({state}): against {adaptive['baseline']}, "
+        f"alpha {_number(adaptive['alpha_per_pair'])} per pair (Bonferroni)"
+    )
+    for header in ("label", "decision", "seeds", r"mean difference \[repeated CI]", "|t| / boundary"):
+        table.add_column(header, justify="right" if header in ("seeds", "|t| / boundary") else "left")
+    for pair in adaptive["pairs"]:
+        statistic = pair["statistic"]
+        table.add_row(
+            pair["label"],
+            pair["decision"] + (f" ({pair['reason']})" if pair["reason"] else ""),
+            str(pair["seeds"]),
+            _interval(pair["mean_diff"], pair["ci_low"], pair["ci_high"])
+            + (f" ({pair['scale']})" if pair["scale"] else ""),
+            "-" if statistic is None else f"{_number(abs(statistic))} / {_number(pair['boundary'])}",
+        )
+    return table
 
 
 def _load_spec(path: Path) -> dict:

@@ -4,8 +4,12 @@ evaluated by a real Celery worker, its decisions read back from the comparison a
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+from rich.console import Console
+
+from optibench.cli import _leaderboard_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +79,12 @@ def test_a_clearly_better_optimizer_stops_before_max(service):
     with service.client as client:
         page = client.get(f"/comparisons/{done['id']}").text
     assert "Adaptive seeding" in page and "<td>fast</td><td>better</td>" in page
+    console = Console(record=True, width=200)
+    for table in _leaderboard_tables(summary):
+        console.print(table)
+    text = console.export_text()
+    assert "adaptive seeding (done): against slow" in text
+    assert re.search(rf"│ fast\s*│ better\s*│\s*{pair['seeds']} │", text), text
 
 
 def test_the_same_optimizer_twice_is_equivalent(service):
