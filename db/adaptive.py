@@ -22,7 +22,7 @@ from analysis.sequential import Design, PairDecision, decide_pair
 from db.comparisons import _add_runs, refresh_comparison
 from db.models import SUCCEEDED, TERMINAL, Comparison, Run
 from engine.spec import Adaptive
-from engine.sweeps import RunConfig, adaptive_seeds
+from engine.sweeps import RunConfig, adaptive_seeds, expand
 from optibench.status import RunStatus
 
 #: exp() of more overflows a float: no ratio is shown (the interval on the log scale still is)
@@ -68,6 +68,21 @@ def _loss(run: Run) -> float | None:
     return run.final_loss if run.status == SUCCEEDED else None
 
 
+def pair_design(spec: dict[str, Any], pairs: int) -> Design:
+    """Each pair's design, at the spec's alpha over ``pairs`` pairs. The first use of a design in a process
+    calibrates it (seconds at worst): the round task asks before it takes the comparison's lock."""
+    adaptive = adaptive_seeds(spec)
+    assert adaptive is not None
+    margin = Adaptive.model_validate(adaptive).margin
+    alpha = adaptive["alpha"] / max(1, pairs)
+    return Design.of(adaptive["min"], adaptive["max"], adaptive["round"], alpha, adaptive["spending"], margin)
+
+
+def settings_count(spec: dict[str, Any]) -> int:
+    """The comparison's optimizer settings (run labels), from the spec alone."""
+    return len({config.label for config in expand(spec)})
+
+
 def evaluate(spec: dict[str, Any], runs: Sequence[Run]) -> tuple[str, float, list[dict[str, Any]]]:
     """Every pair's decision from the runs as they are: (baseline label, alpha per pair, pairs). Pairs are
     Bonferroni-corrected: each is tested at alpha / (number of pairs)."""
@@ -78,10 +93,8 @@ def evaluate(spec: dict[str, Any], runs: Sequence[Run]) -> tuple[str, float, lis
     for run in runs:
         by_label.setdefault(run.label, {})[run.seed] = run
     labels = [label for label in by_label if label != baseline]
-    alpha = adaptive["alpha"] / max(1, len(labels))
-    scale = adaptive["scale"]
-    margin = Adaptive.model_validate(adaptive).margin
-    design = Design.of(adaptive["min"], adaptive["max"], adaptive["round"], alpha, adaptive["spending"], margin)
+    design = pair_design(spec, len(labels))
+    alpha, scale = design.alpha, adaptive["scale"]
     base = by_label[baseline]
     pairs = []
     for label in labels:

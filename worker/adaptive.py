@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from db import adaptive, leases
-from db.models import utcnow
+from db.models import Comparison, utcnow
 from db.session import transaction
 from engine.identity import device_kind
 from optibench.settings import get_settings
@@ -21,6 +23,11 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=ADAPTIVE_TASK)
 def adaptive_round(comparison_id: str, round_: int) -> int:
     """Evaluate round ``round_`` of the comparison and publish the runs it adds; returns how many."""
+    with transaction() as session:
+        spec = session.scalar(select(Comparison.spec).where(Comparison.id == comparison_id))
+    if spec is None:
+        return 0
+    adaptive.pair_design(spec, adaptive.settings_count(spec) - 1)  # calibrated now, not under the lock
     with transaction() as session:
         added = adaptive.next_round(session, comparison_id, round_)
     if added:
