@@ -1,11 +1,11 @@
-"""The catalogue: every registered component with its parameters, and the lr schedules."""
+"""The catalogue: every registered component with its parameters, the lr schedules and the group selectors."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from engine import registry, schedules
+from engine import groups, registry, schedules
 from engine.optimizers import Optimizer
 
 PLURAL = {
@@ -67,4 +67,7 @@ def catalog() -> dict[str, list[dict]]:
         for kind in registry.KINDS
     }
     found["schedules"] = schedules.describe()
+    found["selectors"] = [{"name": name, "description": text} for name, text in groups.SELECTORS.items()] + [
+        {"name": f"{groups.GLOB}<glob>", "description": "parameters whose name matches the glob (name:0.*)"}
+    ]
     return found

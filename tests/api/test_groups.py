@@ -113,3 +113,12 @@ def test_muon_and_adamw_as_one_entry_trains_to_the_plain_loops_steps(client, pub
     np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-12, atol=0)
     np.testing.assert_allclose([s["lr"] for s in steps], lrs, rtol=1e-12, atol=0)
     assert client.get(f"/api/v1/runs/{run['id']}").json()["final_loss"] == pytest.approx(final, rel=1e-12)
+
+
+def test_the_catalogue_lists_the_selectors_and_the_schedules(client) -> None:
+    catalog = client.get("/api/v1/catalog").json()
+    selectors = [s["name"] for s in catalog["selectors"]]
+    assert selectors == ["hidden_matrices", "biases", "norms", "embeddings", "head", "rest", "name:<glob>"]
+    assert all(s["description"] for s in catalog["selectors"])
+    schedules = {s["name"] for s in catalog["schedules"]}
+    assert schedules >= {"linear", "inverse_sqrt", "wsd", "one_cycle"}
