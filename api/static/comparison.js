@@ -10,7 +10,7 @@ const CURVE_POINTS = 500;
 // beyond this many groups the loss chart draws lines only (no bands, one trace per colour)
 const MANY_GROUPS = 30;
 const BAND_NAME = {ci: "95% CI", minmax: "min–max"};
-const state = {comparison: PAGE.comparison, x: "step", logY: null, shown: new Set(), groupBy: "setting", band: "ci",
+const state = {comparison: PAGE.comparison, x: "step", logY: null, positive: null, shown: new Set(), groupBy: "setting", band: "ci",
                smoothing: 0, colors: new Colors(PAGE.comparison.runs.map((run) => run.label))};
 
 // Points per curve: fewer as runs grow, so the server's buckets (runs × points) and the page's stay bounded.
@@ -54,10 +54,16 @@ function runName(runId) {
   return run ? `${run.label} seed ${run.seed}` : runId;
 }
 
-// On a log y axis the server aggregates the logs (scale=log): the line is the geometric mean and the
-// band exp(mean ∓ t·s) of the logs, never below zero. Log y is the default when every value is positive.
+// While every value is positive (a loss) the server aggregates the logs (scale=log), on either axis: the
+// line is the geometric mean and the band exp(mean ∓ t·s) of the logs, never below zero. With a value
+// <= 0 the linear mean and band, unless log y is asked for (the values <= 0 are then left out, counted).
+// Log y is the default when every value is positive.
+function lossScale() {
+  return state.positive === false && !state.logY ? "linear" : "log";
+}
+
 async function drawLoss() {
-  const scale = state.logY === false ? "linear" : "log";
+  const scale = lossScale();
   const query = new URLSearchParams({x: state.x, band: state.band, points: curvePoints(), scale, group_by: state.groupBy});
   const curves = await api(`${PAGE.api}/curves?${query}`);
   const runs = [];
@@ -82,11 +88,11 @@ function smoothedRun(trace) {
           {...trace, y: ema(trace.y, state.smoothing, state.logY)}];
 }
 
-function lossNote(groups) {
+function lossNote(groups, scale) {
   const over = state.groupBy === "setting" ? "its seeds" : "every run of the group";
-  const line = `${state.logY ? "geometric mean" : "mean"} over ${over}`;
+  const line = `${scale === "log" ? "geometric mean" : "mean"} over ${over}`;
   if (groups.length > MANY_GROUPS) return `${groups.length} groups: ${line}, lines only; group by optimizer to see bands`;
-  const band = state.band === "ci" ? `95% CI of the ${state.logY ? "geometric mean (on the logs)" : "mean"}` : "min–max";
+  const band = state.band === "ci" ? `95% CI of the ${scale === "log" ? "geometric mean (on the logs)" : "mean"}` : "min–max";
   const left = groups.reduce((sum, g) => sum + g.points.reduce((n, p) => n + (p.nonpositive || 0), 0), 0);
   const out = left ? `; ${left} values ≤ 0 left out of the log scale` : "";
   return `${line}; band: ${band}${out}; tick runs below to draw them alone`;
@@ -94,16 +100,16 @@ function lossNote(groups) {
 
 async function renderLoss() {
   const {groups, runs, scale} = state.loss;
-  if (state.logY === null && groups.some((g) => g.points.length)) {
-    state.logY = positive(groups, runs);
-    document.getElementById("log-y").checked = state.logY;
+  if (state.positive === null && scale === "log" && groups.some((g) => g.points.length)) {
+    state.positive = positive(groups, runs);
+    if (state.logY === null) document.getElementById("log-y").checked = state.logY = state.positive;
   }
-  if (state.logY !== null && scale !== (state.logY ? "log" : "linear")) return drawLoss();
+  if (scale !== lossScale()) return drawLoss();
   const options = {smoothing: state.smoothing, logY: Boolean(state.logY), bandName: BAND_NAME[state.band]};
   const curves = groups.length > MANY_GROUPS
     ? manyLines(groups, (g) => g.optimizer || "all", state.colors, options)
     : seedTraces(groups, state.colors, options);
-  document.getElementById("loss-note").textContent = lossNote(groups);
+  document.getElementById("loss-note").textContent = lossNote(groups, scale);
   await draw("loss-chart", [...curves, ...runs.flatMap(smoothedRun)], baseLayout(AXIS_TITLE[state.x], "loss", {
     yaxis: {title: {text: "loss"}, type: state.logY ? "log" : "linear"}}));
 }
@@ -267,7 +273,7 @@ function wireControls() {
   }
   document.getElementById("log-y").addEventListener("change", (event) => {
     state.logY = event.target.checked;
-    drawEach(ALL[0]);
+    drawEach(state.loss ? ["loss-chart", renderLoss] : ALL[0]);
   });
   const groupBy = document.getElementById("group-by");
   groupBy.replaceChildren(...groupingOptions().map(([value, name]) => el("option", {value}, name)));

@@ -79,6 +79,13 @@ def test_the_log_axis_band_of_the_mlp_example_is_above_zero_and_inside_the_plot(
     assert placed["fills"], "no band was drawn"
     assert all(0 <= y <= placed["height"] for y in placed["edges"])
     assert all(-0.5 <= top and bottom <= placed["height"] + 0.5 for top, bottom in placed["fills"])
+
+    # on a linear axis too, a positive loss keeps the log-space band: the same values, above zero
+    p.click("#log-y")
+    wait_drawn(p, "loss-chart", 2)
+    assert p.evaluate("document.getElementById('loss-chart').layout.yaxis.type") == "linear"
+    assert [t["y"] for t in chart(p)] == [t["y"] for t in drawn]
+    assert p.inner_text("#loss-note").startswith("geometric mean over its seeds")
     assert page.problems() == []
 
 
