@@ -156,10 +156,6 @@ def next_round(session: Session, comparison_id: str, round_: int) -> int:
             "pairs": pairs,
         }
         comparison.adaptive_due_at = None
-        if not undecided or not new_seeds:
-            comparison.adaptive = {**state, "done": True}
-            refresh_comparison(session, comparison_id)
-            return added
         first: dict[str, Run] = {}
         for run in runs:
             first.setdefault(run.label, run)
@@ -171,6 +167,10 @@ def next_round(session: Session, comparison_id: str, round_: int) -> int:
             for seed in new_seeds
             if seed not in seeds_of[label]
         ]
+        if not configs:  # every pair decided or at max (no seed left to add, whatever the runs)
+            comparison.adaptive = {**state, "done": True}
+            refresh_comparison(session, comparison_id)
+            return added
         comparison.adaptive = {**state, "round": round_ + 1}
         _add_runs(
             session,
