@@ -146,28 +146,23 @@ def window_losses(
     session: Session, windows: Mapping[str, Sequence[tuple[int, int]]]
 ) -> dict[str, dict[int, WindowLoss]]:
     """Per run, for each of its windows of steps (first, last, inclusive) by index: the mean of its
-    finite losses there, its rows there, and how many are finite. One grouped query, over the
-    primary key's ranges; runs with the same windows share their conditions."""
+    finite losses there, its rows there, and how many are finite. One grouped query over the primary
+    key's ranges per set of windows (runs of the same length share theirs: one query in most comparisons)."""
     by_windows: dict[tuple[tuple[int, int], ...], list[str]] = defaultdict(list)
     for run_id, spans in windows.items():
         by_windows[tuple(spans)].append(run_id)
-    conditions = [
-        (and_(Step.run_id.in_(run_ids), Step.step.between(first, last)), index)
-        for spans, run_ids in by_windows.items()
-        for index, (first, last) in enumerate(spans)
-    ]
-    if not conditions:
-        return {}
-    index = case(*conditions).label("window")
     finite = Step.loss.between(-_LARGEST, _LARGEST)
-    rows = session.execute(
-        select(Step.run_id, index, func.avg(case((finite, Step.loss))), func.count(), func.count(case((finite, 1))))
-        .where(or_(*(condition for condition, _ in conditions)))
-        .group_by(Step.run_id, index)
-    )
     found: dict[str, dict[int, WindowLoss]] = defaultdict(dict)
-    for run_id, i, mean, count, finite_count in rows:
-        found[run_id][i] = WindowLoss(mean, count, finite_count)
+    for spans, run_ids in by_windows.items():
+        inside = [Step.step.between(first, last) for first, last in spans]
+        index = case(*((condition, i) for i, condition in enumerate(inside))).label("window")
+        rows = session.execute(
+            select(Step.run_id, index, func.avg(case((finite, Step.loss))), func.count(), func.count(case((finite, 1))))
+            .where(Step.run_id.in_(run_ids), or_(*inside))
+            .group_by(Step.run_id, index)
+        )
+        for run_id, i, mean, count, finite_count in rows:
+            found[run_id][i] = WindowLoss(mean, count, finite_count)
     return dict(found)
 
 

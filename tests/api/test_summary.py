@@ -575,11 +575,12 @@ def test_positive_intervals_robust_aggregates_holm_budget_rankings_and_shared_ti
 
 
 def test_an_early_budget_ranks_on_the_mean_loss_of_its_last_percent_of_steps(client):
-    """400 steps: the 25 % budget reads steps 97 to 100. adam's lucky batch at step 100 does not put
-    it ahead of sgd; rmsprop diverged at step 98, inside the window, so it counts as diverged there."""
+    """adam and sgd plan 400 steps: the 25 % budget reads steps 97 to 100, and adam's lucky batch at
+    step 100 does not put it ahead of sgd. rmsprop plans 200 (steps 49 and 50 at 25 %, 99 and 100 at
+    50 %) and diverges at step 98: it leads at 25 % and counts as diverged at 50 %."""
     spec = _spec([{"name": n, "params": {}} for n in ("adam", "sgd", "rmsprop")], [0])
     with transaction() as session:
-        created = comparisons.create_comparison(session, spec, 400)
+        created = comparisons.create_comparison(session, spec, [400, 400, 200])
         ids = {run.label: run.id for run in created.runs}
     adam = [1.0] * 400
     adam[100] = 0.1
@@ -587,10 +588,15 @@ def test_an_early_budget_ranks_on_the_mean_loss_of_its_last_percent_of_steps(cli
     _finish(ids["sgd"], [0.5] * 400, 0.4)
     _finish(ids["rmsprop"], [0.3] * 98 + [NAN], None, status=DIVERGED)
 
-    quarter = client.get(f"{BASE}/{created.id}/summary").json()["budgets"][0]
+    quarter, half = client.get(f"{BASE}/{created.id}/summary").json()["budgets"][:2]
     assert [(r["label"], r["step"], r["rank"], r["n_diverged"]) for r in quarter["rows"]] == [
-        ("sgd", 100, 1, 0),
-        ("adam", 100, 2, 0),
+        ("rmsprop", 50, 1, 0),
+        ("sgd", 100, 2, 0),
+        ("adam", 100, 3, 0),
+    ]
+    assert [r["mean_loss"] for r in quarter["rows"]] == pytest.approx([0.3, 0.5, np.mean(adam[97:101])])
+    assert [(r["label"], r["step"], r["rank"], r["n_diverged"]) for r in half["rows"]] == [
+        ("sgd", 200, 1, 0),
+        ("adam", 200, 2, 0),
         ("rmsprop", 100, 3, 1),
     ]
-    assert quarter["rows"][1]["mean_loss"] == pytest.approx(np.mean(adam[97:101]))
