@@ -22,7 +22,7 @@ from engine.optimizers import Optimizer
 from engine.problem import BatchPlan, build_problem, steps_total
 from engine.recorder import StepBatch
 from engine.registry import NoParams
-from engine.spec import ComparisonSpec
+from engine.spec import ComparisonSpec, with_run_params
 from engine.training import build_optimizers, train
 from engine.vectorized import can_vectorize
 
@@ -466,3 +466,21 @@ def test_the_memory_estimate_counts_the_largest_state_among_the_groups_optimizer
     n_params = sizing.parameter_count(plain)
     assert sizing.estimate(plain).parts["optimizer state"] == 0  # plain SGD keeps nothing
     assert sizing.estimate(grouped).parts["optimizer state"] == 2 * n_params * 8  # Adam's two moments, float64
+
+
+def test_a_swept_runs_params_reach_the_groups_that_inherit_them() -> None:
+    entry = {
+        "name": "adamw",
+        "sweep": {"lr": [0.01, 0.03]},
+        "groups": [
+            {"select": "biases", "params": {"weight_decay": 0}},
+            {"select": "name:4.weight", "params": {"lr": 0.5}},
+            REST,
+        ],
+    }
+    spec = make_spec([entry])
+    assert [r for r in spec.optimizers[0].settings] == [{"lr": 0.01}, {"lr": 0.03}]
+    run = with_run_params(spec, 0, {**spec.optimizers[0].params, "lr": 0.03})
+    module = build_problem(spec.problem, CPU, torch.float64).make_module(0)
+    [adamw] = build_optimizers(run.problem, run.optimizers[0], module)
+    assert [(g["lr"], g["weight_decay"]) for g in adamw.param_groups] == [(0.03, 0.0), (0.5, 0.01), (0.03, 0.01)]
