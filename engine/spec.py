@@ -165,6 +165,10 @@ class GroupOptimizer(ComponentRef):
     @property
     def component(self) -> type[Optimizer[Any]]:
         return Optimizer.registered(self.name)
+    @property
+    def typed_params(self) -> OptimizerParams:
+        return self.component.Params.model_validate(self.params)
+
 
 
 class ParamGroup(_Strict):
@@ -328,9 +332,7 @@ class OptimizerEntry(ComponentRef):
         found: list[tuple[type[Optimizer[Any]], OptimizerParams]] = []
         for group in self.groups:
             if group.optimizer is not None:
-                found.append(
-                    (group.optimizer.component, group.optimizer.component.Params.model_validate(group.optimizer.params))
-                )
+                found.append((group.optimizer.component, group.optimizer.typed_params))
             else:
                 found.append((self.component, self.component.Params.model_validate({**self.params, **group.params})))
         return found
@@ -709,6 +711,26 @@ class ComparisonSpec(_Strict):
                     )
                 if labels.setdefault(label, i) != i:
                     raise spec_error(
+    def _check_shapes(self, i: int, entry: OptimizerEntry) -> None:
+        """An optimizer of matrices only (torch's Muon) without groups takes every parameter: all must be 2-D."""
+        if entry.groups or entry.component.param_shapes != "matrices":
+            return
+        if self.problem.is_function:
+            others = f"a function problem's x, of {len(self.problem.start)} coordinates"
+        else:
+            dataset, model = self.problem.dataset_ref, self.problem.model_ref
+            shape = dataset.component.shape(dataset.typed_params)
+            found = groups.of_model(model.component, model.typed_params, shape.sample_shape, shape.n_outputs)
+            others = ", ".join(p.describe() for p in found if len(p.shape) != 2)
+        if others:
+            raise spec_error(
+                ("optimizers", i, "name"),
+                f"'{entry.name}' only takes matrices (2-D parameters), but this problem has {others}: give it the "
+                "hidden matrices with groups ([{'select': 'hidden_matrices'}, {'select': 'rest', "
+                "'optimizer': {'name': 'adamw'}}], docs/groups.md)",
+                entry.name,
+            )
+
                         ("optimizers", i, "label"),
                         f"run label '{label}' is also a run label of "
                         f"optimizers.{labels[label]}; labels must be distinct",
