@@ -170,10 +170,15 @@ def where_it_pays(
         }
 
 
+#: a library optimizer without a rule: its ensemble steps the library's own Lion once over all members (stacked_params)
+LIBRARY_OPTIMIZER = "pytorch_optimizer.lion"
+
+
 def run() -> Iterator[Result]:
-    """The two targets of `make bench`; the MLP one counts on a GPU only."""
-    sweep = lr_sweep()
-    yield _result(sweep, "vectorized vs sequential, CPU")
+    """The targets of `make bench`: the lr sweep by a rule (Adam) and by a library's optimizer (Lion), and the
+    MLPs, which count on a GPU only."""
+    yield _result(lr_sweep(), "vectorized vs sequential, CPU")
+    yield _result(lr_sweep(optimizer=LIBRARY_OPTIMIZER), "vectorized vs sequential, CPU, the library's own step")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         yield _result(small_mlps(device), f"vectorized vs sequential, {device.upper()}")

@@ -3,10 +3,12 @@
 Runs that share the problem, the optimizer and the batch size (a learning-rate sweep × seeds, say) become
 the members of an ensemble. Each member's module is built exactly as ``train`` builds it for its seed; the
 members' parameters are stacked (``torch.func.stack_module_state``) into one ``[M, P]`` tensor, the forward
-pass is ``functional_call`` under ``vmap`` on a stacked batch (each seed keeps its own batch order), and the
+pass is ``functional_call`` under ``vmap`` on a stacked batch (each seed keeps its own batch order). The
 update is one rule over the stacked state with per-member hyperparameter tensors of shape ``[M, 1]``, each
-line the same arithmetic as torch.optim's, in torch.optim's order. A step costs one pass of Python for all
-M members instead of M passes, which is where the time goes for small runs.
+line the same arithmetic as torch.optim's, in torch.optim's order, where the optimizer has a rule; otherwise
+(torch.optim's own classes, a library's) each member's own torch optimizer updates its rows, one parameter
+group per member in one optimizer. A step costs one pass of Python for all M members instead of M passes,
+which is where the time goes for small runs.
 
 Each member's sink receives the rows ``train`` would send it. Its ``time_s`` and ``step_time_ms`` are the
 ensemble's: the members share every step, so per-member timing is the ensemble's timing. A member whose loss
@@ -17,6 +19,7 @@ to resume from trains alone. See docs/vectorized.md for where vectorizing pays.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from engine.problem import (
     train_size,
 )
 from engine.recorder import StepBatch, StepRecorder
-from engine.schedules import Schedule
+from engine.schedules import Constant, Schedule
 from engine.spec import ComparisonSpec
 from engine.training import DTYPES, FlushSink, RunOutcome, Stepper, Track, run_loop
 from engine.transforms import GradientTransformation
@@ -124,18 +127,17 @@ def _hyperparams(spec: ComparisonSpec, member: Member) -> OptimizerParams:
 
 def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
     """Whether runs of this optimizer entry can join an ensemble, and if not, why: by the capabilities the
-    optimizer and the model or function declare."""
+    optimizer and the model or function declare. An elementwise optimizer without a rule ensembles through
+    its members' own torch optimizers (``_OwnOptimizers``)."""
     entry = spec.optimizers[entry_index]
     optimizer = entry.component
     if entry.groups:
         return Eligibility(False, "an entry with parameter groups trains alone")
-    if optimizer.rule(entry.typed_params) is None:
-        return Eligibility(False, f"optimizer '{entry.name}' has no vectorized update rule (only torch.optim's)")
     if not optimizer.elementwise:
         return Eligibility(False, f"optimizer '{entry.name}' is not elementwise, so its members cannot be stacked")
     needs = [
         need
-        for need in ("full_batch_only", "needs_closure", "needs_hvp", "train_eval_modes")
+        for need in ("full_batch_only", "needs_closure", "needs_loss", "needs_hvp", "train_eval_modes")
         if getattr(optimizer, need)
     ]
     if needs:
@@ -304,27 +306,251 @@ class _Ensemble:
         return torch.cat([g.flatten(1) for g in grads], dim=1) if len(grads) > 1 else grads[0].flatten(1)
 
 
+class _RuleUpdate:
+    """The members' shared rule over the stacked state, its per-step scalars computed on the host."""
+
+    def __init__(self, ensemble: _Ensemble, update: Update, scalars: _StepScalars) -> None:
+        self.ensemble, self.update, self.scalars = ensemble, update, scalars
+
+    def apply(self, step: int, grad: Tensor) -> np.ndarray:
+        ensemble = self.ensemble
+        rates, step_scalars = self.scalars.at(step)
+        self.update.apply(ensemble.flat, grad, ensemble.state, {**ensemble.hyper, **step_scalars}, step + 1)
+        return rates
+
+    def keep(self, rows: Sequence[int], modules: Sequence[torch.nn.Module]) -> None:
+        self.scalars.keep(np.array(rows))
+
+
+@functools.cache
+def _base_attributes() -> frozenset[str]:
+    """What every torch optimizer's instance holds (its groups, state, defaults, hooks)."""
+    return frozenset(vars(torch.optim.Optimizer([torch.zeros(1, requires_grad=True)], {})))
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _sharing_key(optimizer: torch.optim.Optimizer, params: OptimizerParams) -> tuple | None:
+    """Members whose optimizers have equal keys may share one optimizer, one parameter group each: its class,
+    the params its groups do not hold, and what it keeps on the instance (a library may keep ``maximize``
+    there). None where it keeps anything but plain values (a list per group, say): it stays alone."""
+    group = optimizer.param_groups[0]
+    held = [(name, value) for name, value in params.model_dump().items() if name not in group]
+    extra = [(name, value) for name, value in vars(optimizer).items() if name not in _base_attributes()]
+    if not all(isinstance(value, _SCALARS) for _, value in extra):
+        return None
+    return type(optimizer), repr(held), tuple(extra)
+
+
+class _OwnOptimizers:
+    """Each member's own torch optimizer, built by its ``build`` on its module's parameters exactly as ``train``
+    builds it. The modules' parameters are views of their rows of the stacked tensor, so the optimizer's
+    in-place update is the ensemble's; each step hands every parameter its view of the stacked gradient.
+    Members whose optimizers differ only in their parameter groups (a learning-rate sweep) share one optimizer
+    with one group each: its step updates each group with the class's own code, as it would alone, for one
+    Python call instead of M; a member configured otherwise beyond its groups keeps an optimizer of its own."""
+
+    def __init__(
+        self,
+        ensemble: _Ensemble,
+        components: Sequence[Any],
+        hypers: Sequence[OptimizerParams],
+        modules: Sequence[torch.nn.Module],
+        schedules: Sequence[Schedule],
+        total_steps: int,
+    ) -> None:
+        self.ensemble, self.total_steps = ensemble, total_steps
+        self._schedules(schedules)
+        self.rate_keys = [component.rate_key for component in components]
+        self.params: list[list[torch.nn.Parameter]] = []
+        self.groups: list[list[dict[str, Any]]] = []
+        self.lrs: list[list[float]] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
+        hosts: dict[tuple, torch.optim.Optimizer] = {}
+        for component, hyper, module in zip(components, hypers, modules):
+            params = [p for p in module.parameters() if p.requires_grad]
+            optimizer = component.build(params, hyper)
+            self.params.append(params)
+            self.groups.append(list(optimizer.param_groups))
+            self.lrs.append([group["lr"] for group in optimizer.param_groups])
+            key = _sharing_key(optimizer, hyper)
+            host = None if key is None else hosts.get(key)
+            if host is None:
+                self.optimizers.append(optimizer)
+                if key is not None:
+                    hosts[key] = optimizer
+            else:
+                host.param_groups.extend(optimizer.param_groups)
+                host.state.update(optimizer.state)
+        self._views(modules)
+        self.checked = False
+
+    def _schedules(self, schedules: Sequence[Schedule]) -> None:
+        """The distinct schedules that are not constant, and each member's among them (None: constant)."""
+        self.schedules = list(schedules)
+        self.varying = [s for s in dict.fromkeys(schedules) if s != Constant()]
+        self.which = [self.varying.index(s) if s in self.varying else None for s in schedules]
+
+    def _views(self, modules: Sequence[torch.nn.Module]) -> None:
+        """Each member's parameters' views of their rows of the stacked gradient."""
+        self.grad = torch.empty_like(self.ensemble.flat)
+        where = {name: (offset, shape) for name, offset, shape in self.ensemble.layout}
+        self.grad_views = [
+            [
+                self.grad[row, where[name][0] : where[name][0] + math.prod(where[name][1])].view(where[name][1])
+                for name, p in module.named_parameters()
+                if p.requires_grad
+            ]
+            for row, module in enumerate(modules)
+        ]
+
+    def apply(self, step: int, grad: Tensor) -> np.ndarray:
+        self.grad.copy_(grad)
+        for params, views in zip(self.params, self.grad_views):
+            for param, view in zip(params, views):
+                param.grad = view
+        # as ModuleStepper: a scheduled member's every group gets its own lr times the schedule's factor
+        if self.varying:
+            factors = [s.factor(step, self.total_steps) for s in self.varying]
+            for lrs, which, groups in zip(self.lrs, self.which, self.groups):
+                if which is not None:
+                    for group, lr in zip(groups, lrs):
+                        group["lr"] = lr * factors[which]
+        for optimizer in self.optimizers:
+            optimizer.step()
+        if not self.checked:
+            self._check_aliasing()
+        return np.array([float(groups[0][key]) for groups, key in zip(self.groups, self.rate_keys)], dtype=np.float64)
+
+    def _check_aliasing(self) -> None:
+        """An optimizer that replaced a parameter's tensor (``p.data = ...``) would update a copy the ensemble
+        never reads: refuse it at once rather than train it wrong."""
+        flat = self.ensemble.flat
+        for row, params in enumerate(self.params):
+            base = flat[row].data_ptr()
+            if any(not base <= p.data_ptr() < base + flat.shape[1] * flat.element_size() for p in params):
+                raise RuntimeError(
+                    "the optimizer replaced a parameter's tensor, so its runs cannot train as an ensemble"
+                )
+        self.checked = True
+
+    def keep(self, rows: Sequence[int], modules: Sequence[torch.nn.Module]) -> None:
+        """Drop the members that left: their groups and their state. The parameters stay the same objects (the
+        stepper rebinds their data to the new rows), so the state of those staying is still theirs."""
+        staying = {id(group) for row in rows for group in self.groups[row]}
+        for row in set(range(len(self.params))) - set(rows):
+            for optimizer in self.optimizers:
+                for param in self.params[row]:
+                    optimizer.state.pop(param, None)
+        for optimizer in self.optimizers:
+            optimizer.param_groups[:] = [g for g in optimizer.param_groups if id(g) in staying]
+        self.optimizers = [o for o in self.optimizers if o.param_groups]
+        self.params = [self.params[row] for row in rows]
+        self.groups = [self.groups[row] for row in rows]
+        self.lrs = [self.lrs[row] for row in rows]
+        self._schedules([self.schedules[row] for row in rows])
+        self.rate_keys = [self.rate_keys[row] for row in rows]
+        self._views(modules)
+
+
+def _differing(dumps: Sequence[dict[str, Any]]) -> set[str]:
+    """The params whose values are not the same for every member."""
+    return {name for name in dumps[0] if len({repr(d[name]) for d in dumps}) > 1}
+
+
+def _stackable(component: Any, hypers: Sequence[OptimizerParams], schedules: Sequence[Schedule]) -> bool:
+    """Whether the members differ only in params the optimizer takes as stacked tensors (``stacked_params``)."""
+    differing = _differing([h.model_dump() for h in hypers]) | ({"lr"} if len(set(schedules)) > 1 else set())
+    return bool(component.stacked_params) and component.rate_key == "lr" and differing <= component.stacked_params
+
+
+class _StackedOptimizer:
+    """One torch optimizer over the whole stacked ``[M, P]`` tensor, for an elementwise optimizer whose members
+    differ only in params it declares ``stacked_params`` (its step takes them as tensors: Lion's ``lr``): each such
+    param that differs between the members is an ``[M, 1]`` tensor in its one parameter group, so one call of the
+    library's own step updates every member's row with that member's numbers. Batched (foreach) kernels take
+    one number per list, so the group steps one tensor at a time (``foreach`` off) where it has the option."""
+
+    def __init__(
+        self,
+        ensemble: _Ensemble,
+        component: Any,
+        hypers: Sequence[OptimizerParams],
+        schedules: Sequence[Schedule],
+        total_steps: int,
+    ) -> None:
+        self.ensemble, self.total_steps = ensemble, total_steps
+        flat = ensemble.flat
+        self.param = flat.detach()  # the stacked tensor itself, a leaf for the optimizer
+        self.optimizer = component.build([self.param], hypers[0])
+        [self.group] = self.optimizer.param_groups
+        if "foreach" in self.group:
+            self.group["foreach"] = False
+        dumps = [h.model_dump() for h in hypers]
+        self.tensors = {name: [d[name] for d in dumps] for name in _differing(dumps) & component.stacked_params}
+        self.lrs = np.array([h.lr for h in hypers])
+        self.unique = list(dict.fromkeys(schedules))
+        self.which = np.array([self.unique.index(s) for s in schedules])
+        self.scheduled = any(s != Constant() for s in self.unique)
+        # the rate: the members' own, as a tensor, where they differ; set at every step where it is scheduled
+        self.rates_differ = "lr" in self.tensors or len(self.unique) > 1
+        if self.scheduled:
+            self.tensors.pop("lr", None)
+        self._set_tensors()
+
+    def _set_tensors(self) -> None:
+        flat = self.ensemble.flat
+        for name, values in self.tensors.items():
+            self.group[name] = torch.tensor(values, dtype=flat.dtype, device=flat.device)[:, None]
+
+    def apply(self, step: int, grad: Tensor) -> np.ndarray:
+        rates = self.lrs
+        if self.scheduled:
+            factors = np.array([s.factor(step, self.total_steps) for s in self.unique])
+            rates = self.lrs * factors[self.which]
+            flat = self.ensemble.flat
+            self.group["lr"] = (
+                torch.from_numpy(rates).to(flat.device, flat.dtype)[:, None] if self.rates_differ else float(rates[0])
+            )
+        self.param.grad = grad
+        self.optimizer.step()
+        return rates
+
+    def keep(self, rows: Sequence[int], modules: Sequence[torch.nn.Module]) -> None:
+        """The rows of the members staying: the stacked tensor (new, from the ensemble), the optimizer's state
+        (whatever has the stacked shape) and the per-member numbers."""
+        old = self.param.shape
+        index = torch.tensor(rows, device=self.param.device)
+        self.param.data = self.ensemble.flat
+        state = self.optimizer.state.get(self.param, {})
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.shape == old:
+                state[key] = value[index]
+        self.tensors = {name: [values[row] for row in rows] for name, values in self.tensors.items()}
+        self.lrs, self.which = self.lrs[rows], self.which[rows]
+        self._set_tensors()
+
+
 class _EnsembleStepper(Stepper):
-    """The members' update as one: a vmapped forward pass on their stacked batches, one rule over the
-    stacked state."""
+    """The members' update as one: a vmapped forward pass on their stacked batches, then their rule over the
+    stacked state, or their own torch optimizers on their rows."""
 
     stacked = True
 
     def __init__(
         self,
         ensemble: _Ensemble,
-        update: Update,
-        scalars: _StepScalars,
+        update: _RuleUpdate | _OwnOptimizers | _StackedOptimizer,
         extras: Sequence[str],
         modules: list[torch.nn.Module],
     ) -> None:
-        self.ensemble, self.update, self.scalars, self.modules = ensemble, update, scalars, modules
+        self.ensemble, self.update, self.modules = ensemble, update, modules
         self.grad_norm, self.update_norm = "grad_norm" in extras, "update_norm" in extras
         self.point = ensemble.flat if ensemble.problem.is_function else None
 
     def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, np.ndarray, dict[str, Tensor]]:
         ensemble = self.ensemble
-        rates, step_scalars = self.scalars.at(step)
         losses = ensemble.losses(indices)
         grad = ensemble.gradient(losses)
         extras = {}
@@ -332,7 +558,7 @@ class _EnsembleStepper(Stepper):
             extras["grad_norm"] = torch.linalg.vector_norm(grad, dim=1)
         with torch.no_grad():
             before = ensemble.flat.clone() if self.update_norm else None
-            self.update.apply(ensemble.flat, grad, ensemble.state, {**ensemble.hyper, **step_scalars}, step + 1)
+            rates = self.update.apply(step, grad)
             if before is not None:
                 extras["update_norm"] = torch.linalg.vector_norm(ensemble.flat - before, dim=1)
         # the recorder is indifferent to shapes: with [M] losses and rates it records M runs at once
@@ -361,9 +587,9 @@ class _EnsembleStepper(Stepper):
 
     def keep(self, rows: Sequence[int]) -> None:
         self.ensemble.keep(torch.tensor(rows, device=self.ensemble.flat.device))
-        self.scalars.keep(np.array(rows))
         self.modules = [self.modules[row] for row in rows]
         self.ensemble.bind(self.modules)
+        self.update.keep(rows, self.modules)
         if self.point is not None:
             self.point = self.ensemble.flat
 
@@ -386,7 +612,8 @@ def train_ensemble(
     problem = build_problem(spec.problem, device, dtype)
     entries = [spec.optimizers[m.entry_index] for m in members]
     hypers = [_hyperparams(spec, m) for m in members]
-    update, hyper = _ensemble_update(spec, members)
+    by_rule = _rule(spec, members[0]) is not None
+    update, hyper = _ensemble_update(spec, members) if by_rule else (None, {})
 
     modules = [problem.make_module(m.seed) for m in members]
     stacked, _ = stack_module_state(modules)
@@ -403,16 +630,17 @@ def train_ensemble(
         {k: torch.tensor(v, dtype=dtype, device=device)[:, None] for k, v in hyper.items()},
     )
     ensemble.bind(modules)
-    scalars = _StepScalars(
-        np.array([h.lr for h in hypers]),
-        [e.schedule for e in entries],
-        hyper,
-        update.scalars,
-        total_steps,
-        device,
-        dtype,
-    )
-    stepper = _EnsembleStepper(ensemble, update, scalars, spec.training.extras, modules)
+    schedules = [e.schedule for e in entries]
+    updater: _RuleUpdate | _OwnOptimizers | _StackedOptimizer
+    if update is not None:
+        lrs = np.array([h.lr for h in hypers])
+        scalars = _StepScalars(lrs, schedules, hyper, update.scalars, total_steps, device, dtype)
+        updater = _RuleUpdate(ensemble, update, scalars)
+    elif _stackable(entries[0].component, hypers, schedules):
+        updater = _StackedOptimizer(ensemble, entries[0].component, hypers, schedules, total_steps)
+    else:
+        updater = _OwnOptimizers(ensemble, [e.component for e in entries], hypers, modules, schedules, total_steps)
+    stepper = _EnsembleStepper(ensemble, updater, spec.training.extras, modules)
     tracks = [Track(sink, module, m.seed) for sink, module, m in zip(sinks, modules, members)]
     plan = BatchPlan.for_training(problem.n_train, spec.training, 0, entries[0].batch_size)
     recorder = StepRecorder(device, flush_every, flush_interval_s)

@@ -33,7 +33,9 @@ class TestSettings:
     """How the parametrised tests in tests/engine exercise an optimizer (benchopt's ``test_config``).
 
     ``params``: its params on each test problem (``parabola``, ``rosenbrock``; ``matrix`` for an optimizer of
-    2-D parameters only), where it must at least halve the loss (a problem it has none for: its defaults).
+    2-D parameters only), where it must at least halve the loss (a problem it has none for: its defaults);
+    ``dataset``: the small MLP on iris that tests/e2e/test_catalogue.py trains through the API, where it must
+    lower the loss.
     ``lands_on_minimum``: with its parabola params it also lands within 1e-4 of the parabola's minimum (a sign
     method at a constant rate oscillates within lr of it, so it says False). ``steps``: optimizer steps per
     problem where one step is not one gradient step (L-BFGS); None keeps the problem's own. ``exceptions``:
@@ -58,8 +60,12 @@ class Optimizer(Component[OP]):
     torch_optimizer: ClassVar[type[torch.optim.Optimizer] | None] = None
     torch_exclude: ClassVar[frozenset[str]] = frozenset()
     #: the update is per coordinate, so members stacked side by side in one tensor update as they would
-    #: alone; with a ``rule`` such an optimizer's runs train as ensembles (engine.vectorized)
+    #: alone: such an optimizer's runs train as ensembles (engine.vectorized), by its ``rule``, else by its own
+    #: torch optimizer stepping each member's parameter group
     elementwise: ClassVar[bool] = False
+    #: params its torch optimizer's step also takes as tensors broadcast over stacked members (Lion's ``lr``): an
+    #: ensemble whose members differ only in these steps one group over all members, each such param [M, 1]
+    stacked_params: ClassVar[frozenset[str]] = frozenset()
     #: closure-based optimizers (L-BFGS) re-evaluate the loss, which is only sound on the full batch
     full_batch_only: ClassVar[bool] = False
     #: step() must be given a closure that re-evaluates the loss (L-BFGS, line searches, SAM); without it the

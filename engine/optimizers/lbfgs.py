@@ -32,7 +32,14 @@ class LBFGS(Optimizer[LBFGSParams]):
     description = "Limited-memory BFGS, optionally with a strong Wolfe line search: torch.optim.LBFGS."
     Params = LBFGSParams
     torch_optimizer = torch.optim.LBFGS
-    test_settings = TestSettings({"parabola": {}, "rosenbrock": {"line_search_fn": "strong_wolfe"}}, steps=20)
+    test_settings = TestSettings(
+        {
+            "parabola": {},
+            "rosenbrock": {"line_search_fn": "strong_wolfe"},
+            "dataset": {"line_search_fn": "strong_wolfe"},
+        },
+        steps=20,
+    )
     full_batch_only = True
     needs_closure = True
     size_param = "history_size"

@@ -58,6 +58,8 @@ class Declared:
     needs_loss: bool = False
     #: a rate other than ``lr`` is what the step used (AliG's Polyak step size)
     rate_key: str = "lr"
+    #: params its step also takes as tensors over stacked ensemble members (Optimizer.stacked_params)
+    stacked_params: frozenset[str] = frozenset()
     #: defaults for constructor arguments the library leaves required
     defaults: Mapping[str, Any] = field(default_factory=dict)
     #: parameters kept at their defaults, with the reason
@@ -155,6 +157,7 @@ TESTS: dict[str, dict[str, dict[str, float]]] = {
     "kron": {"parabola": {"lr": 1.0}},
     "lamb": {"parabola": {"lr": 0.3}},
     "laprop": {"parabola": {"lr": 1.0}},
+    "lbfgs": {"dataset": {"lr": 0.1}},  # torch's L-BFGS without a line search: lr 1 overshoots on the MLP
     "lion": {"parabola": {"lr": 1.0}},
     "madgrad": {"parabola": {"lr": 1.0}},
     "msvag": {"rosenbrock": {"lr": 0.003}},
@@ -221,6 +224,7 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
     "sara": {
         "parabola": "it only updates the weights its masks select (small magnitudes); a 2-D start point has none",
         "rosenbrock": "it only updates the weights its masks select (small magnitudes); a 2-D start point has none",
+        "dataset": "it only updates the weights its masks select (small magnitudes); the MLP's initial ones have none",
     },
 }
 DECLARED_EXTRA: dict[str, dict[str, Any]] = {
@@ -231,6 +235,8 @@ DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "bsam": {"needs_closure": True, "defaults": {"num_data": 1000}},
     "spectralsphere": {"test": TestSettings({"matrix": {}}, lands_on_minimum=False)},
     "lbfgs": {"needs_closure": True},
+    # its step reads a tensor lr as one (``p.add_(update * -lr)``), so a sweep's rates stack as an [M, 1] tensor
+    "lion": {"stacked_params": frozenset({"lr"})},
     "ranger21": {"defaults": {"num_iterations": 1000}},
     # its states follow the parameters' dtype (the library's float32 default fails on float64 parameters)
     "fadam": {"defaults": {"momentum_dtype": None, "fim_dtype": None}},
@@ -493,6 +499,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
         "param_shapes": "matrices" if "only supports 2D parameters" in _source(library_class) else "any",
         "full_batch_only": library_class is torch.optim.LBFGS,
         "rate_key": facts.rate_key,
+        "stacked_params": facts.stacked_params,
         "unsupported": facts.unsupported,
         "fixed": fixed,
         "test_settings": facts.test,

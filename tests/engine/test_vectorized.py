@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import tests.engine.test_training as training_tests
 from engine import registry
@@ -304,9 +305,9 @@ def test_members_that_may_not_train_together_are_refused() -> None:
 def test_can_vectorize_names_the_reason() -> None:
     spec = make_spec(ROSENBROCK, {"steps": 10}, [{"name": "adam"}, {"name": "lbfgs"}, {"name": "rprop"}])
     assert can_vectorize(spec, 0) and "adam" in can_vectorize(spec, 0).reason
-    for index, name in ((1, "lbfgs"), (2, "rprop")):
-        verdict = can_vectorize(spec, index)
-        assert not verdict and f"optimizer '{name}' has no vectorized update rule" in verdict.reason
+    assert can_vectorize(spec, 2)  # elementwise without a rule: through its own torch optimizer per member
+    verdict = can_vectorize(spec, 1)
+    assert not verdict and "optimizer 'lbfgs' is not elementwise" in verdict.reason
 
 
 def test_can_vectorize_reads_declared_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -441,21 +442,81 @@ def test_a_new_elementwise_optimizer_ensembles_as_its_runs_train_alone(signum, d
     sorted(
         name
         for name, cls in registry.all_of("optimizer").items()
-        if can_vectorize(make_spec(QUADRATIC, {"steps": 1}, [{"name": name}]), 0)
+        if cls.elementwise  # the others: refused at once (and one of matrices only is refused on a function)
+        and cls.unsupported is None
+        and can_vectorize(make_spec(QUADRATIC, {"steps": 1}, [{"name": name}]), 0)
     ),
 )
 def test_every_vectorizable_optimizer_ensembles_as_its_runs_train_alone(name: str) -> None:
-    """Registry-driven: every optimizer whose declared capabilities allow an ensemble, on the params it
-    declares for tests, with two learning rates around them."""
+    """Registry-driven: every optimizer whose declared capabilities allow an ensemble (by its rule, by its own
+    torch optimizer per member, or stacked), on the params it declares for tests, with two learning rates."""
     cls = registry.get("optimizer", name)
     params = dict(cls.test_settings.params.get("rosenbrock", {}))
     lr = params.pop("lr", cls.Params().lr)
     spec = make_spec(
         QUADRATIC,
-        {"steps": 100, "extras": ["update_norm"]},
+        {"steps": 40, "extras": ["update_norm"]},
         sweep(name, params, [lr, lr / 3]),
         seeds=[0, 1],
         dtype="float64",
     )
-    sequential, vectorized = run_both(spec, every_run(spec), total_steps=100, flush_every=30)
+    sequential, vectorized = run_both(spec, every_run(spec), total_steps=40, flush_every=15)
     assert_same_runs(sequential, vectorized, "float64")
+
+
+# ================================================================ optimizers without a rule: their own step
+
+LION = "pytorch_optimizer.lion"
+
+
+@pytest.fixture
+def optimizer_steps():
+    """Every torch optimizer step taken while the test runs: (class name, the shapes of the tensors it updated)."""
+    taken: list[tuple[str, tuple]] = []
+
+    def record(optimizer, args, kwargs) -> None:
+        shapes = tuple(tuple(p.shape) for group in optimizer.param_groups for p in group["params"])
+        taken.append((type(optimizer).__name__, shapes))
+
+    handle = register_optimizer_step_post_hook(record)
+    yield taken
+    handle.remove()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "one-group-per-member"])
+def test_a_library_optimizers_lr_sweep_ensembles_as_its_runs_train_alone(
+    monkeypatch: pytest.MonkeyPatch, optimizer_steps: list, stacked: bool, dtype: str
+) -> None:
+    """The library's Lion has no rule: with ``stacked_params`` its members share one group over the stacked
+    tensor with their rates as a tensor; without, each member is a parameter group of one shared optimizer.
+    Either way every member's rows equal its run trained alone, through schedules, evaluations and a member
+    cancelled half-way (whose rows and state leave the ensemble)."""
+    monkeypatch.setattr(registry.get("optimizer", LION), "stacked_params", frozenset({"lr"} if stacked else ()))
+    optimizers = [
+        *sweep(LION, {"weight_decay": 0.01}, [3e-4, 3e-3]),
+        {"name": LION, "params": {"lr": 1e-3, "weight_decay": 0.01}, "schedule": {"name": "cosine"}},
+    ]
+    training = {"steps": 60, "batch_size": 16, "eval_every": 20, "extras": ["grad_norm", "update_norm"]}
+    spec = make_spec(CLASSIFICATION, training, optimizers, seeds=[0, 1], dtype=dtype)
+    members = every_run(spec)
+    assert [len(group) for group in group_runs(spec, members)] == [6]
+    sequential, vectorized = run_both(spec, members, total_steps=60, flush_every=25, stop_at={2: 1})
+    assert_same_runs(sequential, vectorized, dtype)
+    assert [o.status for o, _ in vectorized] == ["succeeded"] * 2 + ["cancelled"] + ["succeeded"] * 3
+    ensemble_steps = [shapes for name, shapes in optimizer_steps[-60:]]
+    assert {name for name, _ in optimizer_steps} == {"Lion"}
+    if stacked:  # one step of one tensor: 6 members' parameters, then 5
+        assert ensemble_steps[0] == ((6, 75),) and ensemble_steps[-1] == ((5, 75),)
+    else:  # one step of one optimizer holding each member's 4 tensors
+        assert len(ensemble_steps[0]) == 6 * 4 and len(ensemble_steps[-1]) == 5 * 4
+
+
+def test_members_configured_beyond_their_groups_keep_optimizers_of_their_own(optimizer_steps: list) -> None:
+    """AdaBound keeps each group's initial rate in a list on the instance: its members do not share one
+    optimizer (which would index that list past its end), and still train as they do alone."""
+    name = "pytorch_optimizer.adabound"
+    spec = make_spec(QUADRATIC, {"steps": 20}, sweep(name, {}, [1e-3, 1e-2, 3e-2]), dtype="float64")
+    sequential, vectorized = run_both(spec, every_run(spec), total_steps=20, flush_every=8)
+    assert_same_runs(sequential, vectorized, "float64")
+    assert len(optimizer_steps) == 3 * 20 + 3 * 20  # alone, then together: one optimizer per member either way
