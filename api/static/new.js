@@ -250,9 +250,9 @@ function field(path, name, prop, {required = false, label = name} = {}) {
     return objectsField(path, name, arm, help);
   } else if (kind === "object" && arm.properties.name && arm.properties.params) {
     return optimizerRefField(path, label, help);
-  } else if (kind === "object") {
-    return el("fieldset", {class: "nested", "data-path": path.join(".")}, el("legend", {}, label),
-      help ? el("div", {class: "muted small"}, help) : null,
+  } else if (kind === "object") {  // an optional part of the spec (tuning): folded until given
+    return el("details", {class: "nested field", "data-path": path.join("."), open: current !== undefined},
+      el("summary", {}, label), help ? el("div", {class: "muted small"}, help) : null,
       el("div", {class: "field-error", id: `error-${pathId(path)}`, role: "alert"}),
       schemaFields(path, arm, []));
   } else {

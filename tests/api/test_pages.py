@@ -230,10 +230,10 @@ def test_the_catalog_page_shows_what_each_entry_declares(client):
     page = client.get("/catalog").text
     rows = _rows(page)
     entries = [(f"{kind}-{entry['name']}", entry) for kind, found in listed.items() for entry in found]
-    assert list(rows) == [anchor for anchor, _ in entries]
+    assert list(rows) == [escape(anchor) for anchor, _ in entries]
     assert re.search(rf'id="catalog-count"[^>]*>{len(entries)} of {len(entries)} shown<', page)
     for anchor, entry in entries:
-        row = rows[anchor]
+        row = rows[escape(anchor)]
         for attribute, value in (("family", entry.get("family")), ("source", entry.get("source"))):
             assert f'data-{attribute}="{escape(value or "")}"' in row, (anchor, attribute)
         search = re.search(r'data-search="([^"]*)"', row).group(1)
