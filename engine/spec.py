@@ -19,7 +19,6 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -74,13 +73,6 @@ def _distinct(seeds: list[int]) -> list[int]:
 Seeds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_distinct)]
 #: the most seeds a comparison's entry may have, listed or added by adaptive seeding
 MAX_SEEDS = 100
-_SEED_LIST: TypeAdapter[list[int]] = TypeAdapter(
-    Annotated[
-        list[Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]],
-        AfterValidator(_distinct),
-        Field(min_length=1, max_length=MAX_SEEDS),
-    ]
-)
 
 
 class ComponentRef(_Strict):
@@ -592,7 +584,22 @@ def _seeds_or_adaptive(value: Any) -> list[int] | AdaptiveSeeds:
     would put the arm's name in their path)."""
     if isinstance(value, dict | AdaptiveSeeds):
         return AdaptiveSeeds.model_validate(value)
-    return _SEED_LIST.validate_python(value)
+    try:  # as a field of a _Strict model, so that lax types get the same refusal as everywhere
+        return _SeedList.model_validate({"seeds": value}).seeds
+    except ValidationError as exc:
+        errors: list[InitErrorDetails] = [
+            {
+                "type": PydanticCustomError(error["type"], "{message}", {"message": error["msg"]}),
+                "loc": tuple(error["loc"][1:]),
+                "input": error["input"],
+            }
+            for error in exc.errors()
+        ]
+        raise ValidationError.from_exception_data("ComparisonSpec", errors) from None
+
+
+class _SeedList(_Strict):
+    seeds: Seeds = Field(min_length=1, max_length=MAX_SEEDS)
 
 
 def _seeds_as_json(seeds: list[int] | AdaptiveSeeds) -> list[int] | dict[str, Any]:
