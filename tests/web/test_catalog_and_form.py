@@ -109,6 +109,10 @@ def test_the_form_builds_a_comparison_from_the_catalogue(page, web_service):
     # the problem: a function, picked from the catalogue, with its parameters as fields
     p.check("#problem-kind-dataset")
     assert p.locator("#field-problem-model-name").is_visible() and "dataset" in _editor(p)["problem"]
+    # a dataset of another task takes a loss of its task
+    losses = {loss["name"]: loss.get("task") for loss in _catalog(web_service)["losses"]}
+    p.select_option("#field-problem-dataset-name", "synthetic_regression")
+    assert losses[_editor(p)["problem"]["loss"]] == "regression"
     p.check("#problem-kind-function")
     p.select_option("#field-problem-function-name", "quadratic")
     assert p.locator("#field-problem-function-params-center").is_visible()
