@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -57,6 +58,12 @@ def optimizer_entry(cls: type[Optimizer[Any]]) -> dict[str, Any]:
 
 
 def catalog() -> dict[str, list[dict]]:
+    """The catalogue, described once per set of registered components (150 optimizers take 0.3 s to describe)."""
+    return _catalog_of(tuple(tuple(registry.names(kind)) for kind in registry.KINDS))
+
+
+@functools.lru_cache(maxsize=2)
+def _catalog_of(names: tuple[tuple[str, ...], ...]) -> dict[str, list[dict]]:
     found = {
         PLURAL[kind]: [
             optimizer_entry(cls)  # type: ignore[arg-type]

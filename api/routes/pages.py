@@ -248,22 +248,10 @@ def new_page(
     )
 
 
-def _catalog() -> dict[str, list[dict[str, Any]]]:
-    """services.catalog.catalog(), worked out once per set of registered components (describing 150
-    optimizers' JSON schemas takes about 0.3 s); read-only."""
-    return _catalog_of(tuple(tuple(registry.names(kind)) for kind in registry.KINDS))
-
-
-@functools.lru_cache(maxsize=2)
-def _catalog_of(names: tuple[tuple[str, ...], ...]) -> dict[str, list[dict[str, Any]]]:
-    return catalog()
-
-
 def _form_catalog() -> dict[str, list[dict[str, Any]]]:
     """The catalogue as the form reads it: a component's references are on /catalog, which it links to."""
     return {
-        kind: [{k: v for k, v in e.items() if k != "reference"} for e in entries]
-        for kind, entries in _catalog().items()
+        kind: [{k: v for k, v in e.items() if k != "reference"} for e in entries] for kind, entries in catalog().items()
     }
 
 
@@ -365,7 +353,7 @@ def _catalog_entry(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
 def catalog_page(request: Request, principal: PageDep) -> HTMLResponse:
     """Every registered component and schedule with its parameters: what a spec may name. The page's
     script filters the rows in place (search, kind, family, source, capability)."""
-    sections = {kind: [_catalog_entry(kind, entry) for entry in entries] for kind, entries in _catalog().items()}
+    sections = {kind: [_catalog_entry(kind, entry) for entry in entries] for kind, entries in catalog().items()}
     entries = [entry for listed in sections.values() for entry in listed]
     choices = {
         "family": sorted({str(e["family"]) for e in entries if e.get("family")}),
