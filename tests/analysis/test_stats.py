@@ -23,6 +23,7 @@ from analysis.stats import (
     proportion_ci,
     robust_aggregates,
     stratified_bootstrap_ci,
+    stratified_resamples,
 )
 
 #: Student's sleep data (Cushny & Peebles), extra hours of sleep under two drugs for the same ten patients
@@ -207,9 +208,12 @@ def test_iqm_on_fixed_data_is_rliables():
     seven = [0.9, 0.1, 0.5, 0.3, 0.2, 0.4, 100.0]  # int(1.75) = 1 cut from each end
     assert iqm(seven) == pytest.approx(_rliable_iqm(seven)) == pytest.approx(np.mean([0.2, 0.3, 0.4, 0.5, 0.9]))
     rng = np.random.default_rng(3)
-    for n in range(5, 23):
+    for n in range(1, 23):
         values = rng.lognormal(size=n)
         assert iqm(values) == pytest.approx(_rliable_iqm(values), rel=1e-12)
+        assert iqm(values) == pytest.approx(stats.trim_mean(values, 0.25), rel=1e-12)
+    rows = rng.lognormal(size=(4, 9))
+    assert iqm(rows, axis=1) == pytest.approx(stats.trim_mean(rows, 0.25, axis=1), rel=1e-12)
 
 
 def test_probability_of_improvement_is_rliables_with_lower_better_and_ties_as_half():
@@ -227,6 +231,13 @@ def test_the_bootstrap_keeps_each_task_s_runs_within_the_task():
     # a bootstrap over the pooled runs would vary
     low, high = stratified_bootstrap_ci([[0.0] * 4, [1.0] * 4], lambda s: s.mean(axis=1))
     assert (low, high) == (0.5, 0.5)
+
+
+def test_the_bootstrap_interval_is_numpys_percentile_of_the_resamples_statistic():
+    rng = np.random.default_rng(4)
+    for tasks in ([rng.normal(size=5)], [rng.normal(size=7), np.round(rng.normal(size=3), 1)], [[2.0] * 6]):
+        expected = np.percentile(stratified_resamples(tasks).mean(axis=1), [2.5, 97.5])
+        assert stratified_bootstrap_ci(tasks, lambda s: s.mean(axis=1)) == pytest.approx(tuple(expected), rel=1e-12)
 
 
 def test_robust_aggregates_agree_with_scipys_percentile_bootstrap():
