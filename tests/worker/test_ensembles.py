@@ -4,6 +4,7 @@ real broker, the task trains them to the rows one-by-one training gives, and is 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 
 import numpy as np
@@ -65,13 +66,17 @@ def test_a_sweep_goes_out_as_one_ensemble_and_the_rest_alone(redis_dispatch):
     assert {tuple(sorted(arg)) for task, arg in published if task == ENSEMBLE_TASK} == {tuple(sorted(adam))}
 
 
-def test_the_ensemble_task_trains_what_one_by_one_training_gives(use_database):
-    _, runs = _create(SWEEP)
-    _, reference = _create(SWEEP)
-    adam = [r for r in runs if r.optimizer_name == "adam"]
+@pytest.mark.parametrize("optimizer", ["adam", "pytorch_optimizer.lion", "pytorch_optimizer.adabelief"])
+def test_the_ensemble_task_trains_what_one_by_one_training_gives(use_database, optimizer: str):
+    """By a rule (adam), stacked (the library's Lion) and one group per member (the library's AdaBelief)."""
+    sweep = copy.deepcopy(SWEEP)
+    sweep["optimizers"][0]["name"] = optimizer
+    _, runs = _create(sweep)
+    _, reference = _create(sweep)
+    adam = [r for r in runs if r.optimizer_name == optimizer]
     statuses = train_ensemble_runs.apply(args=[[r.id for r in adam]]).get()
     assert statuses == {r.id: "succeeded" for r in adam}
-    for run, alone in zip(adam, (r for r in reference if r.optimizer_name == "adam")):
+    for run, alone in zip(adam, (r for r in reference if r.optimizer_name == optimizer)):
         assert train_run.apply(args=[alone.id]).get() == "succeeded"
         together, by_itself = _rows(run.id), _rows(alone.id)
         assert together.shape == by_itself.shape == (150, 3)
