@@ -77,6 +77,7 @@ def _seconds(work: Callable[[], Any], device: str) -> float:
 def compare(spec: ComparisonSpec, trials: int = 1) -> dict[str, float]:
     """Seconds for every (entry, seed) run of ``spec`` one by one, and as one ensemble, and their ratio:
     the fastest of ``trials`` alternating trials of each, which is robust to other load on the machine."""
+    assert isinstance(spec.seeds, list)  # the bench's specs list their seeds (none is adaptive)
     members = [Member(i, seed) for i in range(len(spec.optimizers)) for seed in spec.seeds]
     total = steps_total(spec)
     device = "cuda" if spec.device == "cuda" else "cpu"
