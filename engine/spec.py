@@ -92,6 +92,13 @@ class ComponentRef(_Strict):
                 "unknown {kind} '{name}'; available: {available}",
                 {"kind": cls.kind, "name": name, "available": ", ".join(known)},
             )
+        unsupported = getattr(registry.get(cls.kind, name), "unsupported", None)
+        if unsupported:  # listed in the catalogue with its reason, never queued
+            raise PydanticCustomError(
+                "unsupported",
+                "{kind} '{name}' cannot run here: {reason}",
+                {"kind": cls.kind, "name": name, "reason": unsupported},
+            )
         return name
 
     @field_validator("params")
@@ -157,10 +164,10 @@ class GroupOptimizer(ComponentRef):
     @property
     def component(self) -> type[Optimizer[Any]]:
         return Optimizer.registered(self.name)
+
     @property
     def typed_params(self) -> OptimizerParams:
         return self.component.Params.model_validate(self.params)
-
 
 
 class ParamGroup(_Strict):
@@ -644,6 +651,7 @@ class ComparisonSpec(_Strict):
                     entry.name,
                 )
             self._check_groups(i, entry)
+            self._check_shapes(i, entry)
         labels = _default_labels(self.optimizers, self.training.batch_size)
         for i, entry in enumerate(self.optimizers):
             if entry.label is None:
@@ -703,21 +711,6 @@ class ComparisonSpec(_Strict):
                     entry.groups[k].select,
                 )
 
-    def _check_run_labels(self) -> set[str]:
-        """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
-        labels: dict[str, int] = {}
-        for i, entry in enumerate(self.optimizers):
-            for setting in entry.settings:
-                label = sweeps.swept_label(entry.given_label, setting)
-                if len(label) > MAX_LABEL:
-                    raise spec_error(
-                        ("optimizers", i, "label"),
-                        f"the run label '{label}' is longer than "
-                        f"{MAX_LABEL} characters; give the entry a shorter label",
-                        entry.label,
-                    )
-                if labels.setdefault(label, i) != i:
-                    raise spec_error(
     def _check_shapes(self, i: int, entry: OptimizerEntry) -> None:
         """An optimizer of matrices only (torch's Muon) without groups takes every parameter: all must be 2-D."""
         if entry.groups or entry.component.param_shapes != "matrices":
@@ -738,6 +731,21 @@ class ComparisonSpec(_Strict):
                 entry.name,
             )
 
+    def _check_run_labels(self) -> set[str]:
+        """A swept run's label is its entry's label plus its values: it must fit and be distinct."""
+        labels: dict[str, int] = {}
+        for i, entry in enumerate(self.optimizers):
+            for setting in entry.settings:
+                label = sweeps.swept_label(entry.given_label, setting)
+                if len(label) > MAX_LABEL:
+                    raise spec_error(
+                        ("optimizers", i, "label"),
+                        f"the run label '{label}' is longer than "
+                        f"{MAX_LABEL} characters; give the entry a shorter label",
+                        entry.label,
+                    )
+                if labels.setdefault(label, i) != i:
+                    raise spec_error(
                         ("optimizers", i, "label"),
                         f"run label '{label}' is also a run label of "
                         f"optimizers.{labels[label]}; labels must be distinct",

@@ -12,14 +12,15 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.optimizers import OptimizerParams
+from engine.optimizers import Optimizer, OptimizerParams
 from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device
 from engine.recorder import StepBatch, StepRecorder
 from engine.schedules import Constant, Schedule
@@ -72,6 +73,11 @@ class Stepper:
         """Whole-set metrics of the members still training."""
         return problem.evaluate(modules[0])
 
+    def evaluating(self) -> AbstractContextManager[None]:
+        """Around every evaluation and the final loss: the weights to evaluate in place (a schedule-free
+        optimizer's averaged ones), training's restored after."""
+        return nullcontext()
+
     def member_rows(self, batch: StepBatch, row: int) -> StepBatch:
         """One member's share of a flush."""
         return batch
@@ -87,19 +93,31 @@ def _global_norm(tensors: list[Tensor]) -> Tensor:
 
 class ModuleStepper(Stepper):
     """One module and its torch optimizers (one, or one per optimizer of the entry's parameter groups), stepped
-    together on one backward pass; every param group's rate is its own lr times the schedule's factor."""
+    together on one backward pass; every param group's rate is its own lr times the schedule's factor.
+
+    ``components``: the optimizer component of each torch optimizer, whose capabilities decide the step: a
+    closure for those that re-evaluate the loss, the loss value for those that read it, a backward pass that
+    keeps its graph for Hessian-vector products (freed after the step), and train/eval modes (schedule-free:
+    ``train()`` for steps, ``eval()`` around every evaluation and the final loss). None: plain optimizers."""
 
     def __init__(
         self,
         problem: BuiltProblem,
         module: torch.nn.Module,
         optimizers: Sequence[torch.optim.Optimizer],
-        lrs: Sequence[Sequence[float]],
+        lrs: Sequence[Sequence[float | None]],
         schedule: Schedule,
         total_steps: int,
         extras: Sequence[str],
+        components: Sequence[type[Optimizer[Any]]] | None = None,
     ) -> None:
         self.problem, self.module, self.optimizers = problem, module, list(optimizers)
+        self.components = list(components) if components is not None else [Optimizer] * len(self.optimizers)
+        self.hvp = any(component.needs_hvp for component in self.components)
+        self.moded = [o for o, c in zip(self.optimizers, self.components) if c.train_eval_modes]
+        for optimizer in self.moded:
+            optimizer.train()  # type: ignore[attr-defined]
+        self.rate_key = self.components[0].rate_key
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.lrs, self.schedule, self.total_steps = lrs, schedule, total_steps
         # decided once: the step runs per step, and its own cost is what recording adds to training
@@ -114,23 +132,23 @@ class ModuleStepper(Stepper):
             factor = self.schedule.factor(step, self.total_steps)
             for optimizer, lrs in zip(optimizers, self.lrs):
                 for group, lr in zip(optimizer.param_groups, lrs):
-                    group["lr"] = lr * factor
+                    if lr is not None:  # a rule with no rate of its own (AliG's Polyak step) is not scheduled
+                        group["lr"] = lr * factor
         before = [p.detach().clone() for p in params] if self.update_norm else None
 
         def closure() -> Tensor:
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss = self.problem.batch_loss(self.module, indices)
-            loss.backward()
+            loss.backward(create_graph=self.hvp)
             return loss
 
         if len(optimizers) == 1:
-            # torch's stub has the closure return a float; every torch optimizer returns the closure's own tensor
-            loss = cast(Tensor, optimizers[0].step(closure))  # type: ignore[arg-type]
-        else:
-            loss = closure()
-            for optimizer in optimizers:
-                optimizer.step()
+            loss = self.components[0].update(optimizers[0], closure)
+        else:  # one backward pass for all; an optimizer of a group never re-evaluates (validation refuses it)
+            loss = closure().detach()
+            for component, optimizer in zip(self.components, optimizers):
+                optimizer.step((lambda: loss) if component.needs_loss else None)  # type: ignore[arg-type,return-value]
         extras = None
         if self.grad_norm or self.update_norm:
             extras = {}
@@ -138,21 +156,49 @@ class ModuleStepper(Stepper):
                 extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
             if before is not None:
                 extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
-        return loss, self.first_group["lr"], extras
+        if self.hvp:  # the gradients hold the graph create_graph kept (and a cycle through the parameters)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+        return loss, self.first_group.get(self.rate_key, math.nan), extras
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        for optimizer in self.moded:
+            optimizer.eval()  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            for optimizer in self.moded:
+                optimizer.train()  # type: ignore[attr-defined]
+
+    def evaluating(self) -> AbstractContextManager[None]:
+        return self._evaluating() if self.moded else nullcontext()
 
 
 def build_optimizers(problem: Problem, entry: OptimizerEntry, module: torch.nn.Module) -> list[torch.optim.Optimizer]:
     """The entry's torch optimizers for ``module``: one over every trainable parameter, or, with ``groups``,
     one per distinct optimizer with a param group per group (the first holds groups.0)."""
+    return [optimizer for _, optimizer in build_components(problem, entry, module)]
+
+
+def build_components(
+    problem: Problem, entry: OptimizerEntry, module: torch.nn.Module
+) -> list[tuple[type[Optimizer[Any]], torch.optim.Optimizer]]:
+    """``build_optimizers`` with the component each torch optimizer was built by (whose capabilities it steps by)."""
     if not entry.groups:
-        return [entry.component.build([p for p in module.parameters() if p.requires_grad], entry.typed_params)]
+        params = [p for p in module.parameters() if p.requires_grad]
+        return [(entry.component, entry.component.build(params, entry.typed_params))]
     tensors = dict(module.named_parameters())
     by_optimizer: dict[str, list[tuple[list[Tensor], OptimizerParams]]] = {}
     components = {}
     for (component, hyper), chosen in zip(entry.group_optimizers(), group_parameters(problem, entry)):
         components[component.name] = component
         by_optimizer.setdefault(component.name, []).append(([tensors[p.name] for p in chosen], hyper))
-    return [built for name, groups in by_optimizer.items() for built in components[name].build_groups(groups)]
+    return [
+        (components[name], built)
+        for name, groups in by_optimizer.items()
+        for built in components[name].build_groups(groups)
+    ]
 
 
 def run_loop(
@@ -185,7 +231,7 @@ def run_loop(
     def finish(member: Track, status: Status) -> None:
         """The whole-set loss of the final weights decides the rest."""
         steps_done, diverged_step = recorder.next_step, None
-        with torch.no_grad():
+        with torch.no_grad(), stepper.evaluating():
             final = float(problem.full_loss(member.module))
         if math.isfinite(final):
             member.best = min(member.best, final)
@@ -259,9 +305,9 @@ def run_loop(
 
     def evaluate(updates: int, epoch: int | None) -> None:
         if eval_every is not None:
-            recorder.record_eval(
-                updates, None if is_function else epoch, stepper.evaluate(problem, [tracks[m].module for m in active])
-            )
+            with stepper.evaluating():
+                metrics = stepper.evaluate(problem, [tracks[m].module for m in active])
+            recorder.record_eval(updates, None if is_function else epoch, metrics)
 
     recorder.start()
     batches = batches_from(start)
@@ -340,8 +386,11 @@ def train(
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     entry = spec.optimizers[entry_index]
     module = problem.make_module(seed)
-    optimizers = build_optimizers(spec.problem, entry, module)
-    lrs = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]  # before a resume sets them
+    built = build_components(spec.problem, entry, module)
+    optimizers = [optimizer for _, optimizer in built]
+    lrs = [
+        [group.get("lr") for group in optimizer.param_groups] for optimizer in optimizers
+    ]  # before a resume sets them
     plan = BatchPlan.for_training(problem.n_train, spec.training, seed, entry.batch_size)
     start, elapsed_s, best = 0, 0.0, math.inf
     if resume is not None:
@@ -354,7 +403,16 @@ def train(
     if stop_requested is not None and stop_requested():
         return RunOutcome("cancelled", start, None, finite_or_none(best), elapsed_s, device=device.type)
     recorder = StepRecorder(device, flush_every, flush_interval_s, first_step=start, time_offset_s=elapsed_s)
-    stepper = ModuleStepper(problem, module, optimizers, lrs, entry.schedule, total_steps, spec.training.extras)
+    stepper = ModuleStepper(
+        problem,
+        module,
+        optimizers,
+        lrs,
+        entry.schedule,
+        total_steps,
+        spec.training.extras,
+        components=[component for component, _ in built],
+    )
     track = Track(sink, module, seed, best)
 
     def checkpoint(track: Track) -> bytes:

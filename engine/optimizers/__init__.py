@@ -39,7 +39,7 @@ class TestSettings:
     ``lands_on_minimum``: with its parabola params it also lands within 1e-4 of the parabola's minimum (a sign
     method at a constant rate oscillates within lr of it, so it says False). ``steps``: optimizer steps per
     problem where one step is not one gradient step (L-BFGS); None keeps the problem's own. ``exceptions``:
-    problem -> why it is not expected to halve the loss there (it must still run and stay finite).
+    problem -> why it is not expected to halve the loss there (it must still run).
     """
 
     __test__ = False  # not a pytest class

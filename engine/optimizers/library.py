@@ -105,118 +105,128 @@ UNSUPPORTED = {
     "bsam": "its step fails on a plain parameter list in pytorch-optimizer 4.1.0 (KeyError 's' in its perturbation)",
 }
 
-#: params on the test problems where the library's defaults do not halve the loss in the test's steps (found
-#: by a sweep over decades of the rate; the other problem keeps the defaults). Muon's family takes a 1-D point
-#: in its AdamW group, so its rate there is adamw_lr.
+#: test steps per problem: the library's 128 entries would otherwise cost the suite a minute
+TEST_STEPS = 200
+#: params on the test problems where the library's defaults do not halve the loss in TEST_STEPS (found by a
+#: sweep over the rate's decades; the other problem keeps the defaults). Muon's family takes a 1-D point in
+#: its AdamW group, so its rate there is adamw_lr; A2Grad has no rate, its Lipschitz constant sets the step.
 TESTS: dict[str, dict[str, dict[str, float]]] = {
-    "a2grad": {"parabola": {}, "rosenbrock": {"lips": 100.0}},
-    "accsgd": {"parabola": {"lr": 0.03}},
-    "adabelief": {"parabola": {"lr": 1.0}},
-    "adagc": {"parabola": {"lr": 1.0}},
-    "adago": {"parabola": {"adamw_lr": 3.0}},
-    "adam": {"parabola": {"lr": 1.0}},
-    "adamax": {"parabola": {"lr": 1.0}},
-    "adamc": {"parabola": {"lr": 1.0}},
-    "adamod": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 1.0}},
-    "adamp": {"parabola": {"lr": 1.0}},
-    "adams": {"parabola": {"lr": 1.0}},
+    "a2grad": {"rosenbrock": {"lips": 100.0}},
+    "adabelief": {"parabola": {"lr": 0.3}},
+    "adabound": {"parabola": {"lr": 3.0}},
+    "adadelta": {"parabola": {"lr": 10.0}},
+    "adagc": {"parabola": {"lr": 10.0}},
+    "adago": {"parabola": {"adamw_lr": 0.3}},
+    "adalite": {"parabola": {"lr": 10.0}},
+    "adam": {"parabola": {"lr": 3.0}},
+    "adamax": {"parabola": {"lr": 3.0}},
+    "adamc": {"parabola": {"lr": 3.0}},
+    "adamod": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
+    "adamp": {"parabola": {"lr": 3.0}},
+    "adams": {"parabola": {"lr": 3.0}},
     "adamuon": {"parabola": {"adamw_lr": 3.0}},
-    "adamw": {"parabola": {"lr": 1.0}},
-    "adamwsn": {"parabola": {"lr": 1.0}},
-    "adan": {"parabola": {"lr": 1.0}},
-    "adanorm": {"parabola": {"lr": 1.0}},
+    "adamw": {"parabola": {"lr": 10.0}},
+    "adamwsn": {"parabola": {"lr": 3.0}},
+    "adan": {"parabola": {"lr": 10.0}},
+    "adanorm": {"parabola": {"lr": 0.3}},
     "adapnm": {"parabola": {"lr": 0.3}},
-    "adashift": {"parabola": {"lr": 0.3}},
-    "adasmooth": {"parabola": {"lr": 0.3}},
-    "adatam": {"parabola": {"lr": 1.0}},
-    "ademamix": {"parabola": {"lr": 1.0}},
-    "adopt": {"parabola": {"lr": 1.0}},
+    "adashift": {"parabola": {"lr": 3.0}},
+    "adasmooth": {"parabola": {"lr": 0.1}},
+    "ademamix": {"parabola": {"lr": 3.0}},
+    "adopt": {"parabola": {"lr": 3.0}},
     "aggmo": {"parabola": {"lr": 0.1}},
-    "aida": {"parabola": {"lr": 1.0}},
-    "amos": {"parabola": {"lr": 1.0}},
-    "ano": {"parabola": {"lr": 1.0}},
-    "apollo": {"parabola": {"lr": 1.0}},
-    "apollodqn": {"parabola": {"lr": 0.001}, "rosenbrock": {"lr": 0.0003}},
-    "avagrad": {"rosenbrock": {"lr": 0.01}},
-    "bcos": {"parabola": {"lr": 1.0}},
-    "came": {"parabola": {"lr": 1.0}},
-    "conda": {"parabola": {"lr": 1.0}},
-    "dadaptadan": {"parabola": {"lr": 3.0}},
-    "dash": {"parabola": {"lr": 1.0}},
-    "diffgrad": {"parabola": {"lr": 1.0}},
+    "aida": {"parabola": {"lr": 0.3}},
+    "alice": {"parabola": {"lr": 10.0}},
+    "amos": {"parabola": {"lr": 3.0}},
+    "ano": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 10.0}},
+    "apollo": {"parabola": {"lr": 3.0}},
+    "apollodqn": {"parabola": {"lr": 0.003}, "rosenbrock": {"lr": 0.001}},
+    "avagrad": {"parabola": {"lr": 0.3}, "rosenbrock": {"lr": 0.01}},
+    "bcos": {"parabola": {"lr": 10.0}},
+    "came": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 10.0}},
+    "conda": {"parabola": {"lr": 3.0}},
+    "dadaptadagrad": {"parabola": {"lr": 10.0}},
+    "dadaptadan": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
+    "dash": {"parabola": {"lr": 10.0}},
+    "diffgrad": {"parabola": {"lr": 10.0}},
     "emofact": {"parabola": {"lr": 1.0}},
     "emolynx": {"parabola": {"lr": 1.0}},
-    "exadam": {"parabola": {"lr": 1.0}},
-    "fira": {"parabola": {"lr": 1.0}},
-    "flashadamw": {"parabola": {"lr": 1.0}},
-    "ftrl": {"parabola": {"lr": 1.0}},
-    "galore": {"parabola": {"lr": 1.0}},
-    "grams": {"parabola": {"lr": 1.0}},
-    "grokfastadamw": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 1.0}},
-    "kate": {"parabola": {"lr": 30.0}, "rosenbrock": {"lr": 3.0}},
-    "kron": {"parabola": {"lr": 1.0}},
-    "lamb": {"parabola": {"lr": 0.3}},
-    "laprop": {"parabola": {"lr": 1.0}},
+    "emonavi": {"parabola": {"lr": 10.0}},
+    "exadam": {"parabola": {"lr": 10.0}},
+    "fadam": {"parabola": {"lr": 10.0}},
+    "fira": {"parabola": {"lr": 3.0}},
+    "flashadamw": {"parabola": {"lr": 10.0}},
+    "ftrl": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 3.0}},
+    "galore": {"parabola": {"lr": 3.0}},
+    "grams": {"parabola": {"lr": 10.0}},
+    "grokfastadamw": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 1.0}},
+    "kate": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
+    "kron": {"parabola": {"lr": 3.0}},
+    "lamb": {"parabola": {"lr": 1.0}},
+    "laprop": {"parabola": {"lr": 3.0}},
+    "lars": {"parabola": {"lr": 0.1}},
     "lbfgs": {"dataset": {"lr": 0.1}},  # torch's L-BFGS without a line search: lr 1 overshoots on the MLP
-    "lion": {"parabola": {"lr": 1.0}},
-    "madgrad": {"parabola": {"lr": 1.0}},
-    "msvag": {"rosenbrock": {"lr": 0.003}},
-    "muon": {"parabola": {"adamw_lr": 3.0}},
-    "muonclip": {"parabola": {"adamw_lr": 3.0}},
+    "lion": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 0.1}},
+    "madgrad": {"parabola": {"lr": 3.0}},
+    "msvag": {"parabola": {"lr": 0.3}, "rosenbrock": {"lr": 0.003}},
+    "muon": {"parabola": {"adamw_lr": 0.3}},
+    "muonclip": {"parabola": {"adamw_lr": 0.3}},
     "nadam": {"parabola": {"lr": 1.0}},
     "nero": {"parabola": {"lr": 0.3}},
-    "normuon": {"parabola": {"adamw_lr": 3.0}},
-    "novograd": {"parabola": {"lr": 0.1}},
+    "normuon": {"parabola": {"adamw_lr": 0.3}},
+    "padam": {"parabola": {"lr": 3.0}},
     "pid": {"parabola": {"lr": 0.03}},
-    "pnm": {"parabola": {"lr": 0.03}},
-    "qhadam": {"parabola": {"lr": 1.0}},
+    "qhadam": {"parabola": {"lr": 3.0}},
     "qhm": {"parabola": {"lr": 0.03}},
-    "racs": {"parabola": {"lr": 3.0}, "rosenbrock": {"lr": 3.0}},
-    "radam": {"parabola": {"lr": 1.0}},
-    "ranger21": {"parabola": {"lr": 1.0}},
-    "rmsprop": {"parabola": {"lr": 1.0}},
-    "rose": {"parabola": {"lr": 1.0}},
-    "schedulefreeadamw": {"parabola": {"lr": 1.0}},
-    "schedulefreeradam": {"parabola": {"lr": 1.0}},
+    "racs": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
+    "radam": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 10.0}},
+    "ranger21": {"parabola": {"lr": 3.0}, "rosenbrock": {"lr": 3.0}},
+    "rmsprop": {"parabola": {"lr": 10.0}},
+    "rose": {"parabola": {"lr": 3.0}},
+    "scalableshampoo": {"parabola": {"lr": 0.03}},
+    "schedulefreeadamw": {"parabola": {"lr": 10.0}},
+    "schedulefreeradam": {"parabola": {"lr": 10.0}},
     "schedulefreesgd": {"parabola": {"lr": 0.3}, "rosenbrock": {"lr": 0.003}},
-    "scion": {"parabola": {"lr": 1.0}},
-    "scionlight": {"parabola": {"lr": 1.0}},
+    "scion": {"parabola": {"lr": 3.0}},
+    "scionlight": {"parabola": {"lr": 3.0}},
     "sgd": {"parabola": {"lr": 0.03}},
     "sgdp": {"parabola": {"lr": 0.03}},
     "sgdsai": {"rosenbrock": {"lr": 0.0001}},
     "sgdw": {"parabola": {"lr": 0.03}},
-    "shampoo": {"parabola": {"lr": 1.0}, "rosenbrock": {"lr": 1.0}},
-    "signsgd": {"parabola": {"lr": 1.0}},
-    "simplifiedademamix": {"parabola": {"lr": 1.0}},
-    "sm3": {"parabola": {"lr": 1.0}},
-    "sophiah": {"parabola": {"lr": 1.0}},
-    "spam": {"parabola": {"lr": 1.0}},
-    "splus": {"parabola": {"lr": 10.0}},
-    "srmm": {"rosenbrock": {"lr": 0.003}},
-    "stableadamw": {"parabola": {"lr": 1.0}},
-    "stablespam": {"parabola": {"lr": 0.01}},
-    "swats": {"parabola": {"lr": 1.0}},
-    "tiger": {"parabola": {"lr": 1.0}},
+    "shampoo": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 10.0}},
+    "signsgd": {"parabola": {"lr": 3.0}},
+    "simplifiedademamix": {"parabola": {"lr": 10.0}, "rosenbrock": {"lr": 1.0}},
+    "sm3": {"parabola": {"lr": 10.0}},
+    "soap": {"parabola": {"lr": 10.0}},
+    "sophiah": {"parabola": {"lr": 10.0}},
+    "spam": {"parabola": {"lr": 3.0}},
+    "splus": {"rosenbrock": {"lr": 10.0}},
+    "srmm": {"parabola": {"lr": 0.1}, "rosenbrock": {"lr": 0.003}},
+    "stableadamw": {"parabola": {"lr": 10.0}},
+    "stablespam": {"parabola": {"lr": 10.0}},
+    "swats": {"parabola": {"lr": 3.0}},
+    "tiger": {"parabola": {"lr": 3.0}},
     "vsgd": {"rosenbrock": {"lr": 0.03}},
-    "yogi": {"parabola": {"lr": 1.0}},
+    "yogi": {"parabola": {"lr": 10.0}},
 }
 #: reach the parabola's neighbourhood but not within 1e-4 of its minimum at these settings (sign-based rules at a
-#: fixed rate oscillate within lr of it; clipped, factored or averaged rules stall near it)
+#: fixed rate oscillate within lr of it; clipped, factored, averaged or slowly adapting rules stall near it)
 NOT_LANDING = set(
-    "a2grad adadelta adafactor fadam adagc adago adai adalite adamg adamod adamw ademamix alice bcos dadaptadan "
-    "dadaptlion dash dualadam emofact emolynx emonavi flashadamw focus fromage kate kron lamb mars muon muonclip "
-    "normuon racs ranger21 rose scion scionlight signsgd simplifiedademamix soap sophiah splus stableadamw tiger "
-    "vsgd ".split()
+    "a2grad accsgd adadelta adafactor adagc adai adalite adamg adamod adamw adashift adatam alice amos apollodqn "
+    "bcos dadaptadan dadaptlion dadaptsgd dash diffgrad dualadam emofact emolynx emonavi fadam flashadamw focus "
+    "fromage grokfastadamw kate kron lamb novograd pnm prodigy racs ranger21 rose scion scionlight sgdsai "
+    "signsgd simplifiedademamix soap sophiah stableadamw stablespam tam tiger vsgd".split()
 )
 #: problem -> why the optimizer is not expected to halve the loss there at any rate we tried
 EXCEPTIONS: dict[str, dict[str, str]] = {
-    "dadaptadan": {"rosenbrock": "its D-adapted step stays too small to leave the valley in 1000 steps"},
+    "mars": {"parabola": "its variance-reduced step does not halve the parabola in 200 steps at any rate tried"},
+    "splus": {"parabola": "its whitened step does not halve the parabola in 200 steps at any rate tried"},
     "dualadam": {"rosenbrock": "its inverse-Adam term diverges on the Rosenbrock valley at every rate tried"},
     "gravity": {
         "parabola": "its kinematic update does not descend on the test functions at any rate tried",
         "rosenbrock": "its kinematic update does not descend on the test functions at any rate tried",
     },
-    "magma": {"parabola": "it wraps a torch Adam at lr 1e-3 whose rate it does not expose; too slow for 500 steps"},
+    "magma": {"parabola": "it wraps a torch Adam at lr 1e-3 whose rate it does not expose; too slow for 200 steps"},
     "ranger": {
         "parabola": "the library's Ranger rises on the test functions at every rate tried",
         "rosenbrock": "the library's Ranger rises on the test functions at every rate tried",
@@ -233,7 +243,10 @@ DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "emofact": {"needs_loss": True},
     "emolynx": {"needs_loss": True},
     "bsam": {"needs_closure": True, "defaults": {"num_data": 1000}},
-    "spectralsphere": {"test": TestSettings({"matrix": {}}, lands_on_minimum=False)},
+    # its Newton-Schulz and bisection solves cost ~10 ms a step: 50 steps suffice at this rate
+    "spectralsphere": {
+        "test": TestSettings({"matrix": {"lr": 0.1, "weight_decay": 0.0}}, lands_on_minimum=False, steps=50)
+    },
     "lbfgs": {"needs_closure": True},
     # its step reads a tensor lr as one (``p.add_(update * -lr)``), so a sweep's rates stack as an [M, 1] tensor
     "lion": {"stacked_params": frozenset({"lr"})},
@@ -245,7 +258,10 @@ DECLARED_EXTRA: dict[str, dict[str, Any]] = {
 
 def declared(name: str) -> Declared:
     test = TestSettings(
-        TESTS.get(name, {}), lands_on_minimum=name not in NOT_LANDING, exceptions=EXCEPTIONS.get(name, {})
+        TESTS.get(name, {}),
+        lands_on_minimum=name not in NOT_LANDING,
+        steps=TEST_STEPS,
+        exceptions=EXCEPTIONS.get(name, {}),
     )
     facts: dict[str, Any] = {
         "family": FAMILY[name],
@@ -360,7 +376,7 @@ def _field(name: str, parameter: inspect.Parameter, default: Any, doc: str) -> t
 
 def _fixed_error(field_names: Iterable[str], message: str, params: Mapping[str, Any]) -> ValidationError:
     """The library's refusal as a validation error, at the parameter its message names (else at params)."""
-    named = [name for name in field_names if re.search(rf"\b{re.escape(name)}\b", message)]
+    named = [name for name in field_names if re.search(rf"\b{re.escape(name)}\b", message, re.I)]
     loc: tuple[str, ...] = (max(named, key=len),) if named else ()
     details: InitErrorDetails = {
         "type": PydanticCustomError("library_refused", "{message}", {"message": message}),
