@@ -30,6 +30,7 @@ class LBFGSParams(OptimizerParams):
 class LBFGS(Optimizer[LBFGSParams]):
     name = "lbfgs"
     description = "Limited-memory BFGS, optionally with a strong Wolfe line search: torch.optim.LBFGS."
+    family = "second-order"
     Params = LBFGSParams
     torch_optimizer = torch.optim.LBFGS
     test_settings = TestSettings(

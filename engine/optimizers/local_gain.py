@@ -12,6 +12,8 @@ class LocalGainParams(OptimizerParams):
 class LocalGain(Optimizer[LocalGainParams]):
     name = "local_gain"
     description = "Gradient descent with a per-weight local gain, grown on agreeing and shrunk on flipping signs."
+    source = "optibench"  # our own rule (engine.transforms)
+    version = ""
     Params = LocalGainParams
     elementwise = True
     test_settings = TestSettings({"parabola": {"lr": 0.01}, "rosenbrock": {"lr": 1e-4}})

@@ -25,6 +25,7 @@ class RpropParams(OptimizerParams):
 class Rprop(Optimizer[RpropParams]):
     name = "rprop"
     description = "Resilient backpropagation, sign-based per-weight step sizes: torch.optim.Rprop."
+    family = "sign-based"
     Params = RpropParams
     torch_optimizer = torch.optim.Rprop
     elementwise = True

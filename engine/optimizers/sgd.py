@@ -22,6 +22,7 @@ class SGDParams(OptimizerParams):
 class SGD(Optimizer[SGDParams]):
     name = "sgd"
     description = "Stochastic gradient descent, with optional (Nesterov) momentum: torch.optim.SGD."
+    family = "momentum/SGD"
     Params = SGDParams
     torch_optimizer = torch.optim.SGD
     elementwise = True
