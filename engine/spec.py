@@ -339,7 +339,8 @@ class OptimizerEntry(ComponentRef):
     @model_validator(mode="after")
     def _schedule_free_schedule(self) -> Self:
         uses = [self.component] + [g.optimizer.component for g in self.groups if g.optimizer is not None]
-        modal = [optimizer.name for optimizer in uses if optimizer.train_eval_modes]
+        # a schedule-free *Closure variant has no modes (it evaluates at y inside step) but averages all the same
+        modal = [o.name for o in uses if o.train_eval_modes or o.family == "schedule-free"]
         if modal and self.schedule.name != "constant":
             raise spec_error(
                 ("schedule",),
