@@ -27,8 +27,8 @@ VERSION = importlib.metadata.version("schedulefree")
 PREFIX = "schedulefree."
 REFERENCE = "The Road Less Scheduled (Defazio et al., 2024), https://arxiv.org/abs/2405.15682"
 UNSUPPORTED = {
-    "wrapper": "wraps a built base optimizer (ScheduleFreeWrapper(base)) rather than taking parameters, and is "
-    "not a torch.optim.Optimizer; schedulefree.sgd is the rule it makes of SGD, built in",
+    "wrapper": "wraps an already built base optimizer (ScheduleFreeWrapper(base)) instead of taking parameters, "
+    "and is not a torch.optim.Optimizer; around SGD it is schedulefree.sgd, step by step",
 }
 UNSUPPORTED["wrapper_reference"] = UNSUPPORTED["wrapper"]
 #: steps per test problem, as the other library's entries take

@@ -76,3 +76,30 @@ def test_a_closure_variant_trains_as_the_moded_one_and_ends_at_x() -> None:
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-12, atol=0)
     # the moded one's final loss is taken in eval mode, at x; the closure variant's parameters hold x already
     assert outcomes[0].final_loss == pytest.approx(outcomes[1].final_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("wrapper", [schedulefree.ScheduleFreeWrapper, schedulefree.ScheduleFreeWrapperReference])
+def test_the_unsupported_wrappers_around_sgd_are_schedulefree_sgd(wrapper: type) -> None:
+    """What their catalogue reason says: wrapping plain SGD makes the rule schedulefree.sgd builds."""
+    sgd = ENTRIES["sgd"]
+    runs = []
+    for build in (
+        lambda x: sgd.build([x], sgd.Params(lr=0.05, momentum=0.8)),
+        lambda x: wrapper(torch.optim.SGD([x], lr=0.05), momentum=0.8),
+    ):
+        x = torch.tensor([-3.0, 2.0], dtype=torch.float64, requires_grad=True)
+        optimizer = build(x)
+        optimizer.train()
+        losses = []
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = (x[0] - 1) ** 2 + 10 * (x[1] + 2) ** 2
+            loss.backward()
+            losses.append(loss.item())
+            optimizer.step()
+        optimizer.eval()
+        runs.append((torch.tensor(losses), x.detach().clone()))
+    (losses, x), (wrapped_losses, wrapped_x) = runs
+    torch.testing.assert_close(wrapped_losses, losses, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(wrapped_x, x, rtol=1e-12, atol=1e-12)
+    assert ENTRIES["wrapper"].unsupported and "schedulefree.sgd" in ENTRIES["wrapper"].unsupported
