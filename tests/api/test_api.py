@@ -242,6 +242,44 @@ INVALID = {
         ("optimizers", 0, "name"),
     ),
     "epochs as a string": (dataset_spec(), ("training", "epochs"), "ten", ("training", "epochs")),
+    "an optimizer that cannot run here": (
+        function_spec(),
+        ("optimizers", 0, "name"),
+        "pytorch_optimizer.lomo",
+        ("optimizers", 0, "name"),
+    ),
+    "sparse_adam without sparse gradients": (
+        function_spec(),
+        ("optimizers", 0, "name"),
+        "sparse_adam",
+        ("optimizers", 0, "name"),
+    ),
+    "muon on a function's x": (function_spec(), ("optimizers", 0, "name"), "muon", ("optimizers", 0, "name")),
+    "muon on biases": (dataset_spec(), ("optimizers",), [{"name": "muon"}], ("optimizers", 0, "name")),
+    "a library beta of 1": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "pytorch_optimizer.lion", "params": {"betas": [0.9, 1.0]}}],
+        ("optimizers", 0, "params", "betas", 1),
+    ),
+    "a value the library's constructor refuses": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "pytorch_optimizer.soap", "params": {"precondition_frequency": 0}}],
+        ("optimizers", 0, "params", "precondition_frequency"),
+    ),
+    "a library option kept at its default": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "pytorch_optimizer.adan", "params": {"foreach": True}}],
+        ("optimizers", 0, "params", "foreach"),
+    ),
+    "a library choice it does not have": (
+        function_spec(),
+        ("optimizers",),
+        [{"name": "pytorch_optimizer.adahessian", "params": {"hessian_distribution": "uniform"}}],
+        ("optimizers", 0, "params", "hessian_distribution"),
+    ),
     "seed as a string": (function_spec(), ("seeds",), ["zero"], ("seeds", 0)),
 }
 
@@ -475,6 +513,42 @@ def test_catalog_lists_every_registered_component_with_typed_params(client):
     losses = {entry["name"]: entry for entry in catalog["losses"]}
     assert datasets["synthetic_regression"]["task"] == "regression"
     assert losses["cross_entropy"]["task"] == "classification"
+
+
+def test_catalog_lists_the_library_and_what_cannot_run_with_its_reason(client):
+    import pytorch_optimizer
+
+    optimizers = {entry["name"]: entry for entry in client.get("/api/v1/catalog").json()["optimizers"]}
+    assert len(optimizers) >= 140
+    library = {name for name, entry in optimizers.items() if entry["source"] == "pytorch-optimizer"}
+    assert library == {f"pytorch_optimizer.{name}" for name in pytorch_optimizer.get_supported_optimizers()}
+    assert {"adam", "sgd", "muon", "adafactor", "adamax", "asgd"} <= {
+        name for name, entry in optimizers.items() if entry["source"] == "torch.optim"
+    }
+    for name, entry in optimizers.items():
+        assert entry["family"] and (entry["version"] or entry["source"] == "optibench"), name
+        assert set(entry["capabilities"]) == {
+            "elementwise",
+            "full_batch_only",
+            "needs_closure",
+            "needs_hvp",
+            "needs_loss",
+            "train_eval_modes",
+            "param_shapes",
+        }, name
+        assert entry["supported"] is (entry["unsupported_reason"] is None), name
+    unsupported = {name: entry["unsupported_reason"] for name, entry in optimizers.items() if not entry["supported"]}
+    assert (
+        "sparse gradients" in unsupported["sparse_adam"] and "fused_backward" in unsupported["pytorch_optimizer.lomo"]
+    )
+    assert optimizers["muon"]["capabilities"]["param_shapes"] == "matrices"
+    assert optimizers["pytorch_optimizer.adahessian"]["capabilities"]["needs_hvp"] is True
+    assert optimizers["pytorch_optimizer.schedulefreeadamw"]["capabilities"]["train_eval_modes"] is True
+    assert optimizers["pytorch_optimizer.alig"]["capabilities"]["needs_loss"] is True
+    lion = optimizers["pytorch_optimizer.lion"]
+    assert lion["reference"]["url"] == "https://arxiv.org/abs/2302.06675" and lion["family"] == "sign-based"
+    assert {p["name"]: p for p in lion["params"]}["lr"]["description"].startswith("Learning rate")
+    assert lion["fixed"]["foreach"]  # kept at its default, with the reason
 
 
 def test_healthz(client):
