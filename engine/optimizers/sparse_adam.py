@@ -18,4 +18,3 @@ class SparseAdam(Optimizer[SparseAdamParams]):
         "takes sparse gradients only (nn.Embedding(sparse=True)); no model here produces them, "
         "and it refuses dense ones"
     )
-    elementwise = True
