@@ -112,7 +112,9 @@ class ModuleStepper(Stepper):
         components: Sequence[type[Optimizer[Any]]] | None = None,
     ) -> None:
         self.problem, self.module, self.optimizers = problem, module, list(optimizers)
-        self.components = list(components) if components is not None else [Optimizer] * len(self.optimizers)
+        self.components: list[type[Optimizer[Any]]] = (
+            list(components) if components is not None else [Optimizer] * len(self.optimizers)
+        )
         self.hvp = any(component.needs_hvp for component in self.components)
         self.moded = [o for o, c in zip(self.optimizers, self.components) if c.train_eval_modes]
         for optimizer in self.moded:
@@ -148,7 +150,10 @@ class ModuleStepper(Stepper):
         else:  # one backward pass for all; an optimizer of a group never re-evaluates (validation refuses it)
             loss = closure().detach()
             for component, optimizer in zip(self.components, optimizers):
-                optimizer.step((lambda: loss) if component.needs_loss else None)  # type: ignore[arg-type,return-value]
+                if component.needs_loss:
+                    optimizer.step(lambda: loss)  # type: ignore[arg-type,return-value]
+                else:
+                    optimizer.step()
         extras = None
         if self.grad_norm or self.update_norm:
             extras = {}
@@ -186,7 +191,7 @@ def build_components(
 ) -> list[tuple[type[Optimizer[Any]], torch.optim.Optimizer]]:
     """``build_optimizers`` with the component each torch optimizer was built by (whose capabilities it steps by)."""
     if not entry.groups:
-        params = [p for p in module.parameters() if p.requires_grad]
+        params: list[Tensor] = [p for p in module.parameters() if p.requires_grad]
         return [(entry.component, entry.component.build(params, entry.typed_params))]
     tensors = dict(module.named_parameters())
     by_optimizer: dict[str, list[tuple[list[Tensor], OptimizerParams]]] = {}
@@ -305,7 +310,7 @@ def run_loop(
 
     def evaluate(updates: int, epoch: int | None) -> None:
         if eval_every is not None:
-            with stepper.evaluating():
+            with recorder.paused(), stepper.evaluating():
                 metrics = stepper.evaluate(problem, [tracks[m].module for m in active])
             recorder.record_eval(updates, None if is_function else epoch, metrics)
 

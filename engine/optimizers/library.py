@@ -310,7 +310,7 @@ def _arg_docs(doc: str) -> dict[str, str]:
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-def _bounds(name: str, default: Any) -> dict[str, float]:
+def _bounds(name: str, default: Any) -> dict[str, Any]:
     """The range a parameter's name makes knowable, where its default lies in it."""
     if not isinstance(default, (int, float)) or isinstance(default, bool):
         return {}
@@ -484,7 +484,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
     for pname, value in facts.defaults.items():
         if pname not in fields:
             fixed_defaults[pname] = value
-    params_model = create_model(  # type: ignore[call-overload]
+    params_model = create_model(
         f"{library_class.__name__}Params",
         __base__=LibraryParams,
         __module__=__name__,
