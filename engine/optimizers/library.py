@@ -243,9 +243,9 @@ DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "emofact": {"needs_loss": True},
     "emolynx": {"needs_loss": True},
     "bsam": {"needs_closure": True, "defaults": {"num_data": 1000}},
-    # its Newton-Schulz and bisection solves cost ~10 ms a step: 50 steps suffice at this rate
+    # its Newton-Schulz and bisection solves cost ~10 ms a step: 15 steps suffice at this rate
     "spectralsphere": {
-        "test": TestSettings({"matrix": {"lr": 0.1, "weight_decay": 0.0}}, lands_on_minimum=False, steps=50)
+        "test": TestSettings({"matrix": {"lr": 0.1, "weight_decay": 0.0}}, lands_on_minimum=False, steps=15)
     },
     "lbfgs": {"needs_closure": True},
     # its step reads a tensor lr as one (``p.add_(update * -lr)``), so a sweep's rates stack as an [M, 1] tensor

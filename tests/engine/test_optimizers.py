@@ -1,6 +1,6 @@
 """Every registered optimizer, on two small problems, and the validation of their parameters."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,8 +44,17 @@ SUPPORTED = {name: cls for name, cls in OPTIMIZERS.items() if cls.unsupported is
 BUILT_IN = {
     name
     for name, cls in OPTIMIZERS.items()
-    if cls.__module__.startswith("engine.optimizers.") and cls.source == "torch.optim"
+    if cls.__module__.startswith("engine.optimizers.") and cls.source in ("torch.optim", "optibench")
 }
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tensors of a few elements: more threads only contend (SpectralSphere's solves slow 40× on 2 busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def problems_of(cls: type) -> list[str]:
