@@ -19,7 +19,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import auth
 from api.deps import current_principal
-from api.routes import admin, catalog, comparisons, curves, export, figures, health, login, pages, runs, share, summary
+from api.routes import (
+    admin,
+    catalog,
+    comparisons,
+    curves,
+    export,
+    figures,
+    health,
+    ingest,
+    login,
+    pages,
+    runs,
+    share,
+    summary,
+)
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
 from engine import config as engine_config
@@ -31,7 +45,7 @@ from services.access import InvalidQuery, NotFound
 RETRY_AFTER_S = 5
 #: every route of these needs a key (or a dashboard session); the routes also take the principal
 #: themselves, to scope what they read to its team
-AUTHENTICATED = (comparisons, runs, curves, summary, figures, export, catalog, admin, share)
+AUTHENTICATED = (comparisons, runs, ingest, curves, summary, figures, export, catalog, admin, share)
 STATIC = Path(__file__).parent / "static"
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},

@@ -63,6 +63,8 @@ class RunOut(BaseModel):
             "reused from one trained the same way. null for runs trained before it was recorded"
         ),
     )
+    external: bool = Field(False, description="trained by a client on its own machine (docs/ingest.md)")
+    client: dict[str, Any] | None = Field(None, description="an external run's client: package versions, hardware")
     waiting: str | None = Field(
         None,
         description="set while the run is queued on a queue no live worker consumes "
@@ -98,6 +100,8 @@ class RunOut(BaseModel):
             reused_from_id=run.reused_from_id,
             config_hash=run.config_hash,
             execution=run.execution,
+            external=bool(run.external),
+            client=run.client,
             waiting=_waiting(run, served),
         )
 

@@ -71,7 +71,7 @@ def claim_run(session: Session, run_id: str, lease_timeout_s: float) -> Claim | 
     kept_best = select(func.min(Step.loss)).where(Step.run_id == run_id, Step.step < resume_step).scalar_subquery()
     claimed = session.execute(
         update(Run)
-        .where(Run.id == run_id)
+        .where(Run.id == run_id, Run.external.is_(False))
         .where(or_(Run.status == QUEUED, and_(Run.status == RUNNING, Run.heartbeat_at < stale)))
         .values(
             status=RUNNING,
@@ -316,12 +316,14 @@ def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int)
     back to the outbox while attempts remain, else fails with the reason. Returns (requeued, failed)."""
     stale = utcnow() - timedelta(seconds=lease_timeout_s)
     rows = session.execute(
-        select(Run.id, Run.attempt, Run.comparison_id)
+        select(Run.id, Run.attempt, Run.comparison_id, Run.external)
         .where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < stale))
         .with_for_update(skip_locked=True)
     ).all()
-    requeued = [r.id for r in rows if r.attempt < max_attempts]
-    failed = [r.id for r in rows if r.attempt >= max_attempts]
+    # an external run's client trains it: no worker can take it over
+    requeued = [r.id for r in rows if r.attempt < max_attempts and not r.external]
+    failed = [r.id for r in rows if r.attempt >= max_attempts and not r.external]
+    abandoned = [r.id for r in rows if r.external]
     if requeued:
         session.execute(update(Run).where(Run.id.in_(requeued)).values(status=QUEUED, enqueued_at=None))
     if failed:
@@ -335,6 +337,17 @@ def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int)
             )
         )
         session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(failed)))
+    if abandoned:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(abandoned))
+            .values(
+                status=FAILED,
+                finished_at=utcnow(),
+                error=f"its client sent nothing for {lease_timeout_s:.0f}s (no upload or heartbeat); rows kept",
+            )
+        )
+        failed += abandoned
     for cid in {r.comparison_id for r in rows}:
         refresh_comparison(session, cid)
     return requeued, failed
@@ -344,7 +357,11 @@ def requeue_orphans(session: Session, older_than: datetime) -> list[str]:
     """Runs left 'running' by a worker that died: back to the outbox, to be enqueued again."""
     orphans = list(
         session.scalars(
-            select(Run.id).where(Run.status == RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < older_than))
+            select(Run.id).where(
+                Run.status == RUNNING,
+                Run.external.is_(False),
+                or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < older_than),
+            )
         )
     )
     if orphans:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -232,6 +233,11 @@ class Run(Base):
     #: 'alone' or 'ensemble' (engine.identity): as planned at submit, then as it actually trained once it
     #: finishes; reuse only takes a run trained the way the new one would train. NULL: trained before 0009
     execution: Mapped[str | None] = mapped_column(String(16))
+    #: trained by a client on its own machine (POST /comparisons/{id}/runs): never claimed by a worker, failed
+    #: by the watchdog at the end of its lease
+    external: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: an external run's description of its client: package versions, its optimizer's source
+    client: Mapped[dict[str, Any] | None]
 
     comparison: Mapped[Comparison] = relationship(back_populates="runs")
 

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     time_limit_base_s: float = Field(600.0, gt=0, description="a run's soft time limit: base + steps x per_step")
     time_limit_per_step_s: float = Field(1.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    # uploads of external runs' step rows (docs/ingest.md)
+    ingest_max_body_bytes: int = Field(64 * 1024**2, ge=1024, description="a larger batch gets 413")
+    ingest_rows_per_s: float = Field(5_000_000.0, gt=0, description="per team, over every upload (else 429)")
+    ingest_bytes_per_s: float = Field(256 * 1024**2, gt=0, description="per team, over every upload (else 429)")
     # per-team limits; a team's own non-NULL limit (`optibench admin set-limits`) overrides these
     max_runs_per_comparison: int = Field(1000, ge=1)
     max_steps_per_comparison: int = Field(100_000_000, ge=1, description="total steps over all runs")

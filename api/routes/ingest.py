@@ -1,0 +1,167 @@
+"""External runs: created in a comparison, fed step rows as Arrow IPC streams, kept alive by heartbeats and
+finished by their client (docs/ingest.md)."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.schemas import NOT_FOUND, HTTPError, RunOut
+from optibench.settings import Settings
+from services import external
+
+#: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
+router = APIRouter(prefix="/api/v1", tags=["external runs"], max_body_size=1 << 40)
+
+Text = Annotated[str, Field(min_length=1, max_length=100)]
+FINISHED: dict[int | str, dict[str, Any]] = {
+    409: {"model": HTTPError, "description": "the run is finished: it takes no more steps"}
+}
+
+
+class ExternalOptimizer(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Text = Field(description="free text: the client's optimizer, e.g. 'mylab.signsgd'")
+    params: dict[str, Any] = Field(default_factory=dict, description="free-form hyperparameters, shown as given")
+
+
+class ExternalRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    seed: int = Field(description="one of the comparison's seeds: the run is paired with its runs of that seed")
+    label: Text = Field(description="its row in the leaderboard; runs with one label differ only in seed")
+    optimizer: ExternalOptimizer
+    device: Annotated[str, Field(max_length=16)] | None = None
+    hardware: dict[str, Any] | None = Field(None, description="the client's CPU, GPU, torch and CUDA versions")
+    packages: dict[str, Annotated[str, Field(max_length=100)]] | None = Field(
+        None, description="package versions on the client, e.g. {'torch': '2.13.0', 'optibench': '0.9.0'}"
+    )
+
+
+class FinishIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: Literal["succeeded", "failed", "diverged", "cancelled"]
+    final_loss: float | None = Field(None, description="the loss on the whole training set after the last update")
+    wall_time_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    diverged_step: Annotated[int, Field(ge=0)] | None = None
+    error: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class IngestOut(BaseModel):
+    run_id: str
+    status: str = Field(description="'running', or 'cancelled': the client stops training")
+    cancelled: bool
+    rows: int = Field(description="rows in the batch")
+    stored: int = Field(description="rows new to the server (a retried batch: 0)")
+
+
+def _too_large(settings: Settings) -> HTTPException:
+    return HTTPException(
+        413,
+        f"a batch is at most {settings.ingest_max_body_bytes} bytes (OPTIBENCH_INGEST_MAX_BODY_BYTES): send fewer rows",
+    )
+
+
+def _bad(exc: external.BadInput) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": exc.loc, "msg": str(exc)}])
+
+
+@router.post(
+    "/comparisons/{comparison_id}/runs",
+    status_code=201,
+    response_model=RunOut,
+    responses=NOT_FOUND,
+)
+def create_external_run(
+    comparison_id: str, body: ExternalRunIn, session: SessionDep, principal: PrincipalDep
+) -> RunOut:
+    """Start an external run: running, its lease renewed by every upload or heartbeat."""
+    try:
+        run = external.create_run(
+            session,
+            principal.team_id,
+            comparison_id,
+            seed=body.seed,
+            label=body.label,
+            optimizer=body.optimizer.name,
+            params=body.optimizer.params,
+            device=body.device,
+            hardware=body.hardware,
+            client={"packages": body.packages or {}},
+        )
+    except external.BadInput as exc:
+        raise _bad(exc) from exc
+    return RunOut.of(run)
+
+
+@router.post(
+    "/runs/{run_id}/steps",
+    response_model=IngestOut,
+    responses={
+        **NOT_FOUND,
+        **FINISHED,
+        413: {"model": HTTPError, "description": "over OPTIBENCH_INGEST_MAX_BODY_BYTES"},
+        415: {"model": HTTPError, "description": f"not {external.ARROW_STREAM}"},
+        429: {"model": HTTPError, "description": "over the team's ingest limit; see Retry-After"},
+    },
+    openapi_extra={"requestBody": {"content": {external.ARROW_STREAM: {}}, "required": True}},
+)
+async def upload_steps(
+    run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> IngestOut:
+    """Store a batch of step rows, all or nothing, idempotent by (run, step); also a heartbeat."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != external.ARROW_STREAM:
+        raise HTTPException(415, f"the body is an Arrow IPC stream: Content-Type: {external.ARROW_STREAM}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.ingest_max_body_bytes:
+        raise _too_large(settings)
+    pieces, size = [], 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > settings.ingest_max_body_bytes:
+            raise _too_large(settings)
+        pieces.append(piece)
+    body = b"".join(pieces)
+    try:
+        answer = await run_in_threadpool(external.append_steps, session, settings, principal.team_id, run_id, body)
+    except external.BadInput as exc:
+        raise _bad(exc) from exc
+    except external.Finished as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except external.TooFast as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"}) from exc
+    return IngestOut(**answer)
+
+
+@router.post("/runs/{run_id}/heartbeat", response_model=IngestOut, responses={**NOT_FOUND, **FINISHED})
+def heartbeat(run_id: str, session: SessionDep, principal: PrincipalDep) -> IngestOut:
+    """Renew the run's lease without rows; ``cancelled`` tells the client to stop."""
+    try:
+        status = external.heartbeat(session, principal.team_id, run_id)
+    except external.Finished as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return IngestOut(run_id=run_id, status=status, cancelled=status != "running", rows=0, stored=0)
+
+
+@router.post("/runs/{run_id}/finish", response_model=RunOut, responses={**NOT_FOUND, **FINISHED})
+def finish(run_id: str, body: FinishIn, session: SessionDep, principal: PrincipalDep) -> RunOut:
+    """End an external run with its status and final loss."""
+    try:
+        run = external.finish_run(
+            session,
+            principal.team_id,
+            run_id,
+            body.status,
+            final_loss=body.final_loss,
+            wall_time_s=body.wall_time_s,
+            diverged_step=body.diverged_step,
+            error=body.error,
+        )
+    except external.Finished as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return RunOut.of(run)

@@ -1,0 +1,109 @@
+"""A run's step rows read back as Arrow record batches, chunk by chunk, without a Python object per value:
+on PostgreSQL a binary COPY of fixed-width rows (NULLs turned into flags) that numpy views in place, on
+SQLite the driver's tuples turned into columns. NaN stays apart from NULL in both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Step
+from db.session import driver_connection
+from engine.columns import NUMBER_COLUMNS, STEP_COLUMNS
+
+CHUNK_ROWS = 250_000
+_KINDS = {column.name: column.kind for column in STEP_COLUMNS}
+#: the number columns as Arrow sends them: integers as int64, the rest float64, any of them nullable but step
+SCHEMA = pa.schema(
+    [
+        pa.field(name, pa.int64() if _KINDS[name] == "int4" else pa.float64(), nullable=name != "step")
+        for name in NUMBER_COLUMNS
+    ]
+)
+_POINTS = pa.list_(pa.float64())
+_COPY_HEADER = 19  # signature, flags, header extension length
+_NOT_NULL = ("step", "loss", "time_s", "step_time_ms")
+
+
+def schema(with_points: bool) -> pa.Schema:
+    """``with_points``: a function problem's ``x`` (the point before the update) as a list column."""
+    return SCHEMA.append(pa.field("x", _POINTS)) if with_points else SCHEMA
+
+
+def record_batches(
+    session: Session, run_id: str, with_points: bool = False, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """The run's rows in step order, ``chunk_rows`` at a time."""
+    read = _postgresql_chunk if session.get_bind().dialect.name == "postgresql" else _sqlite_chunk
+    after = -1
+    while True:
+        columns = read(session, run_id, after, chunk_rows)
+        rows = len(columns[0])
+        if not rows:
+            return
+        arrays = list(columns)
+        last = int(arrays[0][-1].as_py())
+        if with_points:
+            arrays.append(_points(session, run_id, after, last))
+        yield pa.record_batch(arrays, schema=schema(with_points))
+        if rows < chunk_rows:
+            return
+        after = last
+
+
+def _postgresql_chunk(session: Session, run_id: str, after: int, limit: int) -> list[pa.Array]:
+    fields: list[str] = []
+    parts: list[tuple] = [("count", ">i2")]
+    for name in NUMBER_COLUMNS:
+        parts += [(f"length_{name}", ">i4"), (f"value_{name}", ">i4" if _KINDS[name] == "int4" else ">f8")]
+        if name in _NOT_NULL:
+            fields.append(f'"{name}"')
+        else:  # a fixed width: the value or 0, and whether it was NULL
+            fields += [f'coalesce("{name}", 0)', f'"{name}" IS NULL']
+            parts += [(f"length_null_{name}", ">i4"), (f"null_{name}", "u1")]
+    query = (
+        f"COPY (SELECT {', '.join(fields)} FROM steps WHERE run_id = %s AND step > %s ORDER BY step LIMIT %s) "
+        "TO STDOUT (FORMAT BINARY)"
+    )
+    data = bytearray()
+    with driver_connection(session).cursor() as cursor, cursor.copy(query, (run_id, after, limit)) as copy:
+        for block in copy:
+            data += block
+    rows = np.frombuffer(memoryview(data)[_COPY_HEADER:-2], dtype=np.dtype(parts)) if len(data) > 21 else None
+    arrays = []
+    for field in SCHEMA:
+        if rows is None:
+            arrays.append(pa.array([], type=field.type))
+            continue
+        values = rows[f"value_{field.name}"].astype(np.int64 if pa.types.is_integer(field.type) else np.float64)
+        mask = rows[f"null_{field.name}"].astype(bool) if field.name not in _NOT_NULL else None
+        arrays.append(pa.array(values, type=field.type, mask=mask if mask is not None and mask.any() else None))
+    return arrays
+
+
+def _sqlite_chunk(session: Session, run_id: str, after: int, limit: int) -> list[pa.Array]:
+    names = ", ".join(f'"{name}"' for name in NUMBER_COLUMNS)
+    cursor = driver_connection(session).execute(
+        f"SELECT {names} FROM steps WHERE run_id = ? AND step > ? ORDER BY step LIMIT ?", (run_id, after, limit)
+    )
+    rows = cursor.fetchall()
+    columns = list(zip(*rows)) if rows else [()] * len(NUMBER_COLUMNS)
+    return [_sqlite_array(values, field.type) for values, field in zip(columns, SCHEMA)]
+
+
+def _sqlite_array(values: tuple, kind: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a faithful column's NaN, stored as the text 'NaN'
+        return pa.array([float(v) if isinstance(v, str) else v for v in values], type=kind)
+
+
+def _points(session: Session, run_id: str, after: int, last: int) -> pa.Array:
+    texts = session.scalars(
+        select(Step.x).where(Step.run_id == run_id, Step.step > after, Step.step <= last).order_by(Step.step)
+    )
+    return pa.array(list(texts), type=_POINTS)
