@@ -32,6 +32,7 @@ from api.routes import (
     pages,
     runs,
     share,
+    suites,
     summary,
 )
 from api.schemas import HTTPError, printable_json
@@ -45,7 +46,7 @@ from services.access import InvalidQuery, NotFound
 RETRY_AFTER_S = 5
 #: every route of these needs a key (or a dashboard session); the routes also take the principal
 #: themselves, to scope what they read to its team
-AUTHENTICATED = (comparisons, runs, ingest, curves, summary, figures, export, catalog, admin, share)
+AUTHENTICATED = (comparisons, runs, ingest, curves, summary, figures, export, catalog, admin, share, suites)
 STATIC = Path(__file__).parent / "static"
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},
@@ -96,6 +97,7 @@ def create_app() -> FastAPI:
         app.include_router(public)
     # HTML pages send a browser without a session to /login instead of answering 401
     app.include_router(pages.router)
+    app.include_router(suites.page_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     auth.install(app, get_settings())
     # outermost: bad text is refused before sessions, routes and the database see it

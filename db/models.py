@@ -169,6 +169,10 @@ class Comparison(Base):
     adaptive: Mapped[dict[str, Any] | None]
     #: set when a round's last run ended and the round awaits evaluation by the round task
     adaptive_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: made by a suite submission (services.suites): the suite's id, 'full' or 'reduced', the workload's name
+    suite: Mapped[str | None] = mapped_column(String(64))
+    suite_budget: Mapped[str | None] = mapped_column(String(16))
+    suite_workload: Mapped[str | None] = mapped_column(String(64))
 
     runs: Mapped[list[Run]] = relationship(back_populates="comparison", order_by="Run.position")
 
@@ -176,6 +180,7 @@ class Comparison(Base):
         Index("ix_comparisons_team_created", "team_id", "created_at", "id"),
         Index("ix_comparisons_team_status_created", "team_id", "status", "created_at", "id"),
         Index("ux_comparisons_team_idempotency", "team_id", "idempotency_key", unique=True),
+        Index("ix_comparisons_team_suite", "team_id", "suite", "suite_budget", "suite_workload"),
     )
 
 

@@ -1,0 +1,146 @@
+"""lite-v1 end to end through the API at the reduced budget, on both databases: one comparison per workload with
+the baselines, tasks run in-process as published; the suite's profile and score equal an independent numpy
+recomputation from the stored rows; a second submission reuses the baselines' runs; bad input is a 422 at the field.
+A published suite's content never changes (pinned hashes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from db.models import Comparison, Eval, Run, Step
+from db.session import transaction
+from engine.suites import discover
+from tests.api.test_reuse import client, published  # noqa: F401  (fixtures)
+
+PINNED = {
+    "lite-v1": "691440b1e31ecdfd814f55f2db1125a4e95ece4f097fd5009b578b5c6ca663db",
+    "standard-v1": "79ae0a0fe070bd3a9144a9ef0483f44d3ba853780b716a47a3714f6712b54b1c",
+}
+SUBMITTED = {"name": "adam", "label": "adam-candidate", "params": {"lr": 0.01}}
+
+
+def test_published_suites_never_change():
+    assert {k: s.content_hash for k, s in discover().items()} == PINNED
+
+
+def _recomputed(suite_id: str, tau_max: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Scores by steps and seconds from the stored runs, evaluations and steps, read run by run."""
+    suite = discover()[suite_id]
+    labels, per_workload = [], []
+    with transaction() as session:
+        for workload in suite.workloads:
+            budget = workload.reduced
+            runs = session.scalars(
+                select(Run)
+                .join(Comparison)
+                .where(Comparison.suite == suite_id, Comparison.suite_workload == workload.name)
+            ).all()
+            curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+            for run in runs:
+                source = run.reused_from_id or run.id
+                evals = session.scalars(select(Eval).where(Eval.run_id == source).order_by(Eval.step)).all()
+                clock = dict(session.execute(select(Step.step, Step.time_s).where(Step.run_id == source)).all())
+                sign = -1.0 if workload.metric == "val_accuracy" else 1.0
+                curves.setdefault(run.label, {})[run.seed] = (
+                    np.array([e.step for e in evals]),
+                    np.array([0.0 if e.step == 0 else clock[e.step - 1] for e in evals]),
+                    sign * np.array([getattr(e, workload.metric) for e in evals]),
+                )
+            labels = sorted(curves)
+            ok = {
+                k: {s: (st <= budget.steps) & (t <= budget.wall_s) for s, (st, t, _) in v.items()}
+                for k, v in curves.items()
+            }
+            worst = [max(v[s][2][ok[b][s]].min() for s in v) for b, v in curves.items() if b.endswith("(baseline)")]
+            goal = min(worst)
+            firsts = {}
+            for k, v in curves.items():
+                steps, secs = [], []
+                for s, (st, t, val) in v.items():
+                    hit = np.flatnonzero(ok[k][s] & (val <= goal))
+                    steps.append(st[hit[0]] if len(hit) else np.inf)
+                    secs.append(t[hit[0]] if len(hit) else np.inf)
+                firsts[k] = (np.median(steps), np.median(secs))
+            per_workload.append(firsts)
+    out = []
+    for clock in (0, 1):
+        t = np.array([[w[k][clock] for w in per_workload] for k in labels])
+        best = t.min(axis=0)
+        r = np.where(np.isfinite(best), t / np.where(best > 0, best, 1.0), np.inf)
+        r = np.where((best == 0) & (t == 0), 1.0, np.where(best == 0, np.inf, r))
+        grid = np.linspace(1, tau_max, 30_001)
+        rho = (r[:, None, :] <= grid[None, :, None]).mean(axis=2)
+        out.append(dict(zip(labels, np.trapezoid(rho, grid, axis=1) / (tau_max - 1))))
+    return out[0], out[1]
+
+
+def test_lite_v1_reduced_end_to_end_scores_equal_an_independent_recomputation(client, published):  # noqa: F811
+    response = client.post("/api/v1/suites/lite/v1/submissions", json={"optimizers": [SUBMITTED], "budget": "reduced"})
+    assert response.status_code == 202, response.text
+    made = response.json()["comparisons"]
+    suite = discover()["lite-v1"]
+    assert [c["workload"] for c in made] == [w.name for w in suite.workloads]
+    assert all(len(c["comparison"]["runs"]) == 3 * len(suite.reduced_seeds) for c in made)
+    results = published.train()
+    assert set(results.values()) == {"succeeded"}
+
+    body = client.get("/api/v1/suites/lite/v1", params={"budget": "reduced"}).json()
+    assert body["comparable"] is False and body["content_hash"] == PINNED["lite-v1"]
+    assert all(w["target"] is not None for w in body["workloads"])
+    by_steps, by_seconds = _recomputed("lite-v1", body["tau_max"])
+    assert {o["label"] for o in body["optimizers"]} == set(by_steps)
+    for o in body["optimizers"]:
+        assert o["score_steps"] == pytest.approx(by_steps[o["label"]], abs=1e-3)
+        assert o["score"] == pytest.approx(by_seconds[o["label"]], abs=1e-3)
+        assert all(w["seeds"] == len(suite.reduced_seeds) for w in o["workloads"])
+    assert client.get("/api/v1/suites/lite/v1").json()["optimizers"] == []  # the full budget is scored apart
+    board = client.get("/api/v1/suites/lite/v1/leaderboard", params={"budget": "reduced"}).json()
+    assert [row["rank"] for row in board] == [1, 2, 3]
+    assert [row["score"] for row in board] == sorted((row["score"] for row in board), reverse=True)
+    page = client.get("/suites/lite/v1", params={"budget": "reduced"})
+    assert page.status_code == 200 and "adam-candidate" in page.text and "profile-chart" in page.text
+
+    # a second submission on one workload trains only the new optimizer: the baselines' runs are reused
+    published.clear()
+    again = {"optimizers": [SUBMITTED | {"label": "adam-2", "params": {"lr": 0.02}}], "budget": "reduced"}
+    response = client.post("/api/v1/suites/lite/v1/submissions", json=again | {"workloads": ["mlp-wine"]})
+    runs = response.json()["comparisons"][0]["comparison"]["runs"]
+    assert len(published) == len(suite.reduced_seeds)
+    assert {r["id"] for r in runs if r["label"] == "adam-2"} == set(published)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/api/v1/suites/nope/v1/submissions", {"optimizers": [SUBMITTED]}, ["path", "name"]),
+        ("/api/v1/suites/lite/v9/submissions", {"optimizers": [SUBMITTED]}, ["path", "version"]),
+        (
+            "/api/v1/suites/lite/v1/submissions",
+            {"optimizers": [SUBMITTED | {"params": {"lr": -1}}]},
+            ["body", "optimizers", 0, "params", "lr"],
+        ),
+        (
+            "/api/v1/suites/lite/v1/submissions",
+            {"optimizers": [SUBMITTED | {"label": "adamw (baseline)"}]},
+            ["body", "optimizers", 0, "label"],
+        ),
+        (
+            "/api/v1/suites/lite/v1/submissions",
+            {"optimizers": [SUBMITTED], "workloads": ["x"]},
+            ["body", "workloads", 0],
+        ),
+        ("/api/v1/suites/lite/v1/submissions", {"optimizers": [SUBMITTED], "budget": "tiny"}, ["body", "budget"]),
+    ],
+)
+def test_bad_submissions_are_a_422_at_the_field_and_store_nothing(client, published, path, body, loc):  # noqa: F811
+    stored = select(Comparison.id).where(Comparison.suite.is_not(None))
+    with transaction() as session:
+        before = session.scalars(stored).all()
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == loc
+    assert list(published) == []
+    with transaction() as session:
+        assert session.scalars(stored).all() == before
