@@ -38,7 +38,8 @@ class TestSettings:
     lower the loss.
     ``lands_on_minimum``: with its parabola params it also lands within 1e-4 of the parabola's minimum (a sign
     method at a constant rate oscillates within lr of it, so it says False). ``steps``: optimizer steps per
-    problem where one step is not one gradient step (L-BFGS); None keeps the problem's own. ``exceptions``:
+    problem where the problem's own do not suit (L-BFGS, whose step is many gradient steps; the library's
+    entries, 200 to keep the table fast); None keeps the problem's own. ``exceptions``:
     problem -> why it is not expected to halve the loss there (it must still run).
     """
 
