@@ -107,3 +107,11 @@ def _points(session: Session, run_id: str, after: int, last: int) -> pa.Array:
         select(Step.x).where(Step.run_id == run_id, Step.step > after, Step.step <= last).order_by(Step.step)
     )
     return pa.array(list(texts), type=_POINTS)
+
+
+def point_columns(points: pa.Array, dim: int) -> list[pa.Array]:
+    """A list column of points as ``dim`` float columns (x0, x1, ...), null where a row has no point."""
+    missing = points.is_null().to_numpy(zero_copy_only=False)
+    flat = np.zeros((len(points), dim))
+    flat[~missing] = points.drop_null().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return [pa.array(flat[:, i], mask=missing if missing.any() else None) for i in range(dim)]

@@ -89,9 +89,7 @@ def _stream_csv(data_id: str, dim: int | None, extras: list[str]) -> Iterator[by
     for batch in _batches(data_id, bool(dim)):
         arrays = [batch.column(name) for name in columns]
         if dim:
-            points = batch.column("x")
-            flat = points.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), dim)
-            arrays += [pa.array(flat[:, i], mask=points.is_null().to_numpy(zero_copy_only=False)) for i in range(dim)]
+            arrays += step_reads.point_columns(batch.column("x"), dim)
         sink = pa.BufferOutputStream()
         names = columns + [f"x{i}" for i in range(dim or 0)]
         pa_csv.write_csv(pa.Table.from_arrays(arrays, names=names), sink, write_options=options)

@@ -10,6 +10,7 @@ import json
 import math
 import tracemalloc
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import update
@@ -119,6 +120,17 @@ def test_parquet_reads_back_as_the_rows_written(client):
     _assert_rows(rows, _expected_rows(made, expected))
     # NaN stays a NaN, and an absent value is a null
     assert table.column("loss").null_count == 0 and table.column("grad_norm").null_count > 0
+
+
+def test_arrow_stream_holds_the_parquet_rows(client):
+    made, _ = _made_with_rows()
+    url = f"/api/v1/comparisons/{made.id}/export"
+    parquet = pq.read_table(io.BytesIO(client.get(url, params={"format": "parquet"}).content))
+    response = client.get(url, params={"format": "arrow"})
+    assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    table = pa.ipc.open_stream(response.content).read_all()
+    assert table.schema == parquet.schema.remove_metadata()
+    assert table.num_rows == parquet.num_rows > 0 and table.to_pandas().equals(parquet.to_pandas())
 
 
 def test_a_dataset_comparison_without_rows_exports_the_header_only(client):
