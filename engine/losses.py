@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from engine.datasets import Task
+from engine.datasets import IGNORE, Task
 from engine.registry import Component, Params
 
 
@@ -61,3 +61,16 @@ class CrossEntropy(Loss):
     @staticmethod
     def fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(prediction, target)
+
+
+class TokenCrossEntropy(Loss):
+    name = "token_cross_entropy"
+    description = (
+        "Softmax cross-entropy per token of a sequence, (N, T, vocab) logits against (N, T) next tokens, "
+        "averaged over the scored tokens (targets of -100 are not scored); exp of it is the perplexity."
+    )
+    task = "sequence"
+
+    @staticmethod
+    def fn(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(prediction.flatten(0, -2), target.flatten(), ignore_index=IGNORE)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.datasets import IGNORE
 from engine.spec import ComparisonSpec, Problem, Training
 
 EVAL_CHUNK_ROWS = 8192
@@ -177,14 +178,14 @@ class DatasetProblem(BuiltProblem):
             x = x.to(torch.float64, copy=True)
             mean, std = x[train].mean(dim=0), x[train].std(dim=0, correction=0)
             x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))
-        x = x.to(device=device, dtype=dtype)
+        x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)  # token ids stay integers
         y = data.y.to(device=device, dtype=dtype) if data.task == "regression" else data.y.to(device)
         if len(val):
             self.x, self.y = x[train.to(device)], y[train.to(device)]
         else:  # every sample trains, in order: no copy
             self.x, self.y = x, y
         self.x_val, self.y_val = x[val.to(device)], y[val.to(device)]
-        self.classification = data.task == "classification"
+        self.classification = data.task != "regression"  # classes, or a sequence's next tokens
         self.n_train = len(train)
         self.n_outputs = data.n_outputs
         self.model = problem.model_ref
@@ -227,10 +228,11 @@ class DatasetProblem(BuiltProblem):
             out = module(xb)
             chunk = self.loss.fn(out, yb).double()
             total += chunk if self.loss.reduction == "sum" else chunk * len(xb)
-            if self.classification:
-                correct += (out.argmax(dim=1) == yb).sum()
+            if self.classification:  # the class is the last axis: (N, classes), or a sequence's (N, T, vocab)
+                correct += (out.argmax(dim=-1) == yb).sum()
         loss = total if self.loss.reduction == "sum" else total / len(x)
-        return loss, (correct / len(x) if self.classification else None)
+        # every sample of a sequence dataset scores as many tokens as the others (IGNORE marks the rest)
+        return loss, (correct / (y != IGNORE).sum() if self.classification else None)
 
 
 def build_problem(problem: Problem, device: torch.device, dtype: torch.dtype) -> BuiltProblem:

@@ -9,6 +9,8 @@ synchronises the device per step.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,8 +167,11 @@ class StepRecorder:
         self._extras: dict[str, _DeviceColumn | _HostColumn] = {}
         self._evals: list[tuple[int, int | None, dict[str, torch.Tensor]]] = []
         self._marks: list = []  # perf_counter floats, or CUDA events
+        self._paused_before: list[int] = []  # per mark: how many of the pauses below came before it
+        self._pauses: list[tuple] = []  # (start, end) of each evaluation, perf_counter floats or CUDA events
 
     def start(self) -> None:
+        self._paused_s = 0.0  # evaluation time drained so far, left out of the training clock
         self._t0 = time.perf_counter()
         self._last_flush = self._t0
         self._prev_end_s = self.time_offset_s
@@ -178,6 +183,23 @@ class StepRecorder:
     def elapsed_s(self) -> float:
         """Training time up to the end of the last drained step."""
         return self._prev_end_s
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Around an evaluation: its time is not training time (AlgoPerf's rule), so time_s and step times
+        leave it out. On a GPU the pause is timed by events, so this never synchronises the device."""
+        self._pauses.append((self._mark(), None))
+        try:
+            yield
+        finally:
+            self._pauses[-1] = (self._pauses[-1][0], self._mark())
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
 
     def record_eval(self, step: int, epoch: int | None, metrics: dict[str, torch.Tensor]) -> None:
         """Whole-set metrics after ``step`` updates, kept on the device until the next drain."""
@@ -196,12 +218,8 @@ class StepRecorder:
     ) -> bool:
         """Note one finished step; True when a flush is due."""
         now = time.perf_counter()
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self._marks.append(event)
-        else:
-            self._marks.append(now)
+        self._marks.append(self._mark() if self.cuda else now)
+        self._paused_before.append(len(self._pauses))
         self.next_step += 1
         self._epochs.append(epoch)
         self._losses.append(loss)
@@ -229,9 +247,13 @@ class StepRecorder:
         if self.cuda:
             self._marks[-1].synchronize()
             ends = np.array([self._t0_event.elapsed_time(e) / 1000.0 for e in self._marks])
+            pauses = [start.elapsed_time(end) / 1000.0 for start, end in self._pauses if end is not None]
         else:
             ends = np.array(self._marks) - self._t0
-        ends += self.time_offset_s
+            pauses = [end - start for start, end in self._pauses if end is not None]
+        paused = self._paused_s + np.concatenate(([0.0], np.cumsum(pauses)))
+        ends += self.time_offset_s - paused[np.minimum(self._paused_before, len(pauses))]
+        self._paused_s = float(paused[-1])
         starts = np.concatenate(([self._prev_end_s], ends[:-1]))
         batch = StepBatch(
             step=np.arange(self.next_step - len(self._marks), self.next_step, dtype=np.int64),

@@ -108,6 +108,8 @@ def estimate(
     x_bytes = features * (SOURCE_BYTES + (8 if problem.standardize else 0) + copies)
     if dataset.component.task == "regression":
         y_bytes = shape.n_outputs * (SOURCE_BYTES + copies)
+    elif dataset.component.task == "sequence":  # token ids in and next tokens out, int64 each, never standardized
+        x_bytes = y_bytes = LABEL_BYTES * features * (2 if n_val else 1)
     else:
         y_bytes = LABEL_BYTES * (2 if n_val else 1)
     n_params = model.component.parameter_count(model.typed_params, shape.sample_shape, shape.n_outputs)

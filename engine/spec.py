@@ -485,6 +485,14 @@ class Problem(_Strict):
                 f"dataset '{dataset.name}' has samples of shape {shape.sample_shape}",
                 model_ref.name,
             )
+        if model.takes_tokens != (dataset.component.task == "sequence"):
+            wanted = "token ids (a sequence dataset)" if model.takes_tokens else "features, not token ids"
+            raise spec_error(
+                ("model", "name"),
+                f"model '{model_ref.name}' takes {wanted}; "
+                f"dataset '{dataset.name}' is a {dataset.component.task} dataset",
+                model_ref.name,
+            )
         try:  # arithmetic (or a build on the meta device): a model that cannot take this data says so here
             model.parameter_count(model_ref.typed_params, shape.sample_shape, shape.n_outputs)
         except ValueError as exc:
@@ -493,6 +501,8 @@ class Problem(_Strict):
             ) from None
         if self.standardize is None:
             self.standardize = dataset.component.standardize_by_default
+        elif self.standardize and dataset.component.task == "sequence":
+            raise spec_error(("standardize",), f"dataset '{dataset.name}' holds token ids: they cannot be scaled", True)
         dataset_task = dataset.component.task
         loss_task = self.loss_component.task
         if dataset_task != loss_task:

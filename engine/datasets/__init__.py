@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -10,7 +11,17 @@ import torch
 
 from engine.registry import Component, Params
 
-Task = Literal["regression", "classification"]
+#: "sequence": x holds token ids (N, T) and y the next token at each position (N, T), IGNORE where not scored
+Task = Literal["regression", "classification", "sequence"]
+ValidationMetric = Literal["accuracy", "loss", "perplexity"]
+#: a sequence target that is not scored (torch's cross-entropy ignore_index)
+IGNORE = -100
+#: what a task is judged by on held-out data, unless its dataset declares otherwise
+_DEFAULT_METRIC: dict[str, tuple[ValidationMetric, bool]] = {
+    "classification": ("accuracy", True),
+    "regression": ("loss", False),
+    "sequence": ("perplexity", False),
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,16 @@ class Dataset(Component[DP]):
     standardize_by_default: ClassVar[bool] = True
     #: the parameter a refusal for memory names (the one that sets the size); None names the dataset
     size_param: ClassVar[str | None] = None
+    #: what its held-out evaluations are judged by (val_accuracy, val_loss, or exp(val_loss)), and which way is
+    #: better; by default the task's (classification: accuracy, regression: loss, sequence: perplexity)
+    validation_metric: ClassVar[ValidationMetric]
+    higher_is_better: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        task = getattr(cls, "task", None)
+        if task is not None and not hasattr(cls, "validation_metric"):
+            cls.validation_metric, cls.higher_is_better = _DEFAULT_METRIC[task]
 
     @classmethod
     def load(cls, params: DP) -> Data:
@@ -84,3 +105,13 @@ class SklearnTable(Dataset[Params]):
     @classmethod
     def shape(cls, params: Params) -> DataShape:
         return DataShape(cls.n_samples, (cls.n_features,), cls.n_classes)
+
+
+def validation_value(metric: ValidationMetric, evaluation: dict[str, Any]) -> float | None:
+    """A dataset's validation metric from one stored evaluation (its val_loss and val_accuracy); None if absent."""
+    if metric == "accuracy":
+        return evaluation.get("val_accuracy")
+    loss = evaluation.get("val_loss")
+    if loss is None or metric == "loss":
+        return loss
+    return math.exp(min(loss, 700.0))  # perplexity; beyond e^700 a float overflows

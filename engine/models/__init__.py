@@ -17,6 +17,8 @@ class Model(Component[MP]):
     kind = "model"
     #: the sample ranks (len of one sample's shape) the model takes; None takes any
     input_ranks: ClassVar[frozenset[int] | None] = None
+    #: it takes token ids (a sequence dataset's), not features; the two never mix
+    takes_tokens: ClassVar[bool] = False
     #: the parameter a refusal for memory names (the one that sets the size); None names the model
     size_param: ClassVar[str | None] = None
     #: its forward pass is pure tensor maths (no reads back to the host, no buffers changed), so that runs of

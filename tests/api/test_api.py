@@ -192,7 +192,7 @@ def _mutate(spec: dict, path: tuple, value) -> dict:
 
 INVALID = {
     "unknown optimizer": (function_spec(), ("optimizers", 0, "name"), "adamm", ("optimizers", 0, "name")),
-    "unknown model": (dataset_spec(), ("problem", "model", "name"), "transformer", ("problem", "model", "name")),
+    "unknown model": (dataset_spec(), ("problem", "model", "name"), "perceiver", ("problem", "model", "name")),
     "unknown dataset": (dataset_spec(), ("problem", "dataset", "name"), "imagenet", ("problem", "dataset", "name")),
     "unknown function": (function_spec(), ("problem", "function", "name"), "sphere9", ("problem", "function", "name")),
     "unknown loss": (dataset_spec(), ("problem", "loss"), "hinge2", ("problem", "loss")),

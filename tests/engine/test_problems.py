@@ -18,7 +18,7 @@ from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 
 from engine import config as engine_config
 from engine import registry
-from engine.datasets import Data
+from engine.datasets import IGNORE, Data
 from engine.problem import build_problem
 from engine.spec import ComparisonSpec
 
@@ -212,6 +212,7 @@ def idx_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A root holding a small IDX set under the default names, so idx loads on its defaults like the rest."""
     root = tmp_path / "root"
     write_idx(root, idx_bytes(IMAGES), idx_bytes(LABELS))
+    (root / "input.txt").write_text("to be, or not to be, that is the question: " * 20)  # text_corpus's default
     monkeypatch.setattr(engine_config.config, "data_root", root)
     return root
 
@@ -228,12 +229,18 @@ def test_dataset_contract(name: str) -> None:
     assert cls.description
     assert isinstance(data, Data) and data.task == cls.task
     assert cls.size(params) == len(data) == len(data.y) > 0
-    assert data.x.dtype == torch.float32 and torch.isfinite(data.x).all()
+    if cls.task == "sequence":  # token ids in, the next token out at each position (IGNORE where not scored)
+        assert data.x.dtype == data.y.dtype == torch.int64 and data.y.shape == data.x.shape
+        assert 0 <= data.x.min() and data.x.max() < data.n_outputs
+        scored = data.y[data.y != IGNORE]
+        assert len(scored) and 0 <= scored.min() and scored.max() < data.n_outputs
+    else:
+        assert data.x.dtype == torch.float32 and torch.isfinite(data.x).all()
     if cls.task == "classification":
         assert data.y.dtype == torch.int64 and data.y.shape == (len(data),)
         assert data.n_outputs >= 2
         assert 0 <= data.y.min() and data.y.max() < data.n_outputs
-    else:
+    elif cls.task == "regression":
         assert data.y.is_floating_point() and data.y.shape == (len(data), data.n_outputs)
     again = cls.load(cls.Params())
     assert torch.equal(data.x, again.x) and torch.equal(data.y, again.y) and data.n_outputs == again.n_outputs
@@ -241,6 +248,8 @@ def test_dataset_contract(name: str) -> None:
     shape = cls.shape(params)
     assert (shape.n_samples, shape.sample_shape) == (len(data), tuple(data.x.shape[1:]))
     assert shape.n_outputs >= data.n_outputs if cls.task == "classification" else shape.n_outputs == data.n_outputs
+    assert cls.validation_metric in ("accuracy", "loss", "perplexity")
+    assert cls.higher_is_better == (cls.validation_metric == "accuracy")
 
 
 def test_synthetic_classification_is_seeded_balanced_and_separable_on_request() -> None:
@@ -424,15 +433,19 @@ def test_every_model_counts_the_parameters_it_builds(name: str) -> None:
 def test_every_model_builds_reproducibly_on_images(name: str) -> None:
     cls = MODELS[name]
     assert cls.description
-    x = torch.rand(5, 1, 8, 8)
+    x, n_outputs = torch.rand(5, 1, 8, 8), 10
+    if cls.input_ranks is not None and 3 not in cls.input_ranks:  # not an image model: on its own test data
+        dataset = DATASETS[cls.test_problem["dataset"]["name"]]
+        data = dataset.load(dataset.Params.model_validate(cls.test_problem["dataset"].get("params", {})))
+        x, n_outputs = data.x[:5], data.n_outputs
 
     def build(seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):  # as engine.problem does, leaving the global RNG alone
             torch.manual_seed(seed)
-            return cls.build(cls.Params(), (1, 8, 8), 10)
+            return cls.build(cls.Params(), tuple(x.shape[1:]), n_outputs)
 
     first, second, other = build(0), build(0), build(1)
-    assert first(x).shape == (5, 10)
+    assert first(x).shape[0] == 5 and first(x).shape[-1] == n_outputs
     state, same, different = first.state_dict(), second.state_dict(), other.state_dict()
     assert state.keys() == same.keys() and all(torch.equal(state[k], same[k]) for k in state)
     assert any(not torch.equal(state[k], different[k]) for k in state)

@@ -212,7 +212,7 @@ def test_duplicate_labels_are_rejected_at_the_later_entry() -> None:
         # unknown names
         ({"optimizers": [{"name": "sgd"}, {"name": "adamx"}]}, ("optimizers", 1, "name"), "unknown_optimizer"),
         (
-            {"problem": {**DATASET_PROBLEM, "model": {"name": "transformer"}}},
+            {"problem": {**DATASET_PROBLEM, "model": {"name": "perceiver"}}},
             ("problem", "model", "name"),
             "unknown_model",
         ),
