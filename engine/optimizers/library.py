@@ -95,6 +95,19 @@ ELEMENTWISE = set(
     "tiger yogi".split()
 )
 
+#: GaLore's and Fira's low-rank projection is switched on by options of the matrices' param group, not by the
+#: constructor: offered as params, they go to a group of the 2-D parameters only
+PROJECTED = {"galore", "fira"}
+PROJECTION_FIELDS: dict[str, tuple[Any, Any]] = {
+    "rank": (int, Field(128, ge=1, description="rank of each matrix's gradient projection")),
+    "update_proj_gap": (int, Field(200, ge=1, description="steps between recomputations of the projection (an SVD)")),
+    "scale": (float, Field(0.25, gt=0.0, description="scale of the update projected back")),
+    "projection_type": (
+        Literal["std", "reverse_std", "right", "left", "full"],
+        Field("std", description="which side(s) of the matrix the gradient is projected on"),
+    ),
+}
+
 UNSUPPORTED = {
     "adalomo": "updates inside the backward pass (fused_backward on the model), not through step()",
     "lomo": "updates inside the backward pass (fused_backward on the model), not through step()",
@@ -391,6 +404,8 @@ class LibraryParams(Params):
 
     library_class: ClassVar[type[torch.optim.Optimizer]]
     fixed_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: params that are options of the matrices' param group rather than constructor arguments
+    matrix_group_keys: ClassVar[tuple[str, ...]] = ()
     #: False for an optimizer that cannot run here: its constructor is never called
     runs: ClassVar[bool] = True
 
@@ -428,6 +443,13 @@ class LibraryOptimizer(Optimizer[Any]):
         library_class: type[torch.optim.Optimizer], parameters: list[torch.Tensor], params: Params
     ) -> torch.optim.Optimizer:
         kwargs = {**getattr(params, "fixed_defaults", {}), **params.model_dump()}
+        if keys := getattr(params, "matrix_group_keys", ()):
+            options = {key: kwargs.pop(key) for key in keys}
+            matrices = [p for p in parameters if p.ndim == 2]
+            others = [p for p in parameters if p.ndim != 2]
+            groups = [{"params": matrices, **options}] if matrices else []
+            groups += [{"params": others}] if others else []
+            return library_class(groups, **kwargs)
         if _uses_muon_groups(library_class):
             matrices = [p for p in parameters if p.ndim >= 2]
             others = [p for p in parameters if p.ndim < 2]
@@ -484,6 +506,8 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
     for pname, value in facts.defaults.items():
         if pname not in fields:
             fixed_defaults[pname] = value
+    if name in PROJECTED:
+        fields.update(PROJECTION_FIELDS)
     params_model = create_model(
         f"{library_class.__name__}Params",
         __base__=LibraryParams,
@@ -493,6 +517,8 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
     params_model.library_class = library_class
     params_model.fixed_defaults = fixed_defaults
     params_model.runs = facts.unsupported is None
+    if name in PROJECTED:
+        params_model.matrix_group_keys = tuple(PROJECTION_FIELDS)
     doc = (library_class.__doc__ or "").strip()
     summary = doc.split("\n\n")[0].replace("\n", " ").strip()
     key = re.sub(r"[^a-z0-9]", "", library_class.__name__.lower())

@@ -3,7 +3,8 @@
 A run trained by the engine (``engine.training.train``) must equal, step for step, the library's own class
 driven by a plain torch loop written from its documentation: ``loss.backward(create_graph=True)`` for the
 Hessian-based ones, ``step(closure)`` returning the loss for those that read it, ``train()``/``eval()`` for
-schedule-free ones, and ``use_muon`` groups for Muon's family. A tiny MLP on the full batch in float64 has both
+schedule-free ones, ``use_muon`` groups for Muon's family, and the projection options on the matrices' group for
+GaLore and Fira. A tiny MLP on the full batch in float64 has both
 matrices and biases, so Muon's two groups are both exercised; 12 steps each.
 """
 
@@ -18,7 +19,7 @@ import pytorch_optimizer
 import torch
 
 from engine import registry
-from engine.optimizers.library import ENTRIES, PREFIX
+from engine.optimizers.library import ENTRIES, PREFIX, PROJECTION_FIELDS
 from engine.problem import build_problem
 from engine.recorder import StepBatch
 from engine.spec import ComparisonSpec
@@ -58,6 +59,8 @@ SAMPLE: list[tuple[str, dict[str, Any]]] = [
     ("muon", {"lr": 0.02, "adamw_lr": 0.01}),  # matrix/orthogonalising, with its AdamW group for the biases
     ("adamuon", {"lr": 0.02, "adamw_lr": 0.01}),
     ("came", {"lr": 0.01}),  # memory-efficient, factored
+    ("galore", {"lr": 0.01, "rank": 2, "update_proj_gap": 5}),  # low-rank projection of the matrices' gradients
+    ("fira", {"lr": 0.01, "rank": 2, "update_proj_gap": 5}),
     ("adafactor", {"lr": 0.01}),
     ("alig", {"max_lr": 0.1}),  # needs the loss value (its Polyak step size)
     ("emonavi", {"lr": 0.01}),
@@ -103,7 +106,14 @@ def _plain_run(
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     library_class = pytorch_optimizer.load_optimizer(name)
     tensors = list(module.parameters())
-    if issubclass(library_class, pytorch_optimizer.optimizer.muon.base.MuonBase):
+    if cls.Params.matrix_group_keys:  # GaLore's documented use: projection options on the matrices' group
+        options = {key: kwargs.pop(key) for key in PROJECTION_FIELDS}
+        groups = [
+            {"params": [p for p in tensors if p.ndim == 2], **options},
+            {"params": [p for p in tensors if p.ndim != 2]},
+        ]
+        optimizer = library_class(groups, **kwargs)
+    elif issubclass(library_class, pytorch_optimizer.optimizer.muon.base.MuonBase):
         groups = [
             {"params": [p for p in tensors if p.ndim >= 2], "use_muon": True},
             {"params": [p for p in tensors if p.ndim < 2], "use_muon": False},
