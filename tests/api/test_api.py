@@ -281,6 +281,30 @@ INVALID = {
         ("optimizers", 0, "params", "hessian_distribution"),
     ),
     "seed as a string": (function_spec(), ("seeds",), ["zero"], ("seeds", 0)),
+    "a text corpus outside the data root": (
+        dataset_spec(),
+        ("problem", "dataset"),
+        {"name": "text_corpus", "params": {"path": "../../etc/passwd"}},
+        ("problem", "dataset", "params", "path"),
+    ),
+    "a text corpus that is missing": (
+        dataset_spec(),
+        ("problem", "dataset"),
+        {"name": "text_corpus", "params": {"path": "no-such-corpus.txt"}},
+        ("problem", "dataset", "params", "path"),
+    ),
+    "a transformer on features": (
+        dataset_spec(),
+        ("problem", "model"),
+        {"name": "transformer"},
+        ("problem", "model", "name"),
+    ),
+    "token cross-entropy on a regression set": (
+        dataset_spec(),
+        ("problem", "loss"),
+        "token_cross_entropy",
+        ("problem", "loss"),
+    ),
 }
 
 
