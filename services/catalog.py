@@ -19,9 +19,9 @@ PLURAL = {
 #: class attributes that matter to a user beyond the parameters
 TRAITS = {
     "optimizer": ("full_batch_only", "source", "version", "family"),
-    "dataset": ("task", "standardize_by_default"),
+    "dataset": ("task", "standardize_by_default", "validation_metric", "higher_is_better"),
     "loss": ("task",),
-    "model": (),
+    "model": ("takes_tokens",),
     "function": (),
 }
 #: what the training loop owes an optimizer (docs/catalogue.md)
