@@ -173,7 +173,8 @@ class ComparisonOut(ComparisonSummary):
     )
 
     @classmethod
-    def full(cls, comparison: Comparison) -> ComparisonOut:
+    def full(cls, comparison: Comparison, served: Counter[str] | None = None) -> ComparisonOut:
+        """``served``: as for RunOut.of, read here if some run is queued and it is not given."""
         runs = comparison.runs
         progress = Progress(
             runs_total=len(runs),
@@ -181,7 +182,8 @@ class ComparisonOut(ComparisonSummary):
             steps_total=sum(r.steps_total for r in runs),
             steps_done=sum(r.steps_done for r in runs),
         )
-        served = _served(comparison) if any(r.status == "queued" for r in runs) else None
+        if served is None and any(r.status == "queued" for r in runs):
+            served = _served(comparison)
         outs = [RunOut.of(r, served) for r in runs]
         waiting = "; ".join(dict.fromkeys(out.waiting for out in outs if out.waiting)) or None
         return cls.of(

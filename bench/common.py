@@ -34,30 +34,38 @@ def example_spec(filename: str) -> ComparisonSpec:
 
 
 @contextlib.contextmanager
-def fresh_databases() -> Iterator[dict[str, str]]:
-    """A migrated SQLite file and a migrated new PostgreSQL database, removed afterwards."""
-    from db.migrate import upgrade
-
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
     admin_url = os.environ.get("OPTIBENCH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     name = f"optibench_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    urls = {
-        "postgresql": admin_url.rsplit("/", 1)[0] + f"/{name}",
-        "sqlite": f"sqlite:///{tempfile.mkdtemp(prefix='optibench-bench-')}/bench.db",
-    }
     try:
-        for url in urls.values():
-            upgrade(url)
-        yield urls
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        from db.session import get_engine
-
-        get_engine.cache_clear()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def fresh_databases() -> Iterator[dict[str, str]]:
+    """A migrated SQLite file and a migrated new PostgreSQL database, removed afterwards."""
+    from db.migrate import upgrade
+    from db.session import get_engine
+
+    with postgres_database() as postgres_url:
+        urls = {
+            "postgresql": postgres_url,
+            "sqlite": f"sqlite:///{tempfile.mkdtemp(prefix='optibench-bench-')}/bench.db",
+        }
+        try:
+            for url in urls.values():
+                upgrade(url)
+            yield urls
+        finally:
+            get_engine.cache_clear()
 
 
 def seeded_run(engine, steps: int) -> tuple[str, int]:

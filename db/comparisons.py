@@ -27,7 +27,7 @@ from db.models import (
     table_of,
     utcnow,
 )
-from engine.identity import ALONE, ENSEMBLE, Execution, device_kind, execution_plan, run_hasher
+from engine.identity import ALONE, ENSEMBLE, Execution, device_kind, plan_runs, run_hasher
 from engine.spec import ComparisonSpec
 from engine.sweeps import FINAL, SEARCH, RunConfig, adaptive_seeds, expand
 from engine.vectorized import Member
@@ -51,6 +51,7 @@ def create_comparison(
     request_hash: str | None = None,
     publishing: bool = False,
     planned: list[tuple[list[str], Execution]] | None = None,
+    validated: ComparisonSpec | None = None,
 ) -> Comparison:
     """One queued run per optimizer setting × seed (engine.sweeps.expand: a tuning job's search phase
     only); ``spec`` is the validated spec's JSON form, ``steps_total`` per entry, or one for all.
@@ -66,7 +67,8 @@ def create_comparison(
     a publish that fails puts them back (``worker.dispatch.enqueue_new_runs(marked=True)``). Should the
     process die between the commit and the publish, the sweeper republishes them after
     OPTIBENCH_REPUBLISH_AFTER_S, as for a message the broker lost. ``planned`` (a list) receives the
-    tasks that train the queued runs, (run ids, mode), for ``enqueue_new_runs(planned=)``.
+    tasks that train the queued runs, (run ids, mode), for ``enqueue_new_runs(planned=)``. ``validated``:
+    ``spec`` as the ComparisonSpec it came from, where the caller has it, not validated again.
 
     The rows go in as two plain INSERTs, the runs' one executemany: the ORM's unit of work cost more
     than the rest of a submit. The objects returned are in the session as if read back."""
@@ -87,7 +89,8 @@ def create_comparison(
         "adaptive": {"round": 1, "done": False, "stopped": None, "pairs": []} if adaptive_seeds(spec) else None,
         **_history_columns(spec),
     }
-    runs, reused, tasks = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=True)
+    grouped = validated or ComparisonSpec.model_validate(spec)
+    runs, reused, tasks = _run_rows(session, row, expand(spec), steps_total, reuse, first_position=0, grouped=grouped)
     if publishing:
         for run in runs:
             if run["status"] == QUEUED:
@@ -154,43 +157,38 @@ def _run_rows(
     steps_total: Sequence[int] | Mapping[int, int],
     reuse: bool,
     first_position: int,
-    grouped: bool,
+    grouped: ComparisonSpec | None,
 ) -> tuple[list[dict[str, Any]], bool, list[tuple[list[str], Execution]]]:
     """The complete rows of a comparison's new runs, each with its config hash and execution mode,
-    numbered from ``first_position``; ``grouped``: they are dispatched together, so some may train as
-    ensembles (else each alone, as a tuning job's final runs). With ``reuse``, the runs of a task whose
-    every run is identical to a succeeded run of the team trained in the same mode are succeeded
-    already; returns the rows, whether any was, and the tasks that train the others (run ids, mode), as
-    the dispatcher publishes them."""
+    numbered from ``first_position``; ``grouped``: the validated spec when they are dispatched together,
+    so some may train as ensembles (None: each alone, as a tuning job's final runs). With ``reuse``, the
+    runs of a task whose every run is identical to a succeeded run of the team trained in the same mode
+    are succeeded already; returns the rows, whether any was, and the tasks that train the others (run
+    ids, mode), as the dispatcher publishes them."""
     spec = comparison["spec"]
     settings = get_settings()
     device = device_kind(spec["device"], settings.auto_device)
     run_hash = run_hasher(spec, device)
-    hashes = [run_hash(c.entry_index, c.params, c.seed) for c in configs]
-    members = [Member(c.entry_index, c.seed, c.params) for c in configs]
-    index_of = {id(member): i for i, member in enumerate(members)}
+    run_ids = [new_id() for _ in configs]
+    hashes = {run_id: run_hash(c.entry_index, c.params, c.seed) for run_id, c in zip(run_ids, configs)}
+    members = {run_id: Member(c.entry_index, c.seed, c.params) for run_id, c in zip(run_ids, configs)}
     plan = (
-        execution_plan(ComparisonSpec.model_validate(spec), members, device, settings.vectorize)
-        if grouped
-        else [([member], ALONE) for member in members]
+        plan_runs(grouped, members, device, settings.vectorize)
+        if grouped is not None
+        else [([run_id], ALONE) for run_id in members]
     )
-    modes: list[str] = [ALONE] * len(configs)
-    for group, mode in plan:
-        for member in group:
-            modes[index_of[id(member)]] = mode
-    found = _reusable_runs(session, comparison["team_id"], hashes) if reuse else {}
-    sources: dict[int, Run] = {}
-    for group, mode in plan:  # a task is reused whole or trains whole
-        indices = [index_of[id(member)] for member in group]
-        matches = [match for i in indices if (match := found.get((hashes[i], mode))) is not None]
-        if len(matches) == len(indices):
-            sources.update(zip(indices, matches))
+    modes = {run_id: mode for task, mode in plan for run_id in task}
+    found = _reusable_runs(session, comparison["team_id"], list(hashes.values())) if reuse else {}
+    sources: dict[str, Run] = {}
+    for task, mode in plan:  # a task is reused whole or trains whole
+        matches = [match for run_id in task if (match := found.get((hashes[run_id], mode))) is not None]
+        if len(matches) == len(task):
+            sources.update(zip(task, matches))
     rows = []
-    for index, (config, config_hash) in enumerate(zip(configs, hashes)):
-        position = first_position + index
+    for position, (config, run_id) in enumerate(zip(configs, run_ids), first_position):
         row = {
             **_NO_RUN,
-            "id": new_id(),
+            "id": run_id,
             "comparison_id": comparison["id"],
             "position": position,
             "entry_index": config.entry_index,
@@ -200,15 +198,15 @@ def _run_rows(
             "optimizer_params": config.params,
             "sweep_values": config.sweep_values,
             "phase": config.phase,
-            "config_hash": config_hash,
+            "config_hash": hashes[run_id],
             "status": QUEUED,
             "steps_total": steps_total[config.entry_index],
             "steps_done": 0,
             "attempt": 0,
             "device": device,
-            "execution": modes[index],
+            "execution": modes[run_id],
         }
-        source = sources.get(index)
+        source = sources.get(run_id)
         if source is not None:
             row.update(
                 {column: getattr(source, column) for column in _OUTCOME},
@@ -216,11 +214,7 @@ def _run_rows(
                 reused_from_id=source.reused_from_id or source.id,
             )
         rows.append(row)
-    tasks = [
-        ([rows[index_of[id(member)]]["id"] for member in group], mode)
-        for group, mode in plan
-        if index_of[id(group[0])] not in sources
-    ]
+    tasks = [(task, mode) for task, mode in plan if task[0] not in sources]
     return rows, bool(sources), tasks
 
 
@@ -234,7 +228,7 @@ def _add_runs(
     """Append runs to a stored comparison, after its existing ones; the caller flushes."""
     columns = {"id": comparison.id, "team_id": comparison.team_id, "spec": comparison.spec}
     rows, _, _ = _run_rows(
-        session, columns, configs, steps_total, reuse, first_position=len(comparison.runs), grouped=False
+        session, columns, configs, steps_total, reuse, first_position=len(comparison.runs), grouped=None
     )
     comparison.runs.extend(Run(**row) for row in rows)
 

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Worker, utcnow
@@ -36,10 +36,14 @@ def forget(session: Session, hostname: str) -> None:
     session.execute(delete(Worker).where(Worker.hostname == hostname))
 
 
+#: built once: every submit reads it
+_LIVE_QUEUES = select(Worker.queues).where(Worker.last_seen >= bindparam("since"))
+
+
 def live_queues(session: Session, settings: Settings) -> Counter[str]:
     """How many live workers consume each queue (one indexed query)."""
     since = utcnow() - timedelta(seconds=live_within_s(settings))
     counts: Counter[str] = Counter()
-    for queues in session.scalars(select(Worker.queues).where(Worker.last_seen >= since)):
+    for queues in session.connection().execute(_LIVE_QUEUES, {"since": since}).scalars():
         counts.update(queues)
     return counts

@@ -116,3 +116,14 @@ def execution_plan(
         else:
             plan += [([member], ALONE) for member in group]
     return plan
+
+
+def plan_runs(
+    spec: ComparisonSpec, members: Mapping[str, Member], device: str, vectorize: bool = True
+) -> list[tuple[list[str], Execution]]:
+    """``execution_plan`` of runs given by id, each a distinct Member: the tasks' run ids and modes."""
+    run_ids = {id(member): run_id for run_id, member in members.items()}  # params are dicts: members don't hash
+    return [
+        ([run_ids[id(member)] for member in group], mode)
+        for group, mode in execution_plan(spec, list(members.values()), device, vectorize)
+    ]

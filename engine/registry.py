@@ -74,10 +74,28 @@ def _lax(value: Any, kinds: set[type], literals: set[Any]) -> tuple[str, tuple[i
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 
 
+def _always_taken(kinds: set[type]) -> frozenset[type]:
+    """The types of JSON value that ``_lax`` passes for a field admitting ``kinds``, whatever the value."""
+    taken: set[type] = {type(None), dict}
+    if bool in kinds:
+        taken.add(bool)
+    if str in kinds or not kinds & {int, float, bool}:
+        taken.add(str)
+    if kinds & {int, float} or bool not in kinds:
+        taken |= {int, float}
+    return frozenset(taken)
+
+
 @functools.cache
-def _admitted_by_field(model: type[BaseModel]) -> dict[str, tuple[set[type], set[Any]]]:
-    """``_admitted`` of each of the model's fields, worked out once per model: a submit validates dozens."""
-    return {name: _admitted(field.annotation) for name, field in model.model_fields.items()}
+def _admitted_by_field(model: type[BaseModel]) -> dict[str, tuple[set[type], set[Any], frozenset[type]]]:
+    """``_admitted`` of each of the model's fields that can refuse a value, with the types of value it never
+    refuses, worked out once per model: a submit validates dozens."""
+    admitted = {name: _admitted(field.annotation) for name, field in model.model_fields.items()}
+    return {
+        name: (kinds, literals, _always_taken(kinds))
+        for name, (kinds, literals) in admitted.items()
+        if object not in kinds
+    }
 
 
 def _lax_errors(model: type[BaseModel], data: Any) -> list[InitErrorDetails]:
@@ -87,9 +105,10 @@ def _lax_errors(model: type[BaseModel], data: Any) -> list[InitErrorDetails]:
     errors: list[InitErrorDetails] = []
     admitted = _admitted_by_field(model)
     for name, value in data.items():
-        if name not in admitted:
+        field = admitted.get(name)
+        if field is None or type(value) in field[2]:
             continue
-        kinds, literals = admitted[name]
+        kinds, literals, _ = field
         lax = _lax(value, kinds, literals)
         if lax is not None:
             found, where = lax

@@ -150,11 +150,19 @@ def can_vectorize(spec: ComparisonSpec, entry_index: int) -> Eligibility:
     return Eligibility(True, f"optimizer '{entry.name}' on this problem runs vectorized")
 
 
-def _group_key(spec: ComparisonSpec, member: Member, n_train: int) -> tuple:
+def _group_key(
+    spec: ComparisonSpec, member: Member, n_train: int, signatures: dict[tuple[int, str], Any] | None = None
+) -> tuple:
+    """What ensemble members share: the optimizer, the batch size and the update's code path. ``signatures``
+    keeps the rules' by entry and params, so that one is built per setting rather than per seed."""
     entry = spec.optimizers[member.entry_index]
     plan = BatchPlan.for_training(n_train, spec.training, member.seed, entry.batch_size)
-    rule = _rule(spec, member)
-    return entry.name, plan.batch_size, None if rule is None else rule.signature
+    signatures = {} if signatures is None else signatures
+    setting = (member.entry_index, repr(member.params))
+    if setting not in signatures:
+        rule = _rule(spec, member)
+        signatures[setting] = None if rule is None else rule.signature
+    return entry.name, plan.batch_size, signatures[setting]
 
 
 def group_runs(spec: ComparisonSpec, members: Sequence[Member], max_members: int = 256) -> list[list[Member]]:
@@ -162,11 +170,13 @@ def group_runs(spec: ComparisonSpec, members: Sequence[Member], max_members: int
     (same optimizer, batch size and update code path); a run that cannot join one is a group of its own.
     Whether a group is worth vectorizing is ``should_vectorize``'s call."""
     n_train = train_size(spec.problem)
+    eligible = {index: bool(can_vectorize(spec, index)) for index in {member.entry_index for member in members}}
+    signatures: dict[tuple[int, str], Any] = {}
     groups: dict[tuple, list[Member]] = {}
     singles: list[list[Member]] = []
     for member in members:
-        if can_vectorize(spec, member.entry_index):
-            groups.setdefault(_group_key(spec, member, n_train), []).append(member)
+        if eligible[member.entry_index]:
+            groups.setdefault(_group_key(spec, member, n_train, signatures), []).append(member)
         else:
             singles.append([member])
     chunks = [group[i : i + max_members] for group in groups.values() for i in range(0, len(group), max_members)]
@@ -192,7 +202,7 @@ def _check_group(spec: ComparisonSpec, members: Sequence[Member]) -> None:
 def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: torch.device | str) -> bool:
     """Whether training ``members`` (one group of ``group_runs``) as an ensemble beats training them one
     by one on ``device``, by the measurements in docs/vectorized.md."""
-    if len(members) < 2 or not all(can_vectorize(spec, m.entry_index) for m in members):
+    if len(members) < 2 or not all(can_vectorize(spec, index) for index in {m.entry_index for m in members}):
         return False
     n_params = parameter_count(spec)
     if torch.device(device).type == "cuda":

@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db import comparisons, leases, teams
+from db import comparisons, leases, teams, workers
 from db.models import QUEUED, Comparison
 from engine import sizing
 from engine.identity import Execution
@@ -56,6 +57,8 @@ class Submitted:
     comparison: Comparison
     #: False when an earlier request with the same Idempotency-Key and body created it
     created: bool
+    #: how many live workers consumed each queue when it was stored (db.workers.live_queues), if it has queued runs
+    served: Counter[str] | None = None
 
 
 def _check_memory(spec: ComparisonSpec, budget: int) -> None:
@@ -158,6 +161,11 @@ def submit(
             request_hash=request_hash,
             publishing=True,
             planned=planned,
+            validated=spec,
+        )
+        # read now, in the transaction: after the commit it would cost a connection of its own
+        served = (
+            workers.live_queues(session, settings) if any(run.status == QUEUED for run in comparison.runs) else None
         )
         # the limits lock the team's submits until the commit: taken last, the lock is held the shortest
         backlog = teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
@@ -173,4 +181,4 @@ def submit(
         raise
     _enqueue_or_fail(session, spec, comparison, backlog, planned)
     send_if_due(comparison.id, body)  # its first round may be made of reused runs only
-    return Submitted(comparison, created=True)
+    return Submitted(comparison, created=True, served=served)

@@ -6,8 +6,10 @@ import base64
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import leases
 from db.models import Run
 from db.session import new_session
-from engine.identity import ENSEMBLE, Execution, device_kind, execution_plan
+from engine.identity import ENSEMBLE, Execution, device_kind, plan_runs
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member
 from optibench.settings import HARD_LIMIT_GRACE_S, get_settings
@@ -46,12 +48,8 @@ def enqueue_new_runs(
     settings = get_settings()
     device = (runs[0].device if runs else None) or device_kind("auto", settings.auto_device)
     if planned is None:
-        members = [Member(r.entry_index, r.seed, r.optimizer_params) for r in runs]
-        run_ids = {id(member): run.id for member, run in zip(members, runs)}  # params are dicts: members don't hash
-        planned = [
-            ([run_ids[id(m)] for m in group], mode)
-            for group, mode in execution_plan(spec, members, device, settings.vectorize)
-        ]
+        members = {run.id: Member(run.entry_index, run.seed, run.optimizer_params) for run in runs}
+        planned = plan_runs(spec, members, device, settings.vectorize)
     run_of = {run.id: run for run in runs}
     tasks: list[Task] = []
     for ids, mode in planned:
@@ -110,7 +108,7 @@ def _publish(tasks: Sequence[Task], marked: bool = False, priorities: dict[str |
     """Send tasks, then mark their runs published, in one write (unless ``marked``: then only a refused
     publish writes, putting them back in the outbox). On Redis the messages go out together in one
     pipeline, one round trip: all of them or, if the broker refuses, none (some may have arrived: a
-    duplicate is harmless); a second round trip records which runs were sent (missing_from_broker)."""
+    duplicate is harmless); the same pipeline records which runs were sent (missing_from_broker)."""
     settings = get_settings()
     sent = [run_id for _, run_ids, *_ in tasks for run_id in run_ids]
     if priorities is None:
@@ -127,7 +125,7 @@ def _publish(tasks: Sequence[Task], marked: bool = False, priorities: dict[str |
                     time_limit=soft + HARD_LIMIT_GRACE_S,
                     priority=priorities.get(comparison_id, 0),
                 )
-        _record_sent(sent)
+            _record_sent(sent, _batch_pipeline(producer))
     except Exception as exc:
         log.warning("broker unreachable (%s); %d runs stay in the outbox", type(exc).__name__, len(sent))
         if marked:
@@ -157,8 +155,8 @@ def _mark(run_ids: list[str], published: bool) -> None:
 _RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 
 
-def _sent_key(run_id: str) -> str:
-    return f"{get_settings().queue}.sent.{run_id}"
+def _sent_key() -> str:
+    return f"{get_settings().queue}.sent"
 
 
 @lru_cache
@@ -168,33 +166,50 @@ def _redis(url: str):
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
-def _record_sent(run_ids: Sequence[str]) -> None:
-    """On Redis, one key per run sent, in one round trip: a Redis that restarts empty loses them with its
-    messages, and a run whose key never came (its process died between commit and publish) has none. They
-    expire after OPTIBENCH_REPUBLISH_AFTER_S, when the blanket republish takes over, twice over."""
+def _batch_pipeline(producer: Any) -> Any:
+    """The Redis pipeline that kombu's open publish batch sends its messages in (kombu.transport.redis
+    PublishBatch, made at the first message), or None. Commands added to it go out with the messages, after
+    them, in their round trip: the only one of a submit's publish."""
+    batch = getattr(getattr(producer, "_batch_local", None), "current", None)
+    return getattr(getattr(batch, "session", None), "pipeline", None)
+
+
+def _record_sent(run_ids: Sequence[str], pipeline: Any = None) -> None:
+    """On Redis, the runs sent, in one sorted set scored by when each entry lapses (one ZADD): a Redis that
+    restarts empty loses them with its messages, and a run that never came (its process died between commit
+    and publish) has none. They lapse after OPTIBENCH_REPUBLISH_AFTER_S, when the blanket republish takes
+    over, twice over. In ``pipeline``, the publish batch's (``_batch_pipeline``), they go with the messages;
+    else in a round trip of their own."""
     settings = get_settings()
     if settings.embedded_broker or not run_ids:
         return
+    entries = dict.fromkeys(run_ids, time.time() + max(1.0, 2 * settings.republish_after_s))
+    if pipeline is not None:
+        pipeline.zadd(_sent_key(), entries)
+        return
     try:
-        with _redis(settings.broker_url).pipeline(transaction=False) as pipeline:
-            for run_id in run_ids:
-                pipeline.set(_sent_key(run_id), 1, ex=max(1, int(2 * settings.republish_after_s)))
-            pipeline.execute()
+        _redis(settings.broker_url).zadd(_sent_key(), entries)
     except Exception as exc:  # the messages went out: at worst they are published again after a lease
         log.warning("could not record %d runs as sent: %s: %s", len(run_ids), type(exc).__name__, exc)
 
 
 def missing_from_broker(run_ids: Sequence[str]) -> set[str]:
     """Those of ``run_ids`` (queued runs published a while ago) whose message the broker does not hold:
-    on Redis the runs without their sent key (one MGET); on the embedded SQLAlchemy broker the runs no
-    stored message names. A broker that cannot be asked answers none, and the sweep tries again."""
+    on Redis the runs not recorded as sent, or whose record lapsed (one round trip, which drops the lapsed);
+    on the embedded SQLAlchemy broker the runs no stored message names. A broker that cannot be asked
+    answers none, and the sweep tries again."""
     settings = get_settings()
+    if not run_ids:
+        return set()
     try:
         if settings.embedded_broker:
             named = _named_in_sqlalchemy_broker(settings.broker_url.removeprefix("sqla+"))
             return {run_id for run_id in run_ids if run_id not in named}
-        values = _redis(settings.broker_url).mget([_sent_key(run_id) for run_id in run_ids])
-        return {run_id for run_id, value in zip(run_ids, values) if value is None}
+        with _redis(settings.broker_url).pipeline(transaction=False) as pipeline:
+            pipeline.zremrangebyscore(_sent_key(), "-inf", time.time())
+            pipeline.zmscore(_sent_key(), list(run_ids))
+            _, lapses = pipeline.execute()
+        return {run_id for run_id, lapse in zip(run_ids, lapses) if lapse is None}
     except Exception as exc:
         log.warning("could not ask the broker which runs it holds: %s: %s", type(exc).__name__, exc)
         return set()

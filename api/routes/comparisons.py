@@ -82,7 +82,7 @@ def submit_comparison(
         raise HTTPException(409, str(exc)) from None
     except submitting.NotQueued as exc:
         raise HTTPException(500, str(exc)) from exc
-    return model_body(ComparisonOut.full(done.comparison), 202 if done.created else 200)
+    return model_body(ComparisonOut.full(done.comparison, done.served), 202 if done.created else 200)
 
 
 @router.get("", response_model=ComparisonPage, responses={400: {"model": HTTPError, "description": "bad cursor"}})

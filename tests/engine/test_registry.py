@@ -71,3 +71,35 @@ def test_two_components_with_one_name_are_refused():
 
     with pytest.raises(ValueError, match="defined twice"):
         type("AnotherAdam", (Optimizer,), {"name": "adam", "__module__": "elsewhere"})
+
+
+def test_the_strict_checks_shortcut_passes_only_what_the_full_check_passes():
+    """A field's value whose type it always takes skips the full check: the two agree on every JSON
+    value, for every kind of annotation the components use."""
+    from typing import Any, Literal
+
+    annotations: list[Any] = [
+        int,
+        float,
+        bool,
+        str,
+        int | None,
+        float | bool,
+        bool | None,
+        str | int,
+        Literal["a", "b"],
+        Literal["full"] | int,
+        list[float],
+        tuple[float, float],
+        dict[str, Any],
+        Any,
+    ]
+    values = [0, 1.5, True, False, "a", "0.1", None, {"k": 1}, [1.0, 2.0], [True], ["x", 1]]
+    for annotation in annotations:
+        kinds, literals = registry._admitted(annotation)
+        if object in kinds:
+            continue
+        taken = registry._always_taken(kinds)
+        for value in values:
+            if type(value) in taken:
+                assert registry._lax(value, kinds, literals) is None, (annotation, value)

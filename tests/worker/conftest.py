@@ -44,7 +44,5 @@ def redis_dispatch(redis_url, use_database, monkeypatch) -> Broker:
     client = redis.Redis.from_url(redis_url)
     yield Broker(client, prefix)
     broker = Broker(client, prefix)
-    client.delete(*broker.lists("cpu"), *broker.lists("gpu"))
-    for key in client.scan_iter(f"{prefix}.sent.*"):
-        client.delete(key)
+    client.delete(*broker.lists("cpu"), *broker.lists("gpu"), f"{prefix}.sent")
     get_settings.cache_clear()

@@ -95,12 +95,32 @@ def test_a_backlog_whose_messages_are_in_the_broker_is_left_alone(redis_dispatch
     assert _enqueued_at([r.id for r in runs]) == published
 
 
+def test_a_publish_sends_its_messages_and_their_sent_keys_in_one_round_trip(redis_dispatch, monkeypatch):
+    """The record of which runs were sent rides in the publish batch's pipeline, after the messages."""
+    import redis
+
+    executed: list[list[str]] = []
+    execute = redis.client.Pipeline.execute
+
+    def counted(self, *args, **kwargs):
+        executed.append([str(command[0][0]) for command in self.command_stack])
+        return execute(self, *args, **kwargs)
+
+    runs = _create()
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted)
+    assert dispatch.enqueue_new_runs(ComparisonSpec.model_validate(SPEC), runs, marked=True) == 2
+    # before it, a fresh producer's first publish declares its queue and bindings
+    [commands] = [commands for commands in executed if "LPUSH" in commands or "ZADD" in commands]
+    assert commands[-1] == "ZADD" and "ZADD" not in commands[:-1], executed
+    assert dispatch.missing_from_broker([r.id for r in runs]) == set()
+
+
 def test_messages_lost_with_redis_are_published_again(redis_dispatch, short_lease):
     """A Redis restarted without persistence loses the messages and the keys that record them alike."""
     runs = _create()
     assert dispatch.enqueue_new_runs(ComparisonSpec.model_validate(SPEC), runs, marked=True) == 2
     broker = redis_dispatch.client
-    broker.delete(*redis_dispatch.lists("cpu"), *[f"{redis_dispatch.prefix}.sent.{r.id}" for r in runs])
+    broker.delete(*redis_dispatch.lists("cpu"), f"{redis_dispatch.prefix}.sent")
     time.sleep(LEASE_S + 0.1)
     assert republish_lost() >= 2
     assert _published(redis_dispatch, runs) == sorted(r.id for r in runs)
