@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential")
+SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential", "suites", "ingest")
+#: long sections, run only when named: `python -m bench suite_wall`
+OPT_IN = ("suite_wall", "gpu")
 
 
 def _embedded_environment() -> None:
@@ -28,11 +30,16 @@ def _embedded_environment() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
-    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)}; default all")
+    parser.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"any of {', '.join(SECTIONS + OPT_IN)}; default all but {', '.join(OPT_IN)}",
+    )
     args = parser.parse_args()
-    unknown = set(args.sections) - set(SECTIONS)
+    unknown = set(args.sections) - set(SECTIONS) - set(OPT_IN)
     if unknown:
-        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS + OPT_IN)}")
     _embedded_environment()
 
     import importlib

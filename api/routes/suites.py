@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from api import auth
 from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
-from api.routes.pages import _message, _page
 from api.schemas import ComparisonOut
 from engine.suites import Suite
 from services import submit as submitting
@@ -97,6 +97,7 @@ def suite_page(
     try:
         suite = suites.find(name, version)
     except ValidationError as exc:
-        return _message(request, 404, "Not found", exc.errors()[0]["msg"], principal)
+        context = {"title": "Not found", "message": exc.errors()[0]["msg"], "principal": principal}
+        return auth.templates.TemplateResponse(request, "message.html", context, status_code=404)
     data = suites.scores(session, suite, budget, team_id=principal.team_id)
-    return _page(request, "suite.html", data=data, principal=principal)
+    return auth.templates.TemplateResponse(request, "suite.html", {"data": data, "principal": principal})
