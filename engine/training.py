@@ -157,8 +157,8 @@ class ModuleStepper(Stepper):
         extras = None
         if self.grad_norm or self.update_norm:
             extras = {}
-            if self.grad_norm:
-                extras["grad_norm"] = _global_norm([p.grad for p in params if p.grad is not None])
+            if self.grad_norm:  # detached: with create_graph the gradients are part of a graph
+                extras["grad_norm"] = _global_norm([p.grad.detach() for p in params if p.grad is not None])
             if before is not None:
                 extras["update_norm"] = _global_norm([p.detach() - b for p, b in zip(params, before)])
         if self.hvp:  # the gradients hold the graph create_graph kept (and a cycle through the parameters)
