@@ -282,6 +282,13 @@ def test_the_budget_is_the_setting_and_the_refusal_names_the_largest_part(client
     assert "64.0 MiB" in error["msg"] and "activations" in error["msg"]
 
 
+def test_a_transformer_too_wide_for_memory_is_refused_at_its_width(client):
+    model = {"name": "transformer", "params": {"layers": 48, "heads": 16, "width": 8192}}
+    spec = dataset_spec(model, {"name": "modular_arithmetic", "params": {"p": 11}}, loss="token_cross_entropy")
+    [error] = refused(client, spec)
+    assert error["loc"] == ["body", "problem", "model", "params", "width"] and error["type"] == "memory_budget"
+
+
 def test_a_submit_that_breaks_after_storing_fails_its_comparison_with_the_reason(client, monkeypatch):
     """An unexpected error while dispatching (injected here) answers 500 only after marking the
     stored comparison failed, its runs saying why; nothing is left queued."""

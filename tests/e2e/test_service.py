@@ -180,6 +180,34 @@ def test_evaluations_and_extras_are_served(service):
     assert header == "step,epoch,loss,time_s,step_time_ms,lr,grad_norm,update_norm"
 
 
+def test_a_transformer_learns_modular_arithmetic_on_a_real_worker(service):
+    spec = {
+        "name": "grokking, briefly",
+        "problem": {
+            "model": {"name": "transformer", "params": {"layers": 1, "heads": 2, "width": 16}},
+            "dataset": {"name": "modular_arithmetic", "params": {"p": 7}},
+            "loss": "token_cross_entropy",
+            "validation_fraction": 0.3,
+        },
+        "training": {"steps": 20, "batch_size": "full", "eval_every": 10},
+        "optimizers": [{"name": "adamw", "params": {"lr": 0.01}}, {"name": "sgd", "params": {"lr": 0.1}}],
+        "seeds": [0],
+    }
+    with service.client as client:
+        comparison = service.wait_for(client.post("/api/v1/comparisons", json=spec).json()["id"])
+        evals = {r["id"]: client.get(f"/api/v1/runs/{r['id']}/evals").json()["evals"] for r in comparison["runs"]}
+        datasets = client.get("/api/v1/catalog").json()["datasets"]
+    dataset = next(d for d in datasets if d["name"] == "modular_arithmetic")
+    assert comparison["status"] == "succeeded", comparison
+    assert (dataset["validation_metric"], dataset["higher_is_better"]) == ("accuracy", True)
+    for run in comparison["runs"]:
+        assert run["status"] == "succeeded" and run["steps_done"] == 20 and run["wall_time_s"] > 0
+        assert [e["step"] for e in evals[run["id"]]] == [0, 10, 20]
+        assert all(0 <= e["val_accuracy"] <= 1 for e in evals[run["id"]])
+    [adamw] = [evals[r["id"]] for r in comparison["runs"] if r["optimizer"]["name"] == "adamw"]
+    assert adamw[-1]["train_loss"] < adamw[0]["train_loss"]  # 49 equations, vocabulary 9: it learns within 20 steps
+
+
 def test_ctrl_c_stops_api_and_worker(service):
     code, workers = stop_service(service)
     assert code == 0, service.log.read_text()[-2000:]
