@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Step
@@ -56,32 +56,61 @@ def record_batches(
 
 
 def _postgresql_chunk(session: Session, run_id: str, after: int, limit: int) -> list[pa.Array]:
-    fields: list[str] = []
-    parts: list[tuple] = [("count", ">i2")]
-    for name in NUMBER_COLUMNS:
-        parts += [(f"length_{name}", ">i4"), (f"value_{name}", ">i4" if _KINDS[name] == "int4" else ">f8")]
-        if name in _NOT_NULL:
-            fields.append(f'"{name}"')
-        else:  # a fixed width: the value or 0, and whether it was NULL
-            fields += [f'coalesce("{name}", 0)', f'"{name}" IS NULL']
-            parts += [(f"length_null_{name}", ">i4"), (f"null_{name}", "u1")]
-    query = (
-        f"COPY (SELECT {', '.join(fields)} FROM steps WHERE run_id = %s AND step > %s ORDER BY step LIMIT %s) "
-        "TO STDOUT (FORMAT BINARY)"
+    """One row of one array per column (NULLs as 0 beside an array of flags), sent by a binary COPY: a
+    single message that numpy reads in place, instead of a message and a Python tuple per row."""
+    # the (run_id, step) key's index gives the rows in order; a planner that underestimates the run (fresh
+    # statistics are often missing) would rather sort them all, for every chunk
+    session.execute(
+        text("SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)")
     )
-    data = bytearray()
+    aggregates: list[str] = []
+    wires: list[str] = []
+    for name in NUMBER_COLUMNS:
+        wire = ">i4" if _KINDS[name] == "int4" else ">f8"
+        if name in _NOT_NULL:
+            aggregates.append(f'array_agg("{name}")')
+            wires.append(wire)
+        else:
+            aggregates += [
+                f'array_agg(coalesce("{name}", 0))',
+                f'array_agg("{name}" IS NULL)',
+            ]
+            wires += [wire, "u1"]
+    query = (
+        f"COPY (SELECT {', '.join(aggregates)} FROM (SELECT * FROM steps WHERE run_id = %s AND step > %s "
+        "ORDER BY step LIMIT %s) AS chunk) TO STDOUT (FORMAT BINARY)"
+    )
     with driver_connection(session).cursor() as cursor, cursor.copy(query, (run_id, after, limit)) as copy:
-        for block in copy:
-            data += block
-    rows = np.frombuffer(memoryview(data)[_COPY_HEADER:-2], dtype=np.dtype(parts)) if len(data) > 21 else None
-    arrays = []
+        data = b"".join(bytes(block) for block in copy)
+    arrays = iter(_binary_arrays(data, wires))
+    columns = []
     for field in SCHEMA:
-        if rows is None:
-            arrays.append(pa.array([], type=field.type))
+        values = next(arrays).astype(np.int64 if pa.types.is_integer(field.type) else np.float64)
+        null = None if field.name in _NOT_NULL else next(arrays).astype(bool)
+        columns.append(pa.array(values, type=field.type, mask=null if null is not None and null.any() else None))
+    return columns
+
+
+def _binary_arrays(data: bytes, wires: list[str]) -> list[np.ndarray]:
+    """The one-dimensional arrays of a binary COPY's single row (none: every array empty). An array's binary
+    form: dimensions, a NULL flag, the element type, then each dimension's size and lower bound, then each
+    element as a length and its value."""
+    if len(data) <= _COPY_HEADER + 2:
+        return [np.empty(0, dtype=wire) for wire in wires]
+    position = _COPY_HEADER + 2  # the row's field count
+    arrays = []
+    for wire in wires:
+        (length,) = np.frombuffer(data, ">i4", 1, position)
+        position += 4
+        if length < 0:  # array_agg over no rows is NULL
+            arrays.append(np.empty(0, dtype=wire))
             continue
-        values = rows[f"value_{field.name}"].astype(np.int64 if pa.types.is_integer(field.type) else np.float64)
-        mask = rows[f"null_{field.name}"].astype(bool) if field.name not in _NOT_NULL else None
-        arrays.append(pa.array(values, type=field.type, mask=mask if mask is not None and mask.any() else None))
+        dimensions, size = np.frombuffer(data, ">i4", 1, position)[0], 0
+        if dimensions:
+            size = int(np.frombuffer(data, ">i4", 1, position + 12)[0])
+        elements = np.frombuffer(data, np.dtype([("length", ">i4"), ("value", wire)]), size, position + 20)
+        arrays.append(elements["value"])
+        position += int(length)
     return arrays
 
 

@@ -1,0 +1,129 @@
+"""Issue 17's server side over HTTP, against a real `optibench serve --no-worker` on each database: a
+1,000,000-step run read back as Arrow (into a pandas DataFrame), CSV and JSON; and the same rows uploaded as
+Arrow batches to an external run against the server's own write path (``leases.append_steps``) for them."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy.orm import Session
+
+from bench.api import _api_key, _long_run, _server, _settle
+from bench.common import Result, fresh_databases, seeded_run
+from bench.storage import synthetic_columns
+from db import leases
+from db.session import make_engine
+
+ROWS = 1_000_000
+#: rows per upload, and per flush of the server's own write path it is compared with
+BATCH = 100_000
+READ_TARGETS = {"arrow": 1.0, "csv": 3.0, "json": 5.0}
+UPLOAD_TARGET = 0.8
+
+
+def _read(url: str, key: str, run_id: str, format: str) -> tuple[float, int]:
+    """Seconds to have the whole run in hand (for Arrow: in a DataFrame), and the rows it held."""
+    started = time.perf_counter()
+    response = httpx.get(
+        f"{url}/api/v1/runs/{run_id}/steps", params={"format": format}, headers=_auth(key), timeout=600
+    )
+    response.raise_for_status()
+    if format == "arrow":
+        rows = len(pa.ipc.open_stream(response.content).read_all().to_pandas())
+    elif format == "csv":
+        rows = len(pd.read_csv(io.BytesIO(response.content)))
+    else:
+        rows = response.content.count(b'"step"')
+    return time.perf_counter() - started, rows
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _batches() -> list[bytes]:
+    bodies = []
+    for start in range(0, ROWS, BATCH):
+        table = pa.table(synthetic_columns(BATCH, start))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        bodies.append(sink.getvalue().to_pybytes())
+    return bodies
+
+
+def _own_write_path(database_url: str) -> float:
+    """Rows/s of ``leases.append_steps`` for the same rows in flushes of BATCH rows."""
+    engine = make_engine(database_url)
+    run_id, attempt = seeded_run(engine, ROWS)
+    chunks = [synthetic_columns(BATCH, start) for start in range(0, ROWS, BATCH)]
+    started = time.perf_counter()
+    for columns in chunks:
+        with Session(engine) as session, session.begin():
+            leases.append_steps(session, run_id, attempt, columns, best_loss=None)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return ROWS / elapsed
+
+
+def _upload(url: str, key: str, comparison_id: str) -> float:
+    """Rows/s of one client uploading the rows in Arrow batches of BATCH rows to a new external run."""
+    bodies = _batches()
+    with httpx.Client(base_url=url, headers=_auth(key), timeout=600) as client:
+        created = client.post(
+            f"/api/v1/comparisons/{comparison_id}/runs",
+            json={"seed": 0, "label": "bench upload", "optimizer": {"name": "bench"}},
+        )
+        created.raise_for_status()
+        run_id = created.json()["id"]
+        headers = {"Content-Type": "application/vnd.apache.arrow.stream"}
+        started = time.perf_counter()
+        for body in bodies:
+            client.post(f"/api/v1/runs/{run_id}/steps", content=body, headers=headers).raise_for_status()
+        return ROWS / (time.perf_counter() - started)
+
+
+def run() -> list[Result]:
+    results = []
+    with fresh_databases() as urls:
+        for backend, database_url in urls.items():
+            run_id = _long_run(database_url, ROWS)
+            key = _api_key(database_url)
+            if backend == "postgresql":
+                _settle(database_url)
+            engine = make_engine(database_url)
+            with engine.connect() as connection:
+                comparison_id = connection.exec_driver_sql(
+                    f"SELECT comparison_id FROM runs WHERE id = '{run_id}'"
+                ).scalar_one()
+            engine.dispose()
+            with _server(database_url) as url:
+                for format, target in READ_TARGETS.items():
+                    seconds, rows = _read(url, key, run_id, format)
+                    results.append(
+                        Result(
+                            f"read 1M steps as {format} over HTTP ({backend})",
+                            "seconds" + (" into a DataFrame" if format == "arrow" else ""),
+                            f"<= {target:g}",
+                            seconds,
+                            seconds <= target and rows == ROWS,
+                            {"rows": rows},
+                        )
+                    )
+                over_http = _upload(url, key, comparison_id)
+            own = _own_write_path(database_url)
+            results.append(
+                Result(
+                    f"upload over HTTP vs own write path ({backend})",
+                    "ratio of rows/s (1M rows, 100k-row batches)",
+                    f">= {UPLOAD_TARGET}",
+                    over_http / own,
+                    over_http / own >= UPLOAD_TARGET,
+                    {"http_rows_per_s": over_http, "own_rows_per_s": own},
+                )
+            )
+    return results
