@@ -467,16 +467,32 @@ class LibraryOptimizer(Optimizer[Any]):
         return 3.0  # most keep two moments; a margin for the ones that keep a third buffer
 
 
+#: library name -> the row of the library's paper table that describes it, where the names differ
+PAPER_ROWS = {
+    **dict.fromkeys(["dadaptadagrad", "dadaptadam", "dadaptadan", "dadaptlion", "dadaptsgd"], "dadaptation"),
+    **dict.fromkeys(["schedulefreeadamw", "schedulefreeradam", "schedulefreesgd"], "schedulefree"),
+    **dict.fromkeys(["racs", "alice"], "racsalice"),
+    **dict.fromkeys(["emofact", "emolynx"], "emonavi"),
+    "sophiah": "sophia",
+    "kron": "psgd",
+    "grokfastadamw": "grokfast",
+    "scionlight": "scion",
+    "adatam": "tam",
+    "apollodqn": "Apollo",  # the table's "Apollo" (quasi-Newton) and "APOLLO" (low-rank) differ only in case
+}
+
+
 def _papers() -> dict[str, str]:
-    """Optimizer name (lower case, letters and digits) -> 'title, paper URL', from the README table the
-    package's metadata carries."""
+    """Optimizer name, as the table writes it and in lower case letters and digits -> 'title, paper URL', from
+    the README table the package's metadata carries."""
     found: dict[str, str] = {}
     text = importlib.metadata.metadata("pytorch-optimizer").get_payload() or ""  # type: ignore[attr-defined]
     for row in re.finditer(r"^\|\s*([^|]+?)\s*\|\s*\*([^*|]+)\*\s*\|[^|]*\|\s*([^|]*)\|", text, re.M):
         name, title, links = row.groups()
         paper = re.search(r"\[paper\]\((\S+?)\)", links)
-        key = re.sub(r"[^a-z0-9]", "", name.lower())
-        found.setdefault(key, f"{title.strip()}" + (f", {paper.group(1)}" if paper else ""))
+        reference = f"{title.strip()}" + (f", {paper.group(1)}" if paper else "")
+        found.setdefault(name, reference)
+        found.setdefault(re.sub(r"[^a-z0-9]", "", name.lower()), reference)
     return found
 
 
@@ -530,7 +546,9 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
         "description": f"{summary} pytorch_optimizer.{library_class.__name__} ({SOURCE} {VERSION}).",
         "Params": params_model,
         "family": facts.family,
-        "reference": papers.get(key, papers.get(name, "")),
+        "reference": papers.get(
+            library_class.__name__, papers.get(PAPER_ROWS.get(name, key), papers.get(key, papers.get(name, "")))
+        ),
         "elementwise": facts.elementwise,
         "needs_closure": facts.needs_closure,
         "needs_loss": facts.needs_loss,
