@@ -16,6 +16,7 @@ import pytest
 import scipy.optimize
 import torch
 from pydantic import ValidationError
+from sklearn.datasets import load_digits
 
 import engine.recorder as recorder_module
 from engine import config as engine_config
@@ -26,6 +27,7 @@ from engine.recorder import StepBatch
 from engine.sizing import estimate
 from engine.spec import ComparisonSpec
 from engine.training import train
+from tests.engine.test_problems import idx_bytes, write_idx
 
 CORPUS = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 30
 
@@ -61,6 +63,17 @@ WORKLOADS: dict[str, tuple[dict, dict, dict, str]] = {
         {
             "model": SMALL_RESNET,
             "dataset": {"name": "digits", "params": {"as_images": True}},
+            "loss": "cross_entropy",
+            "validation_fraction": 0.2,
+        },
+        {"steps": 25, "batch_size": 32},
+        {"name": "adam", "params": {"lr": 0.01}},
+        "+0.1",
+    ),
+    "resnet-idx": (
+        {
+            "model": SMALL_RESNET,
+            "dataset": {"name": "idx", "params": {"path": "digits-idx"}},
             "loss": "cross_entropy",
             "validation_fraction": 0.2,
         },
@@ -118,6 +131,9 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "root"
     root.mkdir()
     (root / "corpus.txt").write_text(CORPUS)
+    digits = load_digits()  # MNIST-format files of real digits, so that learning them means something
+    pixels = np.round(digits.images * 255 / 16).astype(np.uint8)
+    write_idx(root / "digits-idx", idx_bytes(pixels), idx_bytes(digits.target.astype(np.uint8)))
     monkeypatch.setattr(engine_config.config, "data_root", root)
     return root
 
