@@ -106,8 +106,10 @@ def submit(
     return done
 
 
-def _key(setting: tuple[str, str, str]) -> str:
-    return "\x1f".join(setting)
+def _key(setting: tuple[str, str, str], baselines: set[str]) -> str:
+    """What names one optimizer on the leaderboard: a baseline's label (its settings may be tuned per workload),
+    any other's label, name and params together."""
+    return setting[0] if setting[0] in baselines else "\x1f".join(setting)
 
 
 def scores(session: Session, suite: Suite, budget: Budget, *, team_id: str) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def scores(session: Session, suite: Suite, budget: Budget, *, team_id: str) -> d
     for workload in suite.workloads:
         limits = getattr(workload, "budget" if budget == "full" else "reduced")
         rows = rows_of.workload_rows(session, team_id, suite.id, budget, workload.name, workload.metric)
-        keys = [_key(s) for s in rows.settings]
+        keys = [_key(s, baseline_labels) for s in rows.settings]
         for s, k in zip(rows.settings, keys):
             described.setdefault(
                 k, {"label": s[0], "optimizer": s[1], "params": json.loads(s[2]), "baseline": s[0] in baseline_labels}

@@ -8,10 +8,13 @@
     mode: "lines",
     line: { shape: "hv", dash: o.baseline ? "dot" : "solid" },
   }));
-  Plotly.newPlot("profile-chart", traces, {
+  const chart = document.getElementById("profile-chart");
+  Plotly.newPlot(chart, traces, {
     margin: { t: 10, r: 10 },
     xaxis: { title: { text: "τ (time to target / best time)" }, range: [1, data.tau_max] },
     yaxis: { title: { text: "ρ(τ): share of workloads" }, range: [0, 1.02] },
     legend: { orientation: "h", y: -0.25 },
-  }, { responsive: true, displaylogo: false });
+  }, { responsive: true, displaylogo: false }).then(() => {
+    chart.dataset.drawn = String(Number(chart.dataset.drawn || 0) + 1);  // what the page tests wait for
+  });
 })();

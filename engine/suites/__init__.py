@@ -51,13 +51,22 @@ class Workload(_Frozen):
     budget: Budget
     #: a few steps for tests and smoke runs: not comparable with the full budget, stored apart
     reduced: Budget
+    #: a baseline's params tuned for this workload (by its label), over the suite's
+    tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def direction(self) -> Literal["min", "max"]:
         return DIRECTION[self.metric]
 
     def spec(self, optimizers: list[dict[str, Any]], seeds: list[int], budget: Budget, device: str) -> dict[str, Any]:
-        """The comparison that runs ``optimizers`` on this workload within ``budget``."""
+        """The comparison that runs ``optimizers`` on this workload within ``budget``, a baseline with its
+        settings tuned for this workload."""
+        optimizers = [
+            entry | {"params": entry.get("params", {}) | self.tuned[entry["label"]]}
+            if entry.get("label") in self.tuned
+            else entry
+            for entry in optimizers
+        ]
         return {
             "name": self.name,
             "problem": self.problem,
@@ -114,8 +123,8 @@ def check_metric(spec: ComparisonSpec, metric: str, loc: tuple[str | int, ...]) 
     """A metric the comparison's evaluations record: a held-out set, and accuracy only for classification."""
     if spec.problem.is_function or not spec.problem.validation_fraction:
         raise spec_error(loc, f"'{metric}' needs a dataset problem with validation_fraction > 0", metric)
-    if metric == "val_accuracy" and spec.problem.dataset_ref.component.task != "classification":
-        raise spec_error(loc, "'val_accuracy' is recorded for classification datasets only", metric)
+    if metric == "val_accuracy" and spec.problem.dataset_ref.component.task not in ("classification", "sequence"):
+        raise spec_error(loc, "'val_accuracy' is recorded for classification and sequence datasets only", metric)
 
 
 def baseline_entries(suite: Suite) -> list[OptimizerEntry]:
