@@ -5,6 +5,7 @@ Non-finite values: in JSON, NaN and ±infinity are the strings "NaN", "Infinity"
 (JSON has no such numbers); in CSV they are nan, inf and -inf, which float() and pandas read back.
 """
 
+import io
 from collections.abc import Iterator
 from typing import Literal
 
@@ -30,7 +31,7 @@ _ALWAYS = tuple(name for name in NUMBER_COLUMNS if name not in EXTRAS)
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "arrow": ARROW_STREAM}
-_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an Arrow IPC stream's end
+_IPC = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
 def _batches(data_id: str, with_points: bool) -> Iterator[pa.RecordBatch]:
@@ -39,11 +40,30 @@ def _batches(data_id: str, with_points: bool) -> Iterator[pa.RecordBatch]:
 
 
 def _stream_arrow(data_id: str, with_points: bool) -> Iterator[bytes]:
-    """The IPC stream format: the schema's message, a message per chunk, the end marker."""
-    yield step_reads.schema(with_points).serialize().to_pybytes()
-    for batch in _batches(data_id, with_points):
-        yield batch.serialize().to_pybytes()
-    yield _EOS
+    """The IPC stream format, a message per chunk, its buffers zstd-compressed (the all-null and constant
+    columns shrink to nothing; pyarrow reads it as it is)."""
+    pieces: list[bytes] = []
+    sink = pa.PythonFile(_Pieces(pieces), mode="w")
+    with pa.ipc.new_stream(sink, step_reads.schema(with_points), options=_IPC) as writer:
+        for batch in _batches(data_id, with_points):
+            writer.write_batch(batch)
+            yield b"".join(pieces)
+            pieces.clear()
+    yield b"".join(pieces)
+
+
+class _Pieces(io.RawIOBase):
+    """A write-only sink that keeps what was written in ``pieces``."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.pieces.append(bytes(data))
+        return len(data)
 
 
 def _stream_json(run_id: str, data_id: str, with_points: bool) -> Iterator[bytes]:
