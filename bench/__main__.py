@@ -18,7 +18,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results.json"
 SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential", "suites", "ingest")
 #: long sections, run only when named: `python -m bench suite_wall`
-OPT_IN = ("suite_wall", "gpu")
+OPT_IN = ("suite_wall",)
 
 
 def _embedded_environment() -> None:
