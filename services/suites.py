@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from analysis import suites as scoring
 from db import suites as rows_of
+from engine import sizing
+from engine.problem import steps_total
 from engine.spec import ComparisonSpec, spec_error
 from engine.suites import Suite, Workload, check_metric, discover
 from optibench.settings import Settings
@@ -93,8 +95,11 @@ def submit(
 ) -> list[tuple[str, submitting.Submitted]]:
     """One comparison per workload, marked with the suite, its budget and the workload; the baselines' runs are
     reused from the team's history where identical ones succeeded (the comparison's reuse by config hash)."""
+    planned = plan(suite, submission)
+    for workload, spec in planned:  # what would refuse a workload, checked for all before any is stored
+        _check_fits(workload, spec, settings)
     done = []
-    for workload, spec in plan(suite, submission):
+    for workload, spec in planned:
         try:
             submitted = submitting.submit(session, spec, settings, team_id=team_id, submitted_by=submitted_by)
         except submitting.Refused as exc:
@@ -104,6 +109,27 @@ def submit(
         session.commit()
         done.append((workload.name, submitted))
     return done
+
+
+def _check_fits(workload: Workload, spec: ComparisonSpec, settings: Settings) -> None:
+    """A workload whose runs exceed the steps per run or the worker memory budget is refused at its field."""
+    steps = max(steps_total(spec, i) for i in range(len(spec.optimizers)))
+    if steps > settings.max_steps_per_run:
+        raise submitting.Refused(
+            "limit_exceeded",
+            ("workloads", workload.name, "budget", "steps"),
+            f"{steps} steps per run exceed the limit of {settings.max_steps_per_run} (OPTIBENCH_MAX_STEPS_PER_RUN)",
+            steps,
+        )
+    run = sizing.largest_run(spec)
+    if run.total > settings.worker_memory_bytes:
+        raise submitting.Refused(
+            "memory_budget",
+            ("workloads", workload.name, *run.loc),
+            f"a run of this workload needs {run.describe()} of memory, over the worker memory budget of "
+            f"{sizing.human_bytes(settings.worker_memory_bytes)} (OPTIBENCH_WORKER_MEMORY_BYTES)",
+            run.total,
+        )
 
 
 def _key(setting: tuple[str, str, str], baselines: set[str]) -> str:

@@ -144,3 +144,31 @@ def test_bad_submissions_are_a_422_at_the_field_and_store_nothing(client, publis
     assert list(published) == []
     with transaction() as session:
         assert session.scalars(stored).all() == before
+
+
+def test_a_workload_over_the_limits_is_a_422_at_it_before_any_workload_is_stored(client, published, settings_env):  # noqa: F811
+    stored = select(Comparison.id).where(Comparison.suite.is_not(None))
+    with transaction() as session:
+        before = session.scalars(stored).all()
+    settings_env("OPTIBENCH_MAX_STEPS_PER_RUN", "450")  # mlp-digits (the first) needs 500 steps
+    response = client.post("/api/v1/suites/lite/v1/submissions", json={"optimizers": [SUBMITTED]})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "workloads", "mlp-digits", "budget", "steps"]
+    assert list(published) == []
+    with transaction() as session:
+        assert session.scalars(stored).all() == before
+
+
+def test_a_suite_file_that_cannot_run_names_its_field():
+    from pydantic import ValidationError
+
+    from engine.suites import Budget, Suite
+
+    lite = discover()["lite-v1"]
+    regression = next(w for w in lite.workloads if w.metric == "val_loss" and w.name == "noisy-quadratic")
+    with pytest.raises(ValidationError) as raised:
+        Suite.model_validate(lite.model_dump() | {"workloads": [regression.model_dump() | {"metric": "val_accuracy"}]})
+    assert raised.value.errors()[0]["loc"] == ("workloads", 0, "metric")
+    with pytest.raises(ValidationError) as raised:
+        Budget(steps=10, wall_s=1.0, eval_every=20)
+    assert raised.value.errors()[0]["loc"] == ("eval_every",)
