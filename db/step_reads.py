@@ -1,6 +1,6 @@
 """A run's step rows read back as Arrow record batches, chunk by chunk, without a Python object per value:
-on PostgreSQL a binary COPY of fixed-width rows (NULLs turned into flags) that numpy views in place, on
-SQLite the driver's tuples turned into columns. NaN stays apart from NULL in both."""
+on PostgreSQL one row per chunk holding each column's values packed into a bytea, which numpy reads in
+place; on SQLite the driver's tuples turned into columns. NaN stays apart from NULL in both."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ SCHEMA = pa.schema(
     ]
 )
 _POINTS = pa.list_(pa.float64())
-_COPY_HEADER = 19  # signature, flags, header extension length
 _NOT_NULL = ("step", "loss", "time_s", "step_time_ms")
 
 
@@ -56,62 +55,34 @@ def record_batches(
 
 
 def _postgresql_chunk(session: Session, run_id: str, after: int, limit: int) -> list[pa.Array]:
-    """One row of one array per column (NULLs as 0 beside an array of flags), sent by a binary COPY: a
-    single message that numpy reads in place, instead of a message and a Python tuple per row."""
+    """One bytea per column, every value's binary form back to back (NULLs as 0 beside a column of flags):
+    one row that numpy reads in place, instead of a message and a Python tuple per row."""
     # the (run_id, step) key's index gives the rows in order; a planner that underestimates the run (fresh
     # statistics are often missing) would rather sort them all, for every chunk
     session.execute(
         text("SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)")
     )
-    aggregates: list[str] = []
-    wires: list[str] = []
+    packed: list[str] = []
     for name in NUMBER_COLUMNS:
-        wire = ">i4" if _KINDS[name] == "int4" else ">f8"
+        send = "int4send" if _KINDS[name] == "int4" else "float8send"
         if name in _NOT_NULL:
-            aggregates.append(f'array_agg("{name}")')
-            wires.append(wire)
+            packed.append(f'{send}("{name}")')
         else:
-            aggregates += [
-                f'array_agg(coalesce("{name}", 0))',
-                f'array_agg("{name}" IS NULL)',
-            ]
-            wires += [wire, "u1"]
+            packed += [f'{send}(coalesce("{name}", 0))', f'boolsend("{name}" IS NULL)']
     query = (
-        f"COPY (SELECT {', '.join(aggregates)} FROM (SELECT * FROM steps WHERE run_id = %s AND step > %s "
-        "ORDER BY step LIMIT %s) AS chunk) TO STDOUT (FORMAT BINARY)"
+        f"SELECT {', '.join(f'string_agg({value}, NULL)' for value in packed)} FROM (SELECT * FROM steps "
+        "WHERE run_id = %s AND step > %s ORDER BY step LIMIT %s) AS chunk"
     )
-    with driver_connection(session).cursor() as cursor, cursor.copy(query, (run_id, after, limit)) as copy:
-        data = b"".join(bytes(block) for block in copy)
-    arrays = iter(_binary_arrays(data, wires))
+    with driver_connection(session).cursor(binary=True) as cursor:
+        row = cursor.execute(query, (run_id, after, limit)).fetchone()
+    values = iter(row if row is not None and row[0] is not None else [b""] * len(packed))
     columns = []
     for field in SCHEMA:
-        values = next(arrays).astype(np.int64 if pa.types.is_integer(field.type) else np.float64)
-        null = None if field.name in _NOT_NULL else next(arrays).astype(bool)
-        columns.append(pa.array(values, type=field.type, mask=null if null is not None and null.any() else None))
+        integer = pa.types.is_integer(field.type)
+        numbers = np.frombuffer(next(values), ">i4" if integer else ">f8").astype(np.int64 if integer else np.float64)
+        null = None if field.name in _NOT_NULL else np.frombuffer(next(values), np.bool_)
+        columns.append(pa.array(numbers, type=field.type, mask=null if null is not None and null.any() else None))
     return columns
-
-
-def _binary_arrays(data: bytes, wires: list[str]) -> list[np.ndarray]:
-    """The one-dimensional arrays of a binary COPY's single row (none: every array empty). An array's binary
-    form: dimensions, a NULL flag, the element type, then each dimension's size and lower bound, then each
-    element as a length and its value."""
-    if len(data) <= _COPY_HEADER + 2:
-        return [np.empty(0, dtype=wire) for wire in wires]
-    position = _COPY_HEADER + 2  # the row's field count
-    arrays = []
-    for wire in wires:
-        (length,) = np.frombuffer(data, ">i4", 1, position)
-        position += 4
-        if length < 0:  # array_agg over no rows is NULL
-            arrays.append(np.empty(0, dtype=wire))
-            continue
-        dimensions, size = np.frombuffer(data, ">i4", 1, position)[0], 0
-        if dimensions:
-            size = int(np.frombuffer(data, ">i4", 1, position + 12)[0])
-        elements = np.frombuffer(data, np.dtype([("length", ">i4"), ("value", wire)]), size, position + 20)
-        arrays.append(elements["value"])
-        position += int(length)
-    return arrays
 
 
 def _sqlite_chunk(session: Session, run_id: str, after: int, limit: int) -> list[pa.Array]:
