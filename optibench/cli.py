@@ -594,6 +594,46 @@ def submit(
         raise typer.Exit(1)
 
 
+class SuiteBudget(StrEnum):
+    full = "full"
+    reduced = "reduced"
+
+
+@app.command()
+def suite(
+    name: str = typer.Argument(..., help="the suite's name: lite, standard"),
+    version: str = typer.Argument(..., help="its version: v1"),
+    optimizers: Path = typer.Argument(
+        None, exists=True, dir_okay=False, help="a JSON list of optimizer entries to submit; none: only show the scores"
+    ),
+    budget: SuiteBudget = typer.Option(SuiteBudget.full, help="reduced: a few steps, scored apart (smoke runs)"),
+    workload: list[str] = typer.Option(None, help="submit to these workloads only (repeat it); default: all"),
+    url: str = URL,
+    key: str = KEY,
+) -> None:
+    """Run optimizers against a suite (one comparison per workload, beside the suite's baselines), wait for every
+    workload, then print the suite's ranking: score, score by steps and the steps to target per workload."""
+    with _api(url, key) as client:
+        if optimizers is not None:
+            entries = json.loads(optimizers.read_text())
+            submission = {"optimizers": entries, "budget": budget.value} | ({"workloads": workload} if workload else {})
+            made = client.submit_suite(name, version, submission)
+            for comparison in made["comparisons"]:
+                typer.echo(f"{comparison['workload']}: {comparison['comparison']['id']}", err=True)
+                client.wait(comparison["comparison"]["id"])
+        scored = client.suite(name, version, budget.value)
+    table = Table(title=f"{scored['suite']} ({budget.value} budget)")
+    for column in ("#", "optimizer", "score", "score (steps)", *(w["name"] for w in scored["workloads"])):
+        table.add_column(column)
+    for rank, row in enumerate(scored["optimizers"], 1):
+        reached = [
+            "-" if w["steps"] is None else f"{w['steps']:.0f} ({w['reached_seeds']}/{w['seeds']})"
+            for w in row["workloads"]
+        ]
+        table.add_row(str(rank), row["label"], f"{row['score']:.3f}", f"{row['score_steps']:.3f}", *reached)
+    _console().print(table)
+
+
 @app.command("ls")
 def list_comparisons(
     status: ComparisonStatus = typer.Option(None, help="only comparisons in this status"),

@@ -232,6 +232,23 @@ class Client:
                 raise TimeoutError(f"comparison {comparison_id} is still {comparison['status']} after {timeout_s}s")
             time.sleep(poll_s)
 
+    # --- suites --------------------------------------------------------------------------------
+
+    def submit_suite(self, name: str, version: str, submission: dict, wait: bool = False) -> dict:
+        """Submit optimizers against a suite (docs/suites.md): ``submission`` is {"optimizers": [...], "budget":
+        "full" | "reduced", ...}. One comparison per workload; with ``wait``, once all have finished, the suite's
+        scores (``suite``)."""
+        made = self._json("POST", f"/api/v1/suites/{name}/{version}/submissions", json=submission)
+        if not wait:
+            return made
+        for comparison in made["comparisons"]:
+            self.wait(comparison["comparison"]["id"])
+        return self.suite(name, version, made["budget"])
+
+    def suite(self, name: str, version: str, budget: Literal["full", "reduced"] = "full") -> dict:
+        """The suite's targets, and every optimizer setting the team ran on it ranked by score."""
+        return self._json("GET", f"/api/v1/suites/{name}/{version}", params={"budget": budget})
+
     # --- transport -----------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

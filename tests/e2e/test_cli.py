@@ -262,3 +262,17 @@ def test_keys_from_the_environment_and_wrong_keys(secured):
         assert "Traceback" not in result.stderr and result.stdout == ""
     with httpx.Client(base_url=service.url) as client:
         assert client.get("/api/v1/comparisons").status_code == 401
+
+
+def test_suite_submits_waits_for_every_workload_and_prints_the_api_ranking(service, tmp_path):
+    entries = tmp_path / "optimizers.json"
+    entries.write_text(json.dumps([{"name": "adam", "label": "adam-cli", "params": {"lr": 0.01}}]))
+    args = ["suite", "lite", "v1", str(entries), "--budget", "reduced"]
+    result = optibench(service, *args, "--workload", "logreg-breast-cancer", "--workload", "noisy-quadratic")
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["logreg-breast-cancer", "noisy-quadratic"]
+    with service.client as client:
+        scored = client.get("/api/v1/suites/lite/v1", params={"budget": "reduced"}).json()
+    assert {"adam-cli", "adamw (baseline)"} <= {o["label"] for o in scored["optimizers"]}
+    for rank, row in enumerate(scored["optimizers"], 1):
+        assert _row(result.stdout, row["label"], 1)[:3] == [str(rank), row["label"], f"{row['score']:.3f}"]
+    assert optibench(service, "suite", "lite", "v9", code=2).stderr.startswith("invalid request (HTTP 422)")
