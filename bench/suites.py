@@ -109,7 +109,7 @@ def scoring() -> Iterator[Result]:
                     timings.append(time.perf_counter() - started)
             yield Result(
                 f"suite scores: lite-v1 over {RUNS:,} stored runs ({backend})",
-                "seconds to read the runs and evaluations (two statements per workload) and compute targets, profiles, scores",
+                "seconds to read runs and evaluations (two statements a workload), compute targets, profiles, scores",
                 f"≤ {SCORE_TARGET_S} s",
                 min(timings),
                 min(timings) <= SCORE_TARGET_S,
