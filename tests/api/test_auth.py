@@ -60,6 +60,7 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("GET", "/compare"): (PAGE, 200, {}),
     ("GET", "/new"): (PAGE, 200, {}),
     ("GET", "/catalog"): (PAGE, 200, {}),
+    ("GET", "/suites/{name}/{version}"): (PAGE, 200, {}),
     ("GET", "/api/v1/catalog"): (MEMBER, 200, {}),
     ("GET", "/api/v1/me"): (MEMBER, 200, {}),
     ("POST", "/api/v1/comparisons"): (MEMBER, 202, {"json": function_spec(seeds=[7])}),
@@ -83,10 +84,22 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("GET", "/api/v1/runs/{run_id}/steps"): (MEMBER, 200, {}),
     ("GET", "/api/v1/runs/{run_id}/evals"): (MEMBER, 200, {}),
     ("GET", "/api/v1/runs/{run_id}/curve"): (MEMBER, 200, {}),
+    # a suite is the deployment's, not a team's: another team reads its own runs on it
+    ("GET", "/api/v1/suites"): (MEMBER, 200, {}),
+    ("GET", "/api/v1/suites/{name}/{version}"): (MEMBER, 200, {}),
+    ("GET", "/api/v1/suites/{name}/{version}/leaderboard"): (MEMBER, 200, {}),
+    ("POST", "/api/v1/suites/{name}/{version}/submissions"): (
+        MEMBER,
+        202,
+        {"json": {"optimizers": [{"name": "adam"}], "budget": "reduced", "workloads": ["logreg-breast-cancer"]}},
+    ),
     ("POST", "/api/v1/admin/keys"): (ADMIN, 201, {"json": {"name": "made in the matrix"}}),
     ("GET", "/api/v1/admin/keys"): (ADMIN, 200, {}),
     ("DELETE", "/api/v1/admin/keys/{key_id}"): (ADMIN, 204, {}),
 }
+#: a suite's path: no team's id
+SUITE = {"name": "lite", "version": "v1"}
+SUITE_PATH = set(SUITE)
 CALLERS = ("no key", "wrong key", "revoked key", "other team's member", "other team's admin", "member", "admin")
 UNSAFE = {"POST", "PATCH", "DELETE"}
 
@@ -98,7 +111,7 @@ def expected_status(access: str, owner_status: int, path: str, caller: str) -> i
         return 303 if access == PAGE else 401
     if access == ADMIN and caller in ("member", "other team's member"):
         return 403
-    if caller.startswith("other team's") and "{" in path:
+    if caller.startswith("other team's") and set(re.findall(r"\{(\w+)\}", path)) - SUITE_PATH:
         return 404  # exactly as for an id that does not exist
     return owner_status
 
@@ -159,7 +172,7 @@ def test_route_matrix(team_client, caller):
         ids = _targets(client, team_a) if method in UNSAFE and want < 400 and "{" in path else shared
         client.cookies.clear()
         response = client.request(
-            method, path.format(file="dashboard.css", **ids), headers=headers, follow_redirects=False, **kwargs
+            method, path.format(file="dashboard.css", **SUITE, **ids), headers=headers, follow_redirects=False, **kwargs
         )
         if response.status_code != want:
             wrong.append(f"{method} {path}: {response.status_code}, expected {want}: {response.text[:200]}")
