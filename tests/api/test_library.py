@@ -1,0 +1,68 @@
+"""pytorch-optimizer's classes against the runs the service stores: one comparison over HTTP holds the whole
+sample of tests/engine/test_library.py (30 library optimizers across every family, including schedule-free,
+Hessian-based and Muon), the worker's tasks train it in-process, and every stored step's loss and rate, and
+each run's final loss, equal the library's class driven by a plain torch loop, on both databases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from engine.optimizers.library import PREFIX
+from tests.api.test_reuse import published  # noqa: F401  (the fixture)
+from tests.engine.test_library import PROBLEM, SAMPLE, STEPS, _plain_run
+from worker.celery_app import ENSEMBLE_TASK
+from worker.tasks import train_ensemble_runs, train_run
+
+BASE = "/api/v1/comparisons"
+#: the seed the plain loops use (tests.engine.test_library._plain_run's default)
+SEED = 0
+#: the global generator's seed before each run: the Hutchinson probes of AdaHessian and Sophia-H draw from it
+PROBES_SEED = 1234
+
+
+@pytest.fixture
+def client(use_database):
+    from api.main import create_app
+
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def test_the_stored_runs_of_library_optimizers_equal_their_classes_in_a_plain_loop(client, published) -> None:
+    spec = {
+        "name": "pytorch-optimizer against its own classes",
+        "problem": PROBLEM,
+        "training": {"steps": STEPS, "batch_size": "full"},
+        "optimizers": [{"name": PREFIX + name, "params": params} for name, params in SAMPLE],
+        "seeds": [SEED],
+        "device": "cpu",
+        "dtype": "float64",
+    }
+    response = client.post(BASE, json=spec)
+    assert response.status_code == 202, response.text
+    runs = {run["id"]: run for run in response.json()["runs"]}
+    assert len(runs) == len(SAMPLE)
+    for name, run_ids in published.tasks:
+        torch.manual_seed(PROBES_SEED)
+        if name == ENSEMBLE_TASK:
+            assert set(train_ensemble_runs.apply(args=[run_ids]).get().values()) == {"succeeded"}
+        else:
+            [run_id] = run_ids
+            assert train_run.apply(args=[run_id]).get() == "succeeded"
+    assert sorted(run_id for _, ids in published.tasks for run_id in ids) == sorted(runs)
+
+    by_name = {run["optimizer"]["name"]: run for run in runs.values()}
+    for name, params in SAMPLE:
+        run = by_name[PREFIX + name]
+        steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+        torch.manual_seed(PROBES_SEED)
+        losses, rates, final, _, _ = _plain_run(name, params, SEED)
+        assert len(steps) == STEPS, name
+        np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-12, atol=0, err_msg=name)
+        np.testing.assert_allclose([s["lr"] for s in steps], rates, rtol=1e-12, atol=0, err_msg=name)
+        stored = client.get(f"/api/v1/runs/{run['id']}").json()
+        assert stored["status"] == "succeeded", name
+        assert stored["final_loss"] == pytest.approx(final, rel=1e-12, abs=0), name
