@@ -34,6 +34,10 @@ class BadInput(ValueError):
         self.loc = loc
 
 
+class NotArrow(Exception):
+    """The body is not declared an Arrow IPC stream (a 415)."""
+
+
 class Finished(Exception):
     """The run takes no more rows (a 409)."""
 
@@ -125,10 +129,14 @@ def heartbeat(session: Session, team_id: str, run_id: str) -> str:
     return status
 
 
-def append_steps(session: Session, settings: Settings, team_id: str, run_id: str, body: bytes) -> dict[str, Any]:
+def append_steps(
+    session: Session, settings: Settings, team_id: str, run_id: str, content_type: str, body: bytes
+) -> dict[str, Any]:
     """Store one uploaded batch, all or nothing, idempotent by (run, step); it beats the run's heart too.
     Commits. The answer tells the client whether the run was cancelled (it stops) and how many rows were new."""
     access.run(session, run_id, team_id)  # another team's run is missing, before anything about the body
+    if content_type.split(";")[0].strip() != ARROW_STREAM:
+        raise NotArrow(f"the body is an Arrow IPC stream: Content-Type: {ARROW_STREAM}")
     columns = decode_batch(body)
     rows = 0 if columns is None else len(columns["step"] if columns["step"] is not None else ())
     _limits.take(team_id, rows, len(body), settings)

@@ -115,8 +115,6 @@ async def upload_steps(
     run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> IngestOut:
     """Store a batch of step rows, all or nothing, idempotent by (run, step); also a heartbeat."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != external.ARROW_STREAM:
-        raise HTTPException(415, f"the body is an Arrow IPC stream: Content-Type: {external.ARROW_STREAM}")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.ingest_max_body_bytes:
         raise _too_large(settings)
@@ -128,11 +126,21 @@ async def upload_steps(
         pieces.append(piece)
     body = b"".join(pieces)
     try:
-        answer = await run_in_threadpool(external.append_steps, session, settings, principal.team_id, run_id, body)
+        answer = await run_in_threadpool(
+            external.append_steps,
+            session,
+            settings,
+            principal.team_id,
+            run_id,
+            request.headers.get("content-type", ""),
+            body,
+        )
     except external.BadInput as exc:
         raise _bad(exc) from exc
     except external.Finished as exc:
         raise HTTPException(409, str(exc)) from exc
+    except external.NotArrow as exc:
+        raise HTTPException(415, str(exc)) from exc
     except external.TooFast as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"}) from exc
     return IngestOut(**answer)

@@ -84,6 +84,15 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("GET", "/api/v1/runs/{run_id}/steps"): (MEMBER, 200, {}),
     ("GET", "/api/v1/runs/{run_id}/evals"): (MEMBER, 200, {}),
     ("GET", "/api/v1/runs/{run_id}/curve"): (MEMBER, 200, {}),
+    # external runs: created in the comparison; the run here is a finished catalogue run, which takes no rows
+    ("POST", "/api/v1/comparisons/{comparison_id}/runs"): (
+        MEMBER,
+        201,
+        {"json": {"seed": 0, "label": "external", "optimizer": {"name": "mine"}}},
+    ),
+    ("POST", "/api/v1/runs/{run_id}/steps"): (MEMBER, 415, {"content": b"not declared an Arrow stream"}),
+    ("POST", "/api/v1/runs/{run_id}/heartbeat"): (MEMBER, 409, {}),
+    ("POST", "/api/v1/runs/{run_id}/finish"): (MEMBER, 409, {"json": {"status": "failed"}}),
     # a suite is the deployment's, not a team's: another team reads its own runs on it
     ("GET", "/api/v1/suites"): (MEMBER, 200, {}),
     ("GET", "/api/v1/suites/{name}/{version}"): (MEMBER, 200, {}),
