@@ -205,6 +205,7 @@ def _run_rows(
             "attempt": 0,
             "device": device,
             "execution": modes[run_id],
+            "external": False,
         }
         source = sources.get(run_id)
         if source is not None:
