@@ -109,7 +109,12 @@ def create_external_run(
         415: {"model": HTTPError, "description": f"not {external.ARROW_STREAM}"},
         429: {"model": HTTPError, "description": "over the team's ingest limit; see Retry-After"},
     },
-    openapi_extra={"requestBody": {"content": {external.ARROW_STREAM: {}}, "required": True}},
+    openapi_extra={
+        "requestBody": {
+            "content": {external.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
 )
 async def upload_steps(
     run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
