@@ -253,6 +253,10 @@ BODIES = {
     ("POST", "/api/v1/runs/{run_id}/finish"): {"status": "failed", "error": "e"},
     # an Arrow upload, but the guard refuses bad text in any JSON body before a route sees it
     ("POST", "/api/v1/runs/{run_id}/steps"): {"step": "s"},
+    ("POST", "/api/v1/suites/{name}/{version}/submissions"): {
+        "optimizers": [{"name": "adam", "params": {"lr": 0.01}, "label": "l"}],
+        "budget": "reduced",
+    },
 }
 #: as JSON escapes in bodies (json.dumps writes them so), percent-encoded in paths and query strings
 BAD_TEXT = {"NUL": ("a\x00b", "a%00b"), "lone surrogate": ("\ud800", "%ED%A0%80")}
