@@ -5,13 +5,13 @@ A published suite's content never changes (pinned hashes)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
 from db.models import Comparison, Eval, Run, Step
 from db.session import transaction
 from engine.suites import discover
+from tests import suite_scores
 from tests.api.test_reuse import client, published  # noqa: F401  (fixtures)
 
 PINNED = {
@@ -28,52 +28,24 @@ def test_published_suites_never_change():
 def _recomputed(suite_id: str, tau_max: float) -> tuple[dict[str, float], dict[str, float]]:
     """Scores by steps and seconds from the stored runs, evaluations and steps, read run by run."""
     suite = discover()[suite_id]
-    labels, per_workload = [], []
+    per_workload = []
     with transaction() as session:
         for workload in suite.workloads:
-            budget = workload.reduced
             runs = session.scalars(
                 select(Run)
                 .join(Comparison)
                 .where(Comparison.suite == suite_id, Comparison.suite_workload == workload.name)
             ).all()
-            curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+            curves: dict[str, dict[int, suite_scores.Curve]] = {}
             for run in runs:
                 source = run.reused_from_id or run.id
                 evals = session.scalars(select(Eval).where(Eval.run_id == source).order_by(Eval.step)).all()
                 clock = dict(session.execute(select(Step.step, Step.time_s).where(Step.run_id == source)).all())
-                sign = -1.0 if workload.metric == "val_accuracy" else 1.0
-                curves.setdefault(run.label, {})[run.seed] = (
-                    np.array([e.step for e in evals]),
-                    np.array([0.0 if e.step == 0 else clock[e.step - 1] for e in evals]),
-                    sign * np.array([getattr(e, workload.metric) for e in evals]),
+                curves.setdefault(run.label, {})[run.seed] = suite_scores.curve(
+                    [(e.step, getattr(e, workload.metric)) for e in evals], clock, workload.metric
                 )
-            labels = sorted(curves)
-            ok = {
-                k: {s: (st <= budget.steps) & (t <= budget.wall_s) for s, (st, t, _) in v.items()}
-                for k, v in curves.items()
-            }
-            worst = [max(v[s][2][ok[b][s]].min() for s in v) for b, v in curves.items() if b.endswith("(baseline)")]
-            goal = min(worst)
-            firsts = {}
-            for k, v in curves.items():
-                steps, secs = [], []
-                for s, (st, t, val) in v.items():
-                    hit = np.flatnonzero(ok[k][s] & (val <= goal))
-                    steps.append(st[hit[0]] if len(hit) else np.inf)
-                    secs.append(t[hit[0]] if len(hit) else np.inf)
-                firsts[k] = (np.median(steps), np.median(secs))
-            per_workload.append(firsts)
-    out = []
-    for clock in (0, 1):
-        t = np.array([[w[k][clock] for w in per_workload] for k in labels])
-        best = t.min(axis=0)
-        r = np.where(np.isfinite(best), t / np.where(best > 0, best, 1.0), np.inf)
-        r = np.where((best == 0) & (t == 0), 1.0, np.where(best == 0, np.inf, r))
-        grid = np.linspace(1, tau_max, 30_001)
-        rho = (r[:, None, :] <= grid[None, :, None]).mean(axis=2)
-        out.append(dict(zip(labels, np.trapezoid(rho, grid, axis=1) / (tau_max - 1))))
-    return out[0], out[1]
+            per_workload.append(suite_scores.first_hits(curves, workload.reduced.steps, workload.reduced.wall_s))
+    return suite_scores.scores(per_workload, tau_max)
 
 
 def test_lite_v1_reduced_end_to_end_scores_equal_an_independent_recomputation(client, published):  # noqa: F811

@@ -18,6 +18,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from engine.suites import discover
+from tests import suite_scores
 from tests.e2e.conftest import EXAMPLES, REPO, start_service, stop_service
 
 pytestmark = pytest.mark.e2e
@@ -264,15 +266,39 @@ def test_keys_from_the_environment_and_wrong_keys(secured):
         assert client.get("/api/v1/comparisons").status_code == 401
 
 
+def _recomputed_over_http(client: httpx.Client, comparisons: dict[str, str]) -> tuple[dict, dict]:
+    """lite-v1's reduced-budget scores by steps and seconds recomputed from each workload's runs as the API
+    serves them (a reused run's evaluations and steps are its source's)."""
+    per_workload = []
+    for workload in discover()["lite-v1"].workloads:
+        runs = client.get(f"/api/v1/comparisons/{comparisons[workload.name]}").json()["runs"]
+        curves: dict[str, dict[int, suite_scores.Curve]] = {}
+        for run in runs:
+            evals = client.get(f"/api/v1/runs/{run['id']}/evals").json()["evals"]
+            steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+            curves.setdefault(run["label"], {})[run["seed"]] = suite_scores.curve(
+                [(e["step"], e[workload.metric]) for e in evals],
+                {row["step"]: row["time_s"] for row in steps},
+                workload.metric,
+            )
+        per_workload.append(suite_scores.first_hits(curves, workload.reduced.steps, workload.reduced.wall_s))
+    return suite_scores.scores(per_workload, discover()["lite-v1"].tau_max)
+
+
 def test_suite_submits_waits_for_every_workload_and_prints_the_api_ranking(service, tmp_path):
+    """The whole lite-v1 at the reduced budget through real processes; the scores the API ranks by equal an
+    independent numpy recomputation from the stored runs read over HTTP."""
     entries = tmp_path / "optimizers.json"
     entries.write_text(json.dumps([{"name": "adam", "label": "adam-cli", "params": {"lr": 0.01}}]))
-    args = ["suite", "lite", "v1", str(entries), "--budget", "reduced"]
-    result = optibench(service, *args, "--workload", "logreg-breast-cancer", "--workload", "noisy-quadratic")
-    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["logreg-breast-cancer", "noisy-quadratic"]
+    result = optibench(service, "suite", "lite", "v1", str(entries), "--budget", "reduced", COLUMNS="300")
+    made = dict(line.split(": ") for line in result.stderr.splitlines())
+    assert list(made) == [w.name for w in discover()["lite-v1"].workloads]
     with service.client as client:
         scored = client.get("/api/v1/suites/lite/v1", params={"budget": "reduced"}).json()
-    assert {"adam-cli", "adamw (baseline)"} <= {o["label"] for o in scored["optimizers"]}
+        by_steps, by_seconds = _recomputed_over_http(client, made)
+    assert {o["label"] for o in scored["optimizers"]} == set(by_steps) >= {"adam-cli", "adamw (baseline)"}
     for rank, row in enumerate(scored["optimizers"], 1):
         assert _row(result.stdout, row["label"], 1)[:3] == [str(rank), row["label"], f"{row['score']:.3f}"]
+        assert row["score_steps"] == pytest.approx(by_steps[row["label"]], abs=1e-3)
+        assert row["score"] == pytest.approx(by_seconds[row["label"]], abs=1e-3)
     assert optibench(service, "suite", "lite", "v9", code=2).stderr.startswith("invalid request (HTTP 422)")
