@@ -116,3 +116,16 @@ def settings_env(monkeypatch):
     yield setenv
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+#: the folders and modules whose tests start real processes (API servers, Celery workers, brokers, browsers)
+PROCESS_TESTS = ("tests/e2e/", "tests/faults/", "tests/web/", "tests/optibench/")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that start real processes share one xdist worker, one at a time, as their timings were set for;
+    the in-process tests run on the other."""
+    for item in items:
+        path = item.path.as_posix()
+        if any(part in path for part in PROCESS_TESTS):
+            item.add_marker(pytest.mark.xdist_group("processes"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from db.migrate import upgrade
+from tests.conftest import empty_postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -110,14 +114,17 @@ def stop_service(service: Service) -> tuple[int, list[int]]:
 
 @pytest.fixture(scope="module", params=["embedded", "postgres+redis"])
 def service(request, tmp_path_factory):
-    if request.param == "embedded":
-        overrides: dict[str, str] = {}
-    else:
-        overrides = {
-            "OPTIBENCH_DATABASE_URL": request.getfixturevalue("postgres_url"),
-            "OPTIBENCH_BROKER_URL": request.getfixturevalue("redis_url"),
-        }
-    svc = start_service(request.param, overrides, tmp_path_factory.mktemp(f"serve-{request.param.replace('+', '-')}"))
-    yield svc
-    if svc.process.poll() is None:
-        stop_service(svc)
+    with contextlib.ExitStack() as stack:
+        if request.param == "embedded":
+            overrides: dict[str, str] = {}
+        else:
+            # a database of the module's own: the team's history (reuse, suite leaderboards) is the module's alone
+            database_url = stack.enter_context(empty_postgres_database("optibench_e2e"))
+            upgrade(database_url)
+            broker_url = request.getfixturevalue("redis_url")
+            overrides = {"OPTIBENCH_DATABASE_URL": database_url, "OPTIBENCH_BROKER_URL": broker_url}
+        directory = tmp_path_factory.mktemp(f"serve-{request.param.replace('+', '-')}")
+        svc = start_service(request.param, overrides, directory)
+        yield svc
+        if svc.process.poll() is None:
+            stop_service(svc)

@@ -127,7 +127,7 @@ def test_divergence_stops_only_that_run_and_keeps_the_infinite_loss(service):
     assert steps[-1]["loss"] in ("Infinity", "NaN")
     assert all(isinstance(row["loss"], float) for row in steps[:-1])
     assert not math.isfinite(float(csv_rows[-1]["loss"]))
-    assert steps[0]["x"] == [8.0] and csv_rows[0]["x0"] == "8.0"
+    assert steps[0]["x"] == [8.0] and float(csv_rows[0]["x0"]) == 8.0
     assert comparison["status"] == "succeeded"  # a diverged run is a result, not a failure
 
 

@@ -25,7 +25,7 @@ SHARED_CONNECTION_ERRORS = ("DuplicatePreparedStatement", "EMPTY_QUERY", "server
 SPEC = {
     "name": "faults: pool process kills",
     "problem": {"function": {"name": "quadratic", "params": {"center": [2.0, -1.0]}}, "x0": [8.0, 3.0]},
-    "training": {"steps": 8_000},
+    "training": {"steps": 12_000},
     "optimizers": [{"name": "adam", "params": {"lr": 0.001}}, {"name": "sgd", "params": {"lr": 0.001}}],
     "seeds": [0],
     "dtype": "float64",
