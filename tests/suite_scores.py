@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+#: the runs a suite scores (docs/suites.md): those that ended with their evaluations, diverged ones included
+SCORED = ("succeeded", "diverged")
 #: one run's evaluations: steps, training seconds at each evaluation, and the metric oriented so lower is better
 Curve = tuple[np.ndarray, np.ndarray, np.ndarray]
 

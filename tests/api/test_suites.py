@@ -35,6 +35,7 @@ def _recomputed(suite_id: str, tau_max: float) -> tuple[dict[str, float], dict[s
                 select(Run)
                 .join(Comparison)
                 .where(Comparison.suite == suite_id, Comparison.suite_workload == workload.name)
+                .where(Run.status.in_(suite_scores.SCORED))
             ).all()
             curves: dict[str, dict[int, suite_scores.Curve]] = {}
             for run in runs:

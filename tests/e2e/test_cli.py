@@ -273,7 +273,7 @@ def _recomputed_over_http(client: httpx.Client, comparisons: dict[str, str]) -> 
     for workload in discover()["lite-v1"].workloads:
         runs = client.get(f"/api/v1/comparisons/{comparisons[workload.name]}").json()["runs"]
         curves: dict[str, dict[int, suite_scores.Curve]] = {}
-        for run in runs:
+        for run in (run for run in runs if run["status"] in suite_scores.SCORED):
             evals = client.get(f"/api/v1/runs/{run['id']}/evals").json()["evals"]
             steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
             curves.setdefault(run["label"], {})[run["seed"]] = suite_scores.curve(
