@@ -22,7 +22,8 @@ run: install
 
 # lint, format and types first: a minute, before the suite's quarter of an hour
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not alone"
+	$(PY) -m pytest -m alone -n 0
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,9 @@ import pytest
 from tests.faults.harness import ServeProcess, injected, run_rows, step_rows, verified, wait_until
 from tests.faults.test_faults import _uninterrupted_losses
 
+#: 20 kills at three moments race the supervisor's restarts: they run with nothing beside them (make test)
+pytestmark = pytest.mark.alone
+
 KILLS = 20
 # the errors of a pool process that shares its parent's PostgreSQL connections
 SHARED_CONNECTION_ERRORS = ("DuplicatePreparedStatement", "EMPTY_QUERY", "server closed the connection")
