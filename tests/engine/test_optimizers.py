@@ -53,6 +53,9 @@ def one_thread() -> Iterator[None]:
     """Tensors of a few elements: more threads only contend (SpectralSphere's solves slow 40× on 2 busy cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # optimizers that draw from the global generator (Kron's preconditioner updates, Hutchinson probes) see the
+    # same numbers whatever ran before on this process
+    torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
 
