@@ -142,11 +142,15 @@ def test_same_spec_same_seed_gives_bitwise_identical_losses(service):
 
 
 def test_list_is_newest_first_and_readyz_reports_each_dependency(service):
+    spec = _example("adam_vs_sgd_quadratic.json") | {"seeds": [0]}
     with service.client as client:
+        submitted = [client.post("/api/v1/comparisons", json=spec | {"name": f"listed {i}"}).json()["id"] for i in range(3)]
         items = client.get("/api/v1/comparisons").json()["items"]
+        service.wait_for(submitted[-1])  # a worker has trained it: readyz counts live workers
         ready = client.get("/readyz").json()
     created = [item["created_at"] for item in items]
-    assert created == sorted(created, reverse=True) and len(items) >= 3
+    assert created == sorted(created, reverse=True)
+    assert [item["id"] for item in items[:3]] == submitted[::-1]
     assert (ready["status"], ready["checks"]) == ("ok", {"database": "ok", "broker": "ok"})
     assert any(name.endswith(".cpu") and queue["workers"] >= 1 for name, queue in ready["queues"].items()), ready
 
