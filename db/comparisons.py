@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import Row, and_, bindparam, func, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -179,7 +179,7 @@ def _run_rows(
     )
     modes = {run_id: mode for task, mode in plan for run_id in task}
     found = _reusable_runs(session, comparison["team_id"], list(hashes.values())) if reuse else {}
-    sources: dict[str, Run] = {}
+    sources: dict[str, Row] = {}
     for task, mode in plan:  # a task is reused whole or trains whole
         matches = [match for run_id in task if (match := found.get((hashes[run_id], mode))) is not None]
         if len(matches) == len(task):
@@ -234,25 +234,29 @@ def _add_runs(
     comparison.runs.extend(Run(**row) for row in rows)
 
 
-def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[tuple[str, str], Run]:
+#: built once, and read as plain rows: every submit with reuse runs it
+_REUSABLE = (
+    select(Run.id, Run.config_hash, Run.execution, Run.reused_from_id, *(getattr(Run, column) for column in _OUTCOME))
+    .join(Comparison)
+    .where(
+        Run.config_hash.in_(bindparam("hashes", expanding=True)),
+        Run.status == SUCCEEDED,
+        Run.execution.in_((ALONE, ENSEMBLE)),
+        Comparison.team_id == bindparam("team_id"),
+        Comparison.deleted_at.is_(None),
+    )
+    .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
+)
+
+
+def _reusable_runs(session: Session, team_id: str, hashes: Sequence[str]) -> dict[tuple[str, str], Row]:
     """By config hash and execution mode, a succeeded run of the team in a comparison not deleted: an
     original rather than a reuse, then the earliest. Runs of unknown mode (trained before the mode was
     recorded) are never reused. One query over the config_hash index."""
-    found: dict[tuple[str, str], Run] = {}
+    found: dict[tuple[str, str], Row] = {}
     if not hashes:
         return found
-    candidates = session.scalars(
-        select(Run)
-        .join(Comparison)
-        .where(
-            Run.config_hash.in_(set(hashes)),
-            Run.status == SUCCEEDED,
-            Run.execution.in_((ALONE, ENSEMBLE)),
-            Comparison.team_id == team_id,
-            Comparison.deleted_at.is_(None),
-        )
-        .order_by(Run.reused_from_id.is_not(None), Run.finished_at, Run.id)
-    )
+    candidates = session.execute(_REUSABLE, {"hashes": list(set(hashes)), "team_id": team_id})
     for run in candidates:
         assert run.config_hash is not None and run.execution is not None, "the query's filters leave neither None"
         found.setdefault((run.config_hash, run.execution), run)
