@@ -382,21 +382,60 @@ def train(
     resume: bytes | None = None,
     stop_requested: Callable[[], bool] | None = None,
 ) -> RunOutcome:
-    """Train one run, handing every flush to ``sink``. With ``checkpoint_interval_s``, a flush at
-    least that long after the previous checkpoint carries a new one; ``resume`` continues from one
-    (with its best loss so far, which every flush carries). ``stop_requested`` is asked once the data
-    and the model are built, before the first step: a run cancelled while it was being built ends
-    there, as cancelled."""
-    device = resolve_device(spec.device)
-    problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
+    """Train one run of the spec's optimizer entry, handing every flush to ``sink``. With
+    ``checkpoint_interval_s``, a flush at least that long after the previous checkpoint carries a new one;
+    ``resume`` continues from one (with its best loss so far, which every flush carries). ``stop_requested``
+    is asked once the data and the model are built, before the first step: a run cancelled while it was
+    being built ends there, as cancelled."""
     entry = spec.optimizers[entry_index]
+    return train_with(
+        spec,
+        seed,
+        sink,
+        lambda module: build_components(spec.problem, entry, module),
+        schedule=entry.schedule,
+        batch_size=entry.batch_size,
+        total_steps=total_steps,
+        flush_every=flush_every,
+        flush_interval_s=flush_interval_s,
+        checkpoint_interval_s=checkpoint_interval_s,
+        resume=resume,
+        stop_requested=stop_requested,
+    )
+
+
+#: builds a run's torch optimizers for its module, each with the component whose capabilities step it
+BuildOptimizers = Callable[[torch.nn.Module], list[tuple[type[Optimizer[Any]], torch.optim.Optimizer]]]
+
+
+def train_with(
+    spec: ComparisonSpec,
+    seed: int,
+    sink: FlushSink,
+    build: BuildOptimizers,
+    *,
+    total_steps: int,
+    schedule: Schedule | None = None,
+    batch_size: int | str | None = None,
+    device: torch.device | None = None,
+    flush_every: int = 10_000,
+    flush_interval_s: float = 1.0,
+    checkpoint_interval_s: float | None = None,
+    resume: bytes | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+) -> RunOutcome:
+    """``train`` with optimizers from ``build`` instead of a spec entry: the spec's problem for ``seed`` (its
+    initial weights, batch order, loss and evaluations) stepped by any torch optimizers; what the SDK trains
+    a client's own optimizer with. ``device`` overrides the spec's."""
+    device = device or resolve_device(spec.device)
+    problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     module = problem.make_module(seed)
-    built = build_components(spec.problem, entry, module)
+    built = build(module)
     optimizers = [optimizer for _, optimizer in built]
     lrs = [
         [group.get("lr") for group in optimizer.param_groups] for optimizer in optimizers
     ]  # before a resume sets them
-    plan = BatchPlan.for_training(problem.n_train, spec.training, seed, entry.batch_size)
+    plan = BatchPlan.for_training(problem.n_train, spec.training, seed, batch_size)
     start, elapsed_s, best = 0, 0.0, math.inf
     if resume is not None:
         state = torch.load(io.BytesIO(resume), map_location=device, weights_only=True)
@@ -413,7 +452,7 @@ def train(
         module,
         optimizers,
         lrs,
-        entry.schedule,
+        schedule or Constant(),
         total_steps,
         spec.training.extras,
         components=[component for component, _ in built],

@@ -37,8 +37,8 @@ class OptibenchError(Exception):
     (``status`` None). ``detail`` is the API's ``detail``: a message, or for a 422 the list of
     errors, each with its ``loc`` and ``msg``; ``fields`` has those as (path, message) pairs."""
 
-    def __init__(self, status: int | None, detail: Any) -> None:
-        self.status, self.detail = status, detail
+    def __init__(self, status: int | None, detail: Any, retry_after_s: float | None = None) -> None:
+        self.status, self.detail, self.retry_after_s = status, detail, retry_after_s
         super().__init__(str(self))
 
     @property
@@ -232,6 +232,52 @@ class Client:
                 raise TimeoutError(f"comparison {comparison_id} is still {comparison['status']} after {timeout_s}s")
             time.sleep(poll_s)
 
+    # --- external runs (docs/ingest.md; the SDK, optibench.sdk, trains them) ----------------------
+
+    def run(self, run_id: str) -> dict:
+        """One run: its status, progress, losses and hyperparameters."""
+        return self._json("GET", f"/api/v1/runs/{run_id}")
+
+    def create_run(
+        self,
+        comparison_id: str,
+        *,
+        seed: int,
+        label: str,
+        optimizer: str,
+        params: dict[str, Any] | None = None,
+        device: str | None = None,
+        hardware: dict[str, Any] | None = None,
+        packages: dict[str, str] | None = None,
+        key: str | None = None,
+    ) -> dict:
+        """Start an external run of the comparison, paired by ``seed`` with its catalogue runs. ``key`` makes
+        the call idempotent: a retry with the same key returns the run the first call created."""
+        body = _present(
+            seed=seed,
+            label=label,
+            optimizer={"name": optimizer, "params": params or {}},
+            device=device,
+            hardware=hardware,
+            packages=packages,
+            key=key or uuid.uuid4().hex,
+        )
+        return self._json("POST", f"/api/v1/comparisons/{comparison_id}/runs", json=body)
+
+    def upload_steps(self, run_id: str, arrow_stream: bytes) -> dict:
+        """Store a batch of step rows (an Arrow IPC stream), idempotent by (run, step); the answer says how
+        many rows were new and whether the run was cancelled."""
+        headers = {"Content-Type": "application/vnd.apache.arrow.stream"}
+        return self._json("POST", f"/api/v1/runs/{run_id}/steps", content=arrow_stream, headers=headers)
+
+    def heartbeat(self, run_id: str) -> dict:
+        """Renew an external run's lease; ``cancelled`` in the answer says it should stop."""
+        return self._json("POST", f"/api/v1/runs/{run_id}/heartbeat")
+
+    def finish_run(self, run_id: str, status: str, **outcome: Any) -> dict:
+        """End an external run: ``status`` and any of final_loss, wall_time_s, diverged_step, error."""
+        return self._json("POST", f"/api/v1/runs/{run_id}/finish", json={"status": status, **_present(**outcome)})
+
     # --- suites --------------------------------------------------------------------------------
 
     def submit_suite(self, name: str, version: str, submission: dict, wait: bool = False) -> dict:
@@ -269,14 +315,15 @@ class Client:
                 if stream:
                     response.read()
                 if response.status_code != 503 or not retries_left:
-                    raise OptibenchError(response.status_code, _detail(response))
+                    retry_after = _retry_after(response, None) if response.status_code in (429, 503) else None
+                    raise OptibenchError(response.status_code, _detail(response), retry_after)
                 wait_s = _retry_after(response, pause_s)
             time.sleep(wait_s)
             retries_left -= 1
             pause_s = min(2 * pause_s, MAX_RETRY_WAIT_S)
 
 
-def _retry_after(response: httpx.Response, default_s: float) -> float:
+def _retry_after(response: httpx.Response, default_s: Any) -> Any:
     try:
         seconds = float(response.headers["Retry-After"])
     except (KeyError, ValueError):

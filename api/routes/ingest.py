@@ -1,6 +1,7 @@
 """External runs: created in a comparison, fed step rows as Arrow IPC streams, kept alive by heartbeats and
 finished by their client (docs/ingest.md)."""
 
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -39,6 +40,9 @@ class ExternalRunIn(BaseModel):
     hardware: dict[str, Any] | None = Field(None, description="the client's CPU, GPU, torch and CUDA versions")
     packages: dict[str, Annotated[str, Field(max_length=100)]] | None = Field(
         None, description="package versions on the client, e.g. {'torch': '2.13.0', 'optibench': '0.9.0'}"
+    )
+    key: Annotated[str, Field(min_length=8, max_length=64)] | None = Field(
+        None, description="the client's idempotency key: a retried create with the same key returns the same run"
     )
 
 
@@ -93,6 +97,7 @@ def create_external_run(
             device=body.device,
             hardware=body.hardware,
             client={"packages": body.packages or {}},
+            key=body.key,
         )
     except external.BadInput as exc:
         raise _bad(exc) from exc
@@ -147,7 +152,7 @@ async def upload_steps(
     except external.NotArrow as exc:
         raise HTTPException(415, str(exc)) from exc
     except external.TooFast as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"}) from exc
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
     return IngestOut(**answer)
 
 
