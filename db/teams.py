@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db import leases
+from db import leases, workers
 from db.models import (
     QUEUED,
     RUNNING,
@@ -21,6 +23,7 @@ from db.models import (
     Step,
     StepRollup,
     Team,
+    Worker,
     utcnow,
 )
 from db.session import rows_matched
@@ -181,34 +184,56 @@ def limits_of(team: Team | Row, settings: Settings) -> dict[str, Limit]:
     }
 
 
+class Admitted(NamedTuple):
+    """What the limit check of an admitted submit read on its way."""
+
+    #: the team's other comparisons queued or running: the backlog ahead of this one
+    backlog: int
+    #: how many live workers consume each queue (db.workers.live_queues)
+    served: Counter[str]
+
+
 #: what the limits read of a team: its name and its own limits
 _TEAM_LIMITS = select(Team.name, *(getattr(Team, name) for name in LIMITS)).where(Team.id == bindparam("team_id"))
-#: the team's comparisons queued or running, but the one this transaction submits
-_ACTIVE = (
-    select(func.count())
-    .select_from(Comparison)
-    .where(
-        Comparison.team_id == bindparam("team_id"),
-        Comparison.status.in_((QUEUED, RUNNING)),
-        Comparison.deleted_at.is_(None),
-        Comparison.id != bindparam("submitted"),
+#: on PostgreSQL, with the advisory lock that serialises a team's submits (keys 0x6F62, "ob", and the team's
+#: id, hashed) taken in the same statement; until the transaction ends, the team's other submits wait for it
+_TEAM_LIMITS_LOCKED = _TEAM_LIMITS.add_columns(func.pg_advisory_xact_lock(0x6F62, func.hashtext(bindparam("team_id"))))
+#: the team's comparisons queued or running, but the one this transaction submits, beside each live
+#: worker's queues (one row per live worker, or one row whose queues are NULL)
+_ACTIVE_AND_WORKERS = (
+    select(
+        select(func.count())
+        .select_from(Comparison)
+        .where(
+            Comparison.team_id == bindparam("team_id"),
+            Comparison.status.in_((QUEUED, RUNNING)),
+            Comparison.deleted_at.is_(None),
+            Comparison.id != bindparam("submitted"),
+        )
+        .scalar_subquery(),
+        Worker.queues,
     )
+    .select_from(Team)
+    .outerjoin(Worker, Worker.last_seen >= bindparam("since"))
+    .where(Team.id == bindparam("team_id"))
 )
-#: the advisory lock that serialises a team's submits: keys 0x6F62 ("ob") and the team's id, hashed
-_SUBMIT_LOCK = select(func.pg_advisory_xact_lock(0x6F62, func.hashtext(bindparam("team_id"))))
 
 
 def check_submit_limits(
     session: Session, team_id: str, settings: Settings, run_steps: list[int], submitted: str = ""
-) -> int:
+) -> Admitted:
     """Raise LimitExceeded if a comparison of these runs (their step counts) is over a limit of the
-    team. From the count on, the team's other submits wait until this transaction ends, so that
-    concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
+    team. From the first statement on, the team's other submits wait until this transaction ends, so
+    that concurrent submits count each other's comparisons. ``submitted``: the comparison's id when this
     transaction has inserted it already, which is then not counted; inserting first keeps the wait
-    short, from the count to the commit. Every statement is built once: a submit runs them all.
-    Returns the team's other comparisons queued or running: the backlog ahead of this one."""
+    short, until the commit. Two statements, each built once: a submit runs them both. Returns the
+    team's other comparisons queued or running, and the live workers' queues, read with that count."""
     connection = session.connection()
-    team = connection.execute(_TEAM_LIMITS, {"team_id": team_id}).one()
+    # a lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not the
+    # team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that to a
+    # row lock costs the server a multixact per submit. SQLite serialises writers anyway.
+    locking = connection.dialect.name == "postgresql"
+    team = connection.execute(_TEAM_LIMITS_LOCKED if locking else _TEAM_LIMITS, {"team_id": team_id}).one()
     limits = limits_of(team, settings)
 
     runs, steps = limits["max_runs_per_comparison"], limits["max_steps_per_comparison"]
@@ -225,12 +250,10 @@ def check_submit_limits(
             f"steps per comparison ({steps.how_to_change(team.name)})",
         )
     running = limits["max_running_comparisons"]
-    # a lock on the team's submits until the transaction ends: on PostgreSQL an advisory lock, not the
-    # team's row, which the comparison inserted holds FOR KEY SHARE (its foreign key): raising that to a
-    # row lock costs the server a multixact per submit. SQLite serialises writers anyway.
-    if connection.dialect.name == "postgresql":
-        connection.execute(_SUBMIT_LOCK, {"team_id": team_id})
-    active = connection.execute(_ACTIVE, {"team_id": team_id, "submitted": submitted}).scalar_one()
+    rows = connection.execute(
+        _ACTIVE_AND_WORKERS, {"team_id": team_id, "submitted": submitted, "since": workers.live_since(settings)}
+    ).all()
+    active = rows[0][0]
     if active >= running.value:
         raise LimitExceeded(
             running,
@@ -238,7 +261,7 @@ def check_submit_limits(
             f"at once is {running.value}: wait for one to finish or cancel one "
             f"({running.how_to_change(team.name)})",
         )
-    return int(active)
+    return Admitted(int(active), workers.queue_counts(queues for _, queues in rows))
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ worker read them. A row not refreshed for ``live_within_s`` is a worker that is 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
@@ -36,14 +36,24 @@ def forget(session: Session, hostname: str) -> None:
     session.execute(delete(Worker).where(Worker.hostname == hostname))
 
 
-#: built once: every submit reads it
+def live_since(settings: Settings) -> datetime:
+    """The oldest ``last_seen`` of a live worker."""
+    return utcnow() - timedelta(seconds=live_within_s(settings))
+
+
+#: built once: /readyz reads it
 _LIVE_QUEUES = select(Worker.queues).where(Worker.last_seen >= bindparam("since"))
 
 
 def live_queues(session: Session, settings: Settings) -> Counter[str]:
     """How many live workers consume each queue (one indexed query)."""
-    since = utcnow() - timedelta(seconds=live_within_s(settings))
+    return queue_counts(session.connection().execute(_LIVE_QUEUES, {"since": live_since(settings)}).scalars())
+
+
+def queue_counts(workers_queues: Iterable[list[str] | None]) -> Counter[str]:
+    """How many of these workers (each its list of queues; None for no worker) consume each queue."""
     counts: Counter[str] = Counter()
-    for queues in session.connection().execute(_LIVE_QUEUES, {"since": since}).scalars():
-        counts.update(queues)
+    for queues in workers_queues:
+        if queues:
+            counts.update(queues)
     return counts

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db import comparisons, leases, teams, workers
+from db import comparisons, leases, teams
 from db.models import QUEUED, Comparison
 from engine import sizing
 from engine.identity import Execution
@@ -163,12 +163,10 @@ def submit(
             planned=planned,
             validated=spec,
         )
-        # read now, in the transaction: after the commit it would cost a connection of its own
-        served = (
-            workers.live_queues(session, settings) if any(run.status == QUEUED for run in comparison.runs) else None
-        )
-        # the limits lock the team's submits until the commit: taken last, the lock is held the shortest
-        backlog = teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
+        # the limits lock the team's submits until the commit: taken last, the lock is held the shortest;
+        # the live workers come with the count, in the transaction (after the commit, a connection of their own)
+        backlog, live = teams.check_submit_limits(session, team_id, settings, run_steps, submitted=comparison.id)
+        served = live if any(run.status == QUEUED for run in comparison.runs) else None
         session.commit()
     except teams.LimitExceeded as exc:
         session.rollback()

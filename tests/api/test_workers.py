@@ -79,3 +79,27 @@ def test_a_run_that_is_not_queued_waits_for_nothing(client):
     body = client.get(f"/api/v1/comparisons/{submitted['id']}").json()
     assert body["status"] == "cancelled" and body["waiting"] is None
     assert body["runs"][0]["waiting"] is None
+
+
+def test_a_submit_counts_every_live_worker_with_its_limit_check(client, cpu_worker):
+    """The live workers come with the team's count in one statement: one row per worker, every one counted."""
+    from db import teams
+    from db.models import LOCAL_TEAM_ID
+
+    settings = get_settings()
+    cpu, cuda = settings.queue_for("cpu"), settings.queue_for("cuda")
+    gpu_worker = f"gpu-{uuid.uuid4().hex[:8]}@test"
+    with transaction() as session:
+        workers.beat(session, gpu_worker, [cpu, cuda], 2)
+    try:
+        submitted = client.post("/api/v1/comparisons", json=_spec("cuda"))
+        assert submitted.status_code == 202, submitted.text
+        assert submitted.json()["waiting"] is None and submitted.json()["runs"][0]["waiting"] is None
+        with transaction() as session:
+            backlog, served = teams.check_submit_limits(session, LOCAL_TEAM_ID, settings, [5])
+            assert served == workers.live_queues(session, settings)
+            assert served[cpu] >= 2 and served[cuda] >= 1
+            assert backlog >= 1  # the comparison just submitted is queued
+    finally:
+        with transaction() as session:
+            workers.forget(session, gpu_worker)
