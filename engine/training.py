@@ -430,6 +430,9 @@ def train_with(
     device = device or resolve_device(spec.device)
     problem = build_problem(spec.problem, device, DTYPES[spec.dtype])
     module = problem.make_module(seed)
+    # an optimizer drawing from torch's global generator (Kron's preconditioner updates, Hutchinson probes)
+    # draws the same numbers for a seed whatever the process ran before
+    torch.manual_seed(seed)
     built = build(module)
     optimizers = [optimizer for _, optimizer in built]
     lrs = [

@@ -853,3 +853,37 @@ def test_regression_targets_of_the_wrong_shape_are_refused_naming_the_shapes(
     expected = f"regression targets of shape {wrong}, but the model outputs (10, {n_targets})"
     with pytest.raises(ValueError, match=re.escape(expected)):
         train(spec, 0, 0, Sink(), total_steps=3)
+
+
+class _NoisySGD(torch.optim.Optimizer):
+    """p <- p - lr (g + sigma z), z ~ N(0, 1) from torch's global generator."""
+
+    def __init__(self, params, lr: float = 0.05, sigma: float = 0.1) -> None:
+        super().__init__(params, {"lr": lr, "sigma": sigma})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad + group["sigma"] * torch.randn_like(p), alpha=-group["lr"])
+
+
+def test_an_optimizer_drawing_from_the_global_generator_draws_the_same_for_a_seed_in_any_process_state() -> None:
+    spec = make_spec(LINEAR_REGRESSION, {"steps": 12, "batch_size": 4}, [{"name": "sgd", "params": {"lr": 0.05}}])
+    from engine.optimizers import Optimizer
+
+    def losses(seed: int, before: int) -> list[float]:
+        torch.manual_seed(before)  # whatever ran before in this process
+        torch.rand(before)
+        rows: list[StepBatch] = []
+        training_module.train_with(
+            spec,
+            seed,
+            lambda batch: rows.append(batch) or True,
+            lambda module: [(Optimizer, _NoisySGD(module.parameters()))],
+            total_steps=12,
+        )
+        return np.concatenate([batch.loss for batch in rows]).tolist()
+
+    assert losses(0, before=1) == losses(0, before=2)
+    assert losses(0, before=1) != losses(1, before=1)
