@@ -34,6 +34,7 @@ from api.routes import (
     share,
     suites,
     summary,
+    tracking,
 )
 from api.schemas import HTTPError, printable_json
 from api.text_guard import UnsafeTextGuard
@@ -46,7 +47,7 @@ from services.access import InvalidQuery, NotFound
 RETRY_AFTER_S = 5
 #: every route of these needs a key (or a dashboard session); the routes also take the principal
 #: themselves, to scope what they read to its team
-AUTHENTICATED = (comparisons, runs, ingest, curves, summary, figures, export, catalog, admin, share, suites)
+AUTHENTICATED = (comparisons, runs, ingest, curves, summary, figures, export, catalog, admin, share, suites, tracking)
 STATIC = Path(__file__).parent / "static"
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": HTTPError, "description": "no API key, a wrong or a revoked one"},

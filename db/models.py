@@ -353,3 +353,46 @@ class Worker(Base):
     pid: Mapped[int | None]
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(index=True)
+
+
+class TrackedRun(Base):
+    """A free-form tracked run (docs/tracking.md): any model and loop, trained by its client, with a config
+    and any scalar metrics per step. Runs of one config are grouped, never paired: nothing ties their initial
+    weights or batch order together. Failed by the watchdog (``db.tracking.reap_stale``) when its client stops
+    sending for a lease."""
+
+    __tablename__ = "tracked_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(100))
+    #: the setting's label; by default ``cfg-`` and the config hash's first characters
+    name: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]]
+    #: SHA-256 of the config's canonical JSON (sorted keys, no spaces): runs with one hash form a group
+    config_hash: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    hardware: Mapped[dict[str, Any] | None]
+    #: the client's package versions and its idempotency key
+    client: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_tracked_runs_team_project", "team_id", "project"),
+        Index("ix_tracked_runs_status", "status"),
+    )
+
+
+class TrackedMetric(Base):
+    """One logged value of a tracked run, stored long: a step where a metric was not logged has no row."""
+
+    __tablename__ = "tracked_metrics"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("tracked_runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[float] = mapped_column(FaithfulFloat)

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from celery.signals import worker_ready, worker_shutdown
 
-from db import leases, workers
+from db import leases, tracking, workers
 from db.models import utcnow
 from db.session import transaction
 from optibench.settings import get_settings
@@ -58,9 +58,13 @@ def sweep(reap: bool = True) -> None:
             workers.beat(session, *_worker, os.getpid())
     requeued: list[str] = []
     failed: list[str] = []
+    abandoned: list[str] = []
     if reap:
         with transaction() as session:
             requeued, failed = leases.reap_stale_runs(session, settings.lease_timeout_s, settings.max_attempts)
+            abandoned = tracking.reap_stale(session, settings.lease_timeout_s)
+    if abandoned:
+        log.warning("failed %d tracked runs whose client stopped sending: %s", len(abandoned), ", ".join(abandoned))
     if requeued:
         log.warning("requeued %d runs whose worker stopped beating: %s", len(requeued), ", ".join(requeued))
     if failed:

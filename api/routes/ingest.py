@@ -71,6 +71,20 @@ def _too_large(settings: Settings) -> HTTPException:
     )
 
 
+async def read_upload(request: Request, settings: Settings) -> bytes:
+    """An upload's body, refused with 413 as soon as it is over OPTIBENCH_INGEST_MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.ingest_max_body_bytes:
+        raise _too_large(settings)
+    pieces, size = [], 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > settings.ingest_max_body_bytes:
+            raise _too_large(settings)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
 def _bad(exc: external.BadInput) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": exc.loc, "msg": str(exc)}])
 
@@ -125,16 +139,7 @@ async def upload_steps(
     run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> IngestOut:
     """Store a batch of step rows, all or nothing, idempotent by (run, step); also a heartbeat."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.ingest_max_body_bytes:
-        raise _too_large(settings)
-    pieces, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > settings.ingest_max_body_bytes:
-            raise _too_large(settings)
-        pieces.append(piece)
-    body = b"".join(pieces)
+    body = await read_upload(request, settings)
     try:
         answer = await run_in_threadpool(
             external.append_steps,

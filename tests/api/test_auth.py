@@ -93,6 +93,14 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ("POST", "/api/v1/runs/{run_id}/steps"): (MEMBER, 415, {"content": b"not declared an Arrow stream"}),
     ("POST", "/api/v1/runs/{run_id}/heartbeat"): (MEMBER, 409, {}),
     ("POST", "/api/v1/runs/{run_id}/finish"): (MEMBER, 409, {"json": {"status": "failed"}}),
+    # free-form tracking: team A's running tracked run and its project
+    ("POST", "/api/v1/tracking/runs"): (MEMBER, 201, {"json": {"project": "matrix", "config": {"lr": 0.1}}}),
+    ("GET", "/api/v1/tracking/runs/{tracked_run_id}"): (MEMBER, 200, {}),
+    ("POST", "/api/v1/tracking/runs/{tracked_run_id}/metrics"): (MEMBER, 415, {"content": b"not an Arrow stream"}),
+    ("GET", "/api/v1/tracking/runs/{tracked_run_id}/metrics"): (MEMBER, 200, {}),
+    ("POST", "/api/v1/tracking/runs/{tracked_run_id}/heartbeat"): (MEMBER, 200, {}),
+    ("POST", "/api/v1/tracking/runs/{tracked_run_id}/finish"): (MEMBER, 200, {"json": {"status": "failed"}}),
+    ("GET", "/api/v1/tracking/projects/{project}"): (MEMBER, 200, {}),
     # a suite is the deployment's, not a team's: another team reads its own runs on it
     ("GET", "/api/v1/suites"): (MEMBER, 200, {}),
     ("GET", "/api/v1/suites/{name}/{version}"): (MEMBER, 200, {}),
@@ -144,7 +152,13 @@ def _targets(client, team_a: Team) -> dict[str, str]:
     record_steps(run_id, [4.0, 2.0, 1.0])
     link = client.post(f"{COMPARISONS}/{comparison['id']}/share", json={}, headers=bearer(team_a.member)).json()
     spare = client.post("/api/v1/admin/keys", json={"name": "spare"}, headers=bearer(team_a.admin)).json()
+    project = f"project-{link['id'][:8]}"
+    tracked = client.post(
+        "/api/v1/tracking/runs", json={"project": project, "config": {"lr": 0.1}}, headers=bearer(team_a.member)
+    ).json()
     return {
+        "tracked_run_id": tracked["id"],
+        "project": project,
         "comparison_id": comparison["id"],
         "run_id": run_id,
         "link_id": link["id"],

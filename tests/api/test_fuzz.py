@@ -253,6 +253,9 @@ BODIES = {
     ("POST", "/api/v1/runs/{run_id}/finish"): {"status": "failed", "error": "e"},
     # an Arrow upload, but the guard refuses bad text in any JSON body before a route sees it
     ("POST", "/api/v1/runs/{run_id}/steps"): {"step": "s"},
+    ("POST", "/api/v1/tracking/runs"): {"project": "p", "config": {"lr": 0.1, "model": "mlp"}, "name": "n"},
+    ("POST", "/api/v1/tracking/runs/{tracked_run_id}/finish"): {"status": "failed", "error": "e"},
+    ("POST", "/api/v1/tracking/runs/{tracked_run_id}/metrics"): {"step": "s"},
     ("POST", "/api/v1/suites/{name}/{version}/submissions"): {
         "optimizers": [{"name": "adam", "params": {"lr": 0.01}, "label": "l"}],
         "budget": "reduced",
