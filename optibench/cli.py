@@ -736,5 +736,24 @@ def cancel(comparison_id: str, url: str = URL, key: str = KEY) -> None:
     typer.echo(f"comparison {comparison['id']} {comparison['status']}: {_progress(comparison)}")
 
 
+@app.command()
+def sync(
+    spool_dir: Path = typer.Option(
+        None, "--spool-dir", help="default $OPTIBENCH_SPOOL_DIR, else ~/.cache/optibench/spool"
+    ),
+    url: str = URL,
+    key: str = KEY,
+) -> None:
+    """Send the rows (and finishes) of SDK runs that a killed or offline process left in the spool."""
+    from optibench import sdk  # torch and the engine: only this command needs them
+
+    with _api(url, key) as client:
+        runs = sdk.sync(client, spool_dir)
+    for run in runs:
+        typer.echo(f"run {run['id']} {run['status']}: {run['steps_done']} steps")
+    if not runs:
+        typer.echo("nothing to sync")
+
+
 if __name__ == "__main__":
     app()

@@ -158,9 +158,17 @@ def test_another_teams_key_finds_nothing_on_every_new_route(team_client):
         "upload": upload(client, b.member, run_id, arrow(rows(0, 3))),
         "heartbeat": client.post(f"/api/v1/runs/{run_id}/heartbeat", headers=bearer(b.member)),
         "finish": client.post(f"/api/v1/runs/{run_id}/finish", json={"status": "failed"}, headers=bearer(b.member)),
-        "read": client.get(f"/api/v1/runs/{run_id}/steps", params={"format": "arrow"}, headers=bearer(b.member)),
+        "cancel": client.post(f"/api/v1/runs/{run_id}/cancel", headers=bearer(b.member)),
+        **{
+            f"read as {format}": client.get(
+                f"/api/v1/runs/{run_id}/steps", params={"format": format}, headers=bearer(b.member)
+            )
+            for format in ("arrow", "json", "csv")
+        },
     }
     assert {name: response.status_code for name, response in attempts.items()} == dict.fromkeys(attempts, 404)
+    own = client.get(f"/api/v1/runs/{run_id}", headers=bearer(a.member)).json()
+    assert own["status"] == "running"  # neither finished nor cancelled by the other team
     assert create(client, b.revoked, comparison["id"]).status_code == 401
     assert stored(run_id) == 0
     with transaction() as session:
