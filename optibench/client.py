@@ -19,11 +19,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from optibench.status import TERMINAL_COMPARISON
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: a comparison in one of these will not change any more
@@ -277,6 +280,63 @@ class Client:
     def finish_run(self, run_id: str, status: str, **outcome: Any) -> dict:
         """End an external run: ``status`` and any of final_loss, wall_time_s, diverged_step, error."""
         return self._json("POST", f"/api/v1/runs/{run_id}/finish", json={"status": status, **_present(**outcome)})
+
+    # --- free-form tracking (docs/tracking.md; optibench.tracking logs to them) -----------------------
+
+    def create_tracked_run(
+        self,
+        project: str,
+        config: dict[str, Any],
+        *,
+        name: str | None = None,
+        seed: int | None = None,
+        hardware: dict[str, Any] | None = None,
+        packages: dict[str, str] | None = None,
+        key: str | None = None,
+    ) -> dict:
+        """Start a tracked run of ``project`` with ``config`` (any JSON object, at most 64 KiB); ``name`` labels
+        the config (default: ``cfg-`` and its hash's start). A retry with the same ``key`` returns the same run."""
+        body = _present(
+            project=project,
+            config=config,
+            name=name,
+            seed=seed,
+            hardware=hardware,
+            packages=packages,
+            key=key or uuid.uuid4().hex,
+        )
+        return self._json("POST", "/api/v1/tracking/runs", json=body)
+
+    def upload_metrics(self, run_id: str, arrow_stream: bytes) -> dict:
+        """Store a batch of a tracked run's metrics (an Arrow IPC stream: an int ``step`` column and float64
+        metric columns, null where not logged), idempotent by (run, metric, step)."""
+        headers = {"Content-Type": "application/vnd.apache.arrow.stream"}
+        return self._json("POST", f"/api/v1/tracking/runs/{run_id}/metrics", content=arrow_stream, headers=headers)
+
+    def tracked_heartbeat(self, run_id: str) -> dict:
+        """Renew a tracked run's lease."""
+        return self._json("POST", f"/api/v1/tracking/runs/{run_id}/heartbeat")
+
+    def finish_tracked_run(self, run_id: str, status: str, error: str | None = None) -> dict:
+        """End a tracked run: 'succeeded', 'failed' (with its ``error``) or 'cancelled'."""
+        return self._json("POST", f"/api/v1/tracking/runs/{run_id}/finish", json=_present(status=status, error=error))
+
+    def tracked_run(self, run_id: str) -> dict:
+        """One tracked run: its project, config, status and client."""
+        return self._json("GET", f"/api/v1/tracking/runs/{run_id}")
+
+    def tracked_metrics(self, run_id: str) -> pa.Table:
+        """A tracked run's metrics as a pyarrow Table, wide: ``step`` and one column per metric, null where it
+        was not logged (``.to_pandas()`` for a DataFrame)."""
+        import pyarrow as pa
+
+        response = self._send(self._http.build_request("GET", f"/api/v1/tracking/runs/{run_id}/metrics?format=arrow"))
+        return pa.ipc.open_stream(response.content).read_all()
+
+    def project(self, project: str) -> dict:
+        """A project's tracked runs grouped by config, each metric's last value per run and its mean, min and
+        max per config. Not paired (``note`` says why)."""
+        return self._json("GET", f"/api/v1/tracking/projects/{project}")
 
     # --- suites --------------------------------------------------------------------------------
 
