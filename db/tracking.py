@@ -70,10 +70,14 @@ def append_metrics(session: Session, run_id: str, step: np.ndarray, metrics: Map
     how many values were new."""
     hold(session, run_id)
     names: list[str] = []
+    logged_names: list[str] = []
     steps: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for name, column in metrics.items():
         logged = ~np.ma.getmaskarray(column)
+        if not logged.any():
+            continue
+        logged_names.append(name)
         names += [name] * int(logged.sum())
         steps.append(step[logged])
         values.append(np.ma.getdata(column)[logged].astype(np.float64))
@@ -81,23 +85,29 @@ def append_metrics(session: Session, run_id: str, step: np.ndarray, metrics: Map
     if not rows:
         return 0
     first, last = int(step[0]), int(step[-1])
-    before = _count(session, run_id, first, last)
+    before = _count(session, run_id, logged_names, first, last)
     columnar.insert(
         session,
         TrackedMetric.__tablename__,
         _METRIC_KINDS,
         {"run_id": run_id, "name": names, "step": np.concatenate(steps), "value": np.concatenate(values)},
         rows,
-        skip_existing=True,
+        # nothing stored in the batch's range (the usual case): no conflict is possible, so no staging table
+        skip_existing=before > 0,
     )
-    return _count(session, run_id, first, last) - before
+    return rows if before == 0 else _count(session, run_id, logged_names, first, last) - before
 
 
-def _count(session: Session, run_id: str, first: int, last: int) -> int:
+def _count(session: Session, run_id: str, names: list[str], first: int, last: int) -> int:
+    """Values stored in the batch's range: one range of the primary key's index per name."""
     counted = session.scalar(
         select(func.count())
         .select_from(TrackedMetric)
-        .where(TrackedMetric.run_id == run_id, TrackedMetric.step.between(first, last))
+        .where(
+            TrackedMetric.run_id == run_id,
+            TrackedMetric.name.in_(names),
+            TrackedMetric.step.between(first, last),
+        )
     )
     return int(counted or 0)
 

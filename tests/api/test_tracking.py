@@ -60,15 +60,18 @@ def test_a_run_stores_any_metrics_once_and_reads_back_wide(team_client):
     retried = upload(client, team.member, run["id"], body).json()  # its answer was lost: sent again
     assert (first["rows"], first["stored"], first["cancelled"]) == (10, 12, False)  # 10 losses, 2 accuracies
     assert (retried["rows"], retried["stored"]) == (10, 0)
+    overlap = {"step": np.array([8, 9]), "loss": np.array([7.0, 7.0]), "grad_norm": np.array([0.5, 0.25])}
+    assert upload(client, team.member, run["id"], arrow(overlap)).json()["stored"] == 2  # the new metric only
     nan_step = {"step": np.array([10, 11]), "loss": np.array([math.nan, math.inf])}
     assert upload(client, team.member, run["id"], arrow(nan_step)).json()["stored"] == 2
 
     wide = metrics(client, team.member, run["id"])
-    assert wide["columns"] == ["step", "eval/accuracy", "loss"]
+    assert wide["columns"] == ["step", "eval/accuracy", "grad_norm", "loss"]
     assert [row[0] for row in wide["rows"]] == list(range(12))
-    assert wide["rows"][5] == [5, 0.55, 1.0 / 6.0]
+    assert wide["rows"][5] == [5, 0.55, None, 1.0 / 6.0]
     assert wide["rows"][1][1] is None  # not logged at step 1
-    assert wide["rows"][10:] == [[10, None, "NaN"], [11, None, "Infinity"]]
+    assert wide["rows"][9] == [9, None, 0.25, 0.1]  # the stored loss kept, not the retry's 7.0
+    assert wide["rows"][10:] == [[10, None, None, "NaN"], [11, None, None, "Infinity"]]
     as_arrow = client.get(f"{RUNS}/{run['id']}/metrics?format=arrow", headers=bearer(team.member))
     table = pa.ipc.open_stream(as_arrow.content).read_all()
     assert table.column("loss").to_pylist()[:2] == [1.0, 0.5] and table.column("eval/accuracy").null_count == 10
