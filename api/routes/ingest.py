@@ -6,21 +6,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import NOT_FOUND, HTTPError, RunOut
-from optibench.settings import Settings
+from api.uploads import FINISHED, IngestOut, read_upload
+from api.uploads import bad_input as _bad
 from services import external
 
 #: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
 router = APIRouter(prefix="/api/v1", tags=["external runs"], max_body_size=1 << 40)
 
 Text = Annotated[str, Field(min_length=1, max_length=100)]
-FINISHED: dict[int | str, dict[str, Any]] = {
-    409: {"model": HTTPError, "description": "the run is finished: it takes no more steps"}
-}
 
 
 class ExternalOptimizer(BaseModel):
@@ -54,39 +51,6 @@ class FinishIn(BaseModel):
     wall_time_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     diverged_step: Annotated[int, Field(ge=0)] | None = None
     error: Annotated[str, Field(max_length=2000)] | None = None
-
-
-class IngestOut(BaseModel):
-    run_id: str
-    status: str = Field(description="'running', or 'cancelled': the client stops training")
-    cancelled: bool
-    rows: int = Field(description="rows in the batch")
-    stored: int = Field(description="rows new to the server (a retried batch: 0)")
-
-
-def _too_large(settings: Settings) -> HTTPException:
-    return HTTPException(
-        413,
-        f"a batch is at most {settings.ingest_max_body_bytes} bytes (OPTIBENCH_INGEST_MAX_BODY_BYTES): send fewer rows",
-    )
-
-
-async def read_upload(request: Request, settings: Settings) -> bytes:
-    """An upload's body, refused with 413 as soon as it is over OPTIBENCH_INGEST_MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.ingest_max_body_bytes:
-        raise _too_large(settings)
-    pieces, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > settings.ingest_max_body_bytes:
-            raise _too_large(settings)
-        pieces.append(piece)
-    return b"".join(pieces)
-
-
-def _bad(exc: external.BadInput) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": exc.loc, "msg": str(exc)}])
 
 
 @router.post(

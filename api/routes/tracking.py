@@ -14,8 +14,8 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.routes.ingest import FINISHED, IngestOut, _bad, read_upload
 from api.schemas import NOT_FOUND, HTTPError, json_body, json_safe
+from api.uploads import FINISHED, IngestOut, bad_input, read_upload
 from services import external, tracking
 
 #: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
@@ -86,7 +86,7 @@ def create_tracked_run(body: TrackedRunIn, session: SessionDep, principal: Princ
             key=body.key,
         )
     except external.BadInput as exc:
-        raise _bad(exc) from exc
+        raise bad_input(exc) from exc
     return _out(run)
 
 
@@ -124,7 +124,7 @@ async def upload_metrics(
             body,
         )
     except external.BadInput as exc:
-        raise _bad(exc) from exc
+        raise bad_input(exc) from exc
     except external.Finished as exc:
         raise HTTPException(409, str(exc)) from exc
     except external.NotArrow as exc:
