@@ -4,16 +4,17 @@ and the watchdog (``leases.reap_stale_runs``) fails one whose client went away, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import bulk
 from db.comparisons import refresh_comparison
-from db.models import CANCELLED, RUNNING, Comparison, Run, Step, utcnow
+from db.models import CANCELLED, RUNNING, Comparison, Eval, Run, Step, utcnow
 from db.session import rows_matched
 
 
@@ -110,6 +111,23 @@ def append_steps(session: Session, run_id: str, columns: Mapping[str, np.ndarray
     before = _count(session, run_id, int(step[0]), int(step[-1]))
     bulk.ingest_steps(session, run_id, columns)
     return RUNNING, len(step) - before
+
+
+def append_evals(session: Session, run_id: str, evals: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
+    """Store whole-set evaluations (one row per step), idempotent by (run, step) as the worker's flushes are:
+    an evaluation already stored is kept. Returns the run's status (a cancelled run stores nothing) and how
+    many evaluations were new."""
+    status = _hold(session, run_id)
+    if status != RUNNING or not evals:
+        return status, 0
+    steps = [int(row["step"]) for row in evals]
+    before = int(
+        session.scalar(select(func.count()).select_from(Eval).where(Eval.run_id == run_id, Eval.step.in_(steps))) or 0
+    )
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Eval).on_conflict_do_nothing(index_elements=["run_id", "step"])
+    session.execute(statement, [{"run_id": run_id, **row} for row in evals])
+    return RUNNING, len(evals) - before
 
 
 def _count(session: Session, run_id: str, first: int, last: int) -> int:

@@ -21,9 +21,10 @@ class WorkloadRows:
     step: np.ndarray
     time_s: np.ndarray
     value: np.ndarray
-    #: per run: (label, optimizer name, params), seed
+    #: per run: (label, optimizer name, params), seed, and whether a client trained it (an external run)
     settings: list[tuple[str, str, str]]
     seeds: list[int]
+    external: list[bool]
 
 
 _CHOSEN = """
@@ -36,7 +37,7 @@ WHERE comparisons.team_id = {{mark}} AND comparisons.suite = {{mark}} AND compar
 """
 #: a workload's runs; their params as the stored JSON text, which names one setting
 _RUNS = (
-    "SELECT runs.id, runs.label, runs.optimizer_name, CAST(runs.optimizer_params AS TEXT), runs.seed"
+    "SELECT runs.id, runs.label, runs.optimizer_name, CAST(runs.optimizer_params AS TEXT), runs.seed, runs.external"
     + _CHOSEN.format(joins="")
     + "ORDER BY runs.id"
 )
@@ -88,6 +89,7 @@ def workload_rows(session: Session, team_id: str, suite: str, budget: str, workl
         step,
         time_s,
         table[:, 1],
-        [(label, name, params) for _, label, name, params, _ in runs],
-        [seed for *_, seed in runs],
+        [(label, name, params) for _, label, name, params, _, _ in runs],
+        [seed for *_, seed, _ in runs],
+        [bool(external) for *_, external in runs],
     )

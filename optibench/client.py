@@ -273,6 +273,13 @@ class Client:
         headers = {"Content-Type": "application/vnd.apache.arrow.stream"}
         return self._json("POST", f"/api/v1/runs/{run_id}/steps", content=arrow_stream, headers=headers)
 
+    def upload_evals(self, run_id: str, evals: list[dict]) -> dict:
+        """Store an external run's whole-set evaluations ({"step", "epoch", "train_loss", "val_loss", ...} each,
+        steps increasing), idempotent by (run, step): what suites score."""
+        body = json.dumps({"evals": evals}).encode()  # NaN and infinities as JSON's NaN / Infinity
+        headers = {"Content-Type": "application/json"}
+        return self._json("POST", f"/api/v1/runs/{run_id}/evals", content=body, headers=headers)
+
     def heartbeat(self, run_id: str) -> dict:
         """Renew an external run's lease; ``cancelled`` in the answer says it should stop."""
         return self._json("POST", f"/api/v1/runs/{run_id}/heartbeat")

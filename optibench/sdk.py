@@ -217,9 +217,7 @@ class LocalRun:
         self.finished: dict[str, Any] | None = None
 
     def _upload(self, kind: str, body: bytes) -> dict[str, Any]:
-        if kind != "steps":
-            raise ValueError(f"unknown spool item {kind!r}")
-        return self.client.upload_steps(self.id, body)
+        return _send_item(self.client, self.id, kind, body)
 
     # --- your own loop ---------------------------------------------------------------------------------
 
@@ -252,6 +250,7 @@ class LocalRun:
         self._start()
         with self._recorder.paused(), torch.no_grad():
             metrics = self.problem.built.evaluate(self.model)
+        self._recorder.record_eval(self._recorder.next_step, self._epoch, metrics)  # uploaded with the next flush
         return {name: float(value) for name, value in metrics.items()}
 
     def flush(self) -> None:
@@ -276,6 +275,8 @@ class LocalRun:
         """Spool a flush's rows (and the checkpoint it carries, once its rows are on disk); False once the
         server has cancelled the run."""
         keep_going = self._spool.put("steps", steps_arrow(batch)) if len(batch) else not self._spool.cancelled
+        if batch.evals and keep_going:  # after the rows: a suite times an evaluation by the step before it
+            keep_going = self._spool.put("evals", json.dumps(batch.evals).encode())
         if batch.checkpoint is not None:
             partial = self.directory / "checkpoint.tmp"
             partial.write_bytes(batch.checkpoint[1])
@@ -339,6 +340,15 @@ class LocalRun:
             return True
         self.finish("failed", error=f"{kind.__name__ if kind else 'error'}: {error}")
         return False
+
+
+def _send_item(client: Client, run_id: str, kind: str, body: bytes) -> dict[str, Any]:
+    """Upload one spooled item: step rows (an Arrow stream) or evaluations (a JSON list)."""
+    if kind == "steps":
+        return client.upload_steps(run_id, body)
+    if kind == "evals":
+        return client.upload_evals(run_id, json.loads(body))
+    raise ValueError(f"unknown spool item {kind!r}")
 
 
 def _finish_on_server(
@@ -462,7 +472,7 @@ def sync_directory(client: Client, directory: Path, timeout_s: float | None = No
 
     def upload(kind: str, body: bytes) -> dict[str, Any]:
         try:
-            return client.upload_steps(run_id, body)
+            return _send_item(client, run_id, kind, body)
         except OptibenchError as exc:
             if exc.status == 409:  # finished: it takes no more rows
                 return {"stored": 0, "cancelled": False}

@@ -163,6 +163,29 @@ def append_steps(
     }
 
 
+def append_evals(
+    session: Session, settings: Settings, team_id: str, run_id: str, evals: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Store a batch of whole-set evaluations (what suites score: docs/suites.md), all or nothing, idempotent
+    by (run, step); also a heartbeat. Commits. Steps are strictly increasing and within the run's budget."""
+    run = access.run(session, run_id, team_id)
+    steps = [row["step"] for row in evals]
+    for i, (before, step) in enumerate(zip([-1, *steps], steps)):
+        if step <= before:
+            raise BadInput(("body", "evals", i, "step"), f"steps must be strictly increasing: {step} after {before}")
+        if step > run.steps_total:
+            raise BadInput(
+                ("body", "evals", i, "step"), f"step {step} is past the run's last update ({run.steps_total})"
+            )
+    _limits.take(team_id, len(evals), 0, settings)
+    try:
+        status, stored = external.append_evals(session, run_id, evals)
+    except external.NotRunning as exc:
+        raise Finished(str(exc)) from exc
+    session.commit()
+    return {"run_id": run_id, "status": status, "cancelled": status != RUNNING, "rows": len(evals), "stored": stored}
+
+
 def decode_batch(body: bytes) -> dict[str, np.ndarray | None] | None:
     """An Arrow IPC stream's rows as the write path's columns, or None when it has no rows. Raises BadInput
     (naming the column) for a malformed stream, a missing, unknown or mistyped column, a column with nulls

@@ -132,9 +132,12 @@ def _check_fits(workload: Workload, spec: ComparisonSpec, settings: Settings) ->
         )
 
 
-def _key(setting: tuple[str, str, str], baselines: set[str]) -> str:
+def _key(setting: tuple[str, str, str], baselines: set[str], external: bool) -> str:
     """What names one optimizer on the leaderboard: a baseline's label (its settings may be tuned per workload),
-    any other's label, name and params together."""
+    an external run's label (its optimizer is the client's: free text, one setting per label across the
+    workloads), any other's label, name and params together."""
+    if external:
+        return "external\x1f" + setting[0]
     return setting[0] if setting[0] in baselines else "\x1f".join(setting)
 
 
@@ -148,10 +151,17 @@ def scores(session: Session, suite: Suite, budget: Budget, *, team_id: str) -> d
     for workload in suite.workloads:
         limits = getattr(workload, "budget" if budget == "full" else "reduced")
         rows = rows_of.workload_rows(session, team_id, suite.id, budget, workload.name, workload.metric)
-        keys = [_key(s, baseline_labels) for s in rows.settings]
-        for s, k in zip(rows.settings, keys):
+        keys = [_key(s, baseline_labels, external) for s, external in zip(rows.settings, rows.external)]
+        for s, k, external in zip(rows.settings, keys, rows.external):
             described.setdefault(
-                k, {"label": s[0], "optimizer": s[1], "params": json.loads(s[2]), "baseline": s[0] in baseline_labels}
+                k,
+                {
+                    "label": s[0],
+                    "optimizer": s[1],
+                    "params": json.loads(s[2]),
+                    "baseline": s[0] in baseline_labels and not external,
+                    "external": external,
+                },
             )
         evals = scoring.Evaluations(
             rows.run, rows.step, rows.time_s, scoring.oriented(rows.value, workload.direction), keys, rows.seeds

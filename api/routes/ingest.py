@@ -125,6 +125,44 @@ async def upload_steps(
     return IngestOut(**answer)
 
 
+class EvalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    step: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
+        description="updates applied before it (0: the initial weights)"
+    )
+    epoch: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    train_loss: float = Field(description="the loss on the whole training set; NaN and infinities as such")
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class EvalsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    evals: list[EvalIn] = Field(min_length=1, max_length=10_000, description="strictly increasing steps")
+
+
+@router.post("/runs/{run_id}/evals", response_model=IngestOut, responses={**NOT_FOUND, **FINISHED})
+def upload_evals(
+    run_id: str, body: EvalsIn, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> IngestOut:
+    """Store whole-set evaluations of an external run (what suites score), all or nothing, idempotent by
+    (run, step); also a heartbeat."""
+    try:
+        answer = external.append_evals(
+            session, settings, principal.team_id, run_id, [row.model_dump() for row in body.evals]
+        )
+    except external.BadInput as exc:
+        raise _bad(exc) from exc
+    except external.Finished as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except external.TooFast as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
+    return IngestOut(**answer)
+
+
 @router.post("/runs/{run_id}/heartbeat", response_model=IngestOut, responses={**NOT_FOUND, **FINISHED})
 def heartbeat(run_id: str, session: SessionDep, principal: PrincipalDep) -> IngestOut:
     """Renew the run's lease without rows; ``cancelled`` tells the client to stop."""

@@ -92,6 +92,7 @@ ROUTES: dict[tuple[str, str], tuple[str, int, dict]] = {
     ),
     ("POST", "/api/v1/runs/{run_id}/steps"): (MEMBER, 415, {"content": b"not declared an Arrow stream"}),
     ("POST", "/api/v1/runs/{run_id}/heartbeat"): (MEMBER, 409, {}),
+    ("POST", "/api/v1/runs/{run_id}/evals"): (MEMBER, 409, {"json": {"evals": [{"step": 0, "train_loss": 1.0}]}}),
     ("POST", "/api/v1/runs/{run_id}/finish"): (MEMBER, 409, {"json": {"status": "failed"}}),
     # free-form tracking: team A's running tracked run and its project
     ("POST", "/api/v1/tracking/runs"): (MEMBER, 201, {"json": {"project": "matrix", "config": {"lr": 0.1}}}),

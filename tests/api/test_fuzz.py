@@ -251,6 +251,7 @@ BODIES = {
     ("POST", "/api/v1/admin/keys"): {"name": "k", "role": "member"},
     ("POST", BASE + "/{comparison_id}/runs"): {"seed": 0, "label": "l", "optimizer": {"name": "o", "params": {}}},
     ("POST", "/api/v1/runs/{run_id}/finish"): {"status": "failed", "error": "e"},
+    ("POST", "/api/v1/runs/{run_id}/evals"): {"evals": [{"step": 0, "train_loss": 1.0}]},
     # an Arrow upload, but the guard refuses bad text in any JSON body before a route sees it
     ("POST", "/api/v1/runs/{run_id}/steps"): {"step": "s"},
     ("POST", "/api/v1/tracking/runs"): {"project": "p", "config": {"lr": 0.1, "model": "mlp"}, "name": "n"},
