@@ -2,9 +2,11 @@
 
 The problem is built by the engine code the workers run: for a seed, the same initial weights, the same batch
 order, the same loss and evaluations, so on the same device and dtype step 0's loss equals the server run's bit
-for bit. The run is an *external* run of the comparison (docs/ingest.md): it is ranked and tested against the
-catalogue runs of the same seeds. Its rows are recorded by the engine's recorder (no per-step device sync), kept
-in a spool on disk and uploaded in bulk by a background thread (``optibench.spool``).
+for bit when that run trained alone (``execution: "alone"``); a run trained as a member of a vectorized
+ensemble (``execution: "ensemble"``) sums its matmuls in another order and agrees to float rounding
+(docs/vectorized.md). The run is an *external* run of the comparison (docs/ingest.md): it is ranked and tested
+against the catalogue runs of the same seeds. Its rows are recorded by the engine's recorder (no per-step device
+sync), kept in a spool on disk and uploaded in bulk by a background thread (``optibench.spool``).
 
 One call, with the SDK's loop (the engine's: evaluations, the divergence cut, checkpoints for a restart)::
 
