@@ -107,6 +107,10 @@ def create_comparison(
     return comparison
 
 
+#: built once: every submit runs both
+_INSERTS = {model: insert(table_of(model)) for model in (Comparison, Run)}
+
+
 def _insert(session: Session, model: type[Comparison | Run], rows: Sequence[dict[str, Any]]) -> None:
     """INSERT complete rows, one executemany per set of non-NULL columns: a None is left out, so that
     JSON columns get SQL NULL (as from the ORM) rather than JSON 'null'."""
@@ -115,7 +119,7 @@ def _insert(session: Session, model: type[Comparison | Run], rows: Sequence[dict
         present = {column: value for column, value in row.items() if value is not None}
         groups.setdefault(tuple(present), []).append(present)
     for group in groups.values():
-        session.execute(insert(table_of(model)), group)
+        session.execute(_INSERTS[model], group)
 
 
 def _persistent(session: Session, model: type[_Model], row: dict[str, Any]) -> _Model:
