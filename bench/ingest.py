@@ -17,6 +17,7 @@ from bench.common import Result, fresh_databases, seeded_run
 from bench.storage import synthetic_columns
 from db import leases
 from db.session import make_engine
+from optibench.client import Client
 
 ROWS = 1_000_000
 #: rows per upload, and per flush of the server's own write path it is compared with
@@ -40,6 +41,14 @@ def _read(url: str, key: str, run_id: str, format: str) -> tuple[float, int]:
         rows = len(pd.read_csv(io.BytesIO(response.content)))
     else:
         rows = response.content.count(b'"step"')
+    return time.perf_counter() - started, rows
+
+
+def _client_steps(url: str, key: str, run_id: str) -> tuple[float, int]:
+    """Seconds for ``Client.steps``: the Arrow stream decoded as it arrives, with the run's columns."""
+    started = time.perf_counter()
+    with Client(url, api_key=key, timeout_s=600) as client:
+        rows = len(client.steps(run_id))
     return time.perf_counter() - started, rows
 
 
@@ -117,6 +126,18 @@ def run() -> list[Result]:
                             {"rows": trials[0][1], "trials_s": [seconds for seconds, _ in trials]},
                         )
                     )
+                trials = [_client_steps(url, key, run_id) for _ in range(TRIALS)]
+                seconds = min(seconds for seconds, _ in trials)
+                results.append(
+                    Result(
+                        f"read 1M steps with Client.steps over HTTP ({backend})",
+                        f"seconds into a DataFrame with the run's columns, best of {TRIALS}",
+                        f"<= {READ_TARGETS['arrow']:g}",
+                        seconds,
+                        seconds <= READ_TARGETS["arrow"] and all(rows == ROWS for _, rows in trials),
+                        {"rows": trials[0][1], "trials_s": [seconds for seconds, _ in trials]},
+                    )
+                )
                 uploads, owns = [], []
                 for _ in range(TRIALS):  # alternating, so both sides see the same load
                     uploads.append(_upload(url, key, comparison_id))

@@ -26,6 +26,7 @@ import httpx
 from optibench.status import TERMINAL_COMPARISON
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -189,6 +190,49 @@ class Client:
             f"/api/v1/runs/{run_id}/curve",
             params=_present(metric=metric, x=x, points=points, start=start, end=end),
         )
+
+    def steps(self, run_id: str) -> pd.DataFrame:
+        """Every step row of a run, in step order, read from the Arrow stream (docs/ingest.md, "Reading back").
+        Columns: the run's (comparison_id, run_id, label, optimizer, params, seed, phase, status, as the
+        comparison export has them; the text ones categorical), then the step columns (int64 step, float64
+        loss, time_s, step_time_ms, lr, grad_norm, update_norm; epoch int64, float64 where some row has none;
+        NaN where a value was not recorded) and, for a function problem, the point before the update as x0,
+        x1, ... The evaluations are ``evals``."""
+        from optibench import frames
+
+        run = self.run(run_id)
+        return frames.run_frame(self._arrow_stream(f"/api/v1/runs/{run_id}/steps"), run)
+
+    def evals(self, run_id: str) -> pd.DataFrame:
+        """A run's whole-set evaluations (step, epoch, train_loss, train_accuracy, val_loss, val_accuracy;
+        ``step`` counts the updates applied, 0 being the initial weights, so an evaluation at step s saw the
+        weights that ``steps``' row s trained on), with the run's columns in front as ``steps`` has them."""
+        from optibench import frames
+
+        run = self.run(run_id)
+        evals = self._json("GET", f"/api/v1/runs/{run_id}/evals")["evals"]
+        return frames.run_frame(frames.evals_table(evals), run)
+
+    def comparison_steps(self, comparison_id: str) -> pd.DataFrame:
+        """Every step row of every run of a comparison, in run then step order, from the export's Arrow stream:
+        the run columns (categorical text) and the step columns as ``steps`` has them."""
+        from optibench import frames
+
+        return frames.comparison_frame(self._arrow_stream(f"/api/v1/comparisons/{comparison_id}/export"))
+
+    def _arrow_stream(self, path: str) -> pa.Table:
+        """A ``format=arrow`` read, decoded as it streams in."""
+        import pyarrow as pa
+
+        from optibench import frames
+
+        response = self._send(self._http.build_request("GET", path, params={"format": "arrow"}), stream=True)
+        try:
+            return frames.read_stream(response)
+        except (pa.ArrowInvalid, httpx.HTTPError) as exc:
+            raise OptibenchError(None, f"reading {path} failed: {exc}") from exc
+        finally:
+            response.close()
 
     def cancel(self, comparison_id: str) -> dict:
         """Cancel every unfinished run; the comparison as it is after that."""
