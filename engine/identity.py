@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import torch
 
+from engine.problem import train_size
+from engine.sizing import parameter_count
 from engine.spec import ComparisonSpec
 from engine.vectorized import Member, group_runs, should_vectorize
 
@@ -108,10 +110,13 @@ def execution_plan(
     """``members`` partitioned into the tasks that train them, each with its mode: the groups of
     ``engine.vectorized.group_runs`` that ``should_vectorize`` on ``device`` (a kind) train as one ensemble,
     every other run alone. Deterministic, from the spec alone: submit and dispatch both call it."""
-    groups = group_runs(spec, members) if vectorize else [[member] for member in members]
+    n_train = train_size(spec.problem)  # the problem's sizes, worked out once for every group
+    groups = group_runs(spec, members, n_train=n_train) if vectorize else [[member] for member in members]
+    n_params = parameter_count(spec) if any(len(group) > 1 for group in groups) else 0
+    kind = "cuda" if device == "cuda" else "cpu"
     plan: list[tuple[list[Member], Execution]] = []
     for group in groups:
-        if len(group) > 1 and should_vectorize(spec, group, "cuda" if device == "cuda" else "cpu"):
+        if len(group) > 1 and should_vectorize(spec, group, kind, n_params=n_params, n_train=n_train):
             plan.append((group, ENSEMBLE))
         else:
             plan += [([member], ALONE) for member in group]

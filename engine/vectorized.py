@@ -165,11 +165,14 @@ def _group_key(
     return entry.name, plan.batch_size, signatures[setting]
 
 
-def group_runs(spec: ComparisonSpec, members: Sequence[Member], max_members: int = 256) -> list[list[Member]]:
+def group_runs(
+    spec: ComparisonSpec, members: Sequence[Member], max_members: int = 256, *, n_train: int | None = None
+) -> list[list[Member]]:
     """Partition a comparison's runs into ensembles of at most ``max_members`` that may train together
     (same optimizer, batch size and update code path); a run that cannot join one is a group of its own.
-    Whether a group is worth vectorizing is ``should_vectorize``'s call."""
-    n_train = train_size(spec.problem)
+    Whether a group is worth vectorizing is ``should_vectorize``'s call. ``n_train``: the problem's
+    ``train_size``, where the caller has it."""
+    n_train = train_size(spec.problem) if n_train is None else n_train
     eligible = {index: bool(can_vectorize(spec, index)) for index in {member.entry_index for member in members}}
     signatures: dict[tuple[int, str], Any] = {}
     groups: dict[tuple, list[Member]] = {}
@@ -199,16 +202,27 @@ def _check_group(spec: ComparisonSpec, members: Sequence[Member]) -> None:
         )
 
 
-def should_vectorize(spec: ComparisonSpec, members: Sequence[Member], device: torch.device | str) -> bool:
+def should_vectorize(
+    spec: ComparisonSpec,
+    members: Sequence[Member],
+    device: torch.device | str,
+    *,
+    n_params: int | None = None,
+    n_train: int | None = None,
+) -> bool:
     """Whether training ``members`` (one group of ``group_runs``) as an ensemble beats training them one
-    by one on ``device``, by the measurements in docs/vectorized.md."""
+    by one on ``device``, by the measurements in docs/vectorized.md. ``n_params`` and ``n_train``: the
+    spec's ``parameter_count`` and its problem's ``train_size``, where the caller has them."""
     if len(members) < 2 or not all(can_vectorize(spec, index) for index in {m.entry_index for m in members}):
         return False
-    n_params = parameter_count(spec)
+    n_params = parameter_count(spec) if n_params is None else n_params
     if torch.device(device).type == "cuda":
         return len(members) * n_params * 4 <= CUDA_MAX_STACKED_ELEMENTS  # params, grads, two moments
     plan = BatchPlan.for_training(
-        train_size(spec.problem), spec.training, 0, spec.optimizers[members[0].entry_index].batch_size
+        train_size(spec.problem) if n_train is None else n_train,
+        spec.training,
+        0,
+        spec.optimizers[members[0].entry_index].batch_size,
     )
     rows = plan.batch_size or plan.n
     return n_params <= CPU_MAX_PARAMS and n_params * rows <= CPU_MAX_WORK_PER_MEMBER

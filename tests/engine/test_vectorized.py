@@ -15,6 +15,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import tests.engine.test_training as training_tests
 from engine import registry
+from engine.identity import execution_plan
+from engine.problem import train_size
 from engine.spec import ComparisonSpec
 from engine.training import RunOutcome, train
 from engine.vectorized import (
@@ -369,6 +371,12 @@ def test_should_vectorize_follows_the_measured_rule(hidden: list[int], batch_siz
     assert should_vectorize(spec, members, "cpu") is on_cpu
     assert should_vectorize(spec, members, torch.device("cuda"))  # a decision only: no GPU needed
     assert not should_vectorize(spec, members[:1], "cuda")
+    # the sizes a caller worked out once (engine.identity.execution_plan) decide as the spec's own
+    sizes = {"n_params": parameter_count(spec), "n_train": train_size(spec.problem)}
+    assert should_vectorize(spec, members, "cpu", **sizes) is on_cpu
+    assert execution_plan(spec, members, "cpu") == (
+        [(members, "ensemble")] if on_cpu else [([member], "alone") for member in members]
+    )
 
 
 def test_function_sweeps_are_always_worth_vectorizing() -> None:
