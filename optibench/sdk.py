@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 import optibench
 from engine import hardware
+from engine import suites as engine_suites
 from engine.optimizers import Optimizer
 from engine.problem import BatchPlan, BuiltProblem, build_problem, resolve_device
 from engine.recorder import StepBatch, StepRecorder
@@ -104,6 +105,26 @@ class LocalProblem:
         if isinstance(spec, (str, os.PathLike)):
             spec = json.loads(Path(spec).read_text())
         return cls(spec if isinstance(spec, ComparisonSpec) else ComparisonSpec.model_validate(spec), device=device)
+
+    @classmethod
+    def from_workload(
+        cls, suite: str, workload: str, budget: Literal["full", "reduced"] = "full", device: str | None = None
+    ) -> LocalProblem:
+        """A suite workload's problem at one of its budgets, with the suite's seeds for it (``suite``: an id such
+        as "lite-v1"), not tied to a comparison: to try an optimizer on it before submitting anything."""
+        suites = engine_suites.discover()
+        if suite not in suites:
+            raise ValueError(f"no suite {suite!r}; suites: {sorted(suites)}")
+        found = suites[suite]
+        if workload not in {w.name for w in found.workloads}:
+            raise ValueError(
+                f"suite {suite} has no workload {workload!r}; workloads: {[w.name for w in found.workloads]}"
+            )
+        chosen = found.workload(workload)
+        seeds = found.seeds if budget == "full" else found.reduced_seeds
+        budgets = {"full": chosen.budget, "reduced": chosen.reduced}
+        spec = chosen.spec(found.baselines, seeds, budgets[budget], found.device)
+        return cls(ComparisonSpec.model_validate(spec), device=device)
 
     @classmethod
     def from_comparison(cls, client: Client, comparison_id: str, device: str | None = None) -> LocalProblem:

@@ -217,3 +217,19 @@ def test_a_create_retried_with_its_key_returns_the_same_run(trained):
     other = client.create_run(comparison_id, seed=0, label="keyed", optimizer="x", key="j" * 16)
     assert first["id"] == again["id"] != other["id"]
     assert len([run for run in client.comparison(comparison_id)["runs"] if run["label"] == "keyed"]) == 2
+
+
+def test_a_suite_workload_is_built_here_as_the_suite_submits_it() -> None:
+    from engine.spec import ComparisonSpec
+    from engine.suites import discover
+
+    suite = discover()["lite-v1"]
+    workload = suite.workload("noisy-quadratic")
+    submitted = ComparisonSpec.model_validate(
+        workload.spec(suite.baselines, suite.reduced_seeds, workload.reduced, suite.device)
+    )
+    problem = sdk.LocalProblem.from_workload("lite-v1", "noisy-quadratic", budget="reduced")
+    assert (problem.spec.problem, problem.spec.training) == (submitted.problem, submitted.training)
+    assert problem.seeds == suite.reduced_seeds and problem.steps_total == workload.reduced.steps
+    with pytest.raises(ValueError, match="no workload 'nope'"):
+        sdk.LocalProblem.from_workload("lite-v1", "nope")
