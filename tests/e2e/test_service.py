@@ -144,7 +144,8 @@ def test_same_spec_same_seed_gives_bitwise_identical_losses(service):
 def test_list_is_newest_first_and_readyz_reports_each_dependency(service):
     spec = _example("adam_vs_sgd_quadratic.json") | {"seeds": [0]}
     with service.client as client:
-        submitted = [client.post("/api/v1/comparisons", json=spec | {"name": f"listed {i}"}).json()["id"] for i in range(3)]
+        posted = [client.post("/api/v1/comparisons", json=spec | {"name": f"listed {i}"}) for i in range(3)]
+        submitted = [response.json()["id"] for response in posted]
         items = client.get("/api/v1/comparisons").json()["items"]
         service.wait_for(submitted[-1])  # a worker has trained it: readyz counts live workers
         ready = client.get("/readyz").json()
