@@ -7,9 +7,9 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.schemas import HTTPError
+from api.schemas import NOT_FOUND, HTTPError
 from optibench.settings import Settings
-from services.external import BadInput
+from services.external import ARROW_STREAM, BadInput
 
 FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"model": HTTPError, "description": "the run is finished: it takes no more rows"}
@@ -22,6 +22,22 @@ class IngestOut(BaseModel):
     cancelled: bool
     rows: int = Field(description="rows in the batch")
     stored: int = Field(description="rows (or values) new to the server (a retried batch: 0)")
+
+
+#: the decorator arguments of a route taking an Arrow upload: its answers and its body in the OpenAPI schema
+ARROW_UPLOAD: dict[str, Any] = {
+    "response_model": IngestOut,
+    "responses": {
+        **NOT_FOUND,
+        **FINISHED,
+        413: {"model": HTTPError, "description": "over OPTIBENCH_INGEST_MAX_BODY_BYTES"},
+        415: {"model": HTTPError, "description": f"not {ARROW_STREAM}"},
+        429: {"model": HTTPError, "description": "over the team's ingest limit; see Retry-After"},
+    },
+    "openapi_extra": {
+        "requestBody": {"content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}, "required": True}
+    },
+}
 
 
 def too_large(settings: Settings) -> HTTPException:

@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import NOT_FOUND, HTTPError, RunOut
-from api.uploads import FINISHED, IngestOut, read_upload
+from api.schemas import NOT_FOUND, RunOut
+from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, read_upload
 from api.uploads import bad_input as _bad
 from services import external
 
@@ -84,20 +84,7 @@ def create_external_run(
 
 @router.post(
     "/runs/{run_id}/steps",
-    response_model=IngestOut,
-    responses={
-        **NOT_FOUND,
-        **FINISHED,
-        413: {"model": HTTPError, "description": "over OPTIBENCH_INGEST_MAX_BODY_BYTES"},
-        415: {"model": HTTPError, "description": f"not {external.ARROW_STREAM}"},
-        429: {"model": HTTPError, "description": "over the team's ingest limit; see Retry-After"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "content": {external.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-            "required": True,
-        }
-    },
+    **ARROW_UPLOAD,
 )
 async def upload_steps(
     run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep

@@ -14,8 +14,8 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import NOT_FOUND, HTTPError, json_body, json_safe
-from api.uploads import FINISHED, IngestOut, bad_input, read_upload
+from api.schemas import NOT_FOUND, json_body, json_safe
+from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, bad_input, read_upload
 from services import external, tracking
 
 #: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
@@ -92,20 +92,7 @@ def create_tracked_run(body: TrackedRunIn, session: SessionDep, principal: Princ
 
 @router.post(
     "/runs/{tracked_run_id}/metrics",
-    response_model=IngestOut,
-    responses={
-        **NOT_FOUND,
-        **FINISHED,
-        413: {"model": HTTPError, "description": "over OPTIBENCH_INGEST_MAX_BODY_BYTES"},
-        415: {"model": HTTPError, "description": f"not {external.ARROW_STREAM}"},
-        429: {"model": HTTPError, "description": "over the team's ingest limit; see Retry-After"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "content": {external.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-            "required": True,
-        }
-    },
+    **ARROW_UPLOAD,
 )
 async def upload_metrics(
     tracked_run_id: str, request: Request, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
