@@ -30,9 +30,8 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from bench.common import Result, fresh_databases, seeded_run
-from bench.storage import FLUSH_ROWS, synthetic_columns
-from db import leases
+from bench.common import Result, fresh_databases, write_steps
+from bench.storage import FLUSH_ROWS
 from db.models import LOCAL_TEAM_ID, MEMBER, Comparison, Run, new_id, utcnow
 from db.session import make_engine
 from services import keys
@@ -146,16 +145,6 @@ def _settle(url: str) -> None:
         connection.exec_driver_sql("VACUUM (ANALYZE)")
         connection.exec_driver_sql("CHECKPOINT")
     engine.dispose()
-
-
-def _long_run(url: str, steps: int) -> str:
-    engine = make_engine(url)
-    run_id, attempt = seeded_run(engine, steps)
-    for start in range(0, steps, FLUSH_ROWS):
-        with Session(engine) as session, session.begin():
-            leases.append_steps(session, run_id, attempt, synthetic_columns(FLUSH_ROWS, start), best_loss=None)
-    engine.dispose()
-    return run_id
 
 
 def _free_port() -> int:
@@ -279,7 +268,7 @@ def run() -> list[Result]:
         url = urls["postgresql"]
         _seed_history(url, HISTORY)
         key = _api_key(url)
-        run_id = _long_run(url, CURVE_STEPS)
+        run_id, _ = write_steps(url, CURVE_STEPS, FLUSH_ROWS)
         _settle(url)
         with _server(url) as api:
             # every process imports its components and prepares its statements before anything is timed

@@ -4,11 +4,13 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import create_engine, text
 
 from engine.spec import ComparisonSpec
@@ -89,3 +91,38 @@ def seeded_run(engine, steps: int) -> tuple[str, int]:
     if claim is None:
         raise RuntimeError(f"the fresh run {run_id} could not be claimed")
     return run_id, claim.attempt
+
+
+def synthetic_columns(n: int, start: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
+    """A flush's columns as the worker hands them over (``StepBatch.columns``: arrays)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(start, start + n)
+    loss = np.exp(-steps / 2e5) + 0.05 * rng.random(n)
+    return {
+        "step": steps,
+        "epoch": steps // 1000,
+        "loss": loss,
+        "time_s": steps * 2e-4,
+        "step_time_ms": 0.2 + 0.01 * rng.random(n),
+        "lr": np.full(n, 1e-3),
+    }
+
+
+def write_steps(url: str, rows: int, flush_rows: int) -> tuple[str, float]:
+    """Writes ``rows`` step rows for one new run through the worker's own write path (``leases.append_steps``),
+    ``flush_rows`` a transaction; returns (run id, seconds spent writing)."""
+    from sqlalchemy.orm import Session
+
+    from db import leases
+    from db.session import make_engine
+
+    engine = make_engine(url)
+    run_id, attempt = seeded_run(engine, rows)
+    chunks = [synthetic_columns(flush_rows, start) for start in range(0, rows, flush_rows)]
+    started = time.perf_counter()
+    for columns in chunks:
+        with Session(engine) as session, session.begin():
+            leases.append_steps(session, run_id, attempt, columns, best_loss=None)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return run_id, elapsed

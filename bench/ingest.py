@@ -10,12 +10,10 @@ import time
 import httpx
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy.orm import Session
 
-from bench.api import _api_key, _long_run, _server, _settle
-from bench.common import Result, fresh_databases, seeded_run
-from bench.storage import synthetic_columns
-from db import leases
+from bench.api import _api_key, _server, _settle
+from bench.common import Result, fresh_databases, synthetic_columns, write_steps
+from bench.storage import FLUSH_ROWS
 from db.session import make_engine
 from optibench.client import Client
 
@@ -67,20 +65,6 @@ def _batches() -> list[bytes]:
     return bodies
 
 
-def _own_write_path(database_url: str) -> float:
-    """Rows/s of ``leases.append_steps`` for the same rows in flushes of BATCH rows."""
-    engine = make_engine(database_url)
-    run_id, attempt = seeded_run(engine, ROWS)
-    chunks = [synthetic_columns(BATCH, start) for start in range(0, ROWS, BATCH)]
-    started = time.perf_counter()
-    for columns in chunks:
-        with Session(engine) as session, session.begin():
-            leases.append_steps(session, run_id, attempt, columns, best_loss=None)
-    elapsed = time.perf_counter() - started
-    engine.dispose()
-    return ROWS / elapsed
-
-
 def _upload(url: str, key: str, comparison_id: str) -> float:
     """Rows/s of one client uploading the rows in Arrow batches of BATCH rows to a new external run."""
     bodies = _batches()
@@ -102,7 +86,7 @@ def run() -> list[Result]:
     results = []
     with fresh_databases() as urls:
         for backend, database_url in urls.items():
-            run_id = _long_run(database_url, ROWS)
+            run_id, _ = write_steps(database_url, ROWS, FLUSH_ROWS)
             key = _api_key(database_url)
             if backend == "postgresql":
                 _settle(database_url)
@@ -141,7 +125,7 @@ def run() -> list[Result]:
                 uploads, owns = [], []
                 for _ in range(TRIALS):  # alternating, so both sides see the same load
                     uploads.append(_upload(url, key, comparison_id))
-                    owns.append(_own_write_path(database_url))
+                    owns.append(ROWS / write_steps(database_url, ROWS, BATCH)[1])
             over_http, own = max(uploads), max(owns)
             results.append(
                 Result(

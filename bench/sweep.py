@@ -23,8 +23,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.orm import Session
 
-from bench.common import Result, fresh_databases
-from bench.storage import synthetic_columns
+from bench.common import Result, fresh_databases, synthetic_columns
 from db import comparisons, leases
 from db.session import make_engine
 from engine.spec import ComparisonSpec
