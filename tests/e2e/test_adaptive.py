@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from optibench.cli import _leaderboard_tables
+from tests.specs import adaptive_regression
 
 pytestmark = pytest.mark.e2e
 
@@ -17,25 +18,11 @@ BASE = "/api/v1/comparisons"
 
 
 def _regression(**adaptive) -> dict:
-    return {
-        "name": "adaptive: a clearly better learning rate",
-        # 32 features for 8 samples: full-batch gradient descent at lr 0.05 drives the loss some e^-9 below
-        # where lr 1e-4 leaves it, seed after seed
-        "problem": {
-            "model": {"name": "linear"},
-            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 8, "n_features": 32, "n_targets": 1}},
-            "loss": "mse_mean",
-        },
-        "training": {"steps": 20, "batch_size": "full"},
-        "optimizers": [
-            {"name": "sgd", "params": {"lr": 1e-4}, "label": "slow"},
-            {"name": "sgd", "params": {"lr": 0.05}, "label": "fast"},
-        ],
-        "seeds": {"adaptive": {"min": 3, "max": 8, "round": 1, **adaptive}},
-        "device": "cpu",
-        "dtype": "float64",
-        "reuse": False,
-    }
+    return adaptive_regression(
+        "adaptive: a clearly better learning rate",
+        {"slow": 1e-4, "fast": 0.05},
+        {"min": 3, "max": 8, "round": 1, **adaptive},
+    )
 
 
 def _twins() -> dict:

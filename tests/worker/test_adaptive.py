@@ -15,6 +15,7 @@ from db.models import Comparison, Run, utcnow
 from db.session import transaction
 from engine.problem import steps_total
 from engine.spec import ComparisonSpec
+from tests.specs import adaptive_regression
 from worker import adaptive as adaptive_tasks
 from worker import dispatch
 from worker.adaptive import adaptive_round
@@ -22,25 +23,12 @@ from worker.tasks import train_run
 
 
 def _spec(**adaptive_seeds) -> dict:
-    return {
-        "name": "adaptive",
-        "problem": {
-            "model": {"name": "linear"},
-            "dataset": {"name": "synthetic_regression", "params": {"n_samples": 8, "n_features": 32, "n_targets": 1}},
-            "loss": "mse_mean",
-        },
-        "training": {"steps": 20, "batch_size": "full"},
-        # sgd at a tiny rate barely moves: 'fast' ends some e^-9 lower; the same sgd twice is equal
-        "optimizers": [
-            {"name": "sgd", "params": {"lr": 1e-4}, "label": "base"},
-            {"name": "sgd", "params": {"lr": 0.05}, "label": "fast"},
-            {"name": "sgd", "params": {"lr": 1e-4}, "label": "same"},
-        ],
-        "seeds": {"adaptive": {"min": 3, "max": 6, "round": 1, "equivalence": 0.0, **adaptive_seeds}},
-        "device": "cpu",
-        "dtype": "float64",
-        "reuse": False,
-    }
+    # 'fast' ends some e^-9 below 'base'; 'same' is base's sgd again, so every difference from it is 0
+    return adaptive_regression(
+        "adaptive",
+        {"base": 1e-4, "fast": 0.05, "same": 1e-4},
+        {"min": 3, "max": 6, "round": 1, "equivalence": 0.0, **adaptive_seeds},
+    )
 
 
 def _create(spec: dict) -> str:
