@@ -5,7 +5,7 @@ and the watchdog (``leases.reap_stale_runs``) fails one whose client went away, 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -139,24 +139,25 @@ def _count(session: Session, run_id: str, first: int, last: int) -> int:
     )
 
 
-def finish(
-    session: Session,
-    run_id: str,
-    status: str,
-    *,
-    final_loss: float | None,
-    wall_time_s: float | None,
-    diverged_step: int | None,
-    error: str | None,
-) -> Run:
+class Outcome(TypedDict):
+    """What the client says of how an external run ended, beside its status."""
+
+    final_loss: float | None
+    wall_time_s: float | None
+    diverged_step: int | None
+    error: str | None
+
+
+def finish(session: Session, run_id: str, status: str, **outcome: Unpack[Outcome]) -> Run:
     """End a running external run with ``status``; raises NotRunning for a finished one (a cancelled one
     stays cancelled)."""
     run = session.scalar(select(Run).where(Run.id == run_id).with_for_update())
     assert run is not None, "the caller found the run"
     if not run.external or run.status != RUNNING:
         raise NotRunning(run_id, run.status)
-    run.status, run.finished_at, run.error = status, utcnow(), error
-    run.final_loss, run.wall_time_s, run.diverged_step = final_loss, wall_time_s, diverged_step
+    final_loss = outcome["final_loss"]
+    run.status, run.finished_at, run.error = status, utcnow(), outcome["error"]
+    run.final_loss, run.wall_time_s, run.diverged_step = final_loss, outcome["wall_time_s"], outcome["diverged_step"]
     if final_loss is not None and np.isfinite(final_loss):
         run.best_loss = final_loss if run.best_loss is None else min(run.best_loss, final_loss)
     session.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
@@ -95,29 +95,11 @@ def create_run(
     return run
 
 
-def finish_run(
-    session: Session,
-    team_id: str,
-    run_id: str,
-    status: str,
-    *,
-    final_loss: float | None,
-    wall_time_s: float | None,
-    diverged_step: int | None,
-    error: str | None,
-) -> Run:
+def finish_run(session: Session, team_id: str, run_id: str, status: str, **outcome: Unpack[external.Outcome]) -> Run:
     """End the team's running external run. Commits."""
     access.run(session, run_id, team_id)
     try:
-        run = external.finish(
-            session,
-            run_id,
-            status,
-            final_loss=final_loss,
-            wall_time_s=wall_time_s,
-            diverged_step=diverged_step,
-            error=error,
-        )
+        run = external.finish(session, run_id, status, **outcome)
     except external.NotRunning as exc:
         raise Finished(str(exc)) from exc
     session.commit()
