@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential", "suites", "ingest", "sdk")
+SECTIONS = ("recording", "storage", "sweep", "vectorized", "api", "sequential", "suites", "ingest", "sdk", "submit")
 #: long sections, run only when named: `python -m bench suite_wall`
 OPT_IN = ("suite_wall",)
 
