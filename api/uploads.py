@@ -1,6 +1,9 @@
 """What the routes that take Arrow uploads share (external runs' steps, tracked runs' metrics): the body read
 under its own size limit, the answer to a batch, and how a refused one is reported."""
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -9,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.schemas import NOT_FOUND, HTTPError
 from optibench.settings import Settings
-from services.external import ARROW_STREAM, BadInput
+from services.external import ARROW_STREAM, BadInput, Finished, NotArrow, TooFast
 
 FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"model": HTTPError, "description": "the run is finished: it takes no more rows"}
@@ -61,6 +64,17 @@ async def read_upload(request: Request, settings: Settings) -> bytes:
     return b"".join(pieces)
 
 
-def bad_input(exc: BadInput) -> RequestValidationError:
-    """A refused batch as a 422 at the field it names."""
-    return RequestValidationError([{"type": "value_error", "loc": exc.loc, "msg": str(exc)}])
+@contextmanager
+def refusals_as_http() -> Iterator[None]:
+    """The services' refusals of a client-run request as their HTTP answers: 422 at the field it names, 409 for
+    a finished run, 415 for a body that is not an Arrow stream, 429 (with Retry-After) over the team's limit."""
+    try:
+        yield
+    except BadInput as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": exc.loc, "msg": str(exc)}]) from exc
+    except Finished as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except NotArrow as exc:
+        raise HTTPException(415, str(exc)) from exc
+    except TooFast as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc

@@ -1,17 +1,15 @@
 """External runs: created in a comparison, fed step rows as Arrow IPC streams, kept alive by heartbeats and
 finished by their client (docs/ingest.md)."""
 
-import math
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import NOT_FOUND, RunOut
-from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, read_upload
-from api.uploads import bad_input as _bad
+from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, read_upload, refusals_as_http
 from services import external
 
 #: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
@@ -63,7 +61,7 @@ def create_external_run(
     comparison_id: str, body: ExternalRunIn, session: SessionDep, principal: PrincipalDep
 ) -> RunOut:
     """Start an external run: running, its lease renewed by every upload or heartbeat."""
-    try:
+    with refusals_as_http():
         run = external.create_run(
             session,
             principal.team_id,
@@ -77,8 +75,6 @@ def create_external_run(
             client={"packages": body.packages or {}},
             key=body.key,
         )
-    except external.BadInput as exc:
-        raise _bad(exc) from exc
     return RunOut.of(run)
 
 
@@ -91,7 +87,7 @@ async def upload_steps(
 ) -> IngestOut:
     """Store a batch of step rows, all or nothing, idempotent by (run, step); also a heartbeat."""
     body = await read_upload(request, settings)
-    try:
+    with refusals_as_http():
         answer = await run_in_threadpool(
             external.append_steps,
             session,
@@ -101,14 +97,6 @@ async def upload_steps(
             request.headers.get("content-type", ""),
             body,
         )
-    except external.BadInput as exc:
-        raise _bad(exc) from exc
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except external.NotArrow as exc:
-        raise HTTPException(415, str(exc)) from exc
-    except external.TooFast as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
     return IngestOut(**answer)
 
 
@@ -137,33 +125,25 @@ def upload_evals(
 ) -> IngestOut:
     """Store whole-set evaluations of an external run (what suites score), all or nothing, idempotent by
     (run, step); also a heartbeat."""
-    try:
+    with refusals_as_http():
         answer = external.append_evals(
             session, settings, principal.team_id, run_id, [row.model_dump() for row in body.evals]
         )
-    except external.BadInput as exc:
-        raise _bad(exc) from exc
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except external.TooFast as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
     return IngestOut(**answer)
 
 
 @router.post("/runs/{run_id}/heartbeat", response_model=IngestOut, responses={**NOT_FOUND, **FINISHED})
 def heartbeat(run_id: str, session: SessionDep, principal: PrincipalDep) -> IngestOut:
     """Renew the run's lease without rows; ``cancelled`` tells the client to stop."""
-    try:
+    with refusals_as_http():
         status = external.heartbeat(session, principal.team_id, run_id)
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
     return IngestOut(run_id=run_id, status=status, cancelled=status != "running", rows=0, stored=0)
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut, responses={**NOT_FOUND, **FINISHED})
 def finish(run_id: str, body: FinishIn, session: SessionDep, principal: PrincipalDep) -> RunOut:
     """End an external run with its status and final loss."""
-    try:
+    with refusals_as_http():
         run = external.finish_run(
             session,
             principal.team_id,
@@ -174,6 +154,4 @@ def finish(run_id: str, body: FinishIn, session: SessionDep, principal: Principa
             diverged_step=body.diverged_step,
             error=body.error,
         )
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
     return RunOut.of(run)

@@ -3,19 +3,18 @@ step, uploaded as Arrow IPC streams, read back wide, and grouped by config in a 
 marked not paired."""
 
 import io
-import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import NOT_FOUND, json_body, json_safe
-from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, bad_input, read_upload
+from api.uploads import ARROW_UPLOAD, FINISHED, IngestOut, read_upload, refusals_as_http
 from services import external, tracking
 
 #: the app's body limit is for JSON; an upload's own (OPTIBENCH_INGEST_MAX_BODY_BYTES) is checked as it arrives
@@ -73,7 +72,7 @@ def _out(run: Any) -> TrackedRunOut:
 @router.post("/runs", status_code=201, response_model=TrackedRunOut)
 def create_tracked_run(body: TrackedRunIn, session: SessionDep, principal: PrincipalDep) -> TrackedRunOut:
     """Start a tracked run: running, its lease renewed by every upload or heartbeat."""
-    try:
+    with refusals_as_http():
         run, _ = tracking.create_run(
             session,
             principal.team_id,
@@ -85,8 +84,6 @@ def create_tracked_run(body: TrackedRunIn, session: SessionDep, principal: Princ
             packages=body.packages,
             key=body.key,
         )
-    except external.BadInput as exc:
-        raise bad_input(exc) from exc
     return _out(run)
 
 
@@ -100,7 +97,7 @@ async def upload_metrics(
     """Store a batch of metrics (an int ``step`` column and float64 metric columns, null: not logged), all or
     nothing, idempotent by (run, metric, step); also a heartbeat."""
     body = await read_upload(request, settings)
-    try:
+    with refusals_as_http():
         answer = await run_in_threadpool(
             tracking.append_metrics,
             session,
@@ -110,34 +107,22 @@ async def upload_metrics(
             request.headers.get("content-type", ""),
             body,
         )
-    except external.BadInput as exc:
-        raise bad_input(exc) from exc
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except external.NotArrow as exc:
-        raise HTTPException(415, str(exc)) from exc
-    except external.TooFast as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
     return IngestOut(**answer)
 
 
 @router.post("/runs/{tracked_run_id}/heartbeat", response_model=IngestOut, responses={**NOT_FOUND, **FINISHED})
 def heartbeat(tracked_run_id: str, session: SessionDep, principal: PrincipalDep) -> IngestOut:
     """Renew the run's lease without metrics."""
-    try:
+    with refusals_as_http():
         status = tracking.heartbeat(session, principal.team_id, tracked_run_id)
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
     return IngestOut(run_id=tracked_run_id, status=status, cancelled=False, rows=0, stored=0)
 
 
 @router.post("/runs/{tracked_run_id}/finish", response_model=TrackedRunOut, responses={**NOT_FOUND, **FINISHED})
 def finish(tracked_run_id: str, body: TrackedFinishIn, session: SessionDep, principal: PrincipalDep) -> TrackedRunOut:
     """End a tracked run with its status (and the error that ended a failed one)."""
-    try:
+    with refusals_as_http():
         run = tracking.finish(session, principal.team_id, tracked_run_id, body.status, body.error)
-    except external.Finished as exc:
-        raise HTTPException(409, str(exc)) from exc
     return _out(run)
 
 
