@@ -156,8 +156,8 @@ class LogUniformGrid(_Grid):
     )
 
 
-class GroupOptimizer(ComponentRef):
-    """Another registered optimizer for a parameter group, with its own params."""
+class OptimizerRef(ComponentRef):
+    """A registered optimizer by name, with its params."""
 
     kind = "optimizer"
 
@@ -168,6 +168,10 @@ class GroupOptimizer(ComponentRef):
     @property
     def typed_params(self) -> OptimizerParams:
         return self.component.Params.model_validate(self.params)
+
+
+class GroupOptimizer(OptimizerRef):
+    """Another registered optimizer for a parameter group, with its own params."""
 
 
 class ParamGroup(_Strict):
@@ -213,17 +217,7 @@ class ParamGroup(_Strict):
         return self
 
 
-class OptimizerEntry(ComponentRef):
-    kind = "optimizer"
-
-    @property
-    def component(self) -> type[Optimizer[Any]]:
-        return Optimizer.registered(self.name)
-
-    @property
-    def typed_params(self) -> OptimizerParams:
-        return self.component.Params.model_validate(self.params)
-
+class OptimizerEntry(OptimizerRef):
     @property
     def settings(self) -> list[dict[str, Any]]:
         """Every setting of its sweep ([{}] without one): validation has made each grid its list of values."""
