@@ -180,19 +180,23 @@ class ModuleStepper(Stepper):
         return self._evaluating() if self.moded else nullcontext()
 
 
-def build_optimizers(problem: Problem, entry: OptimizerEntry, module: torch.nn.Module) -> list[torch.optim.Optimizer]:
-    """The entry's torch optimizers for ``module``: one over every trainable parameter, or, with ``groups``,
-    one per distinct optimizer with a param group per group (the first holds groups.0)."""
-    return [optimizer for _, optimizer in build_components(problem, entry, module)]
+def build_optimizers(
+    problem: Problem, entry: OptimizerEntry, module: torch.nn.Module, *, total_steps: int
+) -> list[torch.optim.Optimizer]:
+    """The entry's torch optimizers for ``module`` in a run of ``total_steps`` updates: one over every trainable
+    parameter, or, with ``groups``, one per distinct optimizer with a param group per group (the first holds
+    groups.0)."""
+    return [optimizer for _, optimizer in build_components(problem, entry, module, total_steps=total_steps)]
 
 
 def build_components(
-    problem: Problem, entry: OptimizerEntry, module: torch.nn.Module
+    problem: Problem, entry: OptimizerEntry, module: torch.nn.Module, *, total_steps: int
 ) -> list[tuple[type[Optimizer[Any]], torch.optim.Optimizer]]:
     """``build_optimizers`` with the component each torch optimizer was built by (whose capabilities it steps by)."""
     if not entry.groups:
         params: list[Tensor] = [p for p in module.parameters() if p.requires_grad]
-        return [(entry.component, entry.component.build(params, entry.typed_params))]
+        arguments = entry.component.run_arguments(total_steps)
+        return [(entry.component, entry.component.build(params, entry.typed_params, **arguments))]
     tensors = dict(module.named_parameters())
     by_optimizer: dict[str, list[tuple[list[Tensor], OptimizerParams]]] = {}
     components = {}
@@ -202,7 +206,7 @@ def build_components(
     return [
         (components[name], built)
         for name, groups in by_optimizer.items()
-        for built in components[name].build_groups(groups)
+        for built in components[name].build_groups(groups, **components[name].run_arguments(total_steps))
     ]
 
 
@@ -392,7 +396,7 @@ def train(
         spec,
         seed,
         sink,
-        lambda module: build_components(spec.problem, entry, module),
+        lambda module: build_components(spec.problem, entry, module, total_steps=total_steps),
         schedule=entry.schedule,
         batch_size=entry.batch_size,
         total_steps=total_steps,

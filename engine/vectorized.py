@@ -394,7 +394,7 @@ class _OwnOptimizers:
         hosts: dict[tuple, torch.optim.Optimizer] = {}
         for component, hyper, module in zip(components, hypers, modules):
             params = [p for p in module.parameters() if p.requires_grad]
-            optimizer = component.build(params, hyper)
+            optimizer = component.build(params, hyper, **component.run_arguments(total_steps))
             self.params.append(params)
             self.groups.append(list(optimizer.param_groups))
             self.lrs.append([group["lr"] for group in optimizer.param_groups])
@@ -507,7 +507,7 @@ class _StackedOptimizer:
         self.ensemble, self.total_steps = ensemble, total_steps
         flat = ensemble.flat
         self.param = flat.detach()  # the stacked tensor itself, a leaf for the optimizer
-        self.optimizer = component.build([self.param], hypers[0])
+        self.optimizer = component.build([self.param], hypers[0], **component.run_arguments(total_steps))
         [self.group] = self.optimizer.param_groups
         if "foreach" in self.group:
             self.group["foreach"] = False

@@ -90,6 +90,9 @@ class Optimizer(Component[OP]):
     reference: ClassVar[str] = ""
     #: the param_groups key holding the rate the step used (recorded as the step's lr)
     rate_key: ClassVar[str] = "lr"
+    #: the constructor argument that takes the run's total number of updates (Ranger21's ``num_iterations``, which
+    #: times its warm-up and warm-down): never a param; the engine builds it with the run's own steps
+    total_steps_arg: ClassVar[str | None] = None
     #: the parameter a refusal for memory names when the optimizer's state is the largest part; None names it
     size_param: ClassVar[str | None] = None
     test_settings: ClassVar[TestSettings] = TestSettings()
@@ -108,9 +111,16 @@ class Optimizer(Component[OP]):
         return None
 
     @classmethod
-    def build(cls, parameters: list[torch.Tensor], params: OP) -> torch.optim.Optimizer:
+    def run_arguments(cls, total_steps: int) -> dict[str, Any]:
+        """Constructor arguments that a run of ``total_steps`` updates decides, for ``build`` and ``build_groups``:
+        its steps, where the optimizer takes them (``total_steps_arg``); none for any other."""
+        return {} if cls.total_steps_arg is None else {cls.total_steps_arg: total_steps}
+
+    @classmethod
+    def build(cls, parameters: list[torch.Tensor], params: OP, **arguments: Any) -> torch.optim.Optimizer:
+        """The torch optimizer over ``parameters``; ``arguments``: the run's own (``run_arguments``)."""
         if cls.torch_optimizer is not None:
-            return cls.torch_optimizer(parameters, **params.model_dump(exclude=set(cls.torch_exclude)))
+            return cls.torch_optimizer(parameters, **params.model_dump(exclude=set(cls.torch_exclude)), **arguments)
         rule = cls.rule(params)
         if rule is None:
             raise NotImplementedError(f"optimizer {cls.name!r} names neither a torch_optimizer nor a rule")
@@ -140,7 +150,7 @@ class Optimizer(Component[OP]):
         return loss
 
     @classmethod
-    def build_groups(cls, groups: list[tuple[list[torch.Tensor], OP]]) -> list[torch.optim.Optimizer]:
+    def build_groups(cls, groups: list[tuple[list[torch.Tensor], OP]], **arguments: Any) -> list[torch.optim.Optimizer]:
         """Parameter groups with their own params (an entry's ``groups``, engine.groups): one torch optimizer
         with a param group each, whose options are the group's params (a rule's numbers, for a rule-built
         optimizer; rules whose choices differ run the code of their own, so they get an optimizer each)."""
@@ -154,5 +164,5 @@ class Optimizer(Component[OP]):
             if code in built:
                 built[code].add_param_group({"params": tensors, **options})
             else:
-                built[code] = cls.build(tensors, params)
+                built[code] = cls.build(tensors, params, **arguments)
         return list(built.values())

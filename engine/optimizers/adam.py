@@ -27,9 +27,9 @@ class Adam(Optimizer[AdamParams]):
         return transforms.adam(*params.betas, params.eps, params.weight_decay, params.amsgrad, params.bias_correction)
 
     @classmethod
-    def build(cls, parameters, params: AdamParams) -> torch.optim.Optimizer:
+    def build(cls, parameters, params: AdamParams, **arguments) -> torch.optim.Optimizer:
         if params.bias_correction:
-            return super().build(parameters, params)
+            return super().build(parameters, params, **arguments)
         return transforms.TransformOptimizer(parameters, cls.rule(params), lr=params.lr)  # torch.optim has no such Adam
 
     @classmethod

@@ -58,6 +58,8 @@ class Declared:
     needs_loss: bool = False
     #: a rate other than ``lr`` is what the step used (AliG's Polyak step size)
     rate_key: str = "lr"
+    #: the constructor argument that takes the run's total steps (Optimizer.total_steps_arg)
+    total_steps_arg: str | None = None
     #: params its step also takes as tensors over stacked ensemble members (Optimizer.stacked_params)
     stacked_params: frozenset[str] = frozenset()
     #: defaults for constructor arguments the library leaves required
@@ -263,7 +265,8 @@ DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "lbfgs": {"needs_closure": True},
     # its step reads a tensor lr as one (``p.add_(update * -lr)``), so a sweep's rates stack as an [M, 1] tensor
     "lion": {"stacked_params": frozenset({"lr"})},
-    "ranger21": {"defaults": {"num_iterations": 1000}},
+    # its warm-up and warm-down are fractions of num_iterations: the run's own steps
+    "ranger21": {"total_steps_arg": "num_iterations"},
     # its states follow the parameters' dtype (the library's float32 default fails on float64 parameters)
     "fadam": {"defaults": {"momentum_dtype": None, "fim_dtype": None}},
 }
@@ -404,6 +407,8 @@ class LibraryParams(Params):
 
     library_class: ClassVar[type[torch.optim.Optimizer]]
     fixed_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: the constructor argument the run's total steps fill (Optimizer.total_steps_arg)
+    total_steps_arg: ClassVar[str | None] = None
     #: params that are options of the matrices' param group rather than constructor arguments
     matrix_group_keys: ClassVar[tuple[str, ...]] = ()
     #: False for an optimizer that cannot run here: its constructor is never called
@@ -414,8 +419,10 @@ class LibraryParams(Params):
         if not self.runs:
             return self
         probe = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
+        # the probe never steps, so any run length stands for the run's own
+        arguments = {} if self.total_steps_arg is None else {self.total_steps_arg: 1}
         try:
-            LibraryOptimizer.construct(self.library_class, probe, self)
+            LibraryOptimizer.construct(self.library_class, probe, self, arguments)
         except (ValueError, TypeError) as exc:
             raise _fixed_error(type(self).model_fields, str(exc).lstrip("[-] "), self.model_dump()) from None
         return self
@@ -440,9 +447,14 @@ class LibraryOptimizer(Optimizer[Any]):
 
     @staticmethod
     def construct(
-        library_class: type[torch.optim.Optimizer], parameters: list[torch.Tensor], params: Params
+        library_class: type[torch.optim.Optimizer],
+        parameters: list[torch.Tensor],
+        params: Params,
+        arguments: Mapping[str, Any] | None = None,
     ) -> torch.optim.Optimizer:
-        kwargs = {**getattr(params, "fixed_defaults", {}), **params.model_dump()}
+        """``library_class`` over ``parameters`` with ``params``, the declared fixed defaults and the run's
+        ``arguments`` (Optimizer.run_arguments)."""
+        kwargs = {**getattr(params, "fixed_defaults", {}), **params.model_dump(), **(arguments or {})}
         if keys := getattr(params, "matrix_group_keys", ()):
             options = {key: kwargs.pop(key) for key in keys}
             matrices = [p for p in parameters if p.ndim == 2]
@@ -459,8 +471,8 @@ class LibraryOptimizer(Optimizer[Any]):
         return library_class(parameters, **kwargs)
 
     @classmethod
-    def build(cls, parameters: list[torch.Tensor], params: Any) -> torch.optim.Optimizer:
-        return cls.construct(cls.library_class, parameters, params)
+    def build(cls, parameters: list[torch.Tensor], params: Any, **arguments: Any) -> torch.optim.Optimizer:
+        return cls.construct(cls.library_class, parameters, params, arguments)
 
     @classmethod
     def state_multiple(cls, params: Any) -> float:
@@ -513,6 +525,9 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
             continue
         if pname in fixed:
             continue
+        if pname == facts.total_steps_arg:
+            fixed[pname] = "the run's total number of steps, which the engine passes"
+            continue
         default = facts.defaults.get(pname, parameter.default)
         derived = _field(pname, parameter, default, docs.get(pname, ""))
         if isinstance(derived, str):
@@ -533,6 +548,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
     params_model.library_class = library_class
     params_model.fixed_defaults = fixed_defaults
     params_model.runs = facts.unsupported is None
+    params_model.total_steps_arg = facts.total_steps_arg
     if name in PROJECTED:
         params_model.matrix_group_keys = tuple(PROJECTION_FIELDS)
     doc = (library_class.__doc__ or "").strip()
@@ -559,6 +575,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
         "param_shapes": "matrices" if "only supports 2D parameters" in _source(library_class) else "any",
         "full_batch_only": library_class is torch.optim.LBFGS,
         "rate_key": facts.rate_key,
+        "total_steps_arg": facts.total_steps_arg,
         "stacked_params": facts.stacked_params,
         "unsupported": facts.unsupported,
         "fixed": fixed,

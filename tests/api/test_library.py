@@ -67,3 +67,23 @@ def test_the_stored_runs_of_library_optimizers_equal_their_classes_in_a_plain_lo
         stored = client.get(f"/api/v1/runs/{run['id']}").json()
         assert stored["status"] == "succeeded", name
         assert stored["final_loss"] == pytest.approx(final, rel=1e-12, abs=0), name
+
+
+def test_ranger21s_num_iterations_is_the_runs_steps_and_a_given_one_is_422_at_it(client, published) -> None:
+    """The engine passes the run's total steps as Ranger21's num_iterations, so the catalogue lists it as fixed and
+    a comparison that sets it is refused at that parameter, with nothing queued."""
+    catalog = {entry["name"]: entry for entry in client.get("/api/v1/catalog").json()["optimizers"]}
+    ranger21 = catalog[PREFIX + "ranger21"]
+    assert "num_iterations" in ranger21["fixed"] and "num_iterations" not in [p["name"] for p in ranger21["params"]]
+    spec = {
+        "name": "ranger21 told its length",
+        "problem": PROBLEM,
+        "training": {"steps": STEPS, "batch_size": "full"},
+        "optimizers": [{"name": PREFIX + "ranger21", "params": {"num_iterations": 1000}}],
+        "device": "cpu",
+    }
+    response = client.post(BASE, json=spec)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "optimizers", 0, "params", "num_iterations"]
+    assert published == []

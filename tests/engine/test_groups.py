@@ -329,7 +329,7 @@ def test_muon_and_adamw_as_one_entry_is_a_plain_loop_with_the_two_torch_optimize
     problem = build_problem(spec.problem, CPU, torch.float64)
     module = problem.make_module(seed)
     named = {id(p): n for n, p in module.named_parameters()}
-    built = build_optimizers(spec.problem, spec.optimizers[0], module)
+    built = build_optimizers(spec.problem, spec.optimizers[0], module, total_steps=spec.training.steps)
     received = {type(o).__name__: [[named[id(p)] for p in g["params"]] for g in o.param_groups] for o in built}
     assert received == {
         "Muon": [["0.weight", "2.weight"]],
@@ -359,7 +359,7 @@ def test_per_group_params_are_torchs_param_groups_of_one_optimizer() -> None:
     }
     spec = make_spec([entry])
     problem = build_problem(spec.problem, CPU, torch.float64)
-    built = build_optimizers(spec.problem, spec.optimizers[0], problem.make_module(0))
+    built = build_optimizers(spec.problem, spec.optimizers[0], problem.make_module(0), total_steps=spec.training.steps)
     assert len(built) == 1 and [g["weight_decay"] for g in built[0].param_groups] == [0.0, 0.1]
 
     rows = Rows()
@@ -392,7 +392,7 @@ def test_a_rule_built_optimizer_takes_each_groups_numbers() -> None:
     train(spec, 0, 0, grouped, total_steps=12, flush_every=100, flush_interval_s=1e9)
     problem = build_problem(spec.problem, CPU, torch.float64)
     module = problem.make_module(0)
-    built = build_optimizers(spec.problem, spec.optimizers[0], module)
+    built = build_optimizers(spec.problem, spec.optimizers[0], module, total_steps=spec.training.steps)
     assert len(built) == 1 and [(g["lr"], g["beta"]) for g in built[0].param_groups] == [(0.03, 0.2), (0.01, 0.05)]
     # the same as two optimizers, one per group
     local_gain = Optimizer.registered("local_gain")
@@ -482,5 +482,5 @@ def test_a_swept_runs_params_reach_the_groups_that_inherit_them() -> None:
     assert [r for r in spec.optimizers[0].settings] == [{"lr": 0.01}, {"lr": 0.03}]
     run = with_run_params(spec, 0, {**spec.optimizers[0].params, "lr": 0.03})
     module = build_problem(spec.problem, CPU, torch.float64).make_module(0)
-    [adamw] = build_optimizers(run.problem, run.optimizers[0], module)
+    [adamw] = build_optimizers(run.problem, run.optimizers[0], module, total_steps=run.training.steps)
     assert [(g["lr"], g["weight_decay"]) for g in adamw.param_groups] == [(0.03, 0.0), (0.5, 0.01), (0.03, 0.01)]

@@ -10,6 +10,7 @@ matrices and biases, so Muon's two groups are both exercised; 12 steps each.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -62,6 +63,7 @@ SAMPLE: list[tuple[str, dict[str, Any]]] = [
     ("galore", {"lr": 0.01, "rank": 2, "update_proj_gap": 5}),  # low-rank projection of the matrices' gradients
     ("fira", {"lr": 0.01, "rank": 2, "update_proj_gap": 5}),
     ("adafactor", {"lr": 0.01}),
+    ("ranger21", {"lr": 0.01}),  # warms up and down over the run's own steps (its num_iterations)
     ("alig", {"max_lr": 0.1}),  # needs the loss value (its Polyak step size)
     ("emonavi", {"lr": 0.01}),
 ]
@@ -104,6 +106,8 @@ def _plain_run(
     module = problem.make_module(seed)
     kwargs = {**cls.Params.fixed_defaults, **spec.optimizers[0].params}  # the validated params, defaults filled
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    if name == "ranger21":  # "num_iterations: Total training steps for the built in learning rate schedule"
+        kwargs["num_iterations"] = STEPS
     library_class = pytorch_optimizer.load_optimizer(name)
     tensors = list(module.parameters())
     if cls.Params.matrix_group_keys:  # GaLore's documented use: projection options on the matrices' group
@@ -193,7 +197,7 @@ def test_hessian_vector_products_keep_the_graph_for_the_step_and_free_it_after()
     spec = _spec(PREFIX + "adahessian", {"lr": 0.05})
     problem = build_problem(spec.problem, CPU, torch.float64)
     module = problem.make_module(0)
-    built = build_components(spec.problem, spec.optimizers[0], module)
+    built = build_components(spec.problem, spec.optimizers[0], module, total_steps=STEPS)
     optimizers = [optimizer for _, optimizer in built]
     lrs = [[group.get("lr") for group in optimizer.param_groups] for optimizer in optimizers]
     stepper = ModuleStepper(
@@ -218,3 +222,32 @@ def test_an_optimizer_that_reads_the_loss_fails_without_it_and_runs_in_the_loop(
     with pytest.raises(pytorch_optimizer.base.exception.NoClosureError):
         optimizer.step()
     assert cls.needs_loss and cls.rate_key == "step_size"
+
+
+def test_ranger21_warms_down_over_the_runs_own_steps_which_no_param_sets() -> None:
+    """Ranger21 times its warm-up and warm-down by ``num_iterations``: the engine builds it with the run's total
+    steps (its warm-down starts after 72% of them), so a 50,000-step run is not scheduled as a 1,000-step one."""
+    cls = ENTRIES["ranger21"]
+    assert cls.total_steps_arg == "num_iterations" and "num_iterations" in cls.fixed
+    assert "num_iterations" not in cls.Params.model_fields
+    spec = _spec(PREFIX + "ranger21", {"lr": 0.01})
+    module = build_problem(spec.problem, CPU, torch.float64).make_module(0)
+    [(_, optimizer)] = build_components(spec.problem, spec.optimizers[0], module, total_steps=50_000)
+    assert optimizer.start_warm_down == 36_000  # type: ignore[attr-defined]
+
+
+def test_every_argument_the_library_leaves_required_is_the_runs_steps_or_declared() -> None:
+    """A supported entry's constructor arguments without a default are filled: by the run's total steps
+    (``total_steps_arg``) or by a default declared in the adapter, never left to fail at the first run."""
+    for name, cls in ENTRIES.items():
+        if cls.unsupported is not None:
+            continue
+        arguments = list(inspect.signature(cls.library_class.__init__).parameters.values())[1:]
+        required = {
+            argument.name
+            for argument in arguments
+            if argument.default is inspect.Parameter.empty
+            and argument.kind not in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD)
+            and argument.name not in ("params", "optimizer")
+        }
+        assert required <= {cls.total_steps_arg, *cls.Params.fixed_defaults}, name

@@ -77,7 +77,8 @@ def test_optimizer_makes_progress(name: str, problem: str) -> None:
     cls = OPTIMIZERS[name]
     settings = cls.test_settings
     x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    optimizer = cls.build([x], cls.Params(**settings.params.get(problem, {})))
+    steps = settings.steps or steps
+    optimizer = cls.build([x], cls.Params(**settings.params.get(problem, {})), **cls.run_arguments(steps))
     if cls.train_eval_modes:
         optimizer.train()  # type: ignore[attr-defined]
 
@@ -90,7 +91,7 @@ def test_optimizer_makes_progress(name: str, problem: str) -> None:
     initial = f(x).item()
     # the training loop records what update() returns: the loss at the point the step started from
     assert cls.update(optimizer, closure).item() == initial
-    for _ in range((settings.steps or steps) - 1):
+    for _ in range(steps - 1):
         cls.update(optimizer, closure)
     if cls.train_eval_modes:
         optimizer.eval()  # type: ignore[attr-defined]
@@ -161,7 +162,7 @@ def test_a_subclass_inherits_its_parents_capabilities_and_rule() -> None:
 def test_defaults_build_a_torch_optimizer(name: str) -> None:
     cls = OPTIMIZERS[name]
     shape = (3, 4) if cls.param_shapes == "matrices" else (3,)
-    optimizer = cls.build([torch.zeros(shape, requires_grad=True)], cls.Params())
+    optimizer = cls.build([torch.zeros(shape, requires_grad=True)], cls.Params(), **cls.run_arguments(100))
     assert isinstance(optimizer, torch.optim.Optimizer)
     if cls.source == "torch.optim":  # the library's constructors may scale or derive their rate
         assert optimizer.param_groups[0]["lr"] == cls.Params().lr
