@@ -21,7 +21,7 @@ import inspect
 import math
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -56,8 +56,8 @@ class Declared:
     elementwise: bool = False
     needs_closure: bool = False
     needs_loss: bool = False
-    #: a rate other than ``lr`` is what the step used (AliG's Polyak step size)
-    rate_key: str = "lr"
+    #: a rate other than ``lr`` is what the step used (AliG's Polyak step size); None: its step has no rate
+    rate_key: str | None = "lr"
     #: the constructor argument that takes the run's total steps (Optimizer.total_steps_arg)
     total_steps_arg: str | None = None
     #: params its step also takes as tensors over stacked ensemble members (Optimizer.stacked_params)
@@ -254,6 +254,8 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
 }
 DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "alig": {"needs_loss": True, "rate_key": "step_size"},
+    # no rate: each tensor's step is 1 / (2 lips / (t + 1) + beta * sqrt(its gradient variation)); lr is ignored
+    "a2grad": {"rate_key": None},
     "emonavi": {"needs_loss": True},
     "emofact": {"needs_loss": True},
     "emolynx": {"needs_loss": True},
@@ -508,49 +510,73 @@ def _papers() -> dict[str, str]:
     return found
 
 
-def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mapping[str, str]) -> type[Optimizer]:
-    facts = declared(name)
-    docs = _arg_docs(library_class.__doc__ or "")
+def params_model(
+    library_class: type,
+    docs: Mapping[str, str],
+    *,
+    module: str,
+    skipped: Collection[str] = ("params",),
+    fixed: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    total_steps_arg: str | None = None,
+    matrix_group_fields: Mapping[str, tuple[Any, Any]] | None = None,
+    runs: bool = True,
+) -> tuple[type[LibraryParams], dict[str, str]]:
+    """A library class's ``Params``, derived from its constructor's arguments (descriptions from ``docs``), and
+    the arguments kept at their defaults, with the reason. ``skipped`` arguments are the optimizer's inputs, not
+    params; ``fixed`` ones are declared kept at their defaults; ``defaults`` replace the library's (those that are
+    not params are passed as they are); ``total_steps_arg`` takes the run's steps; ``matrix_group_fields`` go to
+    the matrices' param group instead."""
+    defaults = defaults or {}
     fields: dict[str, Any] = {}
-    fixed: dict[str, str] = dict(facts.fixed)
-    fixed_defaults: dict[str, Any] = {}
-    signature = inspect.signature(library_class.__init__)
-    for pname, parameter in list(signature.parameters.items())[1:]:
-        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or pname in ("params", "model"):
-            continue
-        if pname == "optimizer" and name == "magma":  # its first argument: the parameters, or an optimizer to wrap
+    kept: dict[str, str] = dict(fixed or {})
+    for pname, parameter in inspect.signature(library_class).parameters.items():
+        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) or pname in skipped:
             continue
         if pname in IMPLEMENTATION:
-            fixed[pname] = IMPLEMENTATION[pname]
+            kept[pname] = IMPLEMENTATION[pname]
             continue
-        if pname in fixed:
+        if pname in kept:
             continue
-        if pname == facts.total_steps_arg:
-            fixed[pname] = "the run's total number of steps, which the engine passes"
+        if pname == total_steps_arg:
+            kept[pname] = "the run's total number of steps, which the engine passes"
             continue
-        default = facts.defaults.get(pname, parameter.default)
-        derived = _field(pname, parameter, default, docs.get(pname, ""))
+        derived = _field(pname, parameter, defaults.get(pname, parameter.default), docs.get(pname, ""))
         if isinstance(derived, str):
-            fixed[pname] = derived
+            kept[pname] = derived
         else:
             fields[pname] = derived
-    for pname, value in facts.defaults.items():
-        if pname not in fields:
-            fixed_defaults[pname] = value
-    if name in PROJECTED:
-        fields.update(PROJECTION_FIELDS)
-    params_model = create_model(
-        f"{library_class.__name__}Params",
-        __base__=LibraryParams,
-        __module__=__name__,
-        **fields,
+    fixed_defaults = {pname: value for pname, value in defaults.items() if pname not in fields}
+    fields.update(matrix_group_fields or {})
+    model = create_model(f"{library_class.__name__}Params", __base__=LibraryParams, __module__=module, **fields)
+    model.library_class = library_class
+    model.fixed_defaults = fixed_defaults
+    model.runs = runs
+    model.total_steps_arg = total_steps_arg
+    if matrix_group_fields:
+        model.matrix_group_keys = tuple(matrix_group_fields)
+    return model, kept
+
+
+def has_modes(library_class: type) -> bool:
+    """The optimizer has ``train()`` and ``eval()`` (its parameters differ while training and evaluating)."""
+    return callable(getattr(library_class, "eval", None)) and callable(getattr(library_class, "train", None))
+
+
+def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mapping[str, str]) -> type[Optimizer]:
+    facts = declared(name)
+    params, fixed = params_model(
+        library_class,
+        _arg_docs(library_class.__doc__ or ""),
+        module=__name__,
+        # magma's first argument is the parameters, or an optimizer to wrap
+        skipped=("params", "model", "optimizer") if name == "magma" else ("params", "model"),
+        fixed=facts.fixed,
+        defaults=facts.defaults,
+        total_steps_arg=facts.total_steps_arg,
+        matrix_group_fields=PROJECTION_FIELDS if name in PROJECTED else None,
+        runs=facts.unsupported is None,
     )
-    params_model.library_class = library_class
-    params_model.fixed_defaults = fixed_defaults
-    params_model.runs = facts.unsupported is None
-    params_model.total_steps_arg = facts.total_steps_arg
-    if name in PROJECTED:
-        params_model.matrix_group_keys = tuple(PROJECTION_FIELDS)
     doc = (library_class.__doc__ or "").strip()
     summary = doc.split("\n\n")[0].replace("\n", " ").strip()
     key = re.sub(r"[^a-z0-9]", "", library_class.__name__.lower())
@@ -560,7 +586,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
         "library_class": library_class,
         "torch_optimizer": library_class,
         "description": f"{summary} pytorch_optimizer.{library_class.__name__} ({SOURCE} {VERSION}).",
-        "Params": params_model,
+        "Params": params,
         "family": facts.family,
         "reference": papers.get(
             library_class.__name__, papers.get(PAPER_ROWS.get(name, key), papers.get(key, papers.get(name, "")))
@@ -570,8 +596,7 @@ def _entry(name: str, library_class: type[torch.optim.Optimizer], papers: Mappin
         "needs_loss": facts.needs_loss,
         # the Hessian-based ones say so: "Use `loss.backward(create_graph=True)`"
         "needs_hvp": "create_graph=True" in doc,
-        "train_eval_modes": callable(getattr(library_class, "eval", None))
-        and callable(getattr(library_class, "train", None)),
+        "train_eval_modes": has_modes(library_class),
         "param_shapes": "matrices" if "only supports 2D parameters" in _source(library_class) else "any",
         "full_batch_only": library_class is torch.optim.LBFGS,
         "rate_key": facts.rate_key,

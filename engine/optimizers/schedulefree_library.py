@@ -17,10 +17,9 @@ from typing import Any
 
 import schedulefree
 import torch
-from pydantic import create_model
 
 from engine.optimizers import Optimizer, TestSettings
-from engine.optimizers.library import IMPLEMENTATION, LibraryOptimizer, LibraryParams, _arg_docs, _field
+from engine.optimizers.library import LibraryOptimizer, _arg_docs, has_modes, params_model
 
 SOURCE = "schedulefree"
 VERSION = importlib.metadata.version("schedulefree")
@@ -56,27 +55,11 @@ def snake_name(class_name: str) -> str:
 
 def _entry(name: str, library_class: type) -> type[Optimizer[Any]]:
     doc = inspect.cleandoc(library_class.__doc__ or "")
-    docs = _arg_docs("\n" + doc.replace("Arguments:", "Args:"))
-    fields: dict[str, Any] = {}
-    fixed: dict[str, str] = {}
-    for pname, parameter in inspect.signature(library_class).parameters.items():
-        if pname in ("params", "base"):
-            continue
-        if pname in IMPLEMENTATION:
-            fixed[pname] = IMPLEMENTATION[pname]
-            continue
-        derived = _field(pname, parameter, parameter.default, docs.get(pname, "").strip())
-        if isinstance(derived, str):
-            fixed[pname] = derived
-        else:
-            fields[pname] = derived
-    params_model = create_model(
-        f"{library_class.__name__}Params", __base__=LibraryParams, __module__=__name__, **fields
+    docs = {pname: text.strip() for pname, text in _arg_docs("\n" + doc.replace("Arguments:", "Args:")).items()}
+    params, fixed = params_model(
+        library_class, docs, module=__name__, skipped=("params", "base"), runs=name not in UNSUPPORTED
     )
-    params_model.library_class = library_class
-    params_model.runs = name not in UNSUPPORTED
     summary = " ".join(doc.split("\n\n")[0].split())
-    modes = callable(getattr(library_class, "train", None)) and callable(getattr(library_class, "eval", None))
     attrs: dict[str, Any] = {
         "name": PREFIX + name,
         "library_name": name,
@@ -85,11 +68,11 @@ def _entry(name: str, library_class: type) -> type[Optimizer[Any]]:
         "source": SOURCE,
         "version": VERSION,
         "description": f"{summary} schedulefree.{library_class.__name__} ({SOURCE} {VERSION}).",
-        "Params": params_model,
+        "Params": params,
         "family": "schedule-free",
         "reference": REFERENCE,
         "needs_closure": name.endswith("_closure"),
-        "train_eval_modes": modes,
+        "train_eval_modes": has_modes(library_class),
         # the rate the step used, its warm-up (warmup_steps) included
         "rate_key": "scheduled_lr",
         "unsupported": UNSUPPORTED.get(name),
