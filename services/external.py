@@ -123,8 +123,7 @@ def append_steps(
     """Store one uploaded batch, all or nothing, idempotent by (run, step); it beats the run's heart too.
     Commits. The answer tells the client whether the run was cancelled (it stops) and how many rows were new."""
     access.run(session, run_id, team_id)  # another team's run is missing, before anything about the body
-    if content_type.split(";")[0].strip() != ARROW_STREAM:
-        raise NotArrow(f"the body is an Arrow IPC stream: Content-Type: {ARROW_STREAM}")
+    require_arrow(content_type)
     columns = decode_batch(body)
     rows = 0 if columns is None else len(columns["step"] if columns["step"] is not None else ())
     _limits.take(team_id, rows, len(body), settings)
@@ -166,6 +165,12 @@ def append_evals(
         raise Finished(str(exc)) from exc
     session.commit()
     return {"run_id": run_id, "status": status, "cancelled": status != RUNNING, "rows": len(evals), "stored": stored}
+
+
+def require_arrow(content_type: str) -> None:
+    """Raises NotArrow unless the body is declared an Arrow IPC stream (its parameters aside)."""
+    if content_type.split(";")[0].strip() != ARROW_STREAM:
+        raise NotArrow(f"the body is an Arrow IPC stream: Content-Type: {ARROW_STREAM}")
 
 
 def decode_batch(body: bytes) -> dict[str, np.ndarray | None] | None:

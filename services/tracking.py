@@ -18,7 +18,7 @@ from db import tracking
 from db.models import RUNNING, TrackedRun
 from optibench.settings import Settings
 from services.access import NotFound
-from services.external import _INT4_MAX, ARROW_STREAM, BadInput, Finished, NotArrow, _limits
+from services.external import _INT4_MAX, ARROW_STREAM, BadInput, Finished, _limits, require_arrow
 
 MAX_CONFIG_BYTES = 64 * 1024
 METRIC_NAME = re.compile(r"[A-Za-z0-9_./-]{1,100}")
@@ -110,8 +110,7 @@ def append_metrics(
     """Store one uploaded batch of metrics, all or nothing, idempotent by (run, metric, step); a heartbeat too.
     Commits. The answer has the shape of an external run's upload's."""
     run(session, team_id, run_id)  # another team's run is missing, before anything about the body
-    if content_type.split(";")[0].strip() != ARROW_STREAM:
-        raise NotArrow(f"the body is an Arrow IPC stream: Content-Type: {ARROW_STREAM}")
+    require_arrow(content_type)
     step, metrics = decode_metrics(body)
     _limits.take(team_id, len(step), len(body), settings)
     try:
