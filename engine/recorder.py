@@ -28,7 +28,7 @@ class StepBatch:
     loss: np.ndarray  # float64, the loss of the batch before the update
     time_s: np.ndarray  # seconds since training began, at the end of the step
     step_time_ms: np.ndarray
-    lr: np.ndarray
+    lr: np.ndarray | None  # the rate each step used; None: the optimizer has none (A2Grad), NULL in every row
     x: np.ndarray | None  # (rows, dim): function problems, the point before the update
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-step (engine.columns.EXTRAS)
     evals: list[dict] = field(default_factory=list)  # whole-set evaluations made since the last flush
@@ -66,7 +66,7 @@ class StepBatch:
             loss=self.loss[cut],
             time_s=self.time_s[cut],
             step_time_ms=self.step_time_ms[cut],
-            lr=self.lr[cut],
+            lr=None if self.lr is None else self.lr[cut],
             x=None if self.x is None else self.x[cut],
             extras={k: v[cut] for k, v in self.extras.items()},
             evals=[e for e in self.evals if e["step"] <= updates],
@@ -162,7 +162,7 @@ class StepRecorder:
     def _reset(self) -> None:
         self._epochs: list[int | None] = []
         self._losses = self._column()
-        self._lrs: list[float | np.ndarray] = []  # an ensemble's: one rate per member
+        self._lrs: list[float | np.ndarray | None] = []  # an ensemble's: one rate per member; None: no rate
         self._points = self._column()
         self._extras: dict[str, _DeviceColumn | _HostColumn] = {}
         self._evals: list[tuple[int, int | None, dict[str, torch.Tensor]]] = []
@@ -213,10 +213,11 @@ class StepRecorder:
         self,
         loss: torch.Tensor,
         epoch: int | None,
-        lr: float | np.ndarray,
+        lr: float | np.ndarray | None,
         extras: dict[str, torch.Tensor] | None = None,
     ) -> bool:
-        """Note one finished step; True when a flush is due."""
+        """Note one finished step (``lr``: the rate it used, None where the optimizer has none); True when a flush
+        is due."""
         now = time.perf_counter()
         self._marks.append(self._mark() if self.cuda else now)
         self._paused_before.append(len(self._pauses))
@@ -261,7 +262,7 @@ class StepRecorder:
             loss=self._losses.to_host(),
             time_s=ends,
             step_time_ms=(ends - starts) * 1000.0,
-            lr=np.array(self._lrs, dtype=np.float64),
+            lr=None if self._lrs[0] is None else np.array(self._lrs, dtype=np.float64),
             x=self._points.to_host() if self._points else None,
             extras={name: column.to_host() for name, column in self._extras.items()},
             evals=evals,

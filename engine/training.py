@@ -64,9 +64,11 @@ class Stepper:
     #: a function problem's x before the update (live: every update changes it in place); None for datasets
     point: Tensor | None = None
 
-    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float | np.ndarray, dict[str, Tensor] | None]:
-        """Apply update number ``step`` (from 0) on the batch ``indices``: (the loss before it, the rate used,
-        the extras asked for)."""
+    def step(
+        self, step: int, indices: Tensor | None
+    ) -> tuple[Tensor, float | np.ndarray | None, dict[str, Tensor] | None]:
+        """Apply update number ``step`` (from 0) on the batch ``indices``: (the loss before it, the rate used or
+        None where the optimizer has none, the extras asked for)."""
         raise NotImplementedError
 
     def evaluate(self, problem: BuiltProblem, modules: Sequence[torch.nn.Module]) -> dict[str, Tensor]:
@@ -128,7 +130,7 @@ class ModuleStepper(Stepper):
         self.first_group = optimizers[0].param_groups[0]  # the entry's, or its groups.0's: the rate recorded
         self.point = problem.point(module)
 
-    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float, dict[str, Tensor] | None]:
+    def step(self, step: int, indices: Tensor | None) -> tuple[Tensor, float | None, dict[str, Tensor] | None]:
         optimizers, params = self.optimizers, self.params
         if self.scheduled:
             factor = self.schedule.factor(step, self.total_steps)
@@ -164,7 +166,7 @@ class ModuleStepper(Stepper):
         if self.hvp:  # the gradients hold the graph create_graph kept (and a cycle through the parameters)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-        return loss, self.first_group.get(self.rate_key, math.nan), extras
+        return loss, None if self.rate_key is None else self.first_group.get(self.rate_key, math.nan), extras
 
     @contextmanager
     def _evaluating(self) -> Iterator[None]:

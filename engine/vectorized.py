@@ -603,7 +603,7 @@ class _EnsembleStepper(Stepper):
             loss=batch.loss[:, row],
             time_s=batch.time_s,
             step_time_ms=batch.step_time_ms,
-            lr=batch.lr[:, row],
+            lr=None if batch.lr is None else batch.lr[:, row],
             x=None if batch.x is None else batch.x[:, row],
             extras={k: v[:, row] for k, v in batch.extras.items()},
             evals=evals,

@@ -88,8 +88,10 @@ class Optimizer(Component[OP]):
     version: ClassVar[str] = torch.__version__.split("+")[0]
     family: ClassVar[str] = "adaptive"
     reference: ClassVar[str] = ""
-    #: the param_groups key holding the rate the step used (recorded as the step's lr)
-    rate_key: ClassVar[str] = "lr"
+    #: the param_groups key holding the rate the step used (recorded as the step's lr); None for a rule whose step
+    #: has no rate (A2Grad's coefficients come from its Lipschitz constant and each tensor's gradient variation):
+    #: its steps record none (null)
+    rate_key: ClassVar[str | None] = "lr"
     #: the constructor argument that takes the run's total number of updates (Ranger21's ``num_iterations``, which
     #: times its warm-up and warm-down): never a param; the engine builds it with the run's own steps
     total_steps_arg: ClassVar[str | None] = None

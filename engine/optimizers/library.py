@@ -56,8 +56,8 @@ class Declared:
     elementwise: bool = False
     needs_closure: bool = False
     needs_loss: bool = False
-    #: a rate other than ``lr`` is what the step used (AliG's Polyak step size)
-    rate_key: str = "lr"
+    #: a rate other than ``lr`` is what the step used (AliG's Polyak step size); None: its step has no rate
+    rate_key: str | None = "lr"
     #: the constructor argument that takes the run's total steps (Optimizer.total_steps_arg)
     total_steps_arg: str | None = None
     #: params its step also takes as tensors over stacked ensemble members (Optimizer.stacked_params)
@@ -254,6 +254,8 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
 }
 DECLARED_EXTRA: dict[str, dict[str, Any]] = {
     "alig": {"needs_loss": True, "rate_key": "step_size"},
+    # no rate: each tensor's step is 1 / (2 lips / (t + 1) + beta * sqrt(its gradient variation)); lr is ignored
+    "a2grad": {"rate_key": None},
     "emonavi": {"needs_loss": True},
     "emofact": {"needs_loss": True},
     "emolynx": {"needs_loss": True},

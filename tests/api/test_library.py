@@ -1,5 +1,5 @@
 """pytorch-optimizer's classes against the runs the service stores: one comparison over HTTP holds the whole
-sample of tests/engine/test_library.py (30 library optimizers across every family, including schedule-free,
+sample of tests/engine/test_library.py (31 library optimizers across every family, including schedule-free,
 Hessian-based and Muon), the worker's tasks train it in-process, and every stored step's loss and rate, and
 each run's final loss, equal the library's class driven by a plain torch loop, on both databases."""
 
@@ -87,3 +87,22 @@ def test_ranger21s_num_iterations_is_the_runs_steps_and_a_given_one_is_422_at_it
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "optimizers", 0, "params", "num_iterations"]
     assert published == []
+
+
+def test_a2grads_stored_steps_have_no_rate(client, published) -> None:
+    """A2Grad has no rate: its stored steps' lr is null (not NaN), like the rows of any column a run lacks."""
+    spec = {
+        "name": "a2grad's rate",
+        "problem": PROBLEM,
+        "training": {"steps": STEPS, "batch_size": "full"},
+        "optimizers": [{"name": PREFIX + "a2grad", "params": {"lips": 100.0}}],
+        "seeds": [SEED],
+        "device": "cpu",
+        "dtype": "float64",
+    }
+    response = client.post(BASE, json=spec)
+    assert response.status_code == 202, response.text
+    [run] = response.json()["runs"]
+    assert train_run.apply(args=[run["id"]]).get() == "succeeded"
+    steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    assert len(steps) == STEPS and [step["lr"] for step in steps] == [None] * STEPS

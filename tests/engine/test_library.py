@@ -251,3 +251,16 @@ def test_every_argument_the_library_leaves_required_is_the_runs_steps_or_declare
             and argument.name not in ("params", "optimizer")
         }
         assert required <= {cls.total_steps_arg, *cls.Params.fixed_defaults}, name
+
+
+def test_a2grad_has_no_rate_so_its_steps_record_none() -> None:
+    """A2Grad's step size comes from its Lipschitz constant and each tensor's gradient variation; its param groups
+    hold no rate: the run records none (null in every row), where it recorded NaN."""
+    batches: list[StepBatch] = []
+    spec = _spec(PREFIX + "a2grad", {"lips": 100.0})
+    outcome = train(spec, 0, 0, lambda batch: batches.append(batch) or True, total_steps=STEPS)
+    assert outcome.status == "succeeded" and ENTRIES["a2grad"].rate_key is None
+    rows = [row for batch in batches for row in batch.rows()]
+    assert len(rows) == STEPS and all(batch.lr is None for batch in batches)
+    assert [row["lr"] for row in rows] == [None] * STEPS
+    assert rows[-1]["loss"] < rows[0]["loss"]
