@@ -333,12 +333,14 @@ class OptimizerEntry(OptimizerRef):
     @model_validator(mode="after")
     def _schedule_free_schedule(self) -> Self:
         uses = [self.component] + [g.optimizer.component for g in self.groups if g.optimizer is not None]
-        # a schedule-free *Closure variant has no modes (it evaluates at y inside step) but averages all the same
-        modal = [o.name for o in uses if o.train_eval_modes or o.family == "schedule-free"]
-        if modal and self.schedule.name != "constant":
+        # by family, not by train/eval modes: a *Closure variant has none (it evaluates at y inside step) and is
+        # schedule-free all the same, while SPlus's modes only swap in an average of its iterates, which any
+        # schedule suits
+        free = [o.name for o in uses if o.family == "schedule-free"]
+        if free and self.schedule.name != "constant":
             raise spec_error(
                 ("schedule",),
-                f"'{modal[0]}' is schedule-free: it takes a constant rate (with a warm-up or not), "
+                f"'{free[0]}' is schedule-free: it takes a constant rate (with a warm-up or not), "
                 f"not the schedule '{self.schedule.name}'",
                 self.schedule.name,
             )

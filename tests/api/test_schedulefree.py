@@ -100,3 +100,24 @@ def test_every_schedule_free_entry_with_a_decaying_schedule_is_422_at_its_schedu
     assert set(found) == {("body", "optimizers", index, "schedule") for index in range(len(free))}
     assert all("schedule-free" in message and "cosine" in message for message in found.values())
     assert client.get(BASE).json()["items"] == before and published == []
+
+
+def test_splus_is_not_schedule_free_and_trains_with_a_decaying_schedule(client, published) -> None:
+    """SPlus has train/eval modes, but they only swap in an average of its iterates: it takes any schedule (a
+    cosine one was refused as if it were schedule-free), and its stored rate follows it, while a schedule-free
+    entry in the same comparison is still a 422 at its schedule."""
+    splus = {"name": "pytorch_optimizer.splus", "params": {"lr": 0.1}, "schedule": {"name": "cosine"}}
+    response = client.post(BASE, json=spec(splus, {"name": "schedulefree.adamw", "schedule": {"name": "cosine"}}))
+    assert response.status_code == 422, response.text
+    found = {tuple(error["loc"]): error["msg"] for error in response.json()["detail"]}
+    assert list(found) == [("body", "optimizers", 1, "schedule")]
+    assert "'schedulefree.adamw' is schedule-free" in found[("body", "optimizers", 1, "schedule")]
+
+    response = client.post(BASE, json=spec(splus) | {"training": {"steps": 12, "batch_size": 32}})
+    assert response.status_code == 202, response.text
+    [run] = response.json()["runs"]
+    assert train_run.apply(args=[run["id"]]).get() == "succeeded"
+    steps = client.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    cosine = make_spec([splus]).optimizers[0].schedule
+    assert [s["lr"] for s in steps] == pytest.approx([0.1 * cosine.factor(k, len(steps)) for k in range(len(steps))])
+    assert steps[-1]["lr"] < 0.1 / 2
