@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import schedulefree
+import schedulefree.adamw_schedulefree_reference
 import torch
 
 from engine.optimizers import Optimizer, TestSettings
@@ -30,6 +31,15 @@ UNSUPPORTED = {
     "and is not a torch.optim.Optimizer; around SGD it is schedulefree.sgd, step by step",
 }
 UNSUPPORTED["wrapper_reference"] = UNSUPPORTED["wrapper"]
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """Prints nothing."""
+
+
+# AdamWScheduleFreeReference prints "Switching to train mode" / "Switching to eval mode" at every mode switch, two
+# lines in a worker's log per evaluation; those are the only prints of its module, whose print this silences
+setattr(schedulefree.adamw_schedulefree_reference, "print", _silent)
 #: steps per test problem, as the other library's entries take
 TEST_STEPS = 200
 #: params on the test problems where the defaults do not halve the loss in TEST_STEPS (a sweep over the rate's

@@ -103,3 +103,24 @@ def test_the_unsupported_wrappers_around_sgd_are_schedulefree_sgd(wrapper: type)
     torch.testing.assert_close(wrapped_losses, losses, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(wrapped_x, x, rtol=1e-12, atol=1e-12)
     assert ENTRIES["wrapper"].unsupported and "schedulefree.sgd" in ENTRIES["wrapper"].unsupported
+
+
+def test_adamw_reference_switches_modes_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    """AdamWScheduleFreeReference printed "Switching to train/eval mode" at every switch (around each evaluation
+    and the final loss), which floods a worker's log: a run with evaluations prints nothing, while other output
+    still reaches stdout."""
+    spec = ComparisonSpec.model_validate(
+        {
+            "name": "quiet",
+            "problem": {"function": {"name": "rosenbrock"}, "x0": [-1.2, 1.0]},
+            "training": {"steps": 12, "eval_every": 3},
+            "optimizers": [{"name": "schedulefree.adamw_reference", "params": {"lr": 0.3}}],
+            "device": "cpu",
+            "dtype": "float64",
+        }
+    )
+    rows: list[Any] = []
+    outcome = train(spec, 0, 0, lambda batch: rows.append(batch) or True, total_steps=12)
+    assert outcome.status == "succeeded" and len([e for batch in rows for e in batch.evals]) == 5
+    print("the process's own output")
+    assert capsys.readouterr().out == "the process's own output\n"
