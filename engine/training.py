@@ -170,12 +170,15 @@ class ModuleStepper(Stepper):
 
     @contextmanager
     def _evaluating(self) -> Iterator[None]:
-        for optimizer in self.moded:
+        # before its first step an optimizer keeps no average, so its weights are the only ones (and SPlus's eval()
+        # fails for want of one)
+        moded = [optimizer for optimizer in self.moded if optimizer.state]
+        for optimizer in moded:
             optimizer.eval()  # type: ignore[attr-defined]
         try:
             yield
         finally:
-            for optimizer in self.moded:
+            for optimizer in moded:
                 optimizer.train()  # type: ignore[attr-defined]
 
     def evaluating(self) -> AbstractContextManager[None]:

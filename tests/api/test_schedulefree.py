@@ -113,7 +113,7 @@ def test_splus_is_not_schedule_free_and_trains_with_a_decaying_schedule(client, 
     assert list(found) == [("body", "optimizers", 1, "schedule")]
     assert "'schedulefree.adamw' is schedule-free" in found[("body", "optimizers", 1, "schedule")]
 
-    response = client.post(BASE, json=spec(splus) | {"training": {"steps": 12, "batch_size": 32}})
+    response = client.post(BASE, json=spec(splus))  # TRAINING evaluates at step 0 too, before any step
     assert response.status_code == 202, response.text
     [run] = response.json()["runs"]
     assert train_run.apply(args=[run["id"]]).get() == "succeeded"

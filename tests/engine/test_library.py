@@ -264,3 +264,16 @@ def test_a2grad_has_no_rate_so_its_steps_record_none() -> None:
     assert len(rows) == STEPS and all(batch.lr is None for batch in batches)
     assert [row["lr"] for row in rows] == [None] * STEPS
     assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_splus_evaluates_before_its_first_step_at_its_initial_weights() -> None:
+    """SPlus's eval() fails before its first step (no average yet): the evaluation at step 0 is taken at the initial
+    weights, the later ones and the final loss at its average of iterates, as its plain loop has them."""
+    params = {"lr": 0.1}
+    losses, _, final, evals = _engine_run(_spec(PREFIX + "splus", params, eval_every=4))
+    expected, _, expected_final, _, expected_evals = _plain_run("splus", params, eval_every=4)
+    np.testing.assert_allclose(losses, expected, rtol=1e-12, atol=0)
+    assert [e["step"] for e in evals] == [0, 4, 8, STEPS]
+    assert evals[0]["train_loss"] == pytest.approx(losses[0], rel=1e-12)  # full batch: the first step's own loss
+    np.testing.assert_allclose([e["train_loss"] for e in evals[1:-1]], expected_evals, rtol=1e-12, atol=0)
+    assert final == pytest.approx(expected_final, rel=1e-12, abs=0)
