@@ -118,7 +118,12 @@ class TrackedRun:
             if name not in self._columns:
                 self._columns[name] = [None] * rows
             column = self._columns[name]
-            column[-1] = value if isinstance(value, float) or _is_tensor(value) else float(value)
+            if isinstance(value, float):
+                column[-1] = value
+            elif _is_tensor(value):  # a CPU value is read now (no device to wait for); a GPU one at the flush
+                column[-1] = value.item() if value.device.type == "cpu" else value
+            else:
+                column[-1] = float(value)
         if rows >= self.flush_every or time.monotonic() - self._flushed_at >= self.flush_interval_s:
             self.flush()
 

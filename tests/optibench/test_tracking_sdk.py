@@ -35,7 +35,7 @@ def tiny_loop(run: tracking.TrackedRun, lr: float, seed: int) -> list[float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        run.log(loss=loss.detach())  # a tensor: turned to a float at the flush
+        run.log(loss=loss.detach())  # a CPU tensor: read as a float at once
         losses.append(loss.item())
         if step % 5 == 4:
             run.log(step=step, **{"eval/accuracy": float((model(x).argmax(1) == y).float().mean())})
@@ -112,3 +112,12 @@ def test_batches_a_lost_network_kept_are_sent_once_by_sync(client, tmp_path):
     assert online.tracked_metrics(run.id).column("loss").to_pylist() == [1.0 / (1 + s) for s in range(STEPS)]
     assert list(tmp_path.iterdir()) == []
     assert tracking.sync(online, tmp_path) == []  # nothing left: nothing sent twice
+
+
+def test_device_tensors_become_floats_at_the_flush_one_copy_per_device() -> None:
+    """A GPU's values wait as tensors until the flush (no sync per step); the conversion is device-agnostic, so
+    CPU tensors stand in for them here."""
+    columns = {"loss": [torch.tensor(0.5), None, torch.tensor(float("nan"))], "lr": [0.1, 0.2, torch.tensor(0.3)]}
+    tracking._tensors_to_floats(columns)
+    assert columns["loss"][:2] == [0.5, None] and columns["loss"][2] != columns["loss"][2]
+    assert columns["lr"] == [0.1, 0.2, pytest.approx(0.3)] and all(isinstance(v, float) for v in columns["lr"])
