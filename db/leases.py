@@ -326,28 +326,17 @@ def reap_stale_runs(session: Session, lease_timeout_s: float, max_attempts: int)
     abandoned = [r.id for r in rows if r.external]
     if requeued:
         session.execute(update(Run).where(Run.id.in_(requeued)).values(status=QUEUED, enqueued_at=None))
+    for ending, error in (
+        (failed, f"lost its worker {max_attempts} times (no heartbeat for {lease_timeout_s:.0f}s); giving up"),
+        (abandoned, f"its client sent nothing for {lease_timeout_s:.0f}s (no upload or heartbeat); rows kept"),
+    ):
+        if ending:
+            session.execute(
+                update(Run).where(Run.id.in_(ending)).values(status=FAILED, finished_at=utcnow(), error=error)
+            )
     if failed:
-        session.execute(
-            update(Run)
-            .where(Run.id.in_(failed))
-            .values(
-                status=FAILED,
-                finished_at=utcnow(),
-                error=f"lost its worker {max_attempts} times (no heartbeat for {lease_timeout_s:.0f}s); giving up",
-            )
-        )
         session.execute(delete(Checkpoint).where(Checkpoint.run_id.in_(failed)))
-    if abandoned:
-        session.execute(
-            update(Run)
-            .where(Run.id.in_(abandoned))
-            .values(
-                status=FAILED,
-                finished_at=utcnow(),
-                error=f"its client sent nothing for {lease_timeout_s:.0f}s (no upload or heartbeat); rows kept",
-            )
-        )
-        failed += abandoned
+    failed += abandoned
     for cid in {r.comparison_id for r in rows}:
         refresh_comparison(session, cid)
     return requeued, failed

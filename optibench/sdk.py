@@ -37,7 +37,6 @@ import io
 import json
 import math
 import os
-import platform
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -45,12 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
-import optibench
 from engine import hardware
 from engine import suites as engine_suites
 from engine.optimizers import Optimizer
@@ -59,7 +56,17 @@ from engine.recorder import StepBatch, StepRecorder
 from engine.spec import ComparisonSpec
 from engine.training import DTYPES, train_with
 from optibench.client import Client, OptibenchError
-from optibench.spool import RunSpool, default_spool_dir, locked
+from optibench.spool import (
+    RunSpool,
+    client_packages,
+    default_spool_dir,
+    dropping_refused,
+    locked,
+    read_meta,
+    remove,
+    sync_folders,
+    write_meta,
+)
 
 #: what ``train`` calls to make a run's optimizer: the model's trainable parameters in, a torch optimizer out
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -193,16 +200,6 @@ def steps_arrow(batch: StepBatch) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
-
-
-def _packages() -> dict[str, str]:
-    return {
-        "optibench": optibench.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "python": platform.python_version(),
-    }
 
 
 class LocalRun:
@@ -341,14 +338,14 @@ class LocalRun:
             "diverged_step": diverged_step,
             "error": error,
         }
-        _write_meta(self.directory, finish={"status": status, **outcome})
+        write_meta(self.directory, finish={"status": status, **outcome})
         left = self._spool.close(timeout_s)
         if left:
             self._exit_stack.close()  # this process is done with the folder: a sync may take it
             raise OptibenchError(None, f"{left} batches of run {self.id} wait in {self.directory}: `optibench sync`")
         self.finished = _finish_on_server(self.client, self.id, status, outcome, cancelled=self._spool.cancelled)
         self._exit_stack.close()
-        _remove(self.directory)
+        remove(self.directory)
         return self.finished
 
     def __enter__(self) -> LocalRun:
@@ -389,25 +386,6 @@ def _finish_on_server(
         raise
 
 
-def _remove(directory: Path) -> None:
-    for path in directory.iterdir():
-        path.unlink(missing_ok=True)
-    directory.rmdir()
-
-
-def _meta(directory: Path) -> dict[str, Any]:
-    path = directory / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_meta(directory: Path, **values: Any) -> dict[str, Any]:
-    meta = _meta(directory) | values
-    partial = directory / "run.json.tmp"
-    partial.write_text(json.dumps(meta))
-    partial.replace(directory / "run.json")
-    return meta
-
-
 def _run_directory(spool_dir: Path, client: Client, comparison_id: str, seed: int, label: str) -> Path:
     name = hashlib.sha256(json.dumps([client.url, comparison_id, seed, label]).encode()).hexdigest()[:20]
     return spool_dir / name
@@ -439,11 +417,11 @@ def start_run(
     stack = ExitStack()
     stack.enter_context(locked(directory))
     try:
-        meta = _meta(directory)
+        meta = read_meta(directory)
         run = _resumable(client, directory, meta)
         if run is None:
             key = meta.get("key") if meta.get("run_id") is None and meta.get("key") else uuid.uuid4().hex
-            _write_meta(directory, url=client.url, comparison_id=problem.comparison_id, seed=seed, label=label, key=key)
+            write_meta(directory, url=client.url, comparison_id=problem.comparison_id, seed=seed, label=label, key=key)
             run = client.create_run(
                 problem.comparison_id,
                 seed=seed,
@@ -452,10 +430,10 @@ def start_run(
                 params=params,
                 device=problem.device.type,
                 hardware=hardware.describe(problem.device),
-                packages=_packages(),
+                packages=client_packages(),
                 key=key,
             )
-            _write_meta(directory, run_id=run["id"])
+            write_meta(directory, run_id=run["id"])
         return LocalRun(
             client,
             problem,
@@ -487,52 +465,31 @@ def sync_directory(client: Client, directory: Path, timeout_s: float | None = No
     """Send what a run's spool folder holds (its rows, then its finish if it got that far) and empty it; the run
     as the server has it. A run still running is left running (a later start goes on with it). Rows the server
     no longer takes (the run is finished) are dropped."""
-    meta = _meta(directory)
+    meta = read_meta(directory)
     if not meta.get("run_id"):
-        _remove(directory)
+        remove(directory)
         return None
     run_id = meta["run_id"]
-
-    def upload(kind: str, body: bytes) -> dict[str, Any]:
-        try:
-            return _send_item(client, run_id, kind, body)
-        except OptibenchError as exc:
-            if exc.status == 409:  # finished: it takes no more rows
-                return {"stored": 0, "cancelled": False}
-            raise
-
+    upload = dropping_refused(lambda kind, body: _send_item(client, run_id, kind, body))
     left = RunSpool(directory, upload, max_pending_bytes=1 << 62).close(timeout_s)
     if left:
         raise OptibenchError(None, f"{left} batches of run {run_id} still wait in {directory}")
     if "finish" in meta:
         finish = dict(meta["finish"])
         run = _finish_on_server(client, run_id, finish.pop("status"), finish, cancelled=False)
-        _remove(directory)
+        remove(directory)
         return run
     run = client.run(run_id)
     if run["status"] != "running":
-        _remove(directory)
+        remove(directory)
     return run
 
 
 def sync(client: Client, spool_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Send everything killed or offline processes left in the spool for this server: the runs as the server
     has them. Folders a live process holds are left alone."""
-    from optibench.spool import SpoolLocked
-
     root = Path(spool_dir) if spool_dir is not None else default_spool_dir()
-    runs = []
-    for directory in sorted(root.iterdir()) if root.exists() else []:
-        if not directory.is_dir() or _meta(directory).get("url", client.url) != client.url:
-            continue
-        try:
-            with locked(directory):
-                run = sync_directory(client, directory)
-        except SpoolLocked:
-            continue
-        if run is not None:
-            runs.append(run)
-    return runs
+    return sync_folders(root, client.url, lambda directory, _meta: sync_directory(client, directory))
 
 
 def train(

@@ -12,7 +12,9 @@ or a doubling pause; when more than ``max_pending_bytes`` wait, ``put`` blocks u
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import threading
 import time
 from collections import deque
@@ -41,6 +43,82 @@ def default_spool_dir() -> Path:
         return Path(os.environ["OPTIBENCH_SPOOL_DIR"])
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "optibench" / "spool"
+
+
+def client_packages() -> dict[str, str]:
+    """The versions a client reports with the runs it creates (torch where it is installed)."""
+    import numpy
+    import pyarrow
+
+    import optibench
+
+    packages = {
+        "optibench": optibench.__version__,
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+    except ImportError:
+        return packages
+    return packages | {"torch": torch.__version__}
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """A run folder's ``run.json``: the server, the run and, once it ended here, its finish."""
+    path = directory / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_meta(directory: Path, **values: Any) -> dict[str, Any]:
+    """Add ``values`` to the folder's ``run.json``, replaced whole (a crash leaves the old one or the new)."""
+    meta = read_meta(directory) | values
+    partial = directory / "run.json.tmp"
+    partial.write_text(json.dumps(meta))
+    partial.replace(directory / "run.json")
+    return meta
+
+
+def remove(directory: Path) -> None:
+    """A run folder the server has everything of."""
+    for path in directory.iterdir():
+        path.unlink(missing_ok=True)
+    directory.rmdir()
+
+
+def dropping_refused(upload: Upload) -> Upload:
+    """``upload`` for what an earlier process left: a run the server has finished takes no more (409), and its
+    leftover item is dropped rather than retried."""
+
+    def send(kind: str, body: bytes) -> dict[str, Any]:
+        try:
+            return upload(kind, body)
+        except OptibenchError as exc:
+            if exc.status == 409:
+                return {"stored": 0, "cancelled": False}
+            raise
+
+    return send
+
+
+def sync_folders(
+    root: Path, url: str, sync_one: Callable[[Path, dict[str, Any]], dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """``sync_one(folder, its run.json)`` for every run folder under ``root`` of the server at ``url``, each under
+    its lock: what it returns (the runs as the server has them). Folders a live process holds are left alone."""
+    runs = []
+    for directory in sorted(root.iterdir()) if root.exists() else []:
+        if not directory.is_dir() or read_meta(directory).get("url", url) != url:
+            continue
+        try:
+            with locked(directory):
+                run = sync_one(directory, read_meta(directory))
+        except SpoolLocked:
+            continue
+        if run is not None:
+            runs.append(run)
+    return runs
 
 
 class SpoolLocked(Exception):

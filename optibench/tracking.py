@@ -21,7 +21,6 @@ know their items.
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 import time
@@ -29,12 +28,19 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-import optibench
 from optibench.client import Client, OptibenchError
-from optibench.spool import RunSpool, SpoolLocked, default_spool_dir, locked
+from optibench.spool import (
+    RunSpool,
+    client_packages,
+    default_spool_dir,
+    dropping_refused,
+    locked,
+    remove,
+    sync_folders,
+    write_meta,
+)
 
 FLUSH_EVERY = 10_000
 FLUSH_INTERVAL_S = 1.0
@@ -43,22 +49,6 @@ FLUSH_INTERVAL_S = 1.0
 def default_tracking_dir() -> Path:
     """Where tracked runs spool: beside the SDK's spool folder, in ``tracking``."""
     return default_spool_dir().with_name("tracking")
-
-
-def _packages() -> dict[str, str]:
-    packages = {
-        "optibench": optibench.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "python": platform.python_version(),
-    }
-    try:
-        import torch
-
-        packages["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return packages
 
 
 def _hardware() -> dict[str, Any]:
@@ -156,13 +146,13 @@ class TrackedRun:
         try:
             self.flush()
         finally:
-            _write_meta(self.directory, finish={"status": status, "error": error})
+            write_meta(self.directory, finish={"status": status, "error": error})
             left = self._spool.close(timeout_s)
         self._exit_stack.close()
         if left:
             raise OptibenchError(None, f"{left} batches of tracked run {self.id} wait in {self.directory}: sync them")
         self.finished = _finish_on_server(self.client, self.id, status, error)
-        _remove(self.directory)
+        remove(self.directory)
         return self.finished
 
     def __enter__(self) -> TrackedRun:
@@ -202,23 +192,6 @@ def _tensors_to_floats(columns: dict[str, list[Any]]) -> None:
                 values[index] = number
 
 
-def _meta(directory: Path) -> dict[str, Any]:
-    path = directory / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_meta(directory: Path, **values: Any) -> None:
-    partial = directory / "run.json.tmp"
-    partial.write_text(json.dumps(_meta(directory) | values))
-    partial.replace(directory / "run.json")
-
-
-def _remove(directory: Path) -> None:
-    for path in directory.iterdir():
-        path.unlink(missing_ok=True)
-    directory.rmdir()
-
-
 def _finish_on_server(client: Client, run_id: str, status: str, error: str | None) -> dict[str, Any]:
     """POST the finish; a run the server has ended already (the watchdog, a finish sent before a crash) is
     read as it is."""
@@ -247,14 +220,14 @@ def track(
     (default ``default_tracking_dir()``)."""
     key = os.urandom(16).hex()
     run = client.create_tracked_run(
-        project, config, name=name, seed=seed, hardware=_hardware(), packages=_packages(), key=key
+        project, config, name=name, seed=seed, hardware=_hardware(), packages=client_packages(), key=key
     )
     root = Path(spool_dir) if spool_dir is not None else default_tracking_dir()
     directory = root / run["id"]
     stack = ExitStack()
     stack.enter_context(locked(directory))
     try:
-        _write_meta(directory, url=client.url, run_id=run["id"])
+        write_meta(directory, url=client.url, run_id=run["id"])
         return TrackedRun(client, run, directory, stack, flush_every=flush_every, flush_interval_s=flush_interval_s)
     except BaseException:
         stack.close()
@@ -266,36 +239,23 @@ def sync(client: Client, spool_dir: str | os.PathLike | None = None) -> list[dic
     their finish if they got that far); the runs as the server has them. Folders a live process holds are
     left alone; batches of a run the server has finished are dropped."""
     root = Path(spool_dir) if spool_dir is not None else default_tracking_dir()
-    runs = []
-    for directory in sorted(root.iterdir()) if root.exists() else []:
-        meta = _meta(directory) if directory.is_dir() else {}
-        if meta.get("url") != client.url or not meta.get("run_id"):
-            continue
-        run_id = meta["run_id"]
 
-        def upload(kind: str, body: bytes, run_id: str = run_id) -> dict[str, Any]:
-            try:
-                return client.upload_metrics(run_id, body)
-            except OptibenchError as exc:
-                if exc.status == 409:  # finished: it takes no more metrics
-                    return {"stored": 0, "cancelled": False}
-                raise
+    def sync_one(directory: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+        run_id = meta.get("run_id")
+        if not run_id:
+            return None
+        upload = dropping_refused(lambda kind, body: client.upload_metrics(run_id, body))
+        RunSpool(directory, upload, max_pending_bytes=1 << 62).close()
+        if "finish" in meta:
+            run = _finish_on_server(client, run_id, meta["finish"]["status"], meta["finish"].get("error"))
+        else:
+            run = client.tracked_run(run_id)
+            if run["status"] == "running":
+                return run
+        remove(directory)
+        return run
 
-        try:
-            with locked(directory):
-                RunSpool(directory, upload, max_pending_bytes=1 << 62).close()
-                if "finish" in meta:
-                    finish = meta["finish"]
-                    runs.append(_finish_on_server(client, run_id, finish["status"], finish.get("error")))
-                    _remove(directory)
-                else:
-                    run = client.tracked_run(run_id)
-                    runs.append(run)
-                    if run["status"] != "running":
-                        _remove(directory)
-        except SpoolLocked:
-            continue
-    return runs
+    return sync_folders(root, client.url, sync_one)
 
 
 __all__ = ["TrackedRun", "default_tracking_dir", "sync", "track"]

@@ -114,8 +114,10 @@ def append_metrics(
     step, metrics = decode_metrics(body)
     _limits.take(team_id, len(step), len(body), settings)
     try:
-        stored = tracking.append_metrics(session, run_id, step, metrics) if len(step) else 0
-        if not len(step):
+        if len(step):
+            stored = tracking.append_metrics(session, run_id, step, metrics)
+        else:  # an empty batch is a heartbeat
+            stored = 0
             tracking.hold(session, run_id)
     except tracking.NotRunning as exc:
         raise Finished(str(exc)) from exc
