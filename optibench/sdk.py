@@ -251,8 +251,9 @@ class LocalRun:
     def batches(self) -> Iterator[Batch]:
         """The seed's batches, in the server's order; the run's clock starts with the first."""
         self._start()
+        epochs = not self.problem.built.is_function  # a function problem's steps have none
         for batch in self.problem.batches(self.seed):
-            self._epoch = None if self.problem.built.is_function else batch.epoch
+            self._epoch = batch.epoch if epochs else None
             yield batch
 
     def loss(self, batch: Batch) -> Tensor:
