@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.api.test_reuse import published  # noqa: F401  (the fixture)
 from tests.engine.test_groups import MUON_ADAMW, PROBLEM, make_spec, plain_muon_adamw
 from worker.tasks import train_run
 
 BASE = "/api/v1/comparisons"
-
-
-@pytest.fixture
-def client(use_database):
-    from api.main import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def spec(*entries: dict) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from engine.optimizers.library import PREFIX
 from tests.api.test_reuse import published  # noqa: F401  (the fixture)
@@ -22,14 +21,6 @@ SEED = 0
 #: the global generator's state before each run, which the worker's run must not depend on (it seeds the
 #: generator with the run's seed: the Hutchinson probes of AdaHessian and Sophia-H draw from it)
 OTHER_STATE = 1234
-
-
-@pytest.fixture
-def client(use_database):
-    from api.main import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def test_the_stored_runs_of_library_optimizers_equal_their_classes_in_a_plain_loop(client, published) -> None:

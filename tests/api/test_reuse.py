@@ -23,14 +23,6 @@ LRS = [0.02, 0.05, 0.1, 0.2]
 SEEDS = [0, 1, 2]
 
 
-@pytest.fixture
-def client(use_database):
-    from api.main import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
 class Published(list):
     """The run ids of every task published to the broker: one per training task, every member's for an
     ensemble task; ``tasks``: the tasks themselves, (name, run ids)."""

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import schedulefree
 import torch
-from fastapi.testclient import TestClient
 from torch import nn
 
 from engine import registry
@@ -22,14 +21,6 @@ BASE = "/api/v1/comparisons"
 CPU = torch.device("cpu")
 ADAMW = {"name": "schedulefree.adamw", "params": {"lr": 0.02, "weight_decay": 0.01, "warmup_steps": 4}}
 TRAINING = {"steps": 12, "batch_size": 32, "eval_every": 5}
-
-
-@pytest.fixture
-def client(use_database):
-    from api.main import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def spec(*entries: dict) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
 
 from db import workers
 from db.session import transaction
@@ -22,14 +21,6 @@ def _spec(device: str) -> dict:
         "seeds": [0],
         "device": device,
     }
-
-
-@pytest.fixture
-def client(use_database):
-    from api.main import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 @pytest.fixture
