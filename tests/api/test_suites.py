@@ -12,7 +12,7 @@ from db.models import Comparison, Eval, Run, Step
 from db.session import transaction
 from engine.suites import discover
 from tests import suite_scores
-from tests.api.test_reuse import client, published  # noqa: F401  (fixtures)
+from tests.api.test_reuse import published  # noqa: F401  (a fixture; `client` is tests/api/conftest.py's)
 
 PINNED = {
     "lite-v1": "42ad3179674ee59d1b0aa406b7e99632e7270973ffd2ef18c39d3069c01885a3",
